@@ -1,0 +1,72 @@
+"""File helpers shared by every part of cnnlab that writes or reads files.
+
+Every file cnnlab writes goes through :func:`atomic_write`: the bytes land in a
+temporary file in the same directory, are flushed to disk, and only then replace
+the target with ``os.replace`` (atomic on POSIX and Windows). A crash mid-write
+leaves the old file intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class CnnlabFileError(ValueError):
+    """A file cnnlab was asked to read is missing, corrupt or of the wrong kind.
+
+    The message always names the file and says what is wrong with it.
+    """
+
+
+def atomic_write(path: PathLike, data: Union[bytes, str, Callable[[str], None]]) -> Path:
+    """Write ``data`` to ``path`` atomically and return the path.
+
+    ``data`` is bytes, text (written as UTF-8), or a callable that receives a
+    temporary file name and writes the content there itself (for libraries that
+    only write to a path, such as matplotlib or safetensors).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if callable(data):
+            os.close(fd)
+            data(tmp)
+        else:
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_json(path: PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: PathLike, what: str = "JSON file") -> Any:
+    """Read a JSON file; a missing or malformed file raises :class:`CnnlabFileError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabFileError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise CnnlabFileError(f"{what} {path} is not UTF-8 text: {e}") from None
+    except json.JSONDecodeError as e:
+        raise CnnlabFileError(f"{what} {path} is not valid JSON: {e}") from None
