@@ -1,0 +1,70 @@
+"""Element-wise non-linearities. Each backward multiplies ``dy`` by the local derivative."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer
+
+
+class _Elementwise(Layer):
+    def check_input_shape(self, shape):
+        # Works on any size; only the rank must match what the layer was built for.
+        if len(shape) != len(self.input_shape) + 1:
+            raise ValueError(f"{self.label}: expected a rank-{len(self.input_shape) + 1} batch, received shape {tuple(shape)}")
+
+
+class ReLU(_Elementwise):
+    """``max(x, 0)``; the gradient passes where the input was positive."""
+
+    def forward(self, x, training=False):
+        x = self._prepare(x)
+        self._mask = x > 0
+        return np.maximum(x, 0)
+
+    def backward(self, dy):
+        return dy * self._mask
+
+
+class LeakyReLU(_Elementwise):
+    """``x`` where positive, ``alpha * x`` elsewhere."""
+
+    def __init__(self, alpha=0.01, name=None):
+        super().__init__(name)
+        if not np.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"LeakyReLU: alpha must be a finite number >= 0, received {alpha!r}")
+        self.alpha = float(alpha)
+
+    def forward(self, x, training=False):
+        x = self._prepare(x)
+        self._slope = np.where(x > 0, 1, self.alpha).astype(self.dtype)
+        return x * self._slope
+
+    def backward(self, dy):
+        return dy * self._slope
+
+    def get_config(self):
+        return {"alpha": self.alpha}
+
+
+class Tanh(_Elementwise):
+    """``tanh(x)``; derivative ``1 - tanh(x)^2``."""
+
+    def forward(self, x, training=False):
+        self._y = np.tanh(self._prepare(x))
+        return self._y
+
+    def backward(self, dy):
+        return dy * (1 - self._y * self._y)
+
+
+class Sigmoid(_Elementwise):
+    """``1 / (1 + exp(-x))``; derivative ``s (1 - s)``. Computed without overflow."""
+
+    def forward(self, x, training=False):
+        x = self._prepare(x)
+        e = np.exp(-np.abs(x))                              # never overflows
+        self._y = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(self.dtype)
+        return self._y
+
+    def backward(self, dy):
+        return dy * self._y * (1 - self._y)

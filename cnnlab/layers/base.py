@@ -1,0 +1,141 @@
+"""The layer contract every cnnlab layer follows.
+
+A layer is a tiny object with two methods that mirror each other:
+
+* ``forward(x, training)`` computes the output and caches what backward needs;
+* ``backward(dy)`` takes the gradient of the loss with respect to the output,
+  fills ``self.grads`` (same keys as ``self.params``) and returns the gradient
+  with respect to the input.
+
+Shapes are inferred: a layer is *built* from the shape of the first input it
+sees (or by the model that holds it), so the user never types an input channel
+count. ``input_shape`` and ``output_shape`` are per example, without the batch
+axis. Images are channels last: ``(N, H, W, C)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_positive_int(name: str, value, layer: str) -> int:
+    """Validate an integer >= 1 and return it; the error quotes the value received."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{layer}: {name} must be a positive integer, received {value!r}")
+    return int(value)
+
+
+def check_pair(name: str, value, layer: str) -> tuple[int, int]:
+    """Accept ``k`` or ``(kh, kw)`` of positive integers; return ``(kh, kw)``."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError(f"{layer}: {name} must be an int or a pair of ints, received {value!r}")
+        return (check_positive_int(name, value[0], layer), check_positive_int(name, value[1], layer))
+    v = check_positive_int(name, value, layer)
+    return (v, v)
+
+
+class Layer:
+    """Base class: holds ``params``, ``grads`` and ``buffers`` and the build logic.
+
+    Subclasses implement ``build_params`` (create parameters for an input
+    shape), ``compute_output_shape``, ``forward`` and ``backward``, and
+    ``get_config`` (the constructor arguments, JSON-serializable).
+    """
+
+    def __init__(self, name: str | None = None):
+        self.name = name
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}  # saved with the model, not trained (e.g. running stats)
+        self.input_shape: tuple[int, ...] | None = None
+        self.output_shape: tuple[int, ...] | None = None
+        self.dtype = np.dtype(np.float32)
+        self.rng: np.random.Generator | None = None
+        # The model clears this for layers that nothing trainable precedes:
+        # their input gradient would be thrown away, so backward skips it.
+        self.needs_input_grad = True
+
+    # ---- building -------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self.input_shape is not None
+
+    def build(self, input_shape, rng: np.random.Generator | None = None, dtype=np.float32) -> tuple:
+        """Create parameters for a per-example ``input_shape``; return the output shape."""
+        input_shape = tuple(int(d) for d in input_shape)
+        self.dtype = np.dtype(dtype)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.output_shape = tuple(self.compute_output_shape(input_shape))
+        self.input_shape = input_shape
+        self.build_params(input_shape)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        return self.output_shape
+
+    def build_params(self, input_shape) -> None:
+        """Create ``self.params`` (and ``self.buffers``); layers without weights keep the default."""
+
+    def compute_output_shape(self, input_shape) -> tuple:
+        return tuple(input_shape)
+
+    def _prepare(self, x) -> np.ndarray:
+        """Validate a batch, build the layer on first use, and return it in the layer's dtype."""
+        x = np.asarray(x)
+        if not self.built:
+            if x.ndim < 2:
+                raise ValueError(f"{self.label}: expected a batch with at least 2 axes (N, ...), received shape {x.shape}")
+            self.build(x.shape[1:], dtype=x.dtype if x.dtype == np.float64 else np.float32)
+        self.check_input_shape(x.shape)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        return x
+
+    # Image layers (conv, pooling) work on any spatial size: only the channels must match.
+    any_spatial_size = False
+
+    def require_image(self, input_shape) -> None:
+        """Raise unless the per-example shape is an image ``(H, W, C)``."""
+        if len(input_shape) != 3:
+            raise ValueError(f"{self.label}: expects images (N, H, W, C); received per-example shape {tuple(input_shape)}")
+
+    def check_input_shape(self, shape) -> None:
+        """Same rank and per-example shape as at build time (only channels for image layers)."""
+        expected = self.input_shape
+        if self.any_spatial_size:
+            if len(shape) != 4 or shape[3] != expected[2]:
+                raise ValueError(f"{self.label}: expected input (N, H, W, {expected[2]}), received {tuple(shape)}")
+            return
+        if len(shape) != len(expected) + 1 or tuple(shape[1:]) != expected:
+            raise ValueError(
+                f"{self.label}: expected input of shape (N, {', '.join(map(str, expected))}), "
+                f"received {tuple(shape)}"
+            )
+
+    # ---- the contract ---------------------------------------------------
+    def forward(self, x, training: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def __call__(self, x, training: bool = False) -> np.ndarray:
+        return self.forward(x, training)
+
+    # ---- description ----------------------------------------------------
+    def get_config(self) -> dict:
+        return {}
+
+    def macs(self) -> int:
+        """Multiply-adds of one forward pass for one example (0 for cheap layers)."""
+        return 0
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    @property
+    def label(self) -> str:
+        return f"{type(self).__name__}" + (f" '{self.name}'" if self.name else "")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"

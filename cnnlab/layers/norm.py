@@ -1,0 +1,69 @@
+r"""Batch normalization (Ioffe & Szegedy 2015) over the last (channel) axis.
+
+Training: every channel is normalized with the mean and variance of the batch
+(over N, and H, W for images), then scaled and shifted by learned ``gamma``
+and ``beta``::
+
+    x_hat = (x - mean) / sqrt(var + eps),    y = gamma * x_hat + beta
+
+Running estimates ``running = (1 - momentum) * running + momentum * batch``
+(the unbiased variance, as in PyTorch) replace the batch statistics at inference.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer
+
+
+class BatchNorm(Layer):
+    def __init__(self, momentum=0.1, eps=1e-5, name=None):
+        super().__init__(name)
+        if not (isinstance(momentum, (int, float)) and 0 <= momentum <= 1):
+            raise ValueError(f"BatchNorm: momentum must be in [0, 1], received {momentum!r}")
+        if not (isinstance(eps, (int, float)) and eps > 0):
+            raise ValueError(f"BatchNorm: eps must be > 0, received {eps!r}")
+        self.momentum, self.eps = float(momentum), float(eps)
+
+    def build_params(self, input_shape):
+        c = input_shape[-1]
+        self.params["gamma"] = np.ones(c, self.dtype)
+        self.params["beta"] = np.zeros(c, self.dtype)
+        self.buffers["running_mean"] = np.zeros(c, self.dtype)
+        self.buffers["running_var"] = np.ones(c, self.dtype)
+
+    def forward(self, x, training=False):
+        x = self._prepare(x)
+        axes = tuple(range(x.ndim - 1))                     # every axis but the channels
+        if training:
+            count = x.size // x.shape[-1]
+            if count < 2:
+                raise ValueError(f"{self.label}: training needs more than one value per channel, received input {x.shape}")
+            mean = x.mean(axis=axes)
+            var = x.var(axis=axes)
+            m = self.momentum
+            self.buffers["running_mean"] *= 1 - m
+            self.buffers["running_mean"] += m * mean
+            self.buffers["running_var"] *= 1 - m
+            self.buffers["running_var"] += m * var * (count / (count - 1))
+        else:
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        inv_std = (1 / np.sqrt(var + self.eps)).astype(self.dtype)
+        x_hat = (x - mean) * inv_std
+        self._cache = (x_hat, inv_std, axes, training)
+        return x_hat * self.params["gamma"] + self.params["beta"]
+
+    def backward(self, dy):
+        x_hat, inv_std, axes, training = self._cache
+        self.grads["gamma"][...] = (dy * x_hat).sum(axis=axes)
+        self.grads["beta"][...] = dy.sum(axis=axes)
+        if not self.needs_input_grad:
+            return None
+        dx_hat = dy * self.params["gamma"]
+        if not training:                                    # statistics are constants
+            return dx_hat * inv_std
+        # Through the batch statistics: dx = (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)) / std
+        return (dx_hat - dx_hat.mean(axis=axes) - x_hat * (dx_hat * x_hat).mean(axis=axes)) * inv_std
+
+    def get_config(self):
+        return {"momentum": self.momentum, "eps": self.eps}

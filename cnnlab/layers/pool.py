@@ -1,0 +1,155 @@
+"""Sub-sampling: shrink feature maps by taking a subset, the average or the max of each window.
+
+All window layers share one mechanism: for each of the ``kh * kw`` taps of the
+window, ``window_slice`` gives a strided view of the input holding that tap for
+every output position. Max pooling keeps a running maximum and remembers which
+tap won (ties go to the first tap, as in PyTorch); average pooling sums the
+taps. The backward passes add the output gradient back through the same views.
+
+Output size: ``H_out = floor((H + pad - pool_h) / s_h) + 1``; ``padding="same"``
+gives ``ceil(H / s)``. Strides default to the pool size (non-overlapping windows).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer, check_pair, check_positive_int
+from .conv import output_size, pad_hw, resolve_padding, validate_padding, window_slice
+
+
+class _Pool2D(Layer):
+    any_spatial_size = True
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
+        super().__init__(name)
+        kind = type(self).__name__
+        self.pool_size = check_pair("pool_size", pool_size, kind)
+        self.strides = self.pool_size if strides is None else check_pair("strides", strides, kind)
+        self.padding = validate_padding(padding, kind)
+        if isinstance(self.padding, tuple) and any(p > k // 2 for p, k in zip(self.padding, self.pool_size)):
+            raise ValueError(f"{kind}: padding must be at most half the pool size {self.pool_size}, received {padding!r}")
+
+    def compute_output_shape(self, input_shape):
+        self.require_image(input_shape)
+        h, w, c = input_shape
+        pads = resolve_padding(self.padding, (h, w), self.pool_size, self.strides, (1, 1), self.label)
+        ho = output_size(h, self.pool_size[0], self.strides[0], pads[0] + pads[1], 1, self.label, "height")
+        wo = output_size(w, self.pool_size[1], self.strides[1], pads[2] + pads[3], 1, self.label, "width")
+        return (ho, wo, c)
+
+    def _geometry(self, x):
+        pads = resolve_padding(self.padding, x.shape[1:3], self.pool_size, self.strides, (1, 1), self.label)
+        ho, wo, _ = self.compute_output_shape(x.shape[1:])
+        return pads, (ho, wo)
+
+    def _taps(self, out_hw):
+        """Yield ``(tap_index, slice)`` for every tap of the window."""
+        kh, kw = self.pool_size
+        for p in range(kh):
+            for q in range(kw):
+                yield p * kw + q, window_slice(p, q, out_hw, self.strides, (1, 1))
+
+    def get_config(self):
+        return {"pool_size": list(self.pool_size), "strides": list(self.strides),
+                "padding": self.padding if isinstance(self.padding, str) else list(self.padding)}
+
+
+class MaxPool2D(_Pool2D):
+    """Max over each ``pool_size`` window: keeps the strongest response of a feature."""
+
+    def forward(self, x, training=False):
+        x = self._prepare(x)
+        pads, out_hw = self._geometry(x)
+        xp = pad_hw(x, pads, value=-np.inf)
+        taps = self._taps(out_hw)
+        _, first = next(taps)
+        y = xp[first].copy()
+        winner = np.zeros(y.shape, np.uint8 if self.pool_size[0] * self.pool_size[1] < 256 else np.int32)
+        for k, sl in taps:
+            better = xp[sl] > y                     # strict: ties keep the earlier tap
+            np.copyto(y, xp[sl], where=better)
+            np.copyto(winner, k, where=better)
+        self._cache = (winner, xp.shape, pads, out_hw)
+        return y
+
+    def backward(self, dy):
+        winner, padded_shape, pads, out_hw = self._cache
+        dxp = np.zeros(padded_shape, self.dtype)
+        for k, sl in self._taps(out_hw):
+            dxp[sl] += np.where(winner == k, dy, 0)
+        t, b, l, r = pads
+        return dxp[:, t:padded_shape[1] - b, l:padded_shape[2] - r]
+
+
+class AvgPool2D(_Pool2D):
+    """Mean over each window. Padded pixels are not counted (Keras ``"same"`` semantics)."""
+
+    def forward(self, x, training=False):
+        x = self._prepare(x)
+        pads, out_hw = self._geometry(x)
+        xp = pad_hw(x, pads)
+        y = np.zeros((x.shape[0],) + out_hw + (x.shape[3],), self.dtype)
+        for _, sl in self._taps(out_hw):
+            y += xp[sl]
+        # How many real (unpadded) pixels each window covers: pool a map of ones.
+        ones = pad_hw(np.ones((1,) + x.shape[1:3] + (1,), self.dtype), pads)
+        count = sum(ones[sl] for _, sl in self._taps(out_hw))
+        y /= count
+        self._cache = (count, xp.shape, pads, out_hw)
+        return y
+
+    def backward(self, dy):
+        count, padded_shape, pads, out_hw = self._cache
+        share = dy / count                          # each pixel of a window gets an equal share
+        dxp = np.zeros(padded_shape, self.dtype)
+        for _, sl in self._taps(out_hw):
+            dxp[sl] += share
+        t, b, l, r = pads
+        return dxp[:, t:padded_shape[1] - b, l:padded_shape[2] - r]
+
+
+class Subsample(Layer):
+    """Keep every ``stride``-th pixel along H and W: sub-sampling as a subset of the pixels."""
+
+    any_spatial_size = True
+
+    def __init__(self, stride=2, name=None):
+        super().__init__(name)
+        self.stride = check_pair("stride", stride, "Subsample")
+
+    def compute_output_shape(self, input_shape):
+        self.require_image(input_shape)
+        h, w, c = input_shape
+        return (-(-h // self.stride[0]), -(-w // self.stride[1]), c)
+
+    def forward(self, x, training=False):
+        x = self._prepare(x)
+        self._shape = x.shape
+        return x[:, ::self.stride[0], ::self.stride[1]].copy()
+
+    def backward(self, dy):
+        dx = np.zeros(self._shape, self.dtype)
+        dx[:, ::self.stride[0], ::self.stride[1]] = dy
+        return dx
+
+    def get_config(self):
+        return {"stride": list(self.stride)}
+
+
+class GlobalAvgPool2D(Layer):
+    """Average each feature map to one number: (N, H, W, C) -> (N, C)."""
+
+    any_spatial_size = True
+
+    def compute_output_shape(self, input_shape):
+        self.require_image(input_shape)
+        return (input_shape[2],)
+
+    def forward(self, x, training=False):
+        x = self._prepare(x)
+        self._shape = x.shape
+        return x.mean(axis=(1, 2))
+
+    def backward(self, dy):
+        n, h, w, c = self._shape
+        return np.broadcast_to((dy / (h * w))[:, None, None, :], self._shape).astype(self.dtype)

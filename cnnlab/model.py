@@ -1,0 +1,331 @@
+"""``Sequential``: a chain of layers trained end to end by backpropagation.
+
+The forward pass runs the layers in order; the backward pass runs them in
+reverse, each turning the gradient of its output into the gradient of its
+input while filling its own ``grads``. Shapes are inferred from ``input_shape``
+once, at build time, so ``summary()`` knows every layer's output shape,
+parameter count and multiply-adds before any data is seen.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import losses as losses_mod
+from . import layers as layers_mod
+from ._io import CnnlabFileError, atomic_write
+
+FORMAT_KEY = "cnnlab_architecture"
+
+
+def _snake(name: str) -> str:
+    """``MaxPool2D`` -> ``max_pool2d``, ``ReLU`` -> ``relu``, ``BatchNorm`` -> ``batch_norm``."""
+    out = "".join("_" + ch.lower() if ch.isupper() and 0 < i < len(name) - 1 and name[i - 1].islower()
+                  and name[i + 1].islower() else ch.lower() for i, ch in enumerate(name))
+    return out.replace("2_d", "2d")
+
+
+class Sequential:
+    """A stack of layers. ``Sequential([Conv2D(6, 5), ReLU(), ...], input_shape=(28, 28, 1))``.
+
+    ``seed`` fixes every random choice (initialization, dropout, shuffling):
+    the same seed gives bit-identical training.
+    """
+
+    def __init__(self, layers, input_shape=None, seed: int = 0, loss="softmax", name: str = "sequential"):
+        self.layers = list(layers)
+        for layer in self.layers:
+            if not isinstance(layer, layers_mod.Layer):
+                raise ValueError(f"Sequential: every layer must be a cnnlab Layer, received {layer!r}")
+        if not self.layers:
+            raise ValueError("Sequential: needs at least one layer, received an empty list")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"Sequential: seed must be a non-negative integer, received {seed!r}")
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.name = name
+        self.loss = losses_mod.get(loss)
+        self.input_shape = None
+        self.history = None
+        self._name_layers()
+        if input_shape is not None:
+            self.build(input_shape)
+
+    def _name_layers(self):
+        """Give unnamed layers Keras-style names: ``conv2d``, ``conv2d_1``, ``dense``, ..."""
+        taken = {layer.name for layer in self.layers if layer.name}
+        counts: dict[str, int] = {}
+        for layer in self.layers:
+            if layer.name:
+                continue
+            base = _snake(type(layer).__name__)
+            while True:
+                k = counts.get(base, 0)
+                counts[base] = k + 1
+                candidate = base if k == 0 else f"{base}_{k}"
+                if candidate not in taken:
+                    break
+            layer.name = candidate
+            taken.add(candidate)
+        names = [layer.name for layer in self.layers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Sequential: layer names must be unique, received {names}")
+
+    # ---- building ---------------------------------------------------------
+    def build(self, input_shape, dtype=np.float32):
+        """Infer every layer's shapes and create the parameters, in order."""
+        if isinstance(input_shape, int):
+            input_shape = (input_shape,)
+        input_shape = tuple(input_shape)
+        if not input_shape or any(not isinstance(d, (int, np.integer)) or d < 1 for d in input_shape):
+            raise ValueError(f"Sequential: input_shape must be positive ints such as (28, 28, 1), received {input_shape!r}")
+        shape = self.input_shape = tuple(int(d) for d in input_shape)
+        trainable_before = False
+        for layer in self.layers:
+            shape = layer.build(shape, rng=self.rng, dtype=dtype)
+            layer.needs_input_grad = trainable_before       # nothing to learn below: skip dx
+            trainable_before = trainable_before or bool(layer.params)
+        return self
+
+    @property
+    def built(self) -> bool:
+        return self.input_shape is not None
+
+    def _require_built(self):
+        if not self.built:
+            raise ValueError("Sequential: the model is not built; pass input_shape=(H, W, C) or call build()")
+
+    @property
+    def output_shape(self):
+        self._require_built()
+        return self.layers[-1].output_shape
+
+    @property
+    def num_classes(self) -> int:
+        shape = self.output_shape
+        if len(shape) != 1:
+            raise ValueError(f"Sequential: a classifier must end in (N, classes) scores; the last layer gives {shape}")
+        return shape[0]
+
+    def astype(self, dtype):
+        """Convert parameters, gradients and buffers (e.g. to float64 for gradient checks)."""
+        self._require_built()
+        for layer in self.layers:
+            layer.dtype = np.dtype(dtype)
+            for d in (layer.params, layer.grads, layer.buffers):
+                for k in d:
+                    d[k] = d[k].astype(dtype)
+        return self
+
+    # ---- forward and backward ------------------------------------------------
+    def check_input(self, x, what="x"):
+        """Validate a batch of examples against ``input_shape``; return it as an array."""
+        self._require_built()
+        x = np.asarray(x)
+        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"{self.name}: expected {what} of shape (N, {', '.join(map(str, self.input_shape))}), "
+                             f"received {x.shape}")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"{self.name}: expected floating-point {what} (images scaled to [0, 1]), received {x.dtype}")
+        return x
+
+    def check_labels(self, y, n, what="y"):
+        y = np.asarray(y)
+        if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"{self.name}: expected integer labels {what} of shape ({n},), received {y.dtype} {y.shape}")
+        k = self.num_classes
+        if n and (y.min() < 0 or y.max() >= k):
+            raise ValueError(f"{self.name}: labels {what} must lie in [0, {k - 1}] for a {k}-class model, "
+                             f"received values in [{y.min()}, {y.max()}]")
+        return y
+
+    def forward(self, x, training=False):
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dy):
+        """Backpropagate ``dL/d(output)``; returns ``dL/d(input)`` if the first layer computes it."""
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+            if dy is None:
+                break
+        return dy
+
+    def input_gradient(self, x, dy_out):
+        """``dL/dx`` for the output gradient ``dy_out`` (for saliency maps): every layer passes its gradient."""
+        saved = [layer.needs_input_grad for layer in self.layers]
+        for layer in self.layers:
+            layer.needs_input_grad = True
+        try:
+            self.forward(x, training=False)
+            return self.backward(dy_out)
+        finally:
+            for layer, s in zip(self.layers, saved):
+                layer.needs_input_grad = s
+
+    # ---- parameters --------------------------------------------------------
+    def parameters(self):
+        """``(dotted_name, param, grad)`` for every trainable array, in layer order."""
+        return [(f"{layer.name}.{k}", p, layer.grads[k]) for layer in self.layers for k, p in layer.params.items()]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every parameter and buffer under ``"layer_name.key"`` (e.g. ``"conv2d.kernel"``)."""
+        sd = {}
+        for layer in self.layers:
+            for k, v in {**layer.params, **layer.buffers}.items():
+                sd[f"{layer.name}.{k}"] = v
+        return sd
+
+    def load_state_dict(self, state: dict, source: str = "state dict"):
+        """Copy arrays into the model; names and shapes must match exactly."""
+        own = self.state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise CnnlabFileError(f"{source} does not match the model: missing {missing or 'none'}, "
+                                  f"unexpected {unexpected or 'none'}")
+        for k, dst in own.items():
+            src = np.asarray(state[k])
+            if src.shape != dst.shape:
+                raise CnnlabFileError(f"{source}: {k!r} has shape {src.shape}, the model expects {dst.shape}")
+            if not np.isfinite(src).all():
+                raise CnnlabFileError(f"{source}: {k!r} contains NaN or infinite values")
+            dst[...] = src
+        return self
+
+    @property
+    def num_params(self) -> int:
+        return sum(layer.num_params for layer in self.layers)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self.layers[key]
+        for layer in self.layers:
+            if layer.name == key:
+                return layer
+        raise KeyError(f"no layer named {key!r}; the layers are {[layer.name for layer in self.layers]}")
+
+    # ---- description ---------------------------------------------------------
+    def summary(self, print_fn=print) -> str:
+        """A table of every layer's output shape, parameters and multiply-adds, with totals."""
+        self._require_built()
+        rows = [("Layer (type)", "Output shape", "Params", "MACs")]
+        for layer in self.layers:
+            rows.append((f"{layer.name} ({type(layer).__name__})", str((None,) + layer.output_shape),
+                         f"{layer.num_params:,}", f"{layer.macs():,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        line = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+        rule = "-" * len(line(rows[0]))
+        total_macs = sum(layer.macs() for layer in self.layers)
+        text = "\n".join([f'Model "{self.name}"  input (None, {", ".join(map(str, self.input_shape))})', rule,
+                          line(rows[0]), rule, *map(line, rows[1:]), rule,
+                          f"Total params: {self.num_params:,}",
+                          f"Multiply-adds per example (forward): {total_macs:,}"])
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "input_shape": list(self.input_shape) if self.built else None, "seed": self.seed,
+                "loss": {"name": self.loss.name, "config": self.loss.get_config()},
+                "layers": [{"class": type(layer).__name__, "name": layer.name, "config": layer.get_config()}
+                           for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict, source: str = "architecture") -> "Sequential":
+        """Rebuild a model from ``get_config()`` output (or a hand-written JSON architecture)."""
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise CnnlabFileError(f"{source}: expected an object with a \"layers\" list")
+        built = []
+        for i, spec in enumerate(config["layers"]):
+            if not isinstance(spec, dict) or spec.get("class") not in layers_mod.LAYERS:
+                raise CnnlabFileError(f"{source}: layer {i} has unknown class {spec.get('class') if isinstance(spec, dict) else spec!r}; "
+                                      f"known: {sorted(layers_mod.LAYERS)}")
+            try:
+                built.append(layers_mod.LAYERS[spec["class"]](**spec.get("config", {}), name=spec.get("name")))
+            except (TypeError, ValueError) as e:
+                raise CnnlabFileError(f"{source}: layer {i} ({spec['class']}): {e}") from None
+        loss = config.get("loss", {"name": "softmax", "config": {}})
+        try:
+            loss_obj = losses_mod.LOSSES[loss["name"]](**loss.get("config", {}))
+            return cls(built, input_shape=config.get("input_shape"), seed=config.get("seed", 0), loss=loss_obj,
+                       name=config.get("name", "sequential"))
+        except (TypeError, ValueError, KeyError) as e:
+            raise CnnlabFileError(f"{source}: {e}") from None
+
+    # ---- training and inference ----------------------------------------------
+    def fit(self, x, y, epochs=1, batch_size=32, optimizer=None, loss=None, validation_data=None, verbose=1,
+            shuffle=True, **trainer_options):
+        """Train with mini-batch gradient descent; returns the history (a dict of per-epoch lists).
+
+        ``loss`` is ``"softmax"`` (cross-entropy) or ``"svm"`` (multiclass hinge); see
+        ``cnnlab.training.Trainer`` for the other options.
+        """
+        from .training import Trainer
+        if loss is not None:
+            self.loss = losses_mod.get(loss)
+        trainer = Trainer(self, optimizer=optimizer, batch_size=batch_size, verbose=verbose, shuffle=shuffle,
+                          **trainer_options)
+        self.history = trainer.fit(x, y, epochs=epochs, validation_data=validation_data)
+        return self.history
+
+    def logits(self, x, batch_size=256) -> np.ndarray:
+        """Raw class scores for every example, computed in batches (inference mode)."""
+        x = self.check_input(x)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"{self.name}: batch_size must be a positive integer, received {batch_size!r}")
+        out = [self.forward(x[i:i + batch_size], training=False) for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0,) + self.output_shape, np.float32)
+
+    def predict(self, x, batch_size=256) -> np.ndarray:
+        """Class probabilities (N, classes): the softmax of the scores."""
+        return losses_mod.softmax(self.logits(x, batch_size))
+
+    def evaluate(self, x, y, batch_size=256) -> dict:
+        """``{"loss": mean loss, "accuracy": fraction correct}`` on (x, y)."""
+        scores = self.logits(x, batch_size)
+        y = self.check_labels(y, len(scores))
+        return {"loss": self.loss.forward(scores, y), "accuracy": float((scores.argmax(axis=1) == y).mean())}
+
+    # ---- files -------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write weights as safetensors with the architecture as JSON in its metadata (atomically)."""
+        from safetensors.numpy import save_file
+        self._require_built()
+        path = Path(path)
+        tensors = {k: np.ascontiguousarray(v) for k, v in self.state_dict().items()}
+        meta = {FORMAT_KEY: json.dumps(self.get_config()), "format": "np"}
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def load(path) -> Sequential:
+    """Load a model saved by ``Sequential.save`` (a ``.safetensors`` file) or a run directory."""
+    from safetensors import safe_open
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "model.safetensors"
+        if not candidate.is_file():
+            raise CnnlabFileError(f"{path} is a directory without a model.safetensors file (is it a cnnlab run?)")
+        path = candidate
+    if not path.is_file():
+        raise CnnlabFileError(f"model file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for every kind of corruption
+        raise CnnlabFileError(f"{path} is not a readable safetensors file: {e}") from None
+    if FORMAT_KEY not in meta:
+        raise CnnlabFileError(f"{path} is a safetensors file but not a cnnlab model (no architecture in its metadata)")
+    try:
+        config = json.loads(meta[FORMAT_KEY])
+    except json.JSONDecodeError as e:
+        raise CnnlabFileError(f"{path}: the architecture in its metadata is not valid JSON: {e}") from None
+    model = Sequential.from_config(config, source=str(path))
+    if not model.built:
+        raise CnnlabFileError(f"{path}: the architecture has no input_shape")
+    return model.load_state_dict(tensors, source=str(path))

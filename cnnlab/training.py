@@ -1,0 +1,191 @@
+"""The training loop behind ``Sequential.fit`` and ``cnnlab train``.
+
+One epoch: shuffle (seeded), cut into mini-batches, optionally augment each
+batch, then forward, loss, backward and an optimizer step per batch. After
+each epoch the trainer records loss, accuracy, images/s and the learning rate,
+evaluates the validation data, and lets callbacks act (checkpoints, early
+stopping, filter snapshots). A non-finite loss stops training with
+``TrainingDiverged`` before the bad step touches the weights.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from . import optim
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the weights are those before the bad step."""
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end training after the current epoch."""
+
+
+class Callback:
+    """Hooks into the training loop; override what you need."""
+
+    def on_train_begin(self, trainer): ...
+    def on_batch_end(self, trainer, step, loss): ...
+    def on_epoch_end(self, trainer, epoch, logs): ...
+    def on_train_end(self, trainer): ...
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs; optionally restore the best weights."""
+
+    def __init__(self, monitor="val_loss", patience=5, restore_best=True):
+        if patience < 1:
+            raise ValueError(f"EarlyStopping: patience must be >= 1, received {patience!r}")
+        self.monitor, self.patience, self.restore_best = monitor, int(patience), restore_best
+        self.best, self.best_epoch, self.best_state = None, None, None
+
+    def _better(self, value):
+        if self.best is None:
+            return True
+        return value > self.best if "accuracy" in self.monitor else value < self.best
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.monitor not in logs:
+            raise ValueError(f"EarlyStopping: {self.monitor!r} is not recorded; available: {sorted(logs)}")
+        value = logs[self.monitor]
+        if self._better(value):
+            self.best, self.best_epoch = value, epoch
+            if self.restore_best:
+                self.best_state = {k: v.copy() for k, v in trainer.model.state_dict().items()}
+        elif epoch - self.best_epoch >= self.patience:
+            raise StopTraining(f"{self.monitor} did not improve for {self.patience} epochs "
+                               f"(best {self.best:.4f} at epoch {self.best_epoch + 1})")
+
+    def on_train_end(self, trainer):
+        if self.restore_best and self.best_state is not None:
+            trainer.model.load_state_dict(self.best_state)
+
+
+class Trainer:
+    """Mini-batch training of a ``Sequential`` model.
+
+    Args:
+        model: the model (its ``loss`` is the classifier head).
+        optimizer: an optimizer from ``cnnlab.optim`` (default ``SGD(lr=0.01, momentum=0.9)``).
+        batch_size: examples per step.
+        verbose: 0 silent, 1 a progress bar on a terminal (a line per epoch otherwise), 2 a line per epoch.
+        shuffle: reshuffle the training set every epoch (seeded by the model's generator).
+        augment: a callable ``(x_batch, rng) -> x_batch`` applied to every training batch.
+        validation_split: hold out this fraction (taken after a seeded shuffle) when no validation data is given.
+        callbacks: ``Callback`` objects.
+    """
+
+    def __init__(self, model, optimizer=None, batch_size=32, verbose=1, shuffle=True, augment=None,
+                 validation_split=0.0, callbacks=(), eval_batch_size=256):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"fit: batch_size must be a positive integer, received {batch_size!r}")
+        if not 0 <= validation_split < 1:
+            raise ValueError(f"fit: validation_split must be in [0, 1), received {validation_split!r}")
+        self.model = model
+        self.optimizer = optimizer if optimizer is not None else optim.SGD(lr=0.01, momentum=0.9)
+        if not isinstance(self.optimizer, optim.Optimizer):
+            raise ValueError(f"fit: optimizer must be a cnnlab.optim optimizer, received {optimizer!r}")
+        self.batch_size, self.verbose, self.shuffle = int(batch_size), verbose, shuffle
+        self.augment, self.validation_split = augment, validation_split
+        self.callbacks = list(callbacks)
+        self.eval_batch_size = eval_batch_size
+        self.history: dict[str, list] = {}
+        self.epoch = 0          # epochs completed
+        self.step = 0           # optimizer steps taken
+        self.stop_reason = None
+
+    # ---- the loop --------------------------------------------------------------
+    def fit(self, x, y, epochs=1, validation_data=None):
+        model = self.model
+        x = model.check_input(x)
+        y = model.check_labels(y, len(x))
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+            raise ValueError(f"fit: epochs must be a positive integer, received {epochs!r}")
+        if validation_data is None and self.validation_split:
+            cut = int(round(len(x) * (1 - self.validation_split)))
+            order = model.rng.permutation(len(x))
+            x, y, validation_data = x[order[:cut]], y[order[:cut]], (x[order[cut:]], y[order[cut:]])
+        if validation_data is not None:
+            xv = model.check_input(validation_data[0], "validation images")
+            validation_data = (xv, model.check_labels(validation_data[1], len(xv), "validation labels"))
+        if len(x) == 0:
+            raise ValueError("fit: the training set is empty")
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        try:
+            while self.epoch < epochs:
+                logs = self._train_epoch(x, y, epochs)
+                if validation_data is not None:
+                    val = model.evaluate(*validation_data, batch_size=self.eval_batch_size)
+                    logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                for k, v in logs.items():
+                    self.history.setdefault(k, []).append(v)
+                self.epoch += 1
+                self._report(logs, epochs)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, self.epoch - 1, logs)
+        except StopTraining as stop:
+            self.stop_reason = str(stop)
+            if self.verbose:
+                print(f"Stopped early: {stop}", file=sys.stderr)
+        finally:
+            for cb in self.callbacks:
+                cb.on_train_end(self)
+        return self.history
+
+    def _train_epoch(self, x, y, total_epochs):
+        model, opt, bs = self.model, self.optimizer, self.batch_size
+        n = len(x)
+        order = model.rng.permutation(n) if self.shuffle else np.arange(n)
+        steps = -(-n // bs)
+        loss_sum, correct, t0 = 0.0, 0, time.perf_counter()
+        bar = self._progress_bar(steps, total_epochs)
+        for s in range(steps):
+            idx = order[s * bs:(s + 1) * bs]
+            xb, yb = x[idx], y[idx]
+            if self.augment is not None:
+                xb = self.augment(xb, model.rng)
+            opt.set_progress(self.epoch + s / steps, total_epochs)
+            scores = model.forward(xb, training=True)
+            loss = model.loss.forward(scores, yb)
+            if not np.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the loss became {loss} at epoch {self.epoch + 1}, step {s + 1}; training stopped and the "
+                    f"weights are those before this step (try a smaller learning rate, now {opt.current_lr:g})")
+            model.backward(model.loss.backward())
+            opt.step(model.parameters())
+            self.step += 1
+            loss_sum += loss * len(idx)
+            correct += int((scores.argmax(axis=1) == yb).sum())
+            for cb in self.callbacks:
+                cb.on_batch_end(self, self.step, loss)
+            if bar is not None:
+                bar.update(1)
+                if s % 20 == 0:
+                    bar.set_postfix(loss=f"{loss_sum / ((s + 1) * bs):.4f}", refresh=False)
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        return {"epoch": self.epoch + 1, "loss": loss_sum / n, "accuracy": correct / n,
+                "lr": opt.current_lr, "images_per_sec": n / seconds, "seconds": seconds}
+
+    # ---- reporting -------------------------------------------------------------
+    def _progress_bar(self, steps, total_epochs):
+        if self.verbose != 1 or not sys.stderr.isatty():
+            return None
+        from tqdm import tqdm
+        return tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{total_epochs}", unit="batch", leave=False,
+                    file=sys.stderr, dynamic_ncols=True)
+
+    def _report(self, logs, total_epochs):
+        if not self.verbose:
+            return
+        parts = [f"epoch {logs['epoch']}/{total_epochs}", f"loss {logs['loss']:.4f}", f"acc {logs['accuracy']:.4f}"]
+        if "val_loss" in logs:
+            parts += [f"val_loss {logs['val_loss']:.4f}", f"val_acc {logs['val_accuracy']:.4f}"]
+        parts += [f"{logs['images_per_sec']:,.0f} img/s", f"{logs['seconds']:.1f}s", f"lr {logs['lr']:.3g}"]
+        print("  ".join(parts), file=sys.stderr, flush=True)

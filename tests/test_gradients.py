@@ -1,0 +1,143 @@
+"""Every backward pass against float64 central finite differences, on random configurations."""
+import numpy as np
+import pytest
+
+from cnnlab import layers as L
+from cnnlab import losses
+from cnnlab.gradcheck import check_layer, numeric_gradient, relative_error
+
+TOL = 1e-6
+
+
+def random_conv_configs(count, seed):
+    """Random Conv2D configurations: strides, padding, dilation, groups, odd sizes, batch of 1."""
+    rng = np.random.default_rng(seed)
+    configs = []
+    while len(configs) < count:
+        groups = int(rng.choice([1, 1, 2, 3]))
+        cfg = dict(
+            filters=groups * int(rng.integers(1, 4)),
+            kernel_size=(int(rng.integers(1, 4)), int(rng.integers(1, 4))),
+            strides=(int(rng.integers(1, 3)), int(rng.integers(1, 3))),
+            padding=["valid", "same", 1, (0, 2)][int(rng.integers(0, 4))],
+            dilation=(int(rng.integers(1, 3)), int(rng.integers(1, 3))),
+            groups=groups,
+            use_bias=bool(rng.integers(0, 2)),
+        )
+        shape = (int(rng.integers(1, 3)), int(rng.integers(4, 8)), int(rng.integers(4, 8)), groups * int(rng.integers(1, 3)))
+        try:
+            L.Conv2D(**cfg).compute_output_shape(shape[1:])
+        except ValueError:                          # the kernel does not fit this input: draw again
+            continue
+        configs.append((cfg, shape))
+    return configs
+
+
+@pytest.mark.parametrize("cfg,shape", random_conv_configs(24, seed=1))
+def test_conv2d_gradients(cfg, shape):
+    x = np.random.default_rng(2).standard_normal(shape)
+    layer = L.Conv2D(**cfg)
+    errors = check_layer(layer, x)
+    assert set(errors) == {"input", "kernel"} | ({"bias"} if cfg["use_bias"] else set())
+    assert max(errors.values()) < TOL, errors
+
+
+def test_conv2d_single_channel_fast_path_gradients():
+    # One input channel uses the tap-major im2col layout; check it separately, with padding and stride.
+    x = np.random.default_rng(3).standard_normal((3, 9, 8, 1))
+    for cfg in (dict(filters=4, kernel_size=5, padding="same"), dict(filters=2, kernel_size=3, strides=2, dilation=2)):
+        errors = check_layer(L.Conv2D(**cfg), x)
+        assert max(errors.values()) < TOL, (cfg, errors)
+
+
+POOL_CASES = [
+    (L.MaxPool2D, dict(pool_size=2)),
+    (L.MaxPool2D, dict(pool_size=3, strides=1)),
+    (L.MaxPool2D, dict(pool_size=3, strides=2, padding="same")),
+    (L.MaxPool2D, dict(pool_size=(2, 3), strides=(1, 2), padding=1)),
+    (L.AvgPool2D, dict(pool_size=2)),
+    (L.AvgPool2D, dict(pool_size=3, strides=1)),
+    (L.AvgPool2D, dict(pool_size=3, strides=2, padding="same")),
+    (L.AvgPool2D, dict(pool_size=(3, 2), strides=1, padding=(1, 1))),
+    (L.Subsample, dict(stride=2)),
+    (L.Subsample, dict(stride=(3, 2))),
+    (L.GlobalAvgPool2D, dict()),
+]
+
+
+@pytest.mark.parametrize("cls,cfg", POOL_CASES)
+@pytest.mark.parametrize("shape", [(1, 7, 7, 3), (2, 6, 9, 2)])
+def test_pool_gradients(cls, cfg, shape):
+    x = np.random.default_rng(4).standard_normal(shape)
+    errors = check_layer(cls(**cfg), x)
+    assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.parametrize("layer", [L.ReLU(), L.LeakyReLU(0.1), L.Tanh(), L.Sigmoid(), L.Flatten()])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (3, 7)])
+def test_elementwise_and_flatten_gradients(layer, shape):
+    x = np.random.default_rng(5).standard_normal(shape)
+    x[np.abs(x) < 1e-3] = 0.5                      # keep away from the ReLU kink
+    errors = check_layer(type(layer)(**layer.get_config()), x)
+    assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.parametrize("units,use_bias,n", [(5, True, 1), (3, False, 4), (1, True, 2)])
+def test_dense_gradients(units, use_bias, n):
+    x = np.random.default_rng(6).standard_normal((n, 7))
+    errors = check_layer(L.Dense(units, use_bias=use_bias), x)
+    assert max(errors.values()) < TOL, errors
+
+
+def test_dropout_gradient_uses_the_same_mask():
+    x = np.random.default_rng(7).standard_normal((4, 10))
+    errors = check_layer(L.Dropout(0.4), x)
+    assert errors["input"] < TOL
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (3, 4, 5, 2), (1, 3, 3, 4)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_gradients(shape, training):
+    x = np.random.default_rng(8).standard_normal(shape) * 3 + 1
+    layer = L.BatchNorm(momentum=0.0)              # running stats frozen, so every call sees the same state
+    layer.build(shape[1:], rng=np.random.default_rng(0), dtype=np.float64)
+    layer.params["gamma"][...] = np.random.default_rng(9).uniform(0.5, 2, shape[-1])
+    layer.params["beta"][...] = np.random.default_rng(10).standard_normal(shape[-1])
+    layer.buffers["running_mean"][...] = 0.3
+    layer.buffers["running_var"][...] = 2.0
+    errors = check_layer(layer, x, training=training)
+    assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.parametrize("loss", [losses.SoftmaxCrossEntropy(), losses.SoftmaxCrossEntropy(label_smoothing=0.1),
+                                  losses.MulticlassHinge(), losses.MulticlassHinge(margin=0.5)])
+@pytest.mark.parametrize("n,k", [(1, 3), (6, 10)])
+def test_loss_gradients(loss, n, k):
+    rng = np.random.default_rng(11)
+    z = rng.standard_normal((n, k)) * 2
+    y = rng.integers(0, k, n)
+    loss.forward(z, y)
+    analytic = loss.backward()
+    numeric = numeric_gradient(lambda: loss.forward(z, y), z)
+    assert relative_error(analytic, numeric) < TOL
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_scores():
+    z = np.array([[1000.0, -1000.0, 0.0], [-5e4, 5e4, 0.0]])
+    loss = losses.SoftmaxCrossEntropy()
+    value = loss.forward(z, np.array([0, 0]))
+    assert np.isfinite(value) and abs(value - 1e5 / 2) < 1e-6   # second row: -log p = 1e5
+    assert np.isfinite(loss.backward()).all()
+
+
+def test_hinge_loss_value_by_hand():
+    z = np.array([[3.2, 5.1, -1.7]])                 # CS231n's example: loss 2.9 for true class 0
+    assert abs(losses.MulticlassHinge().forward(z, np.array([0])) - 2.9) < 1e-9
+
+
+def test_gradcheck_catches_a_wrong_backward():
+    class Wrong(L.ReLU):
+        def backward(self, dy):
+            return dy * 0.5 * self._mask
+    x = np.random.default_rng(12).standard_normal((2, 5)) + 3
+    assert check_layer(Wrong(), x)["input"] > 0.1
