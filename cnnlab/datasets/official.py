@@ -9,6 +9,7 @@ verified.
 """
 from __future__ import annotations
 
+import http.client
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,7 @@ def _download(source: Source, dest: Path) -> None:
                 try:
                     download_file(mirror + f.name, target, f.md5, f.content_sha256)
                     break
-                except OSError as e:
+                except (OSError, http.client.HTTPException) as e:
                     errors.append(f"{mirror + f.name}: {e}")
             else:
                 raise OSError("; ".join(errors))
