@@ -273,21 +273,26 @@ class Sequential:
         self.history = trainer.fit(x, y, epochs=epochs, validation_data=validation_data)
         return self.history
 
-    def logits(self, x, batch_size=256) -> np.ndarray:
-        """Raw class scores for every example, computed in batches (inference mode)."""
+    def logits(self, x, batch_size=256, workers=None) -> np.ndarray:
+        """Raw class scores for every example, computed in batches (inference mode).
+
+        ``workers`` threads share each batch (default: one per core, see ``cnnlab.parallel``).
+        """
+        from .parallel import DataParallel
         x = self.check_input(x)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"{self.name}: batch_size must be a positive integer, received {batch_size!r}")
-        out = [self.forward(x[i:i + batch_size], training=False) for i in range(0, len(x), batch_size)]
+        with DataParallel(self, workers, max_batch=batch_size) as dp:
+            out = [dp.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0,) + self.output_shape, np.float32)
 
-    def predict(self, x, batch_size=256) -> np.ndarray:
+    def predict(self, x, batch_size=256, workers=None) -> np.ndarray:
         """Class probabilities (N, classes): the softmax of the scores."""
-        return losses_mod.softmax(self.logits(x, batch_size))
+        return losses_mod.softmax(self.logits(x, batch_size, workers))
 
-    def evaluate(self, x, y, batch_size=256) -> dict:
+    def evaluate(self, x, y, batch_size=256, workers=None) -> dict:
         """``{"loss": mean loss, "accuracy": fraction correct}`` on (x, y)."""
-        scores = self.logits(x, batch_size)
+        scores = self.logits(x, batch_size, workers)
         y = self.check_labels(y, len(scores))
         return {"loss": self.loss.forward(scores, y), "accuracy": float((scores.argmax(axis=1) == y).mean())}
 

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from . import optim
+from .parallel import DataParallel
 
 
 class TrainingDiverged(RuntimeError):
@@ -77,10 +78,11 @@ class Trainer:
         augment: a callable ``(x_batch, rng) -> x_batch`` applied to every training batch.
         validation_split: hold out this fraction (taken after a seeded shuffle) when no validation data is given.
         callbacks: ``Callback`` objects.
+        workers: threads that share each batch (default one per core; 1 runs everything in this thread).
     """
 
     def __init__(self, model, optimizer=None, batch_size=32, verbose=1, shuffle=True, augment=None,
-                 validation_split=0.0, callbacks=(), eval_batch_size=256):
+                 validation_split=0.0, callbacks=(), eval_batch_size=256, workers=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"fit: batch_size must be a positive integer, received {batch_size!r}")
         if not 0 <= validation_split < 1:
@@ -93,6 +95,7 @@ class Trainer:
         self.augment, self.validation_split = augment, validation_split
         self.callbacks = list(callbacks)
         self.eval_batch_size = eval_batch_size
+        self.workers = workers
         self.history: dict[str, list] = {}
         self.epoch = 0          # epochs completed
         self.step = 0           # optimizer steps taken
@@ -120,7 +123,7 @@ class Trainer:
             while self.epoch < epochs:
                 logs = self._train_epoch(x, y, epochs)
                 if validation_data is not None:
-                    val = model.evaluate(*validation_data, batch_size=self.eval_batch_size)
+                    val = model.evaluate(*validation_data, batch_size=self.eval_batch_size, workers=self.workers)
                     logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 for k, v in logs.items():
                     self.history.setdefault(k, []).append(v)
@@ -144,29 +147,28 @@ class Trainer:
         steps = -(-n // bs)
         loss_sum, correct, t0 = 0.0, 0, time.perf_counter()
         bar = self._progress_bar(steps, total_epochs)
-        for s in range(steps):
-            idx = order[s * bs:(s + 1) * bs]
-            xb, yb = x[idx], y[idx]
-            if self.augment is not None:
-                xb = self.augment(xb, model.rng)
-            opt.set_progress(self.epoch + s / steps, total_epochs)
-            scores = model.forward(xb, training=True)
-            loss = model.loss.forward(scores, yb)
-            if not np.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the loss became {loss} at epoch {self.epoch + 1}, step {s + 1}; training stopped and the "
-                    f"weights are those before this step (try a smaller learning rate, now {opt.current_lr:g})")
-            model.backward(model.loss.backward())
-            opt.step(model.parameters())
-            self.step += 1
-            loss_sum += loss * len(idx)
-            correct += int((scores.argmax(axis=1) == yb).sum())
-            for cb in self.callbacks:
-                cb.on_batch_end(self, self.step, loss)
-            if bar is not None:
-                bar.update(1)
-                if s % 20 == 0:
-                    bar.set_postfix(loss=f"{loss_sum / ((s + 1) * bs):.4f}", refresh=False)
+        with DataParallel(model, self.workers, max_batch=bs) as parallel:
+            for s in range(steps):
+                idx = order[s * bs:(s + 1) * bs]
+                xb, yb = x[idx], y[idx]
+                if self.augment is not None:
+                    xb = self.augment(xb, model.rng)
+                opt.set_progress(self.epoch + s / steps, total_epochs)
+                loss, scores = parallel.train_step(xb, yb)     # forward, loss and backward: gradients filled
+                if not np.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"the loss became {loss} at epoch {self.epoch + 1}, step {s + 1}; training stopped and "
+                        f"the weights are those before this step (try a smaller learning rate, now {opt.current_lr:g})")
+                opt.step(model.parameters())
+                self.step += 1
+                loss_sum += loss * len(idx)
+                correct += int((scores.argmax(axis=1) == yb).sum())
+                for cb in self.callbacks:
+                    cb.on_batch_end(self, self.step, loss)
+                if bar is not None:
+                    bar.update(1)
+                    if s % 20 == 0:
+                        bar.set_postfix(loss=f"{loss_sum / ((s + 1) * bs):.4f}", refresh=False)
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0

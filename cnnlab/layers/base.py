@@ -14,6 +14,8 @@ axis. Images are channels last: ``(N, H, W, C)``.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 
@@ -119,6 +121,34 @@ class Layer:
 
     def __call__(self, x, training: bool = False) -> np.ndarray:
         return self.forward(x, training)
+
+    # ---- data parallelism -----------------------------------------------
+    # A layer that draws random numbers in forward (Dropout) gets a fresh generator per step on each replica.
+    stochastic = False
+
+    def replicate(self) -> "Layer":
+        """A copy sharing this layer's parameters and buffers, with its own gradients and caches.
+
+        Replicas let several threads run forward and backward on different
+        parts of one batch at once (see ``cnnlab.parallel``).
+        """
+        r = copy.copy(self)
+        r.grads = {k: np.zeros_like(v) for k, v in self.grads.items()}
+        r.is_replica = True
+        return r
+
+    is_replica = False
+
+    def shard_statistics_shapes(self) -> dict:
+        """Shapes of the per-shard statistics a replica reports besides its gradients (BatchNorm's)."""
+        return {}
+
+    def merge_replicas(self, replicas) -> None:
+        """Combine the replicas' results after a parallel step: gradients add up."""
+        for k, g in self.grads.items():
+            np.copyto(g, replicas[0].grads[k])
+            for r in replicas[1:]:
+                g += r.grads[k]
 
     # ---- description ----------------------------------------------------
     def get_config(self) -> dict:

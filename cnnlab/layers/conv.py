@@ -15,7 +15,9 @@ of filter ``f``. The output size along each axis is::
 
 Fast path (``Conv2D``): copy every patch into one row of a matrix (im2col),
 then a single matrix product with the shared weights does all positions and
-all filters at once. ``conv2d_naive`` is the same formula as plain loops; it
+all filters at once. The backward pass is two more products: ``dW = cols^T @ dy``
+and ``dcols = dy @ W^T``, whose rows are added back onto the pixels they came
+from (col2im). ``conv2d_naive`` is the same formula as plain loops; it
 stays here as the readable reference the fast path is tested against.
 """
 from __future__ import annotations
@@ -116,7 +118,7 @@ def conv2d_naive(x, kernel, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
 # ---------------------------------------------------------------------------
 # im2col / col2im: every patch becomes one row of a matrix
 # ---------------------------------------------------------------------------
-def im2col(xp, kernel_hw, out_hw, strides, dilation, groups, out=None):
+def im2col(xp, kernel_hw, out_hw, strides, dilation, groups):
     """Patches of padded ``xp`` (N, Hp, Wp, C) as a matrix of shape (groups, N*Ho*Wo, kh*kw*C_g).
 
     Row ``m`` holds the patch under output pixel ``m``; columns run over
@@ -130,34 +132,52 @@ def im2col(xp, kernel_hw, out_hw, strides, dilation, groups, out=None):
     if groups == 1 and c == 1:
         # One input channel: fill the transposed matrix (K, M) with one contiguous
         # copy per kernel tap (fast), and hand back its (M, K) transpose view.
-        buf = out if out is not None and out.shape == (k, m) else np.empty((k, m), xp.dtype)
+        buf = np.empty((k, m), xp.dtype)
         taps = buf.reshape(kh, kw, n, ho, wo)  # view: tap (p, q) -> the (N, Ho, Wo) image it sees
         for p in range(kh):
             for q in range(kw):
                 np.copyto(taps[p, q], xp[window_slice(p, q, out_hw, strides, dilation) + (0,)])
-        return buf.T[None], buf
+        return buf.T[None]
     # General case: a strided view (g, N, Ho, Wo, kh, kw, C_g) of the patches, copied once.
     s_n, s_h, s_w, s_c = xp.strides
     view = as_strided(xp, shape=(groups, n, ho, wo, kh, kw, cg),
                       strides=(cg * s_c, s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c), writeable=False)
-    buf = out if out is not None and out.shape == view.shape else np.empty(view.shape, xp.dtype)
-    np.copyto(buf, view)
-    return buf.reshape(groups, m, k), buf  # reshape of a contiguous buffer: a view, no copy
+    buf = np.ascontiguousarray(view)
+    return buf.reshape(groups, m, k)  # reshape of a contiguous buffer: a view, no copy
 
 
-def col2im(dcols, padded_shape, kernel_hw, out_hw, strides, dilation, groups):
-    """Adjoint of im2col: add every row of ``dcols`` (g, M, K) back onto the pixels it came from."""
+def col2im_matmul(dy, kernel, padded_shape, out_hw, strides, dilation, groups):
+    """Gradient of the padded input: ``dcols = dy @ W^T``, each row added back onto the pixels it came from.
+
+    The product is formed tap by tap, ``(kh*kw, g, M, C_g)``, so every tap's
+    contribution is one contiguous image that is added to a strided window of
+    the result (the adjoint of im2col, without scattered writes).
+    """
     n, hp, wp, c = padded_shape
-    (kh, kw), (ho, wo) = kernel_hw, out_hw
-    cg = c // groups
-    dxp = np.zeros(padded_shape, dcols.dtype)
-    grouped = dxp.reshape(n, hp, wp, groups, cg)                          # view: split channels by group
-    patches = dcols.reshape(groups, n, ho, wo, kh, kw, cg)                 # view: rows back to pixels and taps
+    kh, kw, cg, f = kernel.shape
+    fg = f // groups
+    dyg = dy.reshape(-1, groups, fg).transpose(1, 0, 2)                       # (g, M, F_g): a view
+    wt = kernel.reshape(kh * kw, cg, groups, fg).transpose(0, 2, 3, 1)        # (taps, g, F_g, C_g): a view
+    dcols = np.matmul(dyg[None], wt)                                          # (taps, g, M, C_g)
+    dcols = dcols.reshape(kh, kw, groups, n, *out_hw, cg)                     # view: rows back to images
+    dxp = np.zeros(padded_shape, dy.dtype)
+    grouped = dxp.reshape(n, hp, wp, groups, cg)                              # view: split channels by group
     for p in range(kh):
         for q in range(kw):
-            tap = patches[:, :, :, :, p, q, :].transpose(1, 2, 3, 0, 4)   # (N, Ho, Wo, g, C_g)
-            grouped[window_slice(p, q, out_hw, strides, dilation)] += tap
+            tap = dcols[p, q] if groups == 1 else dcols[p, q].transpose(1, 2, 3, 0, 4)
+            grouped[window_slice(p, q, out_hw, strides, dilation)] += tap.reshape(n, *out_hw, groups, cg)
     return dxp
+
+
+def add_bias(y, bias, row):
+    """``y += bias`` for contiguous y of shape (M, F), viewed as rows of ``row`` pixels so the loop runs long."""
+    assert y.flags.c_contiguous, "add_bias needs a contiguous array (a reshape would copy)"
+    y.reshape(-1, row * bias.size)[...] += np.tile(bias, row)
+
+
+def sum_rows(dy, f, row):
+    """Sum (M, F) over M, through the same row view as ``add_bias``."""
+    return dy.reshape(-1, row * f).sum(axis=0).reshape(row, f).sum(axis=0)
 
 
 # ---------------------------------------------------------------------------
@@ -193,7 +213,6 @@ class Conv2D(Layer):
         self.kernel_initializer = initializers.get(kernel_initializer)
         if self.filters % self.groups:
             raise ValueError(f"Conv2D: filters ({filters}) must be divisible by groups ({groups})")
-        self._cols_buf = None
 
     any_spatial_size = True  # fully convolutional: any H, W; the channels must match
 
@@ -223,32 +242,29 @@ class Conv2D(Layer):
         pads = resolve_padding(self.padding, (h, w), self.kernel_size, self.strides, self.dilation, self.label)
         ho, wo, _ = self.compute_output_shape(x.shape[1:])
         xp = pad_hw(x, pads)
-        cols, self._cols_buf = im2col(xp, self.kernel_size, (ho, wo), self.strides, self.dilation, g, self._cols_buf)
+        cols = im2col(xp, self.kernel_size, (ho, wo), self.strides, self.dilation, g)
         wmat = self.params["kernel"].reshape(-1, g, f // g).transpose(1, 0, 2)  # (g, K, F_g): a view
         if g == 1:
             y = cols[0] @ wmat[0]                                               # (N*Ho*Wo, F)
         else:
-            y = np.matmul(cols, wmat).transpose(1, 0, 2).reshape(n * ho * wo, f)  # (g, M, F_g) -> (M, F)
+            y = np.ascontiguousarray(np.matmul(cols, wmat).transpose(1, 0, 2)).reshape(n * ho * wo, f)  # (g, M, F_g) -> (M, F)
         if self.use_bias:
-            y += self.params["bias"]
+            add_bias(y, self.params["bias"], wo)
         self._cache = (cols, xp.shape, pads, (ho, wo))
         return y.reshape(n, ho, wo, f)
 
     def backward(self, dy):
         cols, padded_shape, pads, out_hw = self._cache
         g, f = self.groups, self.filters
-        n = padded_shape[0]
-        dy2 = np.ascontiguousarray(dy, dtype=self.dtype).reshape(n * out_hw[0] * out_hw[1], g, f // g)
-        dyg = dy2.transpose(1, 0, 2)                                            # (g, M, F_g): a view
-        dw = np.matmul(cols.transpose(0, 2, 1), dyg) if g > 1 else (cols[0].T @ dyg[0])[None]
+        dy2 = np.ascontiguousarray(dy, dtype=self.dtype).reshape(-1, f)       # (M, F)
+        dyg = dy2.reshape(-1, g, f // g).transpose(1, 0, 2)                     # (g, M, F_g): a view
+        dw = (cols[0].T @ dyg[0])[None] if g == 1 else np.matmul(cols.transpose(0, 2, 1), dyg)  # (g, K, F_g)
         self.grads["kernel"][...] = dw.transpose(1, 0, 2).reshape(self.params["kernel"].shape)
         if self.use_bias:
-            self.grads["bias"][...] = dy2.reshape(-1, f).sum(axis=0)
+            self.grads["bias"][...] = sum_rows(dy2, f, out_hw[1])
         if not self.needs_input_grad:
             return None
-        wmat = self.params["kernel"].reshape(-1, g, f // g).transpose(1, 2, 0)  # (g, F_g, K)
-        dcols = np.matmul(dyg, wmat)                                            # (g, M, K)
-        dxp = col2im(dcols, padded_shape, self.kernel_size, out_hw, self.strides, self.dilation, g)
+        dxp = col2im_matmul(dy2, self.params["kernel"], padded_shape, out_hw, self.strides, self.dilation, g)
         t, b, l, r = pads
         return dxp[:, t:padded_shape[1] - b, l:padded_shape[2] - r, :]
 

@@ -72,6 +72,8 @@ class Dropout(Layer):
     At inference it is the identity (inverted dropout), so no rescaling is needed then.
     """
 
+    stochastic = True
+
     def __init__(self, rate=0.5, name=None):
         super().__init__(name)
         if not (isinstance(rate, (int, float)) and 0 <= rate < 1):

@@ -35,23 +35,41 @@ class BatchNorm(Layer):
     def forward(self, x, training=False):
         x = self._prepare(x)
         axes = tuple(range(x.ndim - 1))                     # every axis but the channels
+        self._batch_stats = None
         if training:
             count = x.size // x.shape[-1]
             if count < 2:
                 raise ValueError(f"{self.label}: training needs more than one value per channel, received input {x.shape}")
             mean = x.mean(axis=axes)
             var = x.var(axis=axes)
-            m = self.momentum
-            self.buffers["running_mean"] *= 1 - m
-            self.buffers["running_mean"] += m * mean
-            self.buffers["running_var"] *= 1 - m
-            self.buffers["running_var"] += m * var * (count / (count - 1))
+            self._batch_stats = (mean, var * (count / (count - 1)))   # unbiased variance for the running estimate
+            if not self.is_replica:                 # replicas leave the shared buffers to merge_replicas
+                self._update_running(*self._batch_stats)
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
         inv_std = (1 / np.sqrt(var + self.eps)).astype(self.dtype)
         x_hat = (x - mean) * inv_std
         self._cache = (x_hat, inv_std, axes, training)
         return x_hat * self.params["gamma"] + self.params["beta"]
+
+    def _update_running(self, mean, unbiased_var):
+        m = self.momentum
+        self.buffers["running_mean"] *= 1 - m
+        self.buffers["running_mean"] += m * mean
+        self.buffers["running_var"] *= 1 - m
+        self.buffers["running_var"] += m * unbiased_var
+
+    def shard_statistics_shapes(self):
+        c = self.params["gamma"].shape
+        return {"mean": c, "var": c}
+
+    def merge_replicas(self, replicas):
+        """Each replica normalized its own shard of the batch (ghost batch normalization, as in
+        data-parallel training); the running estimates take the average of the shards' statistics."""
+        super().merge_replicas(replicas)
+        stats = [r._batch_stats for r in replicas]
+        if all(s is not None for s in stats):
+            self._update_running(np.mean([s[0] for s in stats], axis=0), np.mean([s[1] for s in stats], axis=0))
 
     def backward(self, dy):
         x_hat, inv_std, axes, training = self._cache

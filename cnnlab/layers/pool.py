@@ -11,6 +11,8 @@ gives ``ceil(H / s)``. Strides default to the pool size (non-overlapping windows
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .base import Layer, check_pair, check_positive_int
@@ -55,30 +57,52 @@ class _Pool2D(Layer):
 
 
 class MaxPool2D(_Pool2D):
-    """Max over each ``pool_size`` window: keeps the strongest response of a feature."""
+    """Max over each ``pool_size`` window: keeps the strongest response of a feature.
+
+    The max of a rectangle is the max over its rows of the max within each
+    row, so the window is reduced in two cheap passes: first across the
+    ``kw`` columns, then across the ``kh`` rows. Backward routes each output
+    gradient to the first row holding the maximum, then within that row to
+    the first column holding it: the first maximum in row-major order, as in
+    PyTorch.
+    """
 
     def forward(self, x, training=False):
         x = self._prepare(x)
-        pads, out_hw = self._geometry(x)
+        pads, (ho, wo) = self._geometry(x)
+        (kh, kw), (sh, sw) = self.pool_size, self.strides
         xp = pad_hw(x, pads, value=-np.inf)
-        taps = self._taps(out_hw)
-        _, first = next(taps)
-        y = xp[first].copy()
-        winner = np.zeros(y.shape, np.uint8 if self.pool_size[0] * self.pool_size[1] < 256 else np.int32)
-        for k, sl in taps:
-            better = xp[sl] > y                     # strict: ties keep the earlier tap
-            np.copyto(y, xp[sl], where=better)
-            np.copyto(winner, k, where=better)
-        self._cache = (winner, xp.shape, pads, out_hw)
+        cols = [xp[:, :, q:q + sw * (wo - 1) + 1:sw] for q in range(kw)]      # tap q of every window: (N, Hp, Wo, C)
+        row_max = functools.reduce(np.maximum, cols)
+        rows = [row_max[:, p:p + sh * (ho - 1) + 1:sh] for p in range(kh)]   # row p of every window: (N, Ho, Wo, C)
+        y = functools.reduce(np.maximum, rows)
+        self._cache = (xp, row_max, y, pads)
         return y
 
     def backward(self, dy):
-        winner, padded_shape, pads, out_hw = self._cache
-        dxp = np.zeros(padded_shape, self.dtype)
-        for k, sl in self._taps(out_hw):
-            dxp[sl] += np.where(winner == k, dy, 0)
+        xp, row_max, y, pads = self._cache
+        (kh, kw), (sh, sw) = self.pool_size, self.strides
+        ho, wo = y.shape[1:3]
+        d_row_max = _route_to_first_max(dy, [row_max[:, p:p + sh * (ho - 1) + 1:sh] for p in range(kh)], y,
+                                        row_max.shape, lambda p: np.s_[:, p:p + sh * (ho - 1) + 1:sh])
+        dxp = _route_to_first_max(d_row_max, [xp[:, :, q:q + sw * (wo - 1) + 1:sw] for q in range(kw)], row_max,
+                                  xp.shape, lambda q: np.s_[:, :, q:q + sw * (wo - 1) + 1:sw])
         t, b, l, r = pads
-        return dxp[:, t:padded_shape[1] - b, l:padded_shape[2] - r]
+        return dxp[:, t:xp.shape[1] - b, l:xp.shape[2] - r]
+
+
+def _route_to_first_max(dy, taps, best, shape, where):
+    """Send ``dy`` to the first of ``taps`` that equals ``best``; return the gradient of shape ``shape``."""
+    dx = np.zeros(shape, dy.dtype)
+    remaining = dy
+    for k, tap in enumerate(taps):
+        if k < len(taps) - 1:
+            share = remaining * (tap == best)          # the gradient this tap wins
+            remaining = remaining - share              # later taps only get what is left (ties go first)
+        else:
+            share = remaining                          # whatever is left belongs to the last tap
+        dx[where(k)] += share
+    return dx
 
 
 class AvgPool2D(_Pool2D):

@@ -1,0 +1,68 @@
+"""Per-layer profile of one LeNet-5 training step: where the time goes.
+
+    python benchmarks/profile_step.py [--batch-size 64] [--threads 1] [--repeats 50]
+
+Times each layer's forward and backward, the loss and the optimizer step
+separately, over many steps, and prints the median (and minimum) milliseconds.
+"""
+import argparse
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import cnnlab
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None, help="BLAS threads (default: cnnlab's choice)")
+    ap.add_argument("--repeats", type=int, default=50)
+    args = ap.parse_args()
+    model = cnnlab.models.lenet5()
+    opt = cnnlab.optim.SGD(lr=0.01, momentum=0.9)
+    rng = np.random.default_rng(0)
+    x = rng.random((args.batch_size, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, args.batch_size)
+    names = [f"{layer.name}" for layer in model.layers]
+    times = {k: [] for k in [f"fwd {n}" for n in names] + ["loss"] + [f"bwd {n}" for n in reversed(names)] + ["optimizer", "step total"]}
+
+    def step(record):
+        t_start = t = time.perf_counter()
+        h = x
+        for layer in model.layers:
+            h = layer.forward(h, training=True)
+            t = record(f"fwd {layer.name}", t)
+        model.loss.forward(h, y)
+        g = model.loss.backward()
+        t = record("loss", t)
+        for layer in reversed(model.layers):
+            g = layer.backward(g)
+            t = record(f"bwd {layer.name}", t)
+            if g is None:
+                break
+        opt.step(model.parameters())
+        record("optimizer", t)
+        record("step total", t_start)
+
+    def record(key, t0):
+        t1 = time.perf_counter()
+        times[key].append(t1 - t0)
+        return t1
+
+    limits = threadpool_limits(args.threads) if args.threads else None
+    for _ in range(5):
+        step(lambda k, t: time.perf_counter())
+    for _ in range(args.repeats):
+        step(record)
+    if limits:
+        limits.unregister()
+    print(f"LeNet-5 training step, batch {args.batch_size}: median (min) milliseconds")
+    for k, v in times.items():
+        if v:
+            print(f"  {k:28s} {np.median(v) * 1e3:7.3f}  ({np.min(v) * 1e3:.3f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""Data parallelism over CPU cores: split each batch, compute the shards at once, add up the gradients.
+
+Every core takes one shard of the batch. This process computes the first
+shard itself; each other shard goes to a worker process, forked when training
+or inference starts, that holds its own copy of the layers. Before each step
+the current weights (and the batch) are written into a block of shared memory
+that the workers read; each worker leaves its gradients, its loss and its
+scores (and, for BatchNorm, its shard's statistics) in the same block, and
+this process adds them up. The loss of the batch is the size-weighted mean of
+the shards' losses, so the summed gradients are those of the whole batch.
+
+Why processes and not threads: NumPy releases the interpreter lock inside its
+loops, but a training step makes hundreds of short NumPy calls, and passing
+the lock between threads at each one costs more than the parallel work gains
+on small networks. Processes share only the memory block and two pipes each.
+
+BatchNorm normalizes each shard with the shard's own statistics (ghost batch
+normalization, as in multi-device training). Where ``os.fork`` is missing (or
+unsafe: macOS), everything runs in this process.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import signal
+import struct
+import sys
+import traceback
+import warnings
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+MIN_SHARD = 16                       # smaller shards cost more in coordination than they gain
+_MSG = struct.Struct("<5q")           # command, shard start, shard stop, batch size, random seed
+_EXIT, _TRAIN, _INFER = 0, 1, 2
+
+
+def default_workers() -> int:
+    """One shard per core, at most 4; 1 where worker processes cannot be forked safely."""
+    if not hasattr(os, "fork") or sys.platform == "darwin":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
+def shard_slices(n: int, shards: int) -> list[slice]:
+    """Split ``range(n)`` into ``shards`` contiguous, nearly equal slices."""
+    bounds = np.linspace(0, n, shards + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def train_shard(layers, loss, x, y, weight):
+    """Forward, loss and backward of one shard; ``weight`` = shard size / batch size. Returns (loss, scores)."""
+    h = x
+    for layer in layers:
+        h = layer.forward(h, training=True)
+    value = loss.forward(h, y)
+    g = loss.backward() * h.dtype.type(weight)        # gradient of this shard's share of the batch mean
+    for layer in reversed(layers):
+        g = layer.backward(g)
+        if g is None:
+            break
+    return value, h
+
+
+def forward_shard(layers, x):
+    for layer in layers:
+        x = layer.forward(x, training=False)
+    return x
+
+
+class _ShardResult:
+    """A worker's replica as the main process sees it: gradients and shard statistics in shared memory."""
+
+    def __init__(self, grads, batch_stats):
+        self.grads, self._batch_stats = grads, batch_stats
+
+
+class DataParallel:
+    """Training steps and inference of ``model`` over ``workers`` cores.
+
+    ``with DataParallel(model) as dp: loss, scores = dp.train_step(x, y)`` fills
+    the model's gradients for the batch; ``dp.forward(x)`` gives inference scores.
+    """
+
+    def __init__(self, model, workers: int | None = None, max_batch: int = 256):
+        self.model = model
+        self.workers = default_workers() if workers is None else int(workers)
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, received {workers!r}")
+        if not hasattr(os, "fork"):
+            self.workers = 1
+        self.max_batch = int(max_batch)
+        self.replicas = [layer.replicate() for layer in model.layers]   # this process's shard
+        self.loss = model.loss
+        self._procs: list[tuple[int, int, int]] = []                      # (pid, command fd, reply fd)
+        self._limits = None
+
+    # ---- the main process --------------------------------------------------------
+    def train_step(self, x, y):
+        """Forward, loss and backward of one batch; fills the model's gradients. Returns (loss, scores)."""
+        n = len(x)
+        slices = self._slices(n)
+        stochastic = any(layer.stochastic for layer in self.model.layers)
+        for w, sl in enumerate(slices[1:], start=1):
+            seed = int(self.model.rng.integers(2**62)) if stochastic else 0
+            self._send(w, _TRAIN, sl, n, seed, x, y)
+        if stochastic and len(slices) > 1:
+            for r in self.replicas:
+                if r.stochastic:
+                    r.rng = np.random.default_rng(self.model.rng.integers(2**62))
+        loss, scores = train_shard(self.replicas, self.loss, x[slices[0]], y[slices[0]], len(range(n)[slices[0]]) / n)
+        if len(slices) == 1:
+            for layer, r in zip(self.model.layers, self.replicas):
+                layer.merge_replicas([r])
+            return loss, scores
+        self._wait(len(slices) - 1)
+        a = self.arena
+        for i, (layer, r) in enumerate(zip(self.model.layers, self.replicas)):
+            others = [_ShardResult({k: a[f"{w}/{i}/grad/{k}"] for k in layer.grads},
+                                   tuple(a[f"{w}/{i}/stat/{k}"] for k in layer.shard_statistics_shapes()) or None)
+                      for w in range(1, len(slices))]
+            layer.merge_replicas([r] + others)
+        loss = loss * (slices[0].stop / n) + sum(float(a[f"{w}/loss"][0]) * (sl.stop - sl.start) / n
+                                                 for w, sl in enumerate(slices[1:], start=1))
+        a["scores"][slices[0]] = scores
+        return loss, a["scores"][:n].copy()
+
+    def forward(self, x):
+        """Inference-mode scores of one batch."""
+        n = len(x)
+        slices = self._slices(n)
+        for w, sl in enumerate(slices[1:], start=1):
+            self._send(w, _INFER, sl, n, 0, x, None)
+        scores = forward_shard(self.replicas, x[slices[0]])
+        if len(slices) == 1:
+            return scores
+        self._wait(len(slices) - 1)
+        self.arena["scores"][slices[0]] = scores
+        return self.arena["scores"][:n].copy()
+
+    def _slices(self, n):
+        shards = min(len(self._procs) + 1, max(1, n // MIN_SHARD))
+        if n > self.max_batch:
+            shards = 1
+        return shard_slices(n, shards)
+
+    def _send(self, w, cmd, sl, n, seed, x, y):
+        a = self.arena
+        if w == 1:                                        # once per step: this step's weights and batch
+            for k, v in self.model.state_dict().items():
+                np.copyto(a[f"state/{k}"], v)
+            a["x"][:n] = x
+            if y is not None:
+                a["y"][:n] = y
+        os.write(self._procs[w - 1][1], _MSG.pack(cmd, sl.start, sl.stop, n, seed))
+
+    def _wait(self, count):
+        failed = False
+        for _, _, rep_r in self._procs[:count]:
+            reply = os.read(rep_r, 1)
+            failed |= reply != b"k"
+        if failed:
+            raise RuntimeError("a worker process of cnnlab.parallel failed (its error is printed above); "
+                               "run with workers=1 to see it in this process")
+
+    # ---- starting and stopping workers ------------------------------------------------
+    def __enter__(self):
+        if self.workers > 1:
+            self._start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop()
+
+    def _start(self):
+        model = self.model
+        shapes = {f"state/{k}": v.shape for k, v in model.state_dict().items()}
+        shapes.update(x=(self.max_batch,) + model.input_shape, y=(self.max_batch,),
+                      scores=(self.max_batch,) + model.output_shape)
+        for w in range(1, self.workers):
+            shapes[f"{w}/loss"] = (1,)
+            for i, layer in enumerate(model.layers):
+                shapes.update({f"{w}/{i}/grad/{k}": g.shape for k, g in layer.grads.items()})
+                shapes.update({f"{w}/{i}/stat/{k}": s for k, s in layer.shard_statistics_shapes().items()})
+        self.arena = _Arena(shapes, model.layers[0].dtype)
+        self._limits = threadpool_limits(1, user_api="blas")    # every core already computes a shard
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+ warns on fork with BLAS threads alive
+            for w in range(1, self.workers):
+                cmd_r, cmd_w = os.pipe()
+                rep_r, rep_w = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    self._worker(w, cmd_r, rep_w, cmd_w, rep_r)   # never returns
+                os.close(cmd_r)
+                os.close(rep_w)
+                self._procs.append((pid, cmd_w, rep_r))
+
+    def _stop(self):
+        for pid, cmd_w, rep_r in self._procs:
+            try:
+                os.write(cmd_w, _MSG.pack(_EXIT, 0, 0, 0, 0))
+            except OSError:
+                pass
+            os.close(cmd_w)
+            os.close(rep_r)
+            os.waitpid(pid, 0)
+        self._procs = []
+        if self._limits is not None:
+            self._limits.unregister()
+            self._limits = None
+
+    # ---- a worker process -----------------------------------------------------------
+    def _worker(self, w, cmd_r, rep_w, cmd_w, rep_r):
+        code = 0
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)           # Ctrl-C is the main process's to handle
+            for _, other_cmd, other_rep in self._procs:             # pipes of the workers forked before this one
+                os.close(other_cmd)
+                os.close(other_rep)
+            os.close(cmd_w)
+            os.close(rep_r)
+            self._serve(w, cmd_r, rep_w)
+        except BaseException:                                       # noqa: BLE001
+            code = 1
+        finally:
+            os._exit(code)
+
+    def _serve(self, w, cmd_r, rep_w):
+        a, model = self.arena, self.model
+        weights = [(a[f"state/{k}"], v) for k, v in model.state_dict().items()]   # this process's own copy
+        while True:
+            msg = os.read(cmd_r, _MSG.size)
+            if len(msg) < _MSG.size:
+                return                                         # the main process has gone
+            cmd, start, stop, n, seed = _MSG.unpack(msg)
+            if cmd == _EXIT:
+                return
+            try:
+                for src, dst in weights:
+                    np.copyto(dst, src)
+                sl = slice(start, stop)
+                if cmd == _TRAIN:
+                    for i, r in enumerate(self.replicas):
+                        if r.stochastic:
+                            r.rng = np.random.default_rng([seed, i])
+                    loss, scores = train_shard(self.replicas, self.loss, a["x"][sl], a["y"][sl].astype(np.int64),
+                                               (stop - start) / n)
+                    a[f"{w}/loss"][0] = loss
+                    for i, r in enumerate(self.replicas):
+                        for k, g in r.grads.items():
+                            np.copyto(a[f"{w}/{i}/grad/{k}"], g)
+                        for k, s in zip(r.shard_statistics_shapes(), getattr(r, "_batch_stats", None) or ()):
+                            np.copyto(a[f"{w}/{i}/stat/{k}"], s)
+                else:
+                    scores = forward_shard(self.replicas, a["x"][sl])
+                a["scores"][sl] = scores
+                os.write(rep_w, b"k")
+            except Exception:                                   # noqa: BLE001 - reported, then raised by the main process
+                sys.stderr.write(traceback.format_exc())
+                os.write(rep_w, b"e")
+
+
+class _Arena:
+    """Named arrays carved out of one anonymous shared-memory block, inherited by forked workers."""
+
+    def __init__(self, shapes: dict[str, tuple], dtype):
+        dtype = np.dtype(dtype)
+        layout, total = {}, 0
+        for name, shape in shapes.items():
+            layout[name] = (total, tuple(shape))
+            total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            total = -(-total // 64) * 64                       # cache-line aligned
+        self._mem = mmap.mmap(-1, max(total, 64))
+        self.arrays = {name: np.frombuffer(self._mem, dtype, int(np.prod(shape, dtype=np.int64)), off).reshape(shape)
+                       for name, (off, shape) in layout.items()}
+
+    def __getitem__(self, name):
+        return self.arrays[name]
