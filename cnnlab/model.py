@@ -276,7 +276,7 @@ class Sequential:
     def logits(self, x, batch_size=256, workers=None) -> np.ndarray:
         """Raw class scores for every example, computed in batches (inference mode).
 
-        ``workers`` threads share each batch (default: one per core, see ``cnnlab.parallel``).
+        ``workers`` cores share each batch (default: one per core, see ``cnnlab.parallel``).
         """
         from .parallel import DataParallel
         x = self.check_input(x)

@@ -78,7 +78,8 @@ class Trainer:
         augment: a callable ``(x_batch, rng) -> x_batch`` applied to every training batch.
         validation_split: hold out this fraction (taken after a seeded shuffle) when no validation data is given.
         callbacks: ``Callback`` objects.
-        workers: threads that share each batch (default one per core; 1 runs everything in this thread).
+        workers: cores that share each batch (default one per core; 1 computes everything in this process;
+            see ``cnnlab.parallel``).
     """
 
     def __init__(self, model, optimizer=None, batch_size=32, verbose=1, shuffle=True, augment=None,

@@ -129,17 +129,14 @@ def im2col(xp, kernel_hw, out_hw, strides, dilation, groups):
     (kh, kw), (ho, wo), (sh, sw), (dh, dw) = kernel_hw, out_hw, strides, dilation
     cg = c // groups
     m, k = n * ho * wo, kh * kw * cg
-    if groups == 1 and c == 1:
-        # One input channel: fill the transposed matrix (K, M) with one contiguous
-        # copy per kernel tap (fast), and hand back its (M, K) transpose view.
-        buf = np.empty((k, m), xp.dtype)
-        taps = buf.reshape(kh, kw, n, ho, wo)  # view: tap (p, q) -> the (N, Ho, Wo) image it sees
-        for p in range(kh):
-            for q in range(kw):
-                np.copyto(taps[p, q], xp[window_slice(p, q, out_hw, strides, dilation) + (0,)])
-        return buf.T[None]
-    # General case: a strided view (g, N, Ho, Wo, kh, kw, C_g) of the patches, copied once.
     s_n, s_h, s_w, s_c = xp.strides
+    if groups == 1 and c == 1:
+        # One input channel: fill the transposed matrix (K, M) tap by tap, each tap's image a
+        # contiguous block (fast to copy), and hand back its (M, K) transpose view.
+        taps = as_strided(xp, shape=(kh, kw, n, ho, wo), strides=(dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w),
+                          writeable=False)
+        return np.ascontiguousarray(taps).reshape(k, m).T[None]
+    # General case: a strided view (g, N, Ho, Wo, kh, kw, C_g) of the patches, copied once.
     view = as_strided(xp, shape=(groups, n, ho, wo, kh, kw, cg),
                       strides=(cg * s_c, s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c), writeable=False)
     buf = np.ascontiguousarray(view)
