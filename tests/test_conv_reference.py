@@ -1,0 +1,63 @@
+"""The fast im2col convolution against the naive loop reference, and the output-size formula."""
+import numpy as np
+import pytest
+
+from cnnlab import layers as L
+from cnnlab.layers.conv import resolve_padding
+
+
+def configs(count, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        g = int(rng.choice([1, 1, 2, 3]))
+        cfg = dict(filters=g * int(rng.integers(1, 4)), kernel_size=(int(rng.integers(1, 6)), int(rng.integers(1, 6))),
+                   strides=(int(rng.integers(1, 4)), int(rng.integers(1, 4))),
+                   padding=["valid", "same", int(rng.integers(0, 3)), (int(rng.integers(0, 3)), int(rng.integers(0, 3)))][int(rng.integers(0, 4))],
+                   dilation=(int(rng.integers(1, 3)), int(rng.integers(1, 3))), groups=g)
+        shape = (int(rng.integers(1, 4)), int(rng.integers(3, 13)), int(rng.integers(3, 13)), g * int(rng.integers(1, 4)))
+        try:
+            L.Conv2D(**cfg).compute_output_shape(shape[1:])
+        except ValueError:
+            continue
+        out.append((cfg, shape))
+    return out
+
+
+@pytest.mark.parametrize("cfg,shape", configs(30, seed=7))
+def test_fast_conv_equals_naive_loops(cfg, shape):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(shape)
+    layer = L.Conv2D(**cfg)
+    layer.build(shape[1:], rng=rng, dtype=np.float64)
+    layer.params["bias"][...] = rng.standard_normal(cfg["filters"])
+    pads = resolve_padding(layer.padding, shape[1:3], layer.kernel_size, layer.strides, layer.dilation)
+    expected = L.conv2d_naive(x, layer.params["kernel"], layer.params["bias"], layer.strides, pads, layer.dilation,
+                              cfg["groups"])
+    np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_naive_reference_on_the_textbook_example():
+    # The classic 5x5 binary image and 3x3 kernel: 9 convolved features by hand.
+    image = np.array([[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]], float)
+    kernel = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1]], float)
+    y = L.conv2d_naive(image[None, :, :, None], kernel[:, :, None, None])
+    np.testing.assert_array_equal(y[0, :, :, 0], [[4, 3, 4], [2, 4, 3], [2, 3, 4]])
+
+
+@pytest.mark.parametrize("h,k,s,d,padding,expected", [
+    (28, 5, 1, 1, "same", 28), (28, 5, 1, 1, "valid", 24), (28, 5, 2, 1, "same", 14), (7, 3, 2, 1, "valid", 3),
+    (10, 3, 1, 2, "valid", 6), (10, 3, 3, 1, 1, 4), (5, 2, 1, 1, "same", 5),
+])
+def test_output_size_formula(h, k, s, d, padding, expected):
+    layer = L.Conv2D(1, k, strides=s, dilation=d, padding=padding)
+    assert layer.compute_output_shape((h, h, 1)) == (expected, expected, 1)
+    assert layer.forward(np.zeros((1, h, h, 1), np.float32)).shape == (1, expected, expected, 1)
+
+
+def test_conv_is_fully_convolutional_but_checks_channels():
+    layer = L.Conv2D(2, 3)
+    layer.forward(np.zeros((1, 8, 8, 3), np.float32))
+    assert layer.forward(np.zeros((2, 12, 9, 3), np.float32)).shape == (2, 10, 7, 2)
+    with pytest.raises(ValueError, match=r"expected input \(N, H, W, 3\), received \(1, 8, 8, 4\)"):
+        layer.forward(np.zeros((1, 8, 8, 4), np.float32))
