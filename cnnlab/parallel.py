@@ -53,8 +53,18 @@ def shard_slices(n: int, shards: int) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def train_shard(layers, loss, x, y, weight):
-    """Forward, loss and backward of one shard; ``weight`` = shard size / batch size. Returns (loss, scores)."""
+def train_shard(layers, loss, x, y, weight, seed=None, augment=None):
+    """Forward, loss and backward of one shard; ``weight`` = shard size / batch size. Returns (loss, scores).
+
+    With a ``seed``, the shard's randomness comes from it: ``augment(x, rng)`` and every
+    random layer (each its own stream).
+    """
+    if seed is not None:
+        if augment is not None:
+            x = augment(x, np.random.default_rng(seed))
+        for i, layer in enumerate(layers):
+            if layer.stochastic:
+                layer.rng = np.random.default_rng([seed, i])
     h = x
     for layer in layers:
         h = layer.forward(h, training=True)
@@ -85,10 +95,15 @@ class DataParallel:
 
     ``with DataParallel(model) as dp: loss, scores = dp.train_step(x, y)`` fills
     the model's gradients for the batch; ``dp.forward(x)`` gives inference scores.
+    ``augment(x_shard, rng)``, when given, transforms each shard of a training
+    batch where the shard is computed, so augmentation runs in parallel too.
+    Each shard draws its randomness (augmentation, dropout) from a generator
+    seeded by the model's generator, so seeded training is reproducible.
     """
 
-    def __init__(self, model, workers: int | None = None, max_batch: int = 256):
+    def __init__(self, model, workers: int | None = None, max_batch: int = 256, augment=None):
         self.model = model
+        self.augment = augment
         self.workers = default_workers() if workers is None else int(workers)
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, received {workers!r}")
@@ -105,15 +120,12 @@ class DataParallel:
         """Forward, loss and backward of one batch; fills the model's gradients. Returns (loss, scores)."""
         n = len(x)
         slices = self._slices(n)
-        stochastic = any(layer.stochastic for layer in self.model.layers)
+        random = self.augment is not None or any(layer.stochastic for layer in self.model.layers)
+        seeds = [int(self.model.rng.integers(2**62)) if random else 0 for _ in slices]
         for w, sl in enumerate(slices[1:], start=1):
-            seed = int(self.model.rng.integers(2**62)) if stochastic else 0
-            self._send(w, _TRAIN, sl, n, seed, x, y)
-        if stochastic and len(slices) > 1:
-            for r in self.replicas:
-                if r.stochastic:
-                    r.rng = np.random.default_rng(self.model.rng.integers(2**62))
-        loss, scores = train_shard(self.replicas, self.loss, x[slices[0]], y[slices[0]], len(range(n)[slices[0]]) / n)
+            self._send(w, _TRAIN, sl, n, seeds[w], x, y)
+        loss, scores = train_shard(self.replicas, self.loss, x[slices[0]], y[slices[0]], slices[0].stop / n,
+                                   seeds[0] if random else None, self.augment)
         if len(slices) == 1:
             for layer, r in zip(self.model.layers, self.replicas):
                 layer.merge_replicas([r])
@@ -246,11 +258,9 @@ class DataParallel:
                     np.copyto(dst, src)
                 sl = slice(start, stop)
                 if cmd == _TRAIN:
-                    for i, r in enumerate(self.replicas):
-                        if r.stochastic:
-                            r.rng = np.random.default_rng([seed, i])
+                    random = self.augment is not None or any(r.stochastic for r in self.replicas)
                     loss, scores = train_shard(self.replicas, self.loss, a["x"][sl], a["y"][sl].astype(np.int64),
-                                               (stop - start) / n)
+                                               (stop - start) / n, seed if random else None, self.augment)
                     a[f"{w}/loss"][0] = loss
                     for i, r in enumerate(self.replicas):
                         for k, g in r.grads.items():

@@ -148,12 +148,10 @@ class Trainer:
         steps = -(-n // bs)
         loss_sum, correct, t0 = 0.0, 0, time.perf_counter()
         bar = self._progress_bar(steps, total_epochs)
-        with DataParallel(model, self.workers, max_batch=bs) as parallel:
+        with DataParallel(model, self.workers, max_batch=bs, augment=self.augment) as parallel:
             for s in range(steps):
                 idx = order[s * bs:(s + 1) * bs]
-                xb, yb = x[idx], y[idx]
-                if self.augment is not None:
-                    xb = self.augment(xb, model.rng)
+                xb, yb = x[idx], y[idx]                          # augmented shard by shard, in parallel
                 opt.set_progress(self.epoch + s / steps, total_epochs)
                 loss, scores = parallel.train_step(xb, yb)     # forward, loss and backward: gradients filled
                 if not np.isfinite(loss):

@@ -105,3 +105,17 @@ def test_a_failing_worker_raises_in_the_main_process(capfd):
         with DataParallel(model, workers=2) as dp:
             dp.train_step(x, y)
     assert "boom" in capfd.readouterr().err
+
+
+def test_augmentation_runs_in_every_shard():
+    rng = np.random.default_rng(4)
+    x, y = rng.random((64, 8, 8, 1)), rng.integers(0, 10, 64)
+    model = small_cnn().astype(np.float64)
+    flip = lambda batch, r: batch[:, ::-1]             # noqa: E731 - deterministic, so the result is checkable
+    with DataParallel(model, workers=2, augment=flip) as dp:
+        dp.train_step(x, y)
+    g_aug = gradients(model)
+    with DataParallel(model, workers=2) as dp:
+        dp.train_step(x[:, ::-1], y)
+    for k, g in gradients(model).items():
+        np.testing.assert_allclose(g_aug[k], g, rtol=1e-9, atol=1e-14)
