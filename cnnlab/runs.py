@@ -4,7 +4,7 @@
 to date after every epoch::
 
     RUN_DIR/
-      config.json              the training configuration (dataset, model, optimizer, schedule, ...)
+      config.json              the training configuration (dataset, model, optimizer, schedule, workers, ...)
       architecture.json        the model's layers (``Sequential.get_config()``)
       model.safetensors        the model to use: the best by validation accuracy when a validation
                                set is held out, else the latest (``cnnlab.load(RUN_DIR)`` reads it)
@@ -75,7 +75,7 @@ DEFAULTS = {
     "dataset": "mnist", "data_dir": None, "dataset_options": {}, "model": "lenet5", "epochs": 5, "batch_size": 64,
     "optimizer": {"name": "sgd", "lr": None, "momentum": 0.9, "weight_decay": 0.0}, "schedule": "onecycle",
     "augment": "none", "seed": 0, "val_split": None, "early_stopping": None, "label_smoothing": 0.0,
-    "loss": "softmax", "snapshot_filters": None, "limit": None,
+    "loss": "softmax", "snapshot_filters": None, "limit": None, "workers": None,
 }
 REQUIRED_CONFIG_KEYS = ["dataset", "model", "epochs", "batch_size", "optimizer", "schedule", "augment", "seed",
                         "val_split", "loss"]
@@ -130,6 +130,7 @@ def make_config(**options) -> dict:
     config = json.loads(json.dumps(DEFAULTS))
     opt = dict(config["optimizer"])
     flat = {k: options.pop(k) for k in ("lr", "momentum", "weight_decay") if k in options}
+    flat = {k: v for k, v in flat.items() if v is not None}
     given_opt = options.pop("optimizer", None)
     if isinstance(given_opt, dict):
         opt.update({k: v for k, v in given_opt.items() if v is not None})
@@ -137,7 +138,7 @@ def make_config(**options) -> dict:
         opt["name"] = given_opt
     if isinstance(opt.get("name"), str) and opt["name"].lower() != "sgd" and "momentum" not in flat:
         opt["momentum"] = None
-    opt.update({k: v for k, v in flat.items() if v is not None})
+    opt.update(flat)
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(DEFAULTS)}")
@@ -172,7 +173,7 @@ def validate_config(config, source=None) -> dict:
             raise _fail(source, f"{key} must be a positive integer, found {c[key]!r}")
     if not _is_int(c["seed"]) or c["seed"] < 0:
         raise _fail(source, f"seed must be a non-negative integer, found {c['seed']!r}")
-    for key in ("early_stopping", "snapshot_filters", "limit"):
+    for key in ("early_stopping", "snapshot_filters", "limit", "workers"):
         if c[key] is not None and (not _is_int(c[key]) or c[key] < 1):
             raise _fail(source, f"{key} must be a positive integer or null, found {c[key]!r}")
     if c["val_split"] is None:
@@ -823,6 +824,10 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
         optimizer.load_state_dict(opt_t)
 
     config = {**config, "data": data_info, "cnnlab_version": cnnlab_version()}
+    if config["workers"] is None:
+        # recorded, so that a resume on another machine shards batches the same way (BatchNorm statistics
+        # are per shard, and summed shard gradients round differently from one whole-batch gradient)
+        config["workers"] = _default_workers()
     if not resume and Path(config["model"]).suffix.lower() == ".json":
         config["model"] = str(Path(config["model"]).resolve())
     if not resume and config["dataset"].lower().replace("_", "-") not in _dataset_names() \
@@ -842,7 +847,7 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
     if config["early_stopping"]:
         cbs.append(EarlyStop(recorder, config["early_stopping"]))
     trainer = Trainer(model, optimizer=optimizer, batch_size=config["batch_size"], verbose=verbose,
-                      augment=augment, callbacks=cbs)
+                      augment=augment, callbacks=cbs, workers=config["workers"])
     if resume:
         trainer.epoch, trainer.step, trainer.history = state["epoch"], state["step"], history
         _print(verbose, f"resuming {out_dir} at epoch {state['epoch']} of {config['epochs']} (step {state['step']})")
@@ -877,6 +882,11 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
             "stop_reason": trainer.stop_reason, "best_epoch": recorder.best_epoch,
             "best_val_accuracy": recorder.best_metric, "test": test, "evaluation": evaluation,
             "history": history_table(trainer.history), "model": best}
+
+
+def _default_workers() -> int:
+    from .parallel import default_workers
+    return default_workers()
 
 
 def _dataset_names():

@@ -71,6 +71,7 @@ def test_run_directory_layout(tmp_path, data):
     assert cfg["val_split"] == 0.25 and cfg["loss"] == "softmax" and cfg["label_smoothing"] == 0.0
     assert cfg["data"]["train_size"] == 180 and cfg["data"]["val_size"] == 60 and cfg["data"]["test_size"] == N_TEST
     assert cfg["data"]["class_names"][0] == "horizontal line"
+    assert isinstance(cfg["workers"], int) and cfg["workers"] >= 1
 
     arch = json.loads((out / "architecture.json").read_text())
     assert arch["input_shape"] == [28, 28, 1] and arch["layers"][0]["class"] == "Conv2D"
@@ -173,7 +174,7 @@ def test_interrupt_then_resume_is_bit_identical(tmp_path, data):
 
 def test_resume_continues_to_more_epochs(tmp_path, data):
     # The constant schedule does not depend on the total, so 1 epoch + resume to 2 equals 2 epochs.
-    cfg = dict(schedule="constant", optimizer="adam", lr=0.003, augment="hflip", val_split=0.2)
+    cfg = dict(schedule="constant", optimizer="adam", lr=0.003, augment="hflip", val_split=0.2, workers=1)
     full, part = tmp_path / "full", tmp_path / "part"
     train(config(epochs=2, **cfg), full, data)
     train(config(epochs=1, **cfg), part, data)
