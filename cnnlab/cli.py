@@ -416,15 +416,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXTENSIONS = ("cnnlab.explain.cli",)
+
+
 def _register_extensions(sub, common):
-    """Subcommands from other parts of cnnlab, when they are installed."""
-    try:
-        explain_cli = importlib.import_module("cnnlab.explain.cli")
-    except ImportError:
-        return
-    register = getattr(explain_cli, "register", None)
-    if register is not None:
-        register(sub)
+    """Subcommands from other parts of cnnlab (``register(subparsers)``), when they are installed.
+
+    An extension that fails to load costs only its own subcommands, with a warning: the core commands
+    keep working.
+    """
+    for name in EXTENSIONS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and (name == e.name or name.startswith(e.name + ".")):
+                continue                              # not installed
+            _warn_extension(name, e)
+            continue
+        except Exception as e:                        # noqa: BLE001 - a broken extension must not break cnnlab
+            _warn_extension(name, e)
+            continue
+        register = getattr(module, "register", None)
+        if register is None:
+            continue
+        try:
+            register(sub)
+        except Exception as e:                        # noqa: BLE001
+            _warn_extension(name, e)
+
+
+def _warn_extension(name, error):
+    print(f"cnnlab: warning: the commands of {name} are unavailable: {type(error).__name__}: {error}",
+          file=sys.stderr)
 
 
 def main(argv=None) -> int:

@@ -850,7 +850,12 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
                       augment=augment, callbacks=cbs, workers=config["workers"])
     if resume:
         trainer.epoch, trainer.step, trainer.history = state["epoch"], state["step"], history
-        _print(verbose, f"resuming {out_dir} at epoch {state['epoch']} of {config['epochs']} (step {state['step']})")
+        _print(verbose, f"resuming {out_dir} after epoch {state['epoch']} (step {state['step']}), "
+                        f"up to {config['epochs']} epochs")
+    else:
+        _print(verbose, f"training {model.name} ({model.num_params:,} parameters) on {info['name']}: "
+                        f"{len(x):,} training images, {data_info['val_size']:,} validation, {len(xt):,} test; "
+                        f"{config['epochs']} epochs; run directory {out_dir}")
 
     try:
         # overflow shows up as a non-finite loss or gradient, which stops training with a clear message

@@ -284,3 +284,13 @@ def test_real_ctrl_c_in_a_subprocess(tmp_path):
     assert state["status"] == "interrupted" and state["epoch"] >= 1
     model_t, _, ckpt = runs.read_checkpoint(out)
     assert ckpt["epoch"] == state["epoch"] and ckpt["step"] == state["step"]
+
+
+def test_a_broken_extension_does_not_break_the_core_commands(capsys, monkeypatch):
+    def register(subparsers):
+        raise RuntimeError("half-written")
+
+    monkeypatch.setitem(sys.modules, "cnnlab.explain.cli", types.SimpleNamespace(register=register))
+    code, out, err = run(capsys, "summary", "tiny_cnn")
+    assert code == 0 and "Total params" in out
+    assert "warning" in err and "half-written" in err
