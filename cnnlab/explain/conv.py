@@ -1,0 +1,572 @@
+r"""The convolution step, animated: a kernel slides over an image and fills the output one cell at a time.
+
+At output position ``(i, j)`` the kernel is laid on the window of the padded
+input whose top-left corner is ``(i * s_h, j * s_w)`` (taps ``d`` pixels apart
+when dilated). Each kernel weight multiplies the pixel under it, the products
+are summed over the window and over all input channels, the bias is added,
+and that number is output cell ``(i, j)``::
+
+    y[i, j] = b + sum_{p, q, c} x_pad[i*s_h + p*d_h, j*s_w + q*d_w, c] * k[p, q, c]
+
+(Deep-learning "convolution" is this cross-correlation: the kernel is not
+flipped.) :func:`explain_conv` computes the output with cnnlab's ``Conv2D``,
+re-derives every cell from its element-wise products, and draws one frame
+per output position: the input with the window highlighted, the kernel, the
+products, the sum, and the output filling up.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..layers.conv import Conv2D, pad_hw, resolve_padding, validate_padding
+from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, format_number, image_png, quantize_frames, frame_player,
+                     img_tag, is_integral, load_image, load_model, new_figure, out_dir, parse_array_text,
+                     pick_conv_layer, save_figure, save_gif, save_json, symmetric_limits, table_html, text_colour,
+                     write_html)
+
+CLASSIC_IMAGE = [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]]
+CLASSIC_KERNEL = [[1, 0, 1], [0, 1, 0], [1, 0, 1]]
+
+NAMED_KERNELS = {
+    "classic": np.array(CLASSIC_KERNEL, np.float64),
+    "identity": np.array([[0, 0, 0], [0, 1, 0], [0, 0, 0]], np.float64),
+    "edge": np.array([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], np.float64),
+    "sobel-x": np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float64),
+    "sobel-y": np.array([[-1, -2, -1], [0, 0, 0], [1, 2, 1]], np.float64),
+    "blur": np.full((3, 3), 1 / 9, np.float64),
+    "sharpen": np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], np.float64),
+}
+
+MAX_CHANNELS_SHOWN = 8
+
+
+def _pair(value, what):
+    if isinstance(value, str):
+        value = [int(v) for v in value.replace("x", ",").split(",")] if value.strip() else []
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (int(value), int(value))
+    value = tuple(int(v) for v in value)
+    if len(value) == 1:
+        value = value * 2
+    if len(value) != 2 or min(value) < 1:
+        raise ValueError(f"{what} must be a positive integer or a pair such as 2,1; received {value!r}")
+    return value
+
+
+def parse_padding(padding):
+    """``"valid"``, ``"same"``, ``2``, ``"2"``, ``"1,2"`` or ``(1, 2)`` -> what ``Conv2D`` accepts."""
+    if isinstance(padding, str):
+        s = padding.strip().lower()
+        if s in ("valid", "same"):
+            return s
+        try:
+            vals = [int(v) for v in s.split(",")]
+        except ValueError:
+            raise ValueError(f"padding must be 'valid', 'same', an integer or 'ph,pw'; received {padding!r}") from None
+        padding = vals[0] if len(vals) == 1 else tuple(vals)
+    if isinstance(padding, list):
+        padding = tuple(padding)
+    validate_padding(padding, "explain conv")
+    return padding
+
+
+def resolve_kernel(kernel, channels=None):
+    """A kernel given as a name, JSON text, a JSON file or an array -> float64 (kh, kw, C).
+
+    A 2-D kernel is used for every channel when ``channels`` > 1.
+    """
+    if isinstance(kernel, str) and kernel.strip().lower() in NAMED_KERNELS:
+        k = NAMED_KERNELS[kernel.strip().lower()].copy()
+    elif isinstance(kernel, str):
+        try:
+            k = parse_array_text(kernel, "kernel")
+        except ValueError as e:
+            raise ValueError(f"{e}; named kernels: {', '.join(NAMED_KERNELS)}") from None
+    else:
+        k = np.array(kernel, dtype=np.float64)
+    if k.ndim == 2:
+        k = np.repeat(k[:, :, None], channels or 1, axis=2)
+    if k.ndim != 3 or min(k.shape) < 1:
+        raise ValueError(f"kernel must be a (kh, kw) or (kh, kw, C) nested list; received shape {k.shape}")
+    if channels is not None and k.shape[2] != channels:
+        raise ValueError(f"kernel has {k.shape[2]} channels but the input has {channels}")
+    return k
+
+
+def _model_kernel(model, layer, filter_index):
+    m = load_model(model) if isinstance(model, (str, Path)) else model
+    conv = pick_conv_layer(m, layer)
+    kern = conv.params["kernel"]
+    f = kern.shape[3]
+    if not 0 <= filter_index < f:
+        raise ValueError(f"filter must be in [0, {f - 1}] for layer {conv.name!r} ({f} filters); received {filter_index}")
+    bias = float(conv.params["bias"][filter_index]) if "bias" in conv.params else 0.0
+    return kern[:, :, :, filter_index].astype(np.float64), bias, conv.name, m
+
+
+def _default_model_input(channels, size, seed):
+    """A picture to run a model's filter over: a ``shapes`` drawing for grayscale, seeded noise otherwise."""
+    if channels == 1:
+        from PIL import Image
+        from ..datasets import load_shapes
+        (x, _), _ = load_shapes(1, 1, image_size=28, seed=seed)
+        img = Image.fromarray((x[0, :, :, 0] * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BOX)
+        return np.asarray(img, np.float64)[:, :, None] / 255.0
+    return np.random.default_rng(seed).uniform(0, 1, (size, size, channels))
+
+
+def convolve(x, kernel, bias=0.0, stride=1, padding="valid", dilation=1):
+    """One filter over one image with cnnlab's ``Conv2D``: ``x`` (H, W, C), ``kernel`` (kh, kw, C) -> (Ho, Wo)."""
+    x = np.asarray(x, np.float64)
+    kernel = np.asarray(kernel, np.float64)
+    layer = Conv2D(1, kernel.shape[:2], strides=_pair(stride, "stride"), padding=parse_padding(padding),
+                   dilation=_pair(dilation, "dilation"))
+    layer.build(x.shape, dtype=np.float64)
+    layer.params["kernel"][...] = kernel[..., None]
+    layer.params["bias"][...] = bias
+    return layer.forward(x[None])[0, :, :, 0]
+
+
+def conv_steps(x, kernel, bias=0.0, stride=1, padding="valid", dilation=1):
+    """Every output position as a record: window coordinates, element-wise products, their sum and the value.
+
+    Returns ``(output, pads, records)``; ``output`` comes from ``Conv2D`` and
+    each record's ``value`` (sum of products plus bias) is checked against it.
+    """
+    x = np.asarray(x, np.float64)
+    kernel = np.asarray(kernel, np.float64)
+    (sh, sw), (dh, dw) = _pair(stride, "stride"), _pair(dilation, "dilation")
+    padding = parse_padding(padding)
+    kh, kw, _ = kernel.shape
+    pads = resolve_padding(padding, x.shape[:2], (kh, kw), (sh, sw), (dh, dw), "explain conv")
+    y = convolve(x, kernel, bias, (sh, sw), padding, (dh, dw))
+    xp = pad_hw(x[None], pads)[0]
+    records = []
+    for i in range(y.shape[0]):
+        for j in range(y.shape[1]):
+            rows = [i * sh + p * dh for p in range(kh)]
+            cols = [j * sw + q * dw for q in range(kw)]
+            products = xp[np.ix_(rows, cols)] * kernel
+            total = float(products.sum())
+            value = total + float(bias)
+            if not np.isclose(value, y[i, j], rtol=1e-9, atol=1e-9):
+                raise AssertionError(f"explain conv: position ({i}, {j}) sums to {value} but Conv2D gave {y[i, j]}")
+            records.append({"row": i, "col": j, "window_rows": rows, "window_cols": cols,
+                            "products": products, "channel_sums": products.sum(axis=(0, 1)),
+                            "sum": total, "bias": float(bias), "value": float(y[i, j])})
+    return y, pads, records
+
+
+# ---------------------------------------------------------------------------
+# Drawing
+# ---------------------------------------------------------------------------
+class _Animator:
+    """One figure, redrawn per output position by updating its artists (fast: no new figure per frame)."""
+
+    def __init__(self, xp, pads, kernel, y, records, integers, dpi=80):
+        from matplotlib.patches import Rectangle
+        self.xp, self.pads, self.kernel, self.y, self.records = xp, pads, kernel, y, records
+        self.integers = integers
+        hp, wp, c = xp.shape
+        kh, kw, _ = kernel.shape
+        ho, wo = y.shape
+        rows = c
+        self.show_numbers = max(hp, wp, ho, wo) <= 16
+        cell = 0.42 if self.show_numbers else 0.2
+        fs = 9 if integers else 7
+        self.fs = fs
+        width = cell * (wp + 2 * max(kw, 3) + wo) + 3.6
+        panel_h = max(hp, kh, 3) * cell
+        height = max(rows * (panel_h + 0.7), ho * cell + 1.6) + 1.3
+        fig = self.fig = new_figure(width, height, dpi)
+        gs = fig.add_gridspec(rows, 4, width_ratios=[wp, max(kw, 3), max(kw, 3), wo + 1.5],
+                              left=0.05, right=0.93, top=1 - 1.15 / height, bottom=0.45 / height,
+                              wspace=0.35, hspace=0.45)
+        self.title = fig.suptitle("", fontsize=12, y=1 - 0.12 / height, va="top")
+        self.equation = fig.text(0.5, 1 - 0.62 / height, "", ha="center", va="top", fontsize=10, family="monospace")
+        t, _, l, _ = pads
+        h, w = hp - pads[0] - pads[1], wp - pads[2] - pads[3]
+        xmax = max(float(np.abs(xp).max()), 1e-12) * 1.4      # the largest pixel shows dark grey, not black
+        self.klim = symmetric_limits(kernel)
+        self.plim = symmetric_limits(np.stack([r["products"] for r in records]))
+        self.ylim = (float(y.min()), float(y.max()) if y.max() > y.min() else float(y.min()) + 1)
+        self.taps, self.prod_images, self.prod_texts = [], [], []
+        xcmap = "Greys" if xp.min() >= 0 else SIGNED_CMAP
+        xlim = (0.0, xmax) if xp.min() >= 0 else symmetric_limits(xp)
+        for ch in range(c):
+            cl = f" (channel {ch})" if c > 1 else ""
+            ax = fig.add_subplot(gs[ch, 0])
+            ax.imshow(xp[:, :, ch], cmap=xcmap, vmin=xlim[0], vmax=xlim[1], interpolation="nearest")
+            pad_mask = np.ones((hp, wp), bool)
+            pad_mask[t:t + h, l:l + w] = False
+            if pad_mask.any():
+                ax.imshow(np.where(pad_mask, 1.0, np.nan), cmap="Oranges", vmin=0, vmax=4, alpha=0.6,
+                          interpolation="nearest")
+            self._numbers(ax, xp[:, :, ch], xcmap, xlim, muted=pad_mask)
+            self._ticks(ax, hp, wp, -t, -l)
+            ax.set_title("input" + cl + (" + zero padding" if pad_mask.any() else ""), fontsize=10)
+            ax.set_xlabel("column")
+            ax.set_ylabel("row")
+            taps = [ax.add_patch(Rectangle((0, 0), 1, 1, fill=False, edgecolor="#ff7f0e", lw=2.2))
+                    for _ in range(kh * kw)]
+            self.taps.append(taps)
+            ax = fig.add_subplot(gs[ch, 1])
+            ax.imshow(kernel[:, :, ch], cmap=SIGNED_CMAP, vmin=self.klim[0], vmax=self.klim[1], interpolation="nearest")
+            self._numbers(ax, kernel[:, :, ch], SIGNED_CMAP, self.klim)
+            self._ticks(ax, kh, kw)
+            ax.set_title("kernel" + cl, fontsize=10)
+            ax = fig.add_subplot(gs[ch, 2])
+            im = ax.imshow(np.zeros((kh, kw)), cmap=SIGNED_CMAP, vmin=self.plim[0], vmax=self.plim[1],
+                           interpolation="nearest")
+            self.prod_images.append(im)
+            self.prod_texts.append(self._numbers(ax, np.zeros((kh, kw)), SIGNED_CMAP, self.plim, force=True))
+            self._ticks(ax, kh, kw)
+            ax.set_title("input \u00d7 kernel" + cl, fontsize=10)
+        ax = self.out_ax = fig.add_subplot(gs[:, 3])
+        self.out_image = ax.imshow(np.full((ho, wo), np.nan), cmap=_bad_white(HEAT_CMAP), vmin=self.ylim[0],
+                                   vmax=self.ylim[1], interpolation="nearest")
+        colorbar(fig, self.out_image, ax, "output value")
+        # The output fills up: cell k is a coloured square (and its number) drawn once, at frame k.
+        norm, cmap = self.out_image.norm, self.out_image.cmap
+        self.out_cells = [ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=cmap(norm(self.y[i, j])),
+                                                 edgecolor="none")) for i in range(ho) for j in range(wo)]
+        self.out_texts = self._numbers(ax, self.y, HEAT_CMAP, self.ylim, force=True)
+        self._ticks(ax, ho, wo)
+        ax.set_title("output (feature map)", fontsize=10)
+        ax.set_xlabel("output column")
+        ax.set_ylabel("output row")
+        self.cursor = ax.add_patch(Rectangle((-0.5, -0.5), 1, 1, fill=False, edgecolor="#ff7f0e", lw=2.5))
+        # Blitting: the static parts (input numbers, kernel, axes) are drawn once into a background; each
+        # frame adds its output cell to that background, then draws only the artists that move or change.
+        self.dynamic = [self.title, self.equation, self.cursor, *sum(self.taps, []), *self.prod_images,
+                        *(t for ts in self.prod_texts if ts for t in ts)]
+        for artist in self.dynamic + self.out_cells + (self.out_texts or []):
+            artist.set_animated(True)
+        self.background = None
+        self.drawn = 0
+
+    def _ticks(self, ax, h, w, r0=0, c0=0):
+        step = 1 if max(h, w) <= 16 else 4
+        ax.set_xticks(range(0, w, step))
+        ax.set_xticklabels([str(c0 + v) for v in range(0, w, step)], fontsize=7)
+        ax.set_yticks(range(0, h, step))
+        ax.set_yticklabels([str(r0 + v) for v in range(0, h, step)], fontsize=7)
+        ax.tick_params(length=0)
+
+    def _numbers(self, ax, values, cmap, lim, muted=None, force=False):
+        if not (self.show_numbers or force) or max(values.shape) > 16:
+            return None
+        texts = []
+        for r in range(values.shape[0]):
+            for c in range(values.shape[1]):
+                colour = "#a05a00" if muted is not None and muted[r, c] else text_colour(values[r, c], *lim, cmap)
+                texts.append(ax.text(c, r, format_number(values[r, c], self.integers), ha="center", va="center",
+                                     fontsize=self.fs, color=colour))
+        return texts
+
+    def frame(self, index) -> np.ndarray:
+        rec = self.records[index]
+        kh, kw, c = self.kernel.shape
+        for ch in range(c):
+            for k, tap in enumerate(self.taps[ch]):
+                tap.set_xy((rec["window_cols"][k % kw] - 0.5, rec["window_rows"][k // kw] - 0.5))
+            prods = rec["products"][:, :, ch]
+            self.prod_images[ch].set_data(prods)
+            if self.prod_texts[ch]:
+                for txt, v in zip(self.prod_texts[ch], prods.ravel()):
+                    txt.set_text(format_number(v, self.integers))
+                    txt.set_color(text_colour(v, *self.plim, SIGNED_CMAP))
+        i, j = rec["row"], rec["col"]
+        self.cursor.set_xy((j - 0.5, i - 0.5))
+        self.title.set_text(f"output position ({i}, {j}): step {index + 1} of {len(self.records)}")
+        self.equation.set_text(equation_text(rec, self.integers))
+        canvas = self.fig.canvas
+        if self.background is None:
+            canvas.draw()
+        else:
+            canvas.restore_region(self.background)
+        if index != self.drawn:
+            raise ValueError("frames must be drawn in order, from the first")
+        self.fig.draw_artist(self.out_cells[index])
+        if self.out_texts:
+            self.fig.draw_artist(self.out_texts[index])
+        self.background = canvas.copy_from_bbox(self.fig.bbox)
+        self.drawn += 1
+        for artist in self.dynamic:
+            self.fig.draw_artist(artist)
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _bad_white(name):
+    import matplotlib
+    return matplotlib.colormaps[name].with_extremes(bad="white")
+
+
+def equation_text(rec, integers=False) -> str:
+    """``sum = 1*1 + 1*0 + ... = 4   + bias 0 = 4``: every product when few, per-channel sums otherwise."""
+    fmt = lambda v: format_number(v, integers)  # noqa: E731
+    prods = rec["products"]
+    if prods.size <= 9:
+        terms = " + ".join(fmt(v) for v in prods.ravel())
+    elif prods.shape[2] > 1:
+        terms = " + ".join(f"[ch{c}] {fmt(v)}" for c, v in enumerate(rec["channel_sums"]))
+    else:
+        terms = f"(sum of {prods.size} products)"
+    if len(terms) > 110:
+        terms = f"(sum of {prods.size} products)"
+    return f"sum = {terms} = {fmt(rec['sum'])}      + bias {fmt(rec['bias'])}  =  {fmt(rec['value'])}"
+
+
+def _summary_figure(x, kernel, y, bias, integers):
+    """Input, kernel and output side by side, each with a colour bar (and numbers when small)."""
+    c = x.shape[2]
+    fig = new_figure(4.8 * 3, 3.6 * min(c, MAX_CHANNELS_SHOWN) if c > 1 else 3.8, dpi=100)
+    rows = c if c > 1 else 1
+    gs = fig.add_gridspec(rows, 3, wspace=0.7, hspace=0.5)
+    klim = symmetric_limits(kernel)
+    xlim = (float(x.min()), float(x.max()) if x.max() > x.min() else float(x.min()) + 1)
+    for ch in range(rows):
+        cl = f" (channel {ch})" if c > 1 else ""
+        ax = fig.add_subplot(gs[ch, 0])
+        im = ax.imshow(x[:, :, ch], cmap="Greys" if x.min() >= 0 else SIGNED_CMAP, vmin=xlim[0], vmax=xlim[1],
+                       interpolation="nearest")
+        colorbar(fig, im, ax, "pixel value")
+        ax.set_title("input" + cl)
+        ax.set_xlabel("column")
+        ax.set_ylabel("row")
+        _annotate(ax, x[:, :, ch], integers, "Greys" if x.min() >= 0 else SIGNED_CMAP, xlim)
+        ax = fig.add_subplot(gs[ch, 1])
+        im = ax.imshow(kernel[:, :, ch], cmap=SIGNED_CMAP, vmin=klim[0], vmax=klim[1], interpolation="nearest")
+        colorbar(fig, im, ax, "weight")
+        ax.set_title("kernel" + cl)
+        ax.set_xlabel("q")
+        ax.set_ylabel("p")
+        _annotate(ax, kernel[:, :, ch], integers, SIGNED_CMAP, klim)
+    ax = fig.add_subplot(gs[:, 2])
+    ylim = (float(y.min()), float(y.max()) if y.max() > y.min() else float(y.min()) + 1)
+    im = ax.imshow(y, cmap=HEAT_CMAP, vmin=ylim[0], vmax=ylim[1], interpolation="nearest")
+    colorbar(fig, im, ax, "output value")
+    ax.set_title(f"output {y.shape[0]}\u00d7{y.shape[1]} (bias {format_number(bias, integers)})")
+    ax.set_xlabel("output column")
+    ax.set_ylabel("output row")
+    _annotate(ax, y, integers, HEAT_CMAP, ylim)
+    return fig
+
+
+def _annotate(ax, values, integers, cmap, lim):
+    h, w = values.shape
+    step = 1 if max(h, w) <= 16 else 4
+    ax.set_xticks(range(0, w, step))
+    ax.set_yticks(range(0, h, step))
+    if max(values.shape) > 12:
+        return
+    for r in range(values.shape[0]):
+        for c in range(values.shape[1]):
+            ax.text(c, r, format_number(values[r, c], integers), ha="center", va="center", fontsize=8,
+                    color=text_colour(values[r, c], *lim, cmap))
+
+
+# ---------------------------------------------------------------------------
+# The tool
+# ---------------------------------------------------------------------------
+def explain_conv(out="explain", image=None, kernel=None, stride=1, padding="valid", dilation=1, channels=None,
+                 size=8, bias=None, model=None, layer=None, filter=0, seed=0, frame_ms=700,
+                 max_frames=400) -> dict:
+    """Animate one convolution step by step; write ``conv.gif``, ``conv.html``, ``conv.json`` and PNGs to ``out``.
+
+    Args:
+        out: output folder.
+        image: ``None`` (the classic 5x5 example, or a seeded random example when
+            ``channels`` > 1), the path of a picture (resized to ``size`` x ``size``),
+            or an array / nested list of shape (H, W) or (H, W, C).
+        kernel: ``None`` (the classic 3x3 "X" kernel, random for several channels), a
+            name (``identity``, ``edge``, ``sobel-x``, ``sobel-y``, ``blur``, ``sharpen``,
+            ``classic``), JSON text / a ``.json`` file, or an array (kh, kw) or (kh, kw, C).
+        stride, dilation: int or pair. padding: ``"valid"``, ``"same"``, int or pair.
+        channels: input channels (default: 1, or the channels of the image, kernel or model filter).
+        size: side of a picture loaded from a path (and of the default input for a model's filter).
+        bias: added to every sum (default 0, or the model filter's bias).
+        model, layer, filter: take the kernel (and bias) from filter ``filter`` of conv layer
+            ``layer`` (default: the first) of a trained model (run folder or ``.safetensors``).
+        seed: seed of the random examples.
+        frame_ms: display time of one frame in the GIF and the page's player.
+        max_frames: refuse inputs with more output positions than this (one frame each).
+
+    Returns the content of ``conv.json`` plus ``"files"`` (name -> path).
+    """
+    out = out_dir(out)
+    rng = np.random.default_rng(seed)
+    source = {}
+    model_bias = None
+    if model is not None:
+        k, model_bias, layer_name, _ = _model_kernel(model, layer, int(filter))
+        source.update(model=str(model), layer=layer_name, filter=int(filter))
+        if kernel is not None:
+            raise ValueError("give either a kernel or a model filter, not both")
+        kernel = k
+    # The input image.
+    if isinstance(image, (str, Path)) and not str(image).lstrip().startswith("[") \
+            and Path(image).suffix.lower() != ".json":
+        want = channels or (np.asarray(kernel).shape[2] if kernel is not None and not isinstance(kernel, str)
+                            and np.asarray(kernel).ndim == 3 else 1)
+        x = load_image(image, size=size, channels=want).astype(np.float64)
+        source["image"] = str(image)
+    elif image is not None:
+        x = parse_array_text(image, "input") if isinstance(image, str) else np.array(image, np.float64)
+        if x.ndim == 2:
+            x = x[:, :, None]
+        if x.ndim != 3:
+            raise ValueError(f"input must be (H, W) or (H, W, C); received shape {x.shape}")
+        source["image"] = "given"
+    elif model is not None:
+        x = _default_model_input(np.asarray(kernel).shape[2], size, seed)
+        source["image"] = "shapes example" if x.shape[2] == 1 else "random"
+    elif (channels or 1) == 1:
+        x = np.array(CLASSIC_IMAGE, np.float64)[:, :, None]
+        source["image"] = "classic"
+    else:
+        x = rng.integers(0, 3, (5, 5, channels)).astype(np.float64)
+        source["image"] = "random"
+    if channels is not None and x.shape[2] != channels:
+        raise ValueError(f"the input has {x.shape[2]} channels but channels={channels} was asked for")
+    c = x.shape[2]
+    if c > MAX_CHANNELS_SHOWN:
+        raise ValueError(f"the animation shows at most {MAX_CHANNELS_SHOWN} input channels; this input has {c}")
+    if kernel is None:
+        kernel = NAMED_KERNELS["classic"] if c == 1 else rng.integers(-1, 2, (3, 3, c)).astype(np.float64)
+        source.setdefault("kernel", "classic" if c == 1 else "random")
+    elif isinstance(kernel, str):
+        source["kernel"] = kernel if kernel.strip().lower() in NAMED_KERNELS else "given"
+    else:
+        source.setdefault("kernel", "given")
+    kernel = resolve_kernel(kernel, c)
+    bias = float(model_bias if bias is None and model_bias is not None else (bias or 0.0))
+    stride, dilation, padding = _pair(stride, "stride"), _pair(dilation, "dilation"), parse_padding(padding)
+    kh, kw, _ = kernel.shape
+    pads = resolve_padding(padding, x.shape[:2], (kh, kw), stride, dilation, "explain conv")
+    ho = (x.shape[0] + pads[0] + pads[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    wo = (x.shape[1] + pads[2] + pads[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"the kernel ({kh}x{kw}, dilation {dilation}) does not fit the padded "
+                         f"{x.shape[0] + pads[0] + pads[1]}x{x.shape[1] + pads[2] + pads[3]} input")
+    if ho * wo > max_frames:
+        raise ValueError(f"the output has {ho}x{wo} = {ho * wo} positions, one frame each, more than "
+                         f"max_frames={max_frames}; use a smaller image size or a larger stride")
+
+    y, pads, records = conv_steps(x, kernel, bias, stride, padding, dilation)
+    xp = pad_hw(x[None], pads)[0]
+    integers = is_integral(x, kernel, bias)
+
+    anim = _Animator(xp, pads, kernel, y, records, integers)
+    frames = quantize_frames([anim.frame(i) for i in range(len(records))],
+                             colormap_colours([SIGNED_CMAP, HEAT_CMAP, "Greys", "Oranges"]))
+    frames_png = [image_png(f) for f in frames]
+    files = {"gif": out / "conv.gif", "html": out / "conv.html", "json": out / "conv.json",
+             "output_png": out / "conv_output.png", "first_step_png": out / "conv_step_first.png"}
+    n_frames = save_gif(frames, files["gif"], duration_ms=frame_ms, last_ms=max(frame_ms, 2500))
+    from .._io import atomic_write
+    atomic_write(files["first_step_png"], frames_png[0])
+    summary_png = save_figure(_summary_figure(x, kernel, y, bias, integers), files["output_png"])
+
+    squeeze = (lambda a: a[..., 0]) if c == 1 else (lambda a: a)  # noqa: E731
+    result = {
+        "input": squeeze(x), "kernel": squeeze(kernel), "output": y, "bias": bias,
+        "stride": list(stride), "padding": padding if isinstance(padding, str) else padding,
+        "pads": list(pads), "dilation": list(dilation), "channels": c,
+        "input_shape": list(x.shape), "kernel_shape": list(kernel.shape), "output_shape": list(y.shape),
+        "frames": n_frames, "source": source,
+        "positions": [{"row": r["row"], "col": r["col"], "window_rows": r["window_rows"],
+                       "window_cols": r["window_cols"], "products": squeeze(r["products"]),
+                       "sum": r["sum"], "bias": r["bias"], "value": r["value"]} for r in records],
+        "notes": ("input is (H, W) for one channel, (H, W, C) otherwise; window_rows/window_cols index the "
+                  "padded input (pads = top, bottom, left, right); value = sum + bias = output[row][col]"),
+    }
+    save_json(files["json"], result)
+    gif_bytes = files["gif"].read_bytes()
+    _write_page(files["html"], result, frames_png, gif_bytes, summary_png, records, integers, frame_ms)
+    result["files"] = {k: str(v) for k, v in files.items()}
+    return result
+
+
+def _write_page(path, result, frames_png, gif_bytes, summary_png, records, integers, frame_ms):
+    fmt = lambda v: format_number(v, integers)  # noqa: E731
+    player, script = frame_player(frames_png, "conv", "convolution step",
+                                  [f"step {i + 1} of {len(records)}: output ({r['row']}, {r['col']}) = {fmt(r['value'])}"
+                                   for i, r in enumerate(records)], interval_ms=frame_ms)
+    ho, wo = result["output_shape"]
+    kh, kw, c = result["kernel_shape"]
+    params = table_html(["setting", "value"], [
+        ["input shape (H, W, C)", " x ".join(map(str, result["input_shape"]))],
+        ["kernel shape (kh, kw, C)", " x ".join(map(str, result["kernel_shape"]))],
+        ["stride", str(tuple(result["stride"]))], ["padding", f"{result['padding']} -> pads (top, bottom, left, right) "
+                                                               f"{tuple(result['pads'])}"],
+        ["dilation", str(tuple(result["dilation"]))], ["bias", fmt(result["bias"])],
+        ["output shape", f"{ho} x {wo}"], ["source", ", ".join(f"{k}: {v}" for k, v in result["source"].items())]])
+    rows = [[f"({r['row']}, {r['col']})", f"rows {r['window_rows']}, cols {r['window_cols']}", fmt(r["sum"]),
+             fmt(r["bias"]), fmt(r["value"])] for r in records[:64]]
+    steps = table_html(["output cell", "window (padded coordinates)", "sum of products", "bias", "output"], rows)
+    more = f'<p class="note">First 64 of {len(records)} positions; all are in conv.json.</p>' if len(records) > 64 else ""
+    intro = (
+        "<p>A convolution layer slides a small grid of weights, the <em>kernel</em>, over the image. At every "
+        "position it multiplies each weight by the pixel under it, adds the products up (over all input "
+        "channels too), adds a bias, and writes the result into one cell of the output, the <em>feature map</em>. "
+        "The same weights are used at every position: the layer is one small neuron looking at every patch.</p>"
+        f"<pre>y[i, j] = b + \u03a3_p \u03a3_q \u03a3_c x_pad[i\u00b7s_h + p\u00b7d_h, j\u00b7s_w + q\u00b7d_w, c] \u00b7 k[p, q, c]"
+        f"\nH_out = \u230a(H + pad_top + pad_bottom \u2212 d_h\u00b7(kh \u2212 1) \u2212 1) / s_h\u230b + 1</pre>"
+        "<p class=\"note\">As in every deep-learning library, the kernel is not flipped (this is cross-correlation). "
+        "Zero padding (orange cells) lets the window reach the border; a stride skips positions; dilation "
+        "spreads the taps apart.</p>")
+    sections = [
+        ("Step through it", "<p>Use the buttons, the slider or the arrow keys. The orange squares are the input "
+                            "pixels the kernel touches; the orange box in the output is the cell being filled.</p>"
+                            + player),
+        ("The result", img_tag(summary_png, "input, kernel and output")),
+        ("Settings", params),
+        ("Every position", steps + more),
+        ("Animated GIF", img_tag(gif_bytes, "convolution animation", mime="image/gif")
+         + f'<p class="note">{result["frames"]} frames, one per output position. Files: conv.gif, conv_output.png, '
+           "conv_step_first.png, conv.json.</p>"),
+    ]
+    write_html(path, "Convolution, one step at a time", sections, intro, script)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "conv", help="animate the convolution step (kernel sliding, products, sums, output)",
+        description="Animate a convolution: at each output position show the window, the element-wise products, "
+                    "their sum plus bias and the output filling up. Writes conv.gif, conv.html, conv.json, PNGs.")
+    p.add_argument("--out", default="explain", help="output folder (default: explain)")
+    p.add_argument("--image", help="a picture file (resized to --size) or a nested list as JSON text")
+    p.add_argument("--size", type=int, default=8, help="side of a loaded picture in pixels (default 8)")
+    p.add_argument("--channels", type=int, help="input channels (a random example when no --image is given)")
+    p.add_argument("--kernel", help="JSON nested list (or .json file) or a name: " + ", ".join(NAMED_KERNELS))
+    p.add_argument("--bias", type=float, help="bias added to every sum (default 0, or the model filter's bias)")
+    p.add_argument("--stride", default="1", help="stride: s or sh,sw (default 1)")
+    p.add_argument("--padding", default="valid", help="valid, same, p or ph,pw (default valid)")
+    p.add_argument("--dilation", default="1", help="dilation: d or dh,dw (default 1)")
+    p.add_argument("--model", help="take the kernel from a trained model (run folder or .safetensors)")
+    p.add_argument("--layer", help="convolution layer of --model (default: the first)")
+    p.add_argument("--filter", type=int, default=0, help="filter index in --layer (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random examples (default 0)")
+    p.add_argument("--frame-ms", type=int, default=700, help="milliseconds per frame (default 700)")
+    p.add_argument("--max-frames", type=int, default=400, help="refuse more output positions than this (default 400)")
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def run_cli(args):
+    res = explain_conv(out=args.out, image=args.image, kernel=args.kernel, stride=args.stride, padding=args.padding,
+                       dilation=args.dilation, channels=args.channels, size=args.size, bias=args.bias,
+                       model=args.model, layer=args.layer, filter=args.filter, seed=args.seed,
+                       frame_ms=args.frame_ms, max_frames=args.max_frames)
+    ho, wo = res["output_shape"]
+    print(f"convolution: input {tuple(res['input_shape'])}, kernel {tuple(res['kernel_shape'])}, "
+          f"output {ho}x{wo}, {res['frames']} frames")
+    for k, v in res["files"].items():
+        print(f"  {k:15s} {v}")
+    return 0

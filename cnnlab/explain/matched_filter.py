@@ -1,0 +1,506 @@
+r"""Convolution as template matching: a filter responds most where the input looks like it.
+
+The output of a convolution at one position is the dot product of the kernel
+with the patch under it, ``<k, p> = |k| |p| cos(k, p)``: for patches of similar
+brightness it is largest where the patch points the same way as the kernel.
+Sliding a *template* over an image this way is the classic matched filter of
+signal processing; its response map peaks where the template was planted,
+even in heavy noise, because the noise is uncorrelated with the template.
+Normalized cross-correlation divides out the patch's mean and contrast, so
+bright regions cannot win by brightness alone.
+
+A trained first-layer filter is such a template, learned: the input patches
+that activate it most are those most similar to it (high cosine).
+:func:`explain_matched_filter` shows both.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .conv import convolve
+from .common import (HEAT_CMAP, IMAGE_CMAP, SIGNED_CMAP, colorbar, esc, img_tag, load_image, load_model,
+                     new_figure, out_dir, pick_conv_layer, save_figure, save_json, symmetric_limits, table_html,
+                     write_html)
+
+
+def cross_template(size=7, thickness=1):
+    """A plus-shaped template: ones on the middle row and column, zeros elsewhere."""
+    t = np.zeros((size, size))
+    a = (size - thickness) // 2
+    t[a:a + thickness, :] = 1
+    t[:, a:a + thickness] = 1
+    return t
+
+
+def cross_correlate(image, template):
+    """Response of ``template`` (th, tw) at every position of ``image`` (H, W), through cnnlab's ``Conv2D``.
+
+    ``r[i, j] = sum(image[i:i+th, j:j+tw] * template)`` (valid positions only), so
+    ``(i, j)`` is the top-left corner of the window.
+    """
+    image = np.asarray(image, np.float64)
+    template = np.asarray(template, np.float64)
+    return convolve(image[:, :, None], template[:, :, None])
+
+
+def normalized_cross_correlate(image, template, eps=1e-12):
+    """Normalized cross-correlation in [-1, 1]: the cosine between the mean-removed template and each mean-removed patch.
+
+    ``ncc = sum((p - mean p)(t - mean t)) / (|p - mean p| |t - mean t|)``, with the
+    sums over windows done by ``Conv2D``: one pass with the centred template and
+    two with a kernel of ones (for the patch mean and energy). Flat patches give 0.
+    """
+    image = np.asarray(image, np.float64)
+    t = np.asarray(template, np.float64)
+    tc = t - t.mean()
+    n = t.size
+    num = cross_correlate(image, tc)
+    ones = np.ones_like(t)
+    s1 = cross_correlate(image, ones)
+    s2 = cross_correlate(image ** 2, ones)
+    var = np.maximum(s2 - s1 ** 2 / n, 0.0)
+    den = np.sqrt(var) * np.linalg.norm(tc)
+    return np.where(den > eps * max(1.0, float(np.abs(image).max()) ** 2 * n), num / np.maximum(den, eps), 0.0)
+
+
+def _place(rng, shape, box, taken, tries=500):
+    """A top-left corner for a ``box`` (h, w) inside ``shape`` that overlaps no rectangle in ``taken``."""
+    h, w = shape
+    bh, bw = box
+    for _ in range(tries):
+        r, c = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+        if all(r + bh + 2 <= r2 or r2 + h2 + 2 <= r or c + bw + 2 <= c2 or c2 + w2 + 2 <= c for r2, c2, h2, w2 in taken):
+            taken.append((r, c, bh, bw))
+            return r, c
+    raise ValueError(f"could not place a {bh}x{bw} shape in a {h}x{w} image without overlap; use a larger --size")
+
+
+def planted_scene(template, size=48, noise=0.35, distractors=3, seed=0, background=None):
+    """Plant ``template`` at a seeded random position of a noisy image, with a few distractor strokes.
+
+    Returns ``(image, (row, col))``, the true top-left corner. Distractors are
+    straight strokes as long as the template: partial matches that a good
+    matched filter must rank below the real thing.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.asarray(template, np.float64)
+    th, tw = t.shape
+    if background is None:
+        img = np.zeros((size, size))
+    else:
+        img = np.array(background, np.float64)
+    h, w = img.shape
+    if th > h or tw > w:
+        raise ValueError(f"the template ({th}x{tw}) is larger than the image ({h}x{w})")
+    taken = []
+    pos = _place(rng, (h, w), (th, tw), taken)
+    img[pos[0]:pos[0] + th, pos[1]:pos[1] + tw] += t
+    amp = float(t.max()) if t.max() > 0 else 1.0
+    for k in range(distractors):
+        horizontal = k % 2 == 0
+        box = (1, tw) if horizontal else (th, 1)
+        try:
+            r, c = _place(rng, (h, w), box, taken)
+        except ValueError:
+            break
+        img[r:r + box[0], c:c + box[1]] += amp
+    img += rng.standard_normal(img.shape) * noise
+    return img, pos
+
+
+def _peak(resp):
+    return tuple(int(v) for v in np.unravel_index(int(np.argmax(resp)), resp.shape))
+
+
+def _second_peak(resp, peak, radius):
+    """Largest response farther than ``radius`` from the peak (how clearly the peak wins)."""
+    r = resp.copy()
+    i, j = peak
+    r[max(0, i - radius):i + radius + 1, max(0, j - radius):j + radius + 1] = -np.inf
+    return float(r.max()) if np.isfinite(r.max()) else None
+
+
+# ---------------------------------------------------------------------------
+# Trained filters as templates
+# ---------------------------------------------------------------------------
+def quick_model(n_train=3000, epochs=3, filters=8, kernel_size=5, seed=0, verbose=0):
+    """A small CNN trained for a few seconds on ``shapes``: conv 8@5x5 -> ReLU -> max-pool -> dense 10."""
+    from .. import optim
+    from ..datasets import load_shapes
+    from ..layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+    from ..model import Sequential
+    (x, y), _ = load_shapes(n_train, 10, image_size=28, seed=seed)
+    model = Sequential([Conv2D(filters, kernel_size, name="conv1"), ReLU(), MaxPool2D(2), Flatten(),
+                        Dense(10, kernel_initializer="glorot_uniform")], input_shape=(28, 28, 1), seed=seed,
+                       name="quick_cnn")
+    model.fit(x, y, epochs=epochs, batch_size=32, optimizer=optim.Adam(lr=2e-3), verbose=verbose)
+    return model
+
+
+def _layer_input(model, layer, x, batch=256):
+    """What ``layer`` receives for images ``x``: the image itself for a first layer."""
+    idx = model.layers.index(layer)
+    outs = []
+    for s in range(0, len(x), batch):
+        h = x[s:s + batch]
+        for l in model.layers[:idx]:
+            h = l.forward(h, training=False)
+        outs.append(h)
+    return np.concatenate(outs)
+
+
+def top_patches(layer, x, k=5, per_image=1, random_patches=2000, seed=0):
+    """For every filter of conv ``layer``, the ``k`` input patches of ``x`` that activate it most.
+
+    ``x`` is what the layer receives (N, H, W, C). At most ``per_image`` patches
+    come from one image, so the list shows ``k`` different examples. Each patch
+    record has ``image`` (index in ``x``), ``row``/``col`` (output position: the
+    patch's top-left corner in the padded input), ``activation`` (the layer's
+    output there, bias included), ``cosine`` (between the kernel and the patch)
+    and ``patch``. ``random_cosine_mean`` is the mean cosine over random patches.
+    """
+    from ..layers.conv import pad_hw, resolve_padding
+    kern = np.asarray(layer.params["kernel"], np.float64)
+    kh, kw, cg, f = kern.shape
+    if getattr(layer, "groups", 1) != 1:
+        raise ValueError(f"top_patches: {layer.label} is grouped; only ungrouped convolutions are supported")
+    bias = np.asarray(layer.params.get("bias", np.zeros(f)), np.float64)
+    x64 = np.asarray(x, np.float64)
+    acts = np.concatenate([layer.forward(x[s:s + 256], training=False) for s in range(0, len(x), 256)]).astype(np.float64)
+    pads = resolve_padding(layer.padding, x.shape[1:3], layer.kernel_size, layer.strides, layer.dilation, layer.label)
+    xp = pad_hw(x64, pads)
+    (sh, sw), (dh, dw) = layer.strides, layer.dilation
+    n, ho, wo, _ = acts.shape
+
+    def patch(img, i, j):
+        return xp[img, i * sh:i * sh + dh * (kh - 1) + 1:dh, j * sw:j * sw + dw * (kw - 1) + 1:dw, :]
+
+    def cosine(a, b):
+        d = np.linalg.norm(a) * np.linalg.norm(b)
+        return float((a * b).sum() / d) if d > 0 else 0.0
+
+    rng = np.random.default_rng(seed)
+    rand = [(int(rng.integers(n)), int(rng.integers(ho)), int(rng.integers(wo))) for _ in range(random_patches)]
+    results = []
+    for fi in range(f):
+        a = acts[..., fi].reshape(n, -1)
+        best = []
+        order_pos = np.argsort(-a, axis=1)[:, :per_image]                  # best positions of each image
+        cand = [(float(a[m, p]), m, p) for m in range(n) for p in order_pos[m]]
+        cand.sort(key=lambda t: -t[0])
+        for act, m, p in cand[:k]:
+            i, j = divmod(int(p), wo)
+            pt = patch(m, i, j)
+            best.append({"image": int(m), "row": i, "col": j, "activation": act,
+                         "cosine": cosine(kern[..., fi], pt), "patch": pt})
+        rc = [cosine(kern[..., fi], patch(m, i, j)) for m, i, j in rand]
+        results.append({"index": fi, "kernel": kern[..., fi], "bias": float(bias[fi]), "top_patches": best,
+                        "mean_top_cosine": float(np.mean([b["cosine"] for b in best])) if best else None,
+                        "random_cosine_mean": float(np.mean(rc)), "random_cosine_std": float(np.std(rc))})
+    return results
+
+
+# ---------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------
+def _scene_figure(img, template, resp, ncc, true_pos, peak, ncc_peak):
+    from matplotlib.patches import Rectangle
+    th, tw = template.shape
+    fig = new_figure(20, 5.6, dpi=90)
+    axes = fig.subplots(1, 4, gridspec_kw={"wspace": 0.6, "width_ratios": [1, 0.55, 1, 1]})
+
+    def mark(ax, pos, colour, label, shift=(0, 0), box=True):
+        if pos is None:
+            return
+        r, c = pos[0] + shift[0], pos[1] + shift[1]
+        true = colour == "lime"
+        if box:
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), tw, th, fill=False, edgecolor=colour, lw=3.5 if true else 1.6,
+                                   ls="-" if true else "--", label=label))
+        else:
+            ax.plot(c, r, marker="o" if true else "x", ms=14 if true else 9, mfc="none", mec=colour,
+                    mew=2.5 if true else 2, ls="none", label=label)
+
+    ax = axes[0]
+    im = ax.imshow(img, cmap=IMAGE_CMAP, interpolation="nearest")
+    colorbar(fig, im, ax, "pixel value")
+    mark(ax, true_pos, "lime", "planted (true)")
+    mark(ax, peak, "red", "response peak")
+    ax.set_title("noisy image with the planted template")
+    ax.set_xlabel("column")
+    ax.set_ylabel("row")
+    _legend_below(ax)
+    ax = axes[1]
+    lim = symmetric_limits(template)
+    im = ax.imshow(template, cmap=SIGNED_CMAP, vmin=lim[0], vmax=lim[1], interpolation="nearest")
+    colorbar(fig, im, ax, "weight")
+    ax.set_title(f"template = kernel ({th}\u00d7{tw})")
+    ax.set_xlabel("column")
+    ax.set_ylabel("row")
+    for ax, m, title, pk, label in ((axes[2], resp, "cross-correlation (what Conv2D computes)", peak, "response"),
+                                    (axes[3], ncc, "normalized cross-correlation", ncc_peak, "NCC")):
+        lim = symmetric_limits(m)
+        im = ax.imshow(m, cmap=SIGNED_CMAP if m.min() < 0 else HEAT_CMAP,
+                       vmin=lim[0] if m.min() < 0 else None, vmax=lim[1] if m.min() < 0 else None,
+                       interpolation="nearest")
+        colorbar(fig, im, ax, label)
+        mark(ax, true_pos, "lime", f"true {tuple(true_pos)}" if true_pos else None, box=False)
+        mark(ax, pk, "red", f"peak {tuple(pk)}", box=False)
+        ax.set_title(title)
+        ax.set_xlabel("window left column j")
+        ax.set_ylabel("window top row i")
+        _legend_below(ax)
+    return fig
+
+
+def _legend_below(ax):
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+
+
+def _filters_figure(filters, layer_name):
+    rows = len(filters)
+    k = max(len(f["top_patches"]) for f in filters) if filters else 0
+    fig = new_figure(1.45 * (k + 1) + 0.6, 1.75 * rows + 0.8, dpi=90)
+    gs = fig.add_gridspec(rows, k + 1, hspace=0.75, wspace=0.25, top=1 - 0.65 / (1.75 * rows + 0.8))
+    fig.suptitle(f"layer {layer_name!r}: each filter (left) and the {k} input patches that activate it most",
+                 fontsize=11)
+    klim = symmetric_limits(np.stack([f["kernel"] for f in filters]))
+    all_p = [p["patch"] for f in filters for p in f["top_patches"]]
+    plo = min(float(p.min()) for p in all_p) if all_p else 0.0
+    phi = max(float(p.max()) for p in all_p) if all_p else 1.0
+    for r, f in enumerate(filters):
+        ax = fig.add_subplot(gs[r, 0])
+        kern = f["kernel"]
+        if kern.shape[2] == 3:
+            ax.imshow((kern - klim[0]) / (klim[1] - klim[0]), interpolation="nearest")
+        else:
+            ax.imshow(kern.mean(axis=2), cmap=SIGNED_CMAP, vmin=klim[0], vmax=klim[1], interpolation="nearest")
+        ax.set_title(f"filter {f['index']}", fontsize=9)
+        ax.set_xlabel(f"random cos {f['random_cosine_mean']:+.2f}", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for c, p in enumerate(f["top_patches"]):
+            ax = fig.add_subplot(gs[r, c + 1])
+            patch = p["patch"]
+            if patch.shape[2] == 3:
+                ax.imshow(np.clip((patch - plo) / max(phi - plo, 1e-12), 0, 1), interpolation="nearest")
+            else:
+                ax.imshow(patch.mean(axis=2), cmap=IMAGE_CMAP, vmin=plo, vmax=phi, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"cos {p['cosine']:.2f}\nact {p['activation']:.2f}", fontsize=8)
+            if r == 0:
+                ax.set_title(f"#{c + 1}", fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# The tool
+# ---------------------------------------------------------------------------
+def explain_matched_filter(out="explain", image=None, template=None, size=48, template_size=None, noise=0.35,
+                           distractors=3, model=None, layer=None, dataset=None, data_dir=None, n_samples=500,
+                           top_k=5, seed=0, verbose=0) -> dict:
+    """Template matching with a convolution, and trained filters seen as learned templates.
+
+    Part 1: a template (default a 7x7 cross; ``template`` a picture path or an
+    array) is planted at a seeded random position of a noisy ``size`` x ``size``
+    image (or the user's ``image``, resized to ``size`` on its longest side).
+    Without a template the user's image gets a patch of itself as template. The
+    response map (cross-correlation, via ``Conv2D``) and the normalized
+    cross-correlation are drawn with the true and peak positions (top-left
+    corners of the window; ``None`` when unknown because both image and
+    template were given).
+
+    Part 2: the first convolution of ``model`` (run folder or ``.safetensors``;
+    default: a small CNN trained for a few seconds on ``shapes``), or ``layer``:
+    for each filter the ``top_k`` most activating patches of ``n_samples``
+    images from ``dataset`` (default ``shapes``), with kernel-patch cosines.
+
+    Writes ``matched_filter.json``, ``matched_filter_response.png``,
+    ``matched_filter_filters.png`` and ``matched_filter.html`` to ``out``.
+    """
+    out = out_dir(out)
+    files = {"json": out / "matched_filter.json", "html": out / "matched_filter.html",
+             "response_png": out / "matched_filter_response.png", "filters_png": out / "matched_filter_filters.png"}
+    rng = np.random.default_rng(seed)
+    source = {}
+
+    # ---- Part 1: a planted template.
+    if template is None:
+        tmpl = None
+    elif isinstance(template, (str, Path)):
+        tmpl = load_image(template, size=template_size, channels=1)[:, :, 0].astype(np.float64)
+        source["template"] = str(template)
+    else:
+        tmpl = np.array(template, np.float64)
+        source["template"] = "given"
+    if image is not None:
+        if isinstance(image, (str, Path)):
+            from PIL import Image
+            with Image.open(image) as im:
+                w0, h0 = im.size
+            scale = size / max(w0, h0)
+            img0 = load_image(image, size=(max(1, round(h0 * scale)), max(1, round(w0 * scale))),
+                              channels=1)[:, :, 0].astype(np.float64)
+            source["image"] = str(image)
+        else:
+            img0 = np.array(image, np.float64)
+            source["image"] = "given"
+        if tmpl is None:                     # a patch of the image itself, from a textured place, plus noise
+            ts = template_size or max(5, min(img0.shape) // 6)
+            if ts > min(img0.shape):
+                raise ValueError(f"template_size {ts} is larger than the image {img0.shape}")
+            cands = [(int(rng.integers(0, img0.shape[0] - ts + 1)), int(rng.integers(0, img0.shape[1] - ts + 1)))
+                     for _ in range(200)]
+            true_pos = max(cands, key=lambda rc: img0[rc[0]:rc[0] + ts, rc[1]:rc[1] + ts].std())
+            tmpl = img0[true_pos[0]:true_pos[0] + ts, true_pos[1]:true_pos[1] + ts].copy()
+            img = img0 + rng.standard_normal(img0.shape) * noise * max(float(img0.std()), 1e-3)
+            source["template"] = "patch of the image"
+        else:
+            img, true_pos = img0, None
+    else:
+        if tmpl is None:
+            tmpl = cross_template(template_size or 7)
+            source["template"] = "cross"
+        img, true_pos = planted_scene(tmpl, size, noise, distractors, seed)
+        source["image"] = f"noise sigma {noise} + {distractors} distractor strokes"
+    if tmpl.shape[0] > img.shape[0] or tmpl.shape[1] > img.shape[1]:
+        raise ValueError(f"the template {tmpl.shape} is larger than the image {img.shape}")
+    resp = cross_correlate(img, tmpl)
+    ncc = normalized_cross_correlate(img, tmpl)
+    peak, ncc_peak = _peak(resp), _peak(ncc)
+    radius = max(tmpl.shape) // 2
+    response_png = save_figure(_scene_figure(img, tmpl, resp, ncc, true_pos, peak, ncc_peak), files["response_png"])
+
+    # ---- Part 2: trained filters.
+    if model is None:
+        m = quick_model(seed=seed, verbose=verbose)
+        model_name = "small CNN trained on shapes (3000 images, 3 epochs)"
+    else:
+        m = load_model(model) if isinstance(model, (str, Path)) else model
+        model_name = str(model) if isinstance(model, (str, Path)) else getattr(m, "name", "model")
+    conv = pick_conv_layer(m, layer)
+    xs, data_name = _samples(m, dataset, data_dir, n_samples, seed)
+    xin = _layer_input(m, conv, xs)
+    filters = top_patches(conv, xin, k=top_k, seed=seed)
+    filters_png = save_figure(_filters_figure(filters, conv.name), files["filters_png"])
+
+    result = {
+        "true_position": list(true_pos) if true_pos is not None else None,
+        "peak_position": list(peak), "ncc_peak_position": list(ncc_peak),
+        "position_convention": "(row, col) of the template window's top-left corner in the image",
+        "true_center": [true_pos[0] + tmpl.shape[0] // 2, true_pos[1] + tmpl.shape[1] // 2] if true_pos else None,
+        "peak_center": [peak[0] + tmpl.shape[0] // 2, peak[1] + tmpl.shape[1] // 2],
+        "peak_response": float(resp.max()), "second_peak_response": _second_peak(resp, peak, radius),
+        "ncc_peak": float(ncc.max()), "ncc_second_peak": _second_peak(ncc, ncc_peak, radius),
+        "image_shape": list(img.shape), "template": tmpl, "noise": noise, "seed": seed, "source": source,
+        "model": model_name, "layer": conv.name, "samples": {"dataset": data_name, "n": int(len(xs))},
+        "filters": [{"index": f["index"], "bias": f["bias"], "kernel": f["kernel"],
+                     "mean_top_cosine": f["mean_top_cosine"], "random_cosine_mean": f["random_cosine_mean"],
+                     "random_cosine_std": f["random_cosine_std"],
+                     "top_patches": [{k: v for k, v in p.items() if k != "patch"} for p in f["top_patches"]]}
+                    for f in filters],
+    }
+    save_json(files["json"], result)
+    _write_page(files["html"], result, response_png, filters_png)
+    result["files"] = {k: str(v) for k, v in files.items()}
+    return result
+
+
+def _samples(model, dataset, data_dir, n, seed):
+    """``n`` images matching the model's input: generated ``shapes`` by default, else ``load_dataset``."""
+    from ..datasets import load_dataset, load_shapes
+    shape = tuple(model.input_shape)
+    if dataset in (None, "shapes"):
+        if shape[2] != 1 or shape[0] != shape[1]:
+            raise ValueError(f"the model takes {shape} images; the built-in shapes data is square grayscale; "
+                             "pass dataset=... (--dataset) with matching images")
+        (x, _), _ = load_shapes(n, 1, image_size=shape[0], seed=seed + 1)
+        return x, "shapes"
+    (xtr, _), (xte, _), info = load_dataset(dataset, data_dir=data_dir)
+    x = xte if len(xte) else xtr
+    if tuple(x.shape[1:]) != shape:
+        raise ValueError(f"dataset {info['name']!r} has images {x.shape[1:]} but the model takes {shape}")
+    idx = np.random.default_rng(seed).permutation(len(x))[:n]
+    return x[idx], info["name"]
+
+
+def _write_page(path, r, response_png, filters_png):
+    tp = tuple(r["true_position"]) if r["true_position"] else "unknown"
+    found = r["true_position"] is not None and r["peak_position"] == r["true_position"]
+    sp = r["second_peak_response"]
+    intro = (
+        "<p>At each position a convolution outputs the dot product of its kernel with the patch under it: "
+        "<code>&lt;k, p&gt; = |k| |p| cos(k, p)</code>. It is largest where the patch <em>looks like</em> the "
+        "kernel. Used this way a kernel is a <b>template</b>, and the feature map is a map of where the template "
+        "matches: the matched filter of signal processing, optimal for finding a known shape in white noise.</p>")
+    table = table_html(["", "row, col"], [
+        ["planted (true) position", str(tp)], ["cross-correlation peak", str(tuple(r["peak_position"]))],
+        ["normalized cross-correlation peak", str(tuple(r["ncc_peak_position"]))]])
+    s1 = (img_tag(response_png, "image, template and response maps") + table
+          + f"<p>Peak response {r['peak_response']:.2f}"
+          + (f"; the best response away from it is {sp:.2f}" if sp is not None else "")
+          + f". Peak NCC {r['ncc_peak']:.2f} (1 would be a perfect match). "
+          + ("The peak is exactly at the planted position. " if found else "")
+          + "Positions are the top-left corner of the template's window; a response map is smaller than the "
+            "image by the template size minus one (valid positions only).</p>"
+            "<p class=\"note\">Raw cross-correlation also grows with the patch's brightness, so a bright blob can "
+            "beat a faint perfect match; normalized cross-correlation removes each patch's mean and divides by "
+            "its contrast, leaving only the shape similarity (a cosine).</p>")
+    rows = [[f["index"], f"{f['mean_top_cosine']:.2f}", f"{f['random_cosine_mean']:+.2f} \u00b1 {f['random_cosine_std']:.2f}",
+             f"{max(p['activation'] for p in f['top_patches']):.2f}" if f["top_patches"] else "-"]
+            for f in r["filters"]]
+    s2 = (f"<p>Model: {esc(r['model'])}; layer <code>{esc(r['layer'])}</code>; patches from {r['samples']['n']} "
+          f"{esc(r['samples']['dataset'])} images (at most one per image per filter). Under each patch: the cosine "
+          "between kernel and patch, and the filter's output (activation, bias included).</p>"
+          + img_tag(filters_png, "filters and their most activating patches")
+          + table_html(["filter", "mean cosine, top patches", "cosine, random patches", "top activation"], rows)
+          + "<p>The most activating patches point the same way as the kernel (high cosine), unlike random "
+            "patches: a trained filter is a template for the local pattern it detects.</p>")
+    write_html(path, "Convolution as template matching", [("Finding a planted template", s1),
+                                                          ("Trained filters are learned templates", s2),
+                                                          ("Numbers", "<p>Everything above is in "
+                                                                      "<code>matched_filter.json</code>.</p>")],
+               intro)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "matched-filter", help="convolution as template matching; trained filters and their top patches",
+        description="Plant a template in a noisy image and find it with a convolution (response map, peak vs "
+                    "true position); show each trained first-layer filter's most activating patches.")
+    p.add_argument("--out", default="explain", help="output folder (default: explain)")
+    p.add_argument("--image", help="your picture (resized to --size on its longest side)")
+    p.add_argument("--template", help="your template picture (default: a 7x7 cross, or a patch of --image)")
+    p.add_argument("--size", type=int, default=48, help="image side in pixels (default 48)")
+    p.add_argument("--template-size", type=int, help="resize the template to this side")
+    p.add_argument("--noise", type=float, default=0.35, help="noise standard deviation (default 0.35)")
+    p.add_argument("--distractors", type=int, default=3, help="distractor strokes (default 3)")
+    p.add_argument("--model", help="trained model (run folder or .safetensors); default: train a small CNN")
+    p.add_argument("--layer", help="convolution layer (default: the first)")
+    p.add_argument("--dataset", help="images for the top patches (default: shapes)")
+    p.add_argument("--data-dir", help="where the dataset's files are")
+    p.add_argument("--samples", type=int, default=500, help="images searched for top patches (default 500)")
+    p.add_argument("--top-k", type=int, default=5, help="patches per filter (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def run_cli(args):
+    r = explain_matched_filter(out=args.out, image=args.image, template=args.template, size=args.size,
+                               template_size=args.template_size, noise=args.noise, distractors=args.distractors,
+                               model=args.model, layer=args.layer, dataset=args.dataset, data_dir=args.data_dir,
+                               n_samples=args.samples, top_k=args.top_k, seed=args.seed)
+    print(f"template matching: true position {r['true_position']}, response peak {r['peak_position']}, "
+          f"NCC peak {r['ncc_peak_position']}")
+    print(f"layer {r['layer']}: mean cosine of top patches "
+          + ", ".join(f"{f['mean_top_cosine']:.2f}" for f in r["filters"]))
+    for k, v in r["files"].items():
+        print(f"  {k:13s} {v}")
+    return 0

@@ -1,0 +1,472 @@
+r"""Weight sharing: a convolution is a fully connected layer with tied, mostly-zero weights.
+
+Flatten an input image to a vector of ``H*W*C`` pixels and an output map to a
+vector of ``Ho*Wo*F`` units. Any layer that is linear in its input is then a
+matrix ``W`` with ``y = x @ W + b``. For a convolution, column ``(i, j, f)``
+of ``W`` holds filter ``f``'s kernel laid over the window of output pixel
+``(i, j)`` and zeros everywhere else, so:
+
+* almost all entries are zero (each output sees only ``kh*kw*C`` of the ``H*W*C`` pixels: *sparse connectivity*);
+* the nonzero entries repeat: the same ``kh*kw*C*F`` numbers appear in every
+  position's column, shifted along diagonals (*weight sharing*).
+
+A locally connected layer keeps the sparsity but unties the copies (a fresh
+kernel per position), and a dense layer has neither constraint.
+:func:`explain_weight_sharing` builds the matrix, checks it reproduces the
+convolution, and trains the three kinds of layer on the same data to show what
+the constraints buy: far fewer parameters, and better accuracy from little data.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import optim
+from ..layers.conv import Conv2D, output_size, resolve_padding, validate_padding
+from ..layers.core import Dense, Flatten
+from ..layers.activations import ReLU
+from ..layers.local import LocallyConnected2D
+from ..layers.pool import MaxPool2D
+from ..model import Sequential
+from .common import (SIGNED_CMAP, colorbar, esc, img_tag, new_figure, out_dir, save_figure, save_json,
+                     symmetric_limits, table_html, text_colour, write_html)
+
+MODEL_KEYS = ("conv", "locally_connected", "dense")
+MODEL_LABELS = {"conv": "convolution (shared weights)", "locally_connected": "locally connected (untied)",
+                "dense": "dense MLP (fully connected)"}
+MODEL_COLOURS = {"conv": "#1f77b4", "locally_connected": "#ff7f0e", "dense": "#2ca02c"}
+
+
+# ---------------------------------------------------------------------------
+# The dense equivalent
+# ---------------------------------------------------------------------------
+def _geometry(input_shape, kernel_hw, strides, padding, dilation):
+    strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+    dilation = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
+    padding = validate_padding(padding if not isinstance(padding, list) else tuple(padding), "conv_to_dense")
+    h, w = input_shape[:2]
+    pads = resolve_padding(padding, (h, w), kernel_hw, strides, dilation, "conv_to_dense")
+    ho = output_size(h, kernel_hw[0], strides[0], pads[0] + pads[1], dilation[0], "conv_to_dense", "height")
+    wo = output_size(w, kernel_hw[1], strides[1], pads[2] + pads[3], dilation[1], "conv_to_dense", "width")
+    return strides, dilation, pads, ho, wo
+
+
+def _to_dense(kernel_at, input_shape, kernel_hw, filters, strides, padding, dilation, dtype):
+    """Fill the (H*W*C, Ho*Wo*F) matrix: ``kernel_at(i, j)`` gives the (kh, kw, C, F) weights of position (i, j)."""
+    h, w, c = input_shape
+    (kh, kw), f = kernel_hw, filters
+    strides, dilation, pads, ho, wo = _geometry(input_shape, kernel_hw, strides, padding, dilation)
+    dense = np.zeros((h, w, c, ho, wo, f), dtype)
+    for i in range(ho):
+        for j in range(wo):
+            k = kernel_at(i, j)
+            for p in range(kh):
+                r = i * strides[0] + p * dilation[0] - pads[0]
+                if not 0 <= r < h:
+                    continue                    # this tap lies on zero padding: no weight
+                for q in range(kw):
+                    s = j * strides[1] + q * dilation[1] - pads[2]
+                    if 0 <= s < w:
+                        dense[r, s, :, i, j, :] = k[p, q]
+    return dense.reshape(h * w * c, ho * wo * f), (ho, wo, f)
+
+
+def conv_to_dense(kernel, input_shape, strides=1, padding="valid", dilation=1, bias=None, groups=1):
+    """The fully connected equivalent of a convolution: ``(W, b)`` with ``x.reshape(N, -1) @ W + b == conv(x).reshape(N, -1)``.
+
+    Args:
+        kernel: (kh, kw, C // groups, F), as ``Conv2D.params["kernel"]``.
+        input_shape: (H, W, C) of one image.
+        strides, padding, dilation, groups: as ``Conv2D``.
+        bias: (F,) or ``None``.
+
+    Returns ``W`` of shape (H*W*C, Ho*Wo*F) -- rows are input pixels ``(r, s, c)``,
+    columns output units ``(i, j, f)``, both in C order -- and ``b`` of shape (Ho*Wo*F,).
+    """
+    kernel = np.asarray(kernel)
+    kh, kw, cg, f = kernel.shape
+    h, w, c = input_shape
+    if cg * groups != c or f % groups:
+        raise ValueError(f"conv_to_dense: kernel {kernel.shape} with groups={groups} does not fit {c} input channels")
+    full = np.zeros((kh, kw, c, f), kernel.dtype)   # grouped kernel as a block-diagonal (C, F) per tap
+    fg = f // groups
+    for g in range(groups):
+        full[:, :, g * cg:(g + 1) * cg, g * fg:(g + 1) * fg] = kernel[:, :, :, g * fg:(g + 1) * fg]
+    mat, (ho, wo, _) = _to_dense(lambda i, j: full, input_shape, (kh, kw), f, strides, padding, dilation, kernel.dtype)
+    b = np.tile(np.asarray(bias, kernel.dtype), ho * wo) if bias is not None else np.zeros(ho * wo * f, kernel.dtype)
+    return mat, b
+
+
+def local_to_dense(kernel, input_shape, kernel_size, strides=1, padding="valid", dilation=1, bias=None):
+    """The fully connected equivalent of a ``LocallyConnected2D`` kernel (Ho, Wo, kh*kw*C, F): same zeros, untied values."""
+    kernel = np.asarray(kernel)
+    ho, wo, k, f = kernel.shape
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    c = input_shape[2]
+    per_pos = kernel.reshape(ho, wo, kh, kw, c, f)
+    mat, _ = _to_dense(lambda i, j: per_pos[i, j], input_shape, (kh, kw), f, strides, padding, dilation, kernel.dtype)
+    b = np.asarray(bias, kernel.dtype).reshape(-1) if bias is not None else np.zeros(ho * wo * f, kernel.dtype)
+    return mat, b
+
+
+def dense_equivalent(layer, input_shape=None):
+    """``(W, b)`` for a built ``Conv2D`` or ``LocallyConnected2D`` layer."""
+    shape = tuple(input_shape or layer.input_shape)
+    bias = layer.params.get("bias")
+    if isinstance(layer, LocallyConnected2D):
+        return local_to_dense(layer.params["kernel"], shape, layer.kernel_size, layer.strides, layer.padding,
+                              layer.dilation, bias)
+    return conv_to_dense(layer.params["kernel"], shape, layer.strides, layer.padding, layer.dilation, bias,
+                         getattr(layer, "groups", 1))
+
+
+def expected_nonzeros(input_shape, kernel_shape, strides=1, padding="valid", dilation=1, groups=1) -> int:
+    """Entries of the dense equivalent a kernel without zeros fills: in-bounds taps x (C / groups) x F."""
+    h, w, c = input_shape
+    kh, kw, cg, f = kernel_shape
+    strides, dilation, pads, ho, wo = _geometry(input_shape, (kh, kw), strides, padding, dilation)
+    rows = [sum(0 <= i * strides[0] + p * dilation[0] - pads[0] < h for p in range(kh)) for i in range(ho)]
+    cols = [sum(0 <= j * strides[1] + q * dilation[1] - pads[2] < w for q in range(kw)) for j in range(wo)]
+    return int(sum(rows) * sum(cols) * cg * f)
+
+
+def check_dense_equivalent(layer, x) -> float:
+    """Max |conv(x) - (x.reshape(N, -1) @ W + b)| for a built layer, computed in float64."""
+    x = np.asarray(x, np.float64)
+    twin = type(layer)(**layer.get_config())
+    twin.build(layer.input_shape, dtype=np.float64)
+    for k, v in layer.params.items():
+        twin.params[k][...] = v
+    wmat, b = dense_equivalent(twin)
+    y_conv = twin.forward(x).reshape(len(x), -1)
+    y_dense = x.reshape(len(x), -1) @ wmat + b
+    return float(np.abs(y_conv - y_dense).max())
+
+
+# ---------------------------------------------------------------------------
+# The three models
+# ---------------------------------------------------------------------------
+def build_models(input_shape, num_classes=10, filters=8, kernel_size=5, hidden=None, seed=0):
+    """Conv, locally connected and dense classifiers of the same shape of computation.
+
+    conv: ``Conv2D(filters, k) -> ReLU -> MaxPool 2 -> Dense(classes)``; locally
+    connected: the same with ``LocallyConnected2D``; dense: ``Dense(hidden) ->
+    ReLU -> Dense(classes)`` with ``hidden`` (default) chosen so its parameter
+    count matches the conv model's.
+    """
+    conv = Sequential([Conv2D(filters, kernel_size, name="conv"), ReLU(), MaxPool2D(2), Flatten(),
+                       Dense(num_classes, kernel_initializer="glorot_uniform", name="classifier")],
+                      input_shape=input_shape, seed=seed, name="conv")
+    local = Sequential([LocallyConnected2D(filters, kernel_size, name="local"), ReLU(), MaxPool2D(2), Flatten(),
+                        Dense(num_classes, kernel_initializer="glorot_uniform", name="classifier")],
+                       input_shape=input_shape, seed=seed, name="locally_connected")
+    d = int(np.prod(input_shape))
+    if hidden is None:
+        hidden = max(1, int(round((conv.num_params - num_classes) / (d + 1 + num_classes))))
+    dense = Sequential([Flatten(), Dense(hidden, name="hidden"), ReLU(),
+                        Dense(num_classes, kernel_initializer="glorot_uniform", name="classifier")],
+                       input_shape=input_shape, seed=seed, name="dense")
+    return {"conv": conv, "locally_connected": local, "dense": dense}
+
+
+def _load_data(dataset, data_dir, n_train, n_test, image_size, seed):
+    from ..datasets import load_dataset, load_shapes
+    if dataset == "shapes":
+        (xtr, ytr), (xte, yte) = load_shapes(n_train, n_test, image_size=image_size, seed=seed)
+        return xtr, ytr, xte, yte, "shapes"
+    (xtr, ytr), (xte, yte), info = load_dataset(dataset, data_dir=data_dir)
+    rng = np.random.default_rng(seed)
+    tr = rng.permutation(len(xtr))[:n_train]
+    te = rng.permutation(len(xte))[:n_test]
+    return xtr[tr], ytr[tr], xte[te], yte[te], info["name"]
+
+
+# ---------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------
+def _matrix_figure(mats, names, kernel, demo_shape, out_hw):
+    """The three weight matrices side by side, plus the shared kernel and a few columns seen as images."""
+    from matplotlib.patches import Rectangle
+    h, w, c = demo_shape
+    ho, wo = out_hw
+    fig = new_figure(17, 10.5, dpi=90)
+    gs = fig.add_gridspec(2, 3, height_ratios=[1.5, 1], hspace=0.35, wspace=0.5)
+    lim = symmetric_limits(np.concatenate([m.ravel() for m in mats]))
+    for k, (m, name) in enumerate(zip(mats, names)):
+        ax = fig.add_subplot(gs[0, k])
+        shown = np.where(m == 0, np.nan, m)
+        cmap = _white_bad(SIGNED_CMAP)
+        im = ax.imshow(shown, cmap=cmap, vmin=lim[0], vmax=lim[1], aspect="auto", interpolation="nearest")
+        zeros = float((m == 0).mean())
+        distinct = len(np.unique(m[m != 0]))
+        ax.set_title(f"{name}\n{m.shape[0]}\u00d7{m.shape[1]} matrix: {100 * zeros:.0f}% zeros, "
+                     f"{distinct} distinct weights", fontsize=10)
+        ax.set_xlabel("output unit (i, j, f), flattened")
+        ax.set_ylabel("input pixel (r, s, c), flattened")
+        colorbar(fig, im, ax, "weight (white: 0, no connection)")
+        if k == 0:
+            # Column (i, j) holds kernel[p, q] at row (i + p) * w + (j + q): weight (0, 0) runs down a diagonal.
+            kk = kernel.shape[0]
+            text = (f"the same {kernel.size} weights in every column,\nshifted along diagonals: "
+                    f"one {kk}\u00d7{kk} kernel\n{100 * float((m == 0).mean()):.0f}% of the entries are 0")
+            at = (0.02 * m.shape[1], 0.9 * m.shape[0])         # the empty lower-left corner
+            for col in (1, 3):
+                ax.annotate(text if col == 1 else "", xy=(col, col), xytext=at, ha="left", va="bottom",
+                            fontsize=8.5, arrowprops=dict(arrowstyle="->", color="black", lw=1),
+                            bbox=dict(boxstyle="round", fc="white", ec="gray") if col == 1 else None)
+    # Bottom row: the kernel, and three columns of the conv matrix reshaped to the input image.
+    ax = fig.add_subplot(gs[1, 0])
+    klim = symmetric_limits(kernel)
+    im = ax.imshow(kernel[:, :, 0, 0], cmap=SIGNED_CMAP, vmin=klim[0], vmax=klim[1], interpolation="nearest")
+    for p in range(kernel.shape[0]):
+        for q in range(kernel.shape[1]):
+            v = kernel[p, q, 0, 0]
+            ax.text(q, p, f"{v:.2f}", ha="center", va="center", fontsize=9,
+                    color=text_colour(v, *klim, SIGNED_CMAP))
+    ax.set_xticks(range(kernel.shape[1]))
+    ax.set_yticks(range(kernel.shape[0]))
+    ax.set_title("the shared kernel (3\u00d73): all the conv matrix holds", fontsize=10)
+    ax.set_xlabel("q")
+    ax.set_ylabel("p")
+    colorbar(fig, im, ax, "weight")
+    sub = gs[1, 1:].subgridspec(1, 3, wspace=0.3)
+    picks = [0, (ho // 2) * wo + wo // 2, ho * wo - 1]
+    for k, col in enumerate(picks):
+        ax = fig.add_subplot(sub[0, k])
+        img = mats[0][:, col].reshape(h, w, c)[:, :, 0]
+        ax.imshow(np.where(img == 0, np.nan, img), cmap=_white_bad(SIGNED_CMAP), vmin=lim[0], vmax=lim[1],
+                  interpolation="nearest")
+        ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, edgecolor="gray", lw=1))
+        i, j = divmod(col, wo)
+        ax.set_title(f"column of output ({i}, {j})\nas a {h}\u00d7{w} image", fontsize=9)
+        ax.set_xlabel("input column")
+        ax.set_ylabel("input row")
+    return fig
+
+
+def _white_bad(name):
+    import matplotlib
+    return matplotlib.colormaps[name].with_extremes(bad="white")
+
+
+def _results_figure(params, acc, histories):
+    fig = new_figure(15, 4.6, dpi=100)
+    axes = fig.subplots(1, 3, gridspec_kw={"wspace": 0.35})
+    ax = axes[0]
+    for key in MODEL_KEYS:
+        ax.scatter(params[key], acc[key], s=90, color=MODEL_COLOURS[key], label=MODEL_LABELS[key], zorder=3)
+        ax.annotate(f"{acc[key]:.1%}\n{params[key]:,} params", (params[key], acc[key]), textcoords="offset points",
+                    xytext=(8, -4), fontsize=8)
+    ax.set_xscale("log")
+    lo, hi = min(params.values()), max(params.values())
+    ax.set_xlim(lo / 2, hi * 4)
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("accuracy against parameter count")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax = axes[1]
+    xs = np.arange(len(MODEL_KEYS))
+    bars = ax.bar(xs, [params[k] for k in MODEL_KEYS], color=[MODEL_COLOURS[k] for k in MODEL_KEYS])
+    for b, k in zip(bars, MODEL_KEYS):
+        ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{params[k]:,}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(xs)
+    ax.set_xticklabels(["conv", "locally\nconnected", "dense"])
+    ax.set_yscale("log")
+    ax.set_ylim(min(params.values()) / 3, max(params.values()) * 3)
+    ax.set_ylabel("trainable parameters (log scale)")
+    ax.set_title("parameters")
+    ax = axes[2]
+    for key in MODEL_KEYS:
+        hist = histories[key]
+        ep = np.arange(1, len(hist["loss"]) + 1)
+        ax.plot(ep, hist["loss"], "-o", color=MODEL_COLOURS[key], label=f"{key} train loss")
+        if "val_accuracy" in hist:
+            ax.plot(ep, 1 - np.asarray(hist["val_accuracy"]), "--s", color=MODEL_COLOURS[key], alpha=0.7,
+                    label=f"{key} test error")
+    ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("loss / error")
+    ax.set_title("training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# The tool
+# ---------------------------------------------------------------------------
+def explain_weight_sharing(out="explain", dataset="shapes", data_dir=None, n_train=3000, n_test=1000,
+                           epochs=3, batch_size=32, lr=2e-3, filters=8, kernel_size=5, hidden=None,
+                           image_size=28, demo_size=7, seed=0, train=True, verbose=0) -> dict:
+    """Show a convolution as a tied sparse dense matrix and compare conv, locally connected and dense models.
+
+    Writes ``weight_sharing.json`` (``max_abs_difference``, ``parameters``,
+    ``accuracy``, ...), ``weight_sharing_matrix.png``, ``weight_sharing_results.png``
+    and ``weight_sharing.html`` to ``out``.
+
+    Args:
+        dataset: ``"shapes"`` (generated, default) or any name/folder ``cnnlab.datasets.load_dataset``
+            accepts (e.g. ``"mnist"`` with ``data_dir``); ``n_train`` / ``n_test`` examples are used.
+        epochs, batch_size, lr: the same training (Adam) for all three models.
+        filters, kernel_size: the conv / locally connected layer; ``hidden``: units of the dense
+            model (default: as many as give it the conv model's parameter count).
+        image_size: side of the generated shapes images.
+        demo_size: side of the small single-channel image whose matrix is drawn.
+        train: ``False`` skips training (only the matrix part).
+    """
+    out = out_dir(out)
+    rng = np.random.default_rng(seed)
+    files = {"json": out / "weight_sharing.json", "html": out / "weight_sharing.html",
+             "matrix_png": out / "weight_sharing_matrix.png", "results_png": out / "weight_sharing_results.png"}
+
+    # 1. A small conv and its dense equivalent, drawn.
+    demo_shape = (demo_size, demo_size, 1)
+    demo = Conv2D(1, 3, name="demo")
+    demo.build(demo_shape, rng=np.random.default_rng(seed), dtype=np.float64)
+    demo.params["kernel"][...] = np.round(rng.uniform(-1, 1, (3, 3, 1, 1)), 2)
+    demo.params["kernel"][np.abs(demo.params["kernel"]) < 0.05] = 0.1    # no zero weights: zeros mean "no connection"
+    demo.params["bias"][...] = 0.1
+    w_conv, _ = dense_equivalent(demo)
+    local = LocallyConnected2D(1, 3)
+    local.build(demo_shape, rng=np.random.default_rng(seed + 1), dtype=np.float64)
+    w_local, _ = dense_equivalent(local)
+    w_dense = np.random.default_rng(seed + 2).uniform(-1, 1, w_conv.shape) * np.abs(w_conv).max()
+    xs = rng.standard_normal((4,) + demo_shape)
+    diff_demo = check_dense_equivalent(demo, xs)
+    nonzeros = int(np.count_nonzero(w_conv))
+    expected = expected_nonzeros(demo_shape, demo.params["kernel"].shape)
+    demo_info = {"input_shape": list(demo_shape), "kernel_shape": list(demo.params["kernel"].shape),
+                 "dense_shape": list(w_conv.shape), "nonzeros": nonzeros, "expected_nonzeros": expected,
+                 "fraction_zeros": 1 - nonzeros / w_conv.size,
+                 "distinct_nonzero_values": int(len(np.unique(w_conv[w_conv != 0]))),
+                 "max_abs_difference": diff_demo, "kernel": demo.params["kernel"][:, :, 0, 0]}
+    ho, wo, _ = demo.output_shape
+    matrix_png = save_figure(_matrix_figure([w_conv, w_local, w_dense],
+                                            ["convolution: sparse + tied", "locally connected: sparse, untied",
+                                             "dense: every pixel to every unit"],
+                                            demo.params["kernel"], demo_shape, (ho, wo)), files["matrix_png"])
+
+    # 2. The three models on the same data.
+    xtr, ytr, xte, yte, data_name = _load_data(dataset, data_dir, n_train, n_test, image_size, seed)
+    num_classes = int(max(ytr.max(), yte.max()) + 1)
+    models = build_models(xtr.shape[1:], num_classes, filters, kernel_size, hidden, seed)
+    params = {k: int(m.num_params) for k, m in models.items()}
+    conv_layer = models["conv"]["conv"]
+    diff_model = check_dense_equivalent(conv_layer, xte[:4])
+    w_big, _ = dense_equivalent(conv_layer)
+    model_dense = {"layer_input_shape": list(conv_layer.input_shape), "dense_shape": list(w_big.shape),
+                   "nonzeros": int(np.count_nonzero(w_big)),
+                   "expected_nonzeros": expected_nonzeros(conv_layer.input_shape, conv_layer.params["kernel"].shape),
+                   "fraction_zeros": 1 - np.count_nonzero(w_big) / w_big.size,
+                   "max_abs_difference": diff_model, "free_parameters": int(conv_layer.num_params),
+                   "dense_layer_parameters": int(w_big.size + w_big.shape[1])}
+    del w_big
+    acc, histories, seconds = {}, {}, {}
+    if train:
+        for key, m in models.items():
+            t0 = time.perf_counter()
+            histories[key] = m.fit(xtr, ytr, epochs=epochs, batch_size=batch_size, optimizer=optim.Adam(lr=lr),
+                                   validation_data=(xte, yte), verbose=verbose)
+            seconds[key] = time.perf_counter() - t0
+            acc[key] = float(m.evaluate(xte, yte)["accuracy"])
+    result = {
+        "max_abs_difference": max(diff_demo, diff_model),
+        "parameters": params, "accuracy": acc if train else None,
+        "demo": demo_info, "model_conv_layer": model_dense,
+        "models": {k: [f"{l.name} ({type(l).__name__})" for l in m.layers] for k, m in models.items()},
+        "training": {"dataset": data_name, "n_train": int(len(xtr)), "n_test": int(len(xte)),
+                     "input_shape": list(xtr.shape[1:]), "epochs": epochs, "batch_size": batch_size,
+                     "optimizer": f"Adam(lr={lr})", "seed": seed, "seconds": seconds,
+                     "history": {k: {kk: vv for kk, vv in h.items() if kk in ("loss", "accuracy", "val_loss",
+                                                                               "val_accuracy")}
+                                 for k, h in histories.items()}},
+    }
+    results_png = save_figure(_results_figure(params, acc, histories), files["results_png"]) if train else None
+    save_json(files["json"], result)
+    _write_page(files["html"], result, matrix_png, results_png, models)
+    result["files"] = {k: str(v) for k, v in files.items() if k != "results_png" or train}
+    return result
+
+
+def _write_page(path, r, matrix_png, results_png, models):
+    d, md = r["demo"], r["model_conv_layer"]
+    intro = (
+        "<p>Flatten an image into a vector of H\u00b7W\u00b7C pixels and a feature map into a vector of "
+        "Ho\u00b7Wo\u00b7F units. Then a convolution is an ordinary fully connected layer, <code>y = x @ W + b</code>, "
+        "whose matrix <code>W</code> is special in two ways:</p><ul>"
+        "<li><b>sparse connectivity</b>: each output unit is connected only to the kh\u00d7kw\u00d7C pixels of its "
+        "window, so almost every entry is zero;</li>"
+        "<li><b>weight sharing</b>: every output position uses the same kernel, so the nonzero entries are the "
+        "same few numbers repeated, shifted one pixel per column. A convolution is one hidden neuron "
+        "replicated over every patch.</li></ul>")
+    check = table_html(["", "small example", "first layer of the conv model"], [
+        ["input (H, W, C)", str(tuple(d["input_shape"])), str(tuple(md["layer_input_shape"]))],
+        ["dense-equivalent matrix", " \u00d7 ".join(map(str, d["dense_shape"])),
+         " \u00d7 ".join(map(str, md["dense_shape"]))],
+        ["nonzero entries (expected)", f"{d['nonzeros']:,} ({d['expected_nonzeros']:,})",
+         f"{md['nonzeros']:,} ({md['expected_nonzeros']:,})"],
+        ["fraction of zeros", f"{d['fraction_zeros']:.1%}", f"{md['fraction_zeros']:.2%}"],
+        ["max |conv(x) \u2212 (x @ W + b)|", f"{d['max_abs_difference']:.2e}", f"{md['max_abs_difference']:.2e}"],
+    ])
+    sections = [("The convolution as a matrix", img_tag(matrix_png, "dense-equivalent weight matrices") + check
+                 + f"<p class=\"note\">The conv layer of the model has {md['free_parameters']:,} free parameters; "
+                   f"as an unconstrained dense layer the same connections would need "
+                   f"{md['dense_layer_parameters']:,}.</p>")]
+    if results_png is not None:
+        t = r["training"]
+        shape_txt = " \u00d7 ".join(map(str, t["input_shape"]))
+        rows = [[MODEL_LABELS[k], f"{r['parameters'][k]:,}", f"{r['accuracy'][k]:.1%}",
+                 f"{t['seconds'][k]:.1f} s", " \u2192 ".join(x.split(" ")[0] for x in r["models"][k])]
+                for k in MODEL_KEYS]
+        sections.append(("What the constraints buy", img_tag(results_png, "accuracy against parameters") + table_html(
+            ["model", "parameters", "test accuracy", "training time", "layers"], rows)
+            + f"<p>All three were trained on the same {t['n_train']:,} {esc(t['dataset'])} images "
+              f"({shape_txt}) for {t['epochs']} epochs with {esc(t['optimizer'])}, "
+              f"batch {t['batch_size']}, and tested on {t['n_test']:,} others. The locally connected model has the "
+              "conv model's connectivity but a separate kernel at every position, so it has many times the "
+              "parameters and must learn each feature at each place separately. The dense model has the conv "
+              "model's parameter count but no notion of neighbourhood or position.</p>"))
+    sections.append(("Numbers", "<p>Everything above is in <code>weight_sharing.json</code>.</p>"))
+    write_html(path, "Weight sharing: a convolution is a constrained dense layer", sections, intro)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "weight-sharing", help="a convolution as a tied sparse dense matrix; conv vs locally connected vs dense",
+        description="Build the fully connected equivalent of a convolution, check it, and train conv, locally "
+                    "connected and dense models on the same data. Writes weight_sharing.json/.html and PNGs.")
+    p.add_argument("--out", default="explain", help="output folder (default: explain)")
+    p.add_argument("--dataset", default="shapes", help="shapes (default), mnist, fashion-mnist, cifar10 or a folder")
+    p.add_argument("--data-dir", help="where the dataset's files are")
+    p.add_argument("--n-train", type=int, default=3000, help="training examples (default 3000)")
+    p.add_argument("--n-test", type=int, default=1000, help="test examples (default 1000)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs for each model (default 3)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 0.002)")
+    p.add_argument("--filters", type=int, default=8, help="filters of the conv / locally connected layer (default 8)")
+    p.add_argument("--kernel-size", type=int, default=5, help="kernel size (default 5)")
+    p.add_argument("--hidden", type=int, help="hidden units of the dense model (default: match the conv's parameters)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-train", action="store_true", help="only the matrix part, no training")
+    p.set_defaults(func=run_cli)
+    return p
+
+
+def run_cli(args):
+    r = explain_weight_sharing(out=args.out, dataset=args.dataset, data_dir=args.data_dir, n_train=args.n_train,
+                               n_test=args.n_test, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                               filters=args.filters, kernel_size=args.kernel_size, hidden=args.hidden,
+                               seed=args.seed, train=not args.no_train)
+    print(f"dense equivalent: max |conv - dense| = {r['max_abs_difference']:.2e}")
+    for k in MODEL_KEYS:
+        a = r["accuracy"][k] if r["accuracy"] else None
+        print(f"  {k:18s} {r['parameters'][k]:>9,} parameters" + (f"   test accuracy {a:.1%}" if a is not None else ""))
+    for k, v in r["files"].items():
+        print(f"  {k:12s} {v}")
+    return 0
