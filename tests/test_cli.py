@@ -202,7 +202,8 @@ def test_corrupt_files_give_one_clear_message(tmp_path, trained, capsys, name, c
     target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
     code, _, err = run(capsys, "train", "--resume", run_dir, "--epochs", "3")
     assert code == 2
-    assert str(target) in err and "Traceback" not in err and err.startswith("cnnlab: error: ")
+    errors = [line for line in err.splitlines() if line.startswith("cnnlab: error: ")]
+    assert len(errors) == 1 and str(target) in errors[0] and "Traceback" not in err
     code, _, err = run(capsys, "--debug", "train", "--resume", run_dir, "--epochs", "3")
     assert code == 2 and "Traceback" in err
 
