@@ -819,6 +819,8 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
     if tuple(model.input_shape) != tuple(x.shape[1:]):
         raise ValueError(f"the model takes inputs {tuple(model.input_shape)}, the dataset's images are "
                          f"{tuple(x.shape[1:])}")
+    if config["snapshot_filters"] and first_conv(model) is None:
+        raise ValueError("--snapshot-filters needs a model with a Conv2D layer; this one has none")
     optimizer = make_optimizer(config)
     if resume:
         optimizer.load_state_dict(opt_t)

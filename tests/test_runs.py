@@ -138,6 +138,7 @@ def test_snapshot_filters_need_a_conv_layer(tmp_path, data):
     write_json(arch, {"layers": [{"class": "Flatten"}, {"class": "Dense", "config": {"units": 10}}]})
     with pytest.raises(ValueError, match="Conv2D"):
         train(config(model=str(arch), snapshot_filters=2), tmp_path / "run", data)
+    assert not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------
