@@ -172,3 +172,23 @@ def test_bad_inputs_are_explained(tmp_path):
         explain_conv(out=tmp_path, image=np.zeros((30, 30)), max_frames=100)
     with pytest.raises(ValueError, match="channels"):
         explain_conv(out=tmp_path, kernel=np.ones((3, 3, 2)), channels=3)
+
+
+def test_cli_skips_missing_tools_and_reports_broken_ones(monkeypatch, tmp_path):
+    from cnnlab.explain import cli
+    real = cli._import
+
+    def fake(name):
+        if name == "features":
+            return None                                        # not present: no command
+        if name == "saliency":
+            return cli._Broken(ImportError("No module named 'nothing'"))
+        return real(name)
+    monkeypatch.setattr(cli, "_import", fake)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["explain", "saliency", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="saliency.*unavailable.*nothing"):
+        args.func(args)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["explain", "features"])

@@ -43,13 +43,15 @@ def _import(name):
 def _unavailable(subparsers, name, error):
     """A placeholder command for a tool whose module failed to import: running it explains why."""
     command = name.replace("_", "-")
-    p = subparsers.add_parser(command, help=f"(unavailable: {type(error).__name__}: {error})")
+    # No option prefix: whatever follows the command is taken as-is, so running it always reaches ``fail``.
+    p = subparsers.add_parser(command, help=f"(unavailable: {type(error).__name__}: {error})", prefix_chars="+",
+                              add_help=False)
 
     def fail(args):
         raise ValueError(f"'{command}' is unavailable: importing cnnlab.explain.{name} failed: "
                          f"{type(error).__name__}: {error}")
     p.set_defaults(func=fail)
-    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
 
 
 def available(names=None) -> list[str]:
