@@ -130,7 +130,8 @@ def test_user_image_and_kernel_from_a_model(tmp_path):
     from cnnlab.model import Sequential
     pic = (np.arange(100).reshape(10, 10) * 2.5).astype(np.uint8)
     Image.fromarray(pic).save(tmp_path / "pic.png")
-    model = Sequential([Conv2D(3, 3, name="c1"), Flatten(), Dense(2)], input_shape=(8, 8, 1), seed=1)
+    model = Sequential([Conv2D(3, 3, strides=2, padding="same", name="c1"), Flatten(), Dense(2)],
+                       input_shape=(8, 8, 1), seed=1)
     model["c1"].params["bias"][:] = [0.1, -0.2, 0.3]
     model.save(tmp_path / "m.safetensors")
     explain_conv(out=tmp_path / "o", image=tmp_path / "pic.png", size=6, model=tmp_path / "m.safetensors",
@@ -142,8 +143,16 @@ def test_user_image_and_kernel_from_a_model(tmp_path):
     np.testing.assert_allclose(x, expected_img, atol=1e-6)
     np.testing.assert_allclose(k, model["c1"].params["kernel"][:, :, 0, 1], rtol=1e-6)
     assert d["bias"] == pytest.approx(-0.2)
-    np.testing.assert_allclose(d["output"], reference_conv(x, k, d["bias"], (1, 1), (0,) * 4, (1, 1)), atol=1e-6)
-    assert d["source"]["layer"] == "c1" and d["source"]["filter"] == 1
+    # The layer's stride and padding are used unless others are given.
+    assert d["stride"] == [2, 2] and d["padding"] == "same" and d["pads"] == [0, 1, 0, 1]
+    np.testing.assert_allclose(d["output"], reference_conv(x, k, d["bias"], (2, 2), (0, 1, 0, 1), (1, 1)), atol=1e-6)
+    explain_conv(out=tmp_path / "p", model=tmp_path / "m.safetensors", filter=0, padding="valid", size=7)
+    d = json.loads((tmp_path / "p" / "conv.json").read_text())
+    assert d["padding"] == "valid" and d["stride"] == [2, 2] and d["source"]["image"] == "shapes example"
+    x, k = np.array(d["input"]), np.array(d["kernel"])
+    assert x.shape == (7, 7) and x.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(d["output"], reference_conv(x, k, d["bias"], (2, 2), (0,) * 4, (1, 1)), atol=1e-6)
+    assert d["source"]["layer"] == "c1" and d["source"]["filter"] == 0
 
 
 def test_cli_registers_every_tool_and_runs_conv(tmp_path):

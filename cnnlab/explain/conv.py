@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..layers.conv import Conv2D, pad_hw, resolve_padding, validate_padding
-from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, format_number, image_png, quantize_frames, frame_player,
-                     img_tag, is_integral, load_image, load_model, new_figure, out_dir, parse_array_text,
+from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, format_number, frame_player, image_png,
+                     quantize_frames, img_tag, is_integral, load_image, load_model, new_figure, out_dir, parse_array_text,
                      pick_conv_layer, save_figure, save_gif, save_json, symmetric_limits, table_html, text_colour,
                      write_html)
 
@@ -101,9 +101,10 @@ def _model_kernel(model, layer, filter_index):
     kern = conv.params["kernel"]
     f = kern.shape[3]
     if not 0 <= filter_index < f:
-        raise ValueError(f"filter must be in [0, {f - 1}] for layer {conv.name!r} ({f} filters); received {filter_index}")
+        raise ValueError(f"filter must be in [0, {f - 1}] for layer {conv.name!r} ({f} filters); "
+                         f"received {filter_index}")
     bias = float(conv.params["bias"][filter_index]) if "bias" in conv.params else 0.0
-    return kern[:, :, :, filter_index].astype(np.float64), bias, conv.name, m
+    return kern[:, :, :, filter_index].astype(np.float64), bias, conv.name, conv
 
 
 def _default_model_input(channels, size, seed):
@@ -111,9 +112,10 @@ def _default_model_input(channels, size, seed):
     if channels == 1:
         from PIL import Image
         from ..datasets import load_shapes
-        (x, _), _ = load_shapes(1, 1, image_size=28, seed=seed)
+        (x, _), _ = load_shapes(1, 1, image_size=max(12, size), seed=seed)
         img = Image.fromarray((x[0, :, :, 0] * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BOX)
-        return np.asarray(img, np.float64)[:, :, None] / 255.0
+        img = np.asarray(img, np.float64)
+        return (img / max(img.max(), 1.0))[:, :, None]        # stretched to [0, 1]: thin strokes stay visible
     return np.random.default_rng(seed).uniform(0, 1, (size, size, channels))
 
 
@@ -371,7 +373,7 @@ def _annotate(ax, values, integers, cmap, lim):
 # ---------------------------------------------------------------------------
 # The tool
 # ---------------------------------------------------------------------------
-def explain_conv(out="explain", image=None, kernel=None, stride=1, padding="valid", dilation=1, channels=None,
+def explain_conv(out="explain", image=None, kernel=None, stride=None, padding=None, dilation=None, channels=None,
                  size=8, bias=None, model=None, layer=None, filter=0, seed=0, frame_ms=700,
                  max_frames=400) -> dict:
     """Animate one convolution step by step; write ``conv.gif``, ``conv.html``, ``conv.json`` and PNGs to ``out``.
@@ -384,7 +386,8 @@ def explain_conv(out="explain", image=None, kernel=None, stride=1, padding="vali
         kernel: ``None`` (the classic 3x3 "X" kernel, random for several channels), a
             name (``identity``, ``edge``, ``sobel-x``, ``sobel-y``, ``blur``, ``sharpen``,
             ``classic``), JSON text / a ``.json`` file, or an array (kh, kw) or (kh, kw, C).
-        stride, dilation: int or pair. padding: ``"valid"``, ``"same"``, int or pair.
+        stride, dilation: int or pair. padding: ``"valid"``, ``"same"``, int or pair. Defaults: 1,
+            ``"valid"``, 1 -- or, for a model's filter, those of its layer.
         channels: input channels (default: 1, or the channels of the image, kernel or model filter).
         size: side of a picture loaded from a path (and of the default input for a model's filter).
         bias: added to every sum (default 0, or the model filter's bias).
@@ -401,8 +404,11 @@ def explain_conv(out="explain", image=None, kernel=None, stride=1, padding="vali
     source = {}
     model_bias = None
     if model is not None:
-        k, model_bias, layer_name, _ = _model_kernel(model, layer, int(filter))
-        source.update(model=str(model), layer=layer_name, filter=int(filter))
+        k, model_bias, layer_name, conv_layer = _model_kernel(model, layer, int(filter))
+        stride = conv_layer.strides if stride is None else stride
+        dilation = conv_layer.dilation if dilation is None else dilation
+        padding = conv_layer.padding if padding is None else padding
+        source.update(model=str(model), layer=layer_name, filter=int(filter), kernel="model filter")
         if kernel is not None:
             raise ValueError("give either a kernel or a model filter, not both")
         kernel = k
@@ -443,7 +449,9 @@ def explain_conv(out="explain", image=None, kernel=None, stride=1, padding="vali
         source.setdefault("kernel", "given")
     kernel = resolve_kernel(kernel, c)
     bias = float(model_bias if bias is None and model_bias is not None else (bias or 0.0))
-    stride, dilation, padding = _pair(stride, "stride"), _pair(dilation, "dilation"), parse_padding(padding)
+    stride = _pair(1 if stride is None else stride, "stride")
+    dilation = _pair(1 if dilation is None else dilation, "dilation")
+    padding = parse_padding("valid" if padding is None else padding)
     kh, kw, _ = kernel.shape
     pads = resolve_padding(padding, x.shape[:2], (kh, kw), stride, dilation, "explain conv")
     ho = (x.shape[0] + pads[0] + pads[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
@@ -493,7 +501,8 @@ def explain_conv(out="explain", image=None, kernel=None, stride=1, padding="vali
 def _write_page(path, result, frames_png, gif_bytes, summary_png, records, integers, frame_ms):
     fmt = lambda v: format_number(v, integers)  # noqa: E731
     player, script = frame_player(frames_png, "conv", "convolution step",
-                                  [f"step {i + 1} of {len(records)}: output ({r['row']}, {r['col']}) = {fmt(r['value'])}"
+                                  [f"step {i + 1} of {len(records)}: output ({r['row']}, {r['col']}) = "
+                                   f"{fmt(r['value'])}"
                                    for i, r in enumerate(records)], interval_ms=frame_ms)
     ho, wo = result["output_shape"]
     kh, kw, c = result["kernel_shape"]
@@ -507,14 +516,16 @@ def _write_page(path, result, frames_png, gif_bytes, summary_png, records, integ
     rows = [[f"({r['row']}, {r['col']})", f"rows {r['window_rows']}, cols {r['window_cols']}", fmt(r["sum"]),
              fmt(r["bias"]), fmt(r["value"])] for r in records[:64]]
     steps = table_html(["output cell", "window (padded coordinates)", "sum of products", "bias", "output"], rows)
-    more = f'<p class="note">First 64 of {len(records)} positions; all are in conv.json.</p>' if len(records) > 64 else ""
+    more = (f'<p class="note">First 64 of {len(records)} positions; all are in conv.json.</p>'
+            if len(records) > 64 else "")
     intro = (
         "<p>A convolution layer slides a small grid of weights, the <em>kernel</em>, over the image. At every "
         "position it multiplies each weight by the pixel under it, adds the products up (over all input "
         "channels too), adds a bias, and writes the result into one cell of the output, the <em>feature map</em>. "
         "The same weights are used at every position: the layer is one small neuron looking at every patch.</p>"
-        f"<pre>y[i, j] = b + \u03a3_p \u03a3_q \u03a3_c x_pad[i\u00b7s_h + p\u00b7d_h, j\u00b7s_w + q\u00b7d_w, c] \u00b7 k[p, q, c]"
-        f"\nH_out = \u230a(H + pad_top + pad_bottom \u2212 d_h\u00b7(kh \u2212 1) \u2212 1) / s_h\u230b + 1</pre>"
+        "<pre>y[i, j] = b + \u03a3_p \u03a3_q \u03a3_c "
+        "x_pad[i\u00b7s_h + p\u00b7d_h, j\u00b7s_w + q\u00b7d_w, c] \u00b7 k[p, q, c]"
+        "\nH_out = \u230a(H + pad_top + pad_bottom \u2212 d_h\u00b7(kh \u2212 1) \u2212 1) / s_h\u230b + 1</pre>"
         "<p class=\"note\">As in every deep-learning library, the kernel is not flipped (this is cross-correlation). "
         "Zero padding (orange cells) lets the window reach the border; a stride skips positions; dilation "
         "spreads the taps apart.</p>")
@@ -546,9 +557,9 @@ def add_parser(subparsers):
     p.add_argument("--channels", type=int, help="input channels (a random example when no --image is given)")
     p.add_argument("--kernel", help="JSON nested list (or .json file) or a name: " + ", ".join(NAMED_KERNELS))
     p.add_argument("--bias", type=float, help="bias added to every sum (default 0, or the model filter's bias)")
-    p.add_argument("--stride", default="1", help="stride: s or sh,sw (default 1)")
-    p.add_argument("--padding", default="valid", help="valid, same, p or ph,pw (default valid)")
-    p.add_argument("--dilation", default="1", help="dilation: d or dh,dw (default 1)")
+    p.add_argument("--stride", help="stride: s or sh,sw (default 1, or the --layer's)")
+    p.add_argument("--padding", help="valid, same, p or ph,pw (default valid, or the --layer's)")
+    p.add_argument("--dilation", help="dilation: d or dh,dw (default 1, or the --layer's)")
     p.add_argument("--model", help="take the kernel from a trained model (run folder or .safetensors)")
     p.add_argument("--layer", help="convolution layer of --model (default: the first)")
     p.add_argument("--filter", type=int, default=0, help="filter index in --layer (default 0)")

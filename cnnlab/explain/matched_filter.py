@@ -46,7 +46,7 @@ def cross_correlate(image, template):
 
 
 def normalized_cross_correlate(image, template, eps=1e-12):
-    """Normalized cross-correlation in [-1, 1]: the cosine between the mean-removed template and each mean-removed patch.
+    """Normalized cross-correlation in [-1, 1]: cosine of the mean-removed template and each mean-removed patch.
 
     ``ncc = sum((p - mean p)(t - mean t)) / (|p - mean p| |t - mean t|)``, with the
     sums over windows done by ``Conv2D``: one pass with the centred template and
@@ -71,7 +71,8 @@ def _place(rng, shape, box, taken, tries=500):
     bh, bw = box
     for _ in range(tries):
         r, c = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
-        if all(r + bh + 2 <= r2 or r2 + h2 + 2 <= r or c + bw + 2 <= c2 or c2 + w2 + 2 <= c for r2, c2, h2, w2 in taken):
+        if all(r + bh + 2 <= r2 or r2 + h2 + 2 <= r or c + bw + 2 <= c2 or c2 + w2 + 2 <= c
+               for r2, c2, h2, w2 in taken):
             taken.append((r, c, bh, bw))
             return r, c
     raise ValueError(f"could not place a {bh}x{bw} shape in a {h}x{w} image without overlap; use a larger --size")
@@ -168,7 +169,8 @@ def top_patches(layer, x, k=5, per_image=1, random_patches=2000, seed=0):
         raise ValueError(f"top_patches: {layer.label} is grouped; only ungrouped convolutions are supported")
     bias = np.asarray(layer.params.get("bias", np.zeros(f)), np.float64)
     x64 = np.asarray(x, np.float64)
-    acts = np.concatenate([layer.forward(x[s:s + 256], training=False) for s in range(0, len(x), 256)]).astype(np.float64)
+    acts = np.concatenate([layer.forward(x[s:s + 256], training=False)
+                           for s in range(0, len(x), 256)]).astype(np.float64)
     pads = resolve_padding(layer.padding, x.shape[1:3], layer.kernel_size, layer.strides, layer.dilation, layer.label)
     xp = pad_hw(x64, pads)
     (sh, sw), (dh, dw) = layer.strides, layer.dilation
@@ -449,7 +451,8 @@ def _write_page(path, r, response_png, filters_png):
             "<p class=\"note\">Raw cross-correlation also grows with the patch's brightness, so a bright blob can "
             "beat a faint perfect match; normalized cross-correlation removes each patch's mean and divides by "
             "its contrast, leaving only the shape similarity (a cosine).</p>")
-    rows = [[f["index"], f"{f['mean_top_cosine']:.2f}", f"{f['random_cosine_mean']:+.2f} \u00b1 {f['random_cosine_std']:.2f}",
+    rows = [[f["index"], f"{f['mean_top_cosine']:.2f}",
+             f"{f['random_cosine_mean']:+.2f} \u00b1 {f['random_cosine_std']:.2f}",
              f"{max(p['activation'] for p in f['top_patches']):.2f}" if f["top_patches"] else "-"]
             for f in r["filters"]]
     s2 = (f"<p>Model: {esc(r['model'])}; layer <code>{esc(r['layer'])}</code>; patches from {r['samples']['n']} "

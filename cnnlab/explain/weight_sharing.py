@@ -73,7 +73,7 @@ def _to_dense(kernel_at, input_shape, kernel_hw, filters, strides, padding, dila
 
 
 def conv_to_dense(kernel, input_shape, strides=1, padding="valid", dilation=1, bias=None, groups=1):
-    """The fully connected equivalent of a convolution: ``(W, b)`` with ``x.reshape(N, -1) @ W + b == conv(x).reshape(N, -1)``.
+    """The fully connected equivalent of a convolution: ``x.reshape(N, -1) @ W + b == conv(x).reshape(N, -1)``.
 
     Args:
         kernel: (kh, kw, C // groups, F), as ``Conv2D.params["kernel"]``.
@@ -99,7 +99,7 @@ def conv_to_dense(kernel, input_shape, strides=1, padding="valid", dilation=1, b
 
 
 def local_to_dense(kernel, input_shape, kernel_size, strides=1, padding="valid", dilation=1, bias=None):
-    """The fully connected equivalent of a ``LocallyConnected2D`` kernel (Ho, Wo, kh*kw*C, F): same zeros, untied values."""
+    """The dense equivalent of a ``LocallyConnected2D`` kernel (Ho, Wo, kh*kw*C, F): conv's zeros, untied values."""
     kernel = np.asarray(kernel)
     ho, wo, k, f = kernel.shape
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)

@@ -78,8 +78,9 @@ class LocallyConnected2D(Layer):
         self.require_image(input_shape)
         h, w, _ = input_shape
         pads = self._pads((h, w))
-        ho = output_size(h, self.kernel_size[0], self.strides[0], pads[0] + pads[1], self.dilation[0], self.label, "height")
-        wo = output_size(w, self.kernel_size[1], self.strides[1], pads[2] + pads[3], self.dilation[1], self.label, "width")
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
+        ho = output_size(h, kh, sh, pads[0] + pads[1], dh, self.label, "height")
+        wo = output_size(w, kw, sw, pads[2] + pads[3], dw, self.label, "width")
         return (ho, wo, self.filters)
 
     def build_params(self, input_shape):
