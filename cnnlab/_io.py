@@ -44,6 +44,7 @@ def atomic_write(path: PathLike, data: Union[bytes, str, Callable[[str], None]])
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())                  # mkstemp makes 0600; follow the umask like open() does
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -52,6 +53,12 @@ def atomic_write(path: PathLike, data: Union[bytes, str, Callable[[str], None]])
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: PathLike, obj: Any) -> Path:

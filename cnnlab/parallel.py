@@ -206,9 +206,15 @@ class DataParallel:
             for w in range(1, self.workers):
                 cmd_r, cmd_w = os.pipe()
                 rep_r, rep_w = os.pipe()
+                # Hold Ctrl-C back across the fork: a SIGINT landing in the child before it
+                # ignores SIGINT would kill it half-started and leave this process waiting.
+                blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
                 pid = os.fork()
                 if pid == 0:
-                    self._worker(w, cmd_r, rep_w, cmd_w, rep_r)   # never returns
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the main process's to handle
+                    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+                    self._worker(w, cmd_r, rep_w, cmd_w, rep_r)        # never returns
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
                 os.close(cmd_r)
                 os.close(rep_w)
                 self._procs.append((pid, cmd_w, rep_r))
@@ -231,13 +237,14 @@ class DataParallel:
     def _worker(self, w, cmd_r, rep_w, cmd_w, rep_r):
         code = 0
         try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)           # Ctrl-C is the main process's to handle
             for _, other_cmd, other_rep in self._procs:             # pipes of the workers forked before this one
                 os.close(other_cmd)
                 os.close(other_rep)
             os.close(cmd_w)
             os.close(rep_r)
             self._serve(w, cmd_r, rep_w)
+        except BrokenPipeError:                                     # the main process has gone: nothing to report
+            pass
         except BaseException:                                       # noqa: BLE001
             code = 1
         finally:
@@ -271,6 +278,8 @@ class DataParallel:
                     scores = forward_shard(self.replicas, a["x"][sl])
                 a["scores"][sl] = scores
                 os.write(rep_w, b"k")
+            except BrokenPipeError:
+                raise
             except Exception:                                   # noqa: BLE001 - reported, then raised by the main process
                 sys.stderr.write(traceback.format_exc())
                 os.write(rep_w, b"e")

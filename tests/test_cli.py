@@ -257,11 +257,12 @@ def test_python_dash_m_subprocess(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
-def test_real_ctrl_c_in_a_subprocess(tmp_path):
-    """SIGINT to the command's process group while it trains: exit 130, a consistent checkpoint."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_real_ctrl_c_in_a_subprocess(tmp_path, workers):
+    """SIGINT to the command's process group (worker processes too) while it trains: exit 130, a consistent checkpoint."""
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", "--dataset", "shapes", "--model", "tiny_cnn",
-                             "--limit", "300", "--epochs", "500", "--out", str(out), "--quiet", "--workers", "1"],
+                             "--limit", "300", "--epochs", "500", "--out", str(out), "--quiet", "--workers", workers],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
                             start_new_session=True)
     try:
