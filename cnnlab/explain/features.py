@@ -1,0 +1,668 @@
+"""What a trained CNN computes, layer by layer: feature maps, first-layer filters and how they were learned.
+
+``explain_features`` runs one image through every layer and draws each
+layer's output as a grid of feature maps (one tile per channel, one colour
+scale shared by the whole layer, so tiles can be compared), then the learned
+first-layer filters (a diverging colour map centred at zero: red where the
+filter adds the pixel, blue where it subtracts it) and, when snapshots taken
+during training exist, an animation of those filters from their random
+initialization to the end of training. On MNIST the filters end up as small
+oriented edge, bar and corner detectors: the first layer measures local
+contrast in a few directions, and every later layer combines those responses.
+
+This module also holds what the ``explain`` commands share: choosing the
+dataset, loading a model (a run directory or a ``.safetensors`` file) or
+training a small CNN in seconds when none is given, and reading a user's
+image at the model's input size.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._io import CnnlabFileError, read_json
+from ..training import Callback
+from . import common
+
+# ---------------------------------------------------------------------------
+# Shared by the explain commands: data, models, images
+# ---------------------------------------------------------------------------
+DEFAULT_TRAIN = 5000      # training images for a model trained on the spot
+DEFAULT_EPOCHS = 2
+
+
+def _log(log, msg):
+    if log is not None:
+        log(msg)
+
+
+def stderr_log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def mnist_available(data_dir=None) -> bool:
+    """True when MNIST is on disk (``data_dir``, ``$CNNLAB_DATA`` or the cache), without downloading."""
+    from ..datasets import DatasetNotFoundError
+    from ..datasets.official import _search_dirs, find_idx_files
+    if data_dir is not None and not Path(data_dir).is_dir():
+        return False
+    try:
+        return any(find_idx_files(d) for d in _search_dirs("mnist", data_dir))
+    except (DatasetNotFoundError, OSError):
+        return False
+
+
+def default_dataset(data_dir=None) -> str:
+    """``"mnist"`` when its files are found locally, else the generated ``"shapes"`` (never downloads)."""
+    return "mnist" if mnist_available(data_dir) else "shapes"
+
+
+OFFICIAL = ("mnist", "fashion-mnist", "cifar10")
+
+
+def load_data(dataset=None, data_dir=None, n_train=None, n_test=None, seed=0, options=None):
+    """``((x_train, y_train), (x_test, y_test), info)`` for a dataset name or folder.
+
+    ``dataset=None`` picks :func:`default_dataset`. The subsets are the first
+    ``n_train`` / ``n_test`` images of each split, so anyone can rebuild them;
+    ``shapes`` generates exactly that many, seeded by ``seed``, unless
+    ``options`` (the ``dataset_options`` of a run's config, passed to
+    :func:`cnnlab.datasets.load_dataset` as they are) say otherwise. Named
+    datasets are read from disk, never downloaded here.
+    """
+    from ..datasets import load_dataset
+    name = dataset or default_dataset(data_dir)
+    key = str(name).lower().replace("_", "-")
+    kw = dict(options or {})
+    if key == "shapes" and options is None:
+        kw = {"n_train": int(n_train or 6000), "n_test": int(n_test or 1000), "seed": seed}
+    if key in OFFICIAL:
+        kw["download"] = False
+    (xtr, ytr), (xte, yte), info = load_dataset(key if key in OFFICIAL or key == "shapes" else name, data_dir, **kw)
+    if n_train is not None:
+        xtr, ytr = xtr[:n_train], ytr[:n_train]
+    if n_test is not None:
+        xte, yte = xte[:n_test], yte[:n_test]
+    return (xtr, ytr), (xte, yte), info
+
+
+def small_cnn(input_shape, num_classes, seed=0):
+    """The CNN trained on the spot: two 5x5 convolution + max-pool stages and a linear classifier.
+
+    conv 8@5x5 same -> ReLU -> max-pool 2 -> conv 16@5x5 same -> ReLU -> max-pool 2 -> dense.
+    About 11k parameters for 28x28 digits; a couple of epochs on a few
+    thousand images take seconds and reach about 95% on MNIST.
+    """
+    from ..layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+    from ..model import Sequential
+    return Sequential([Conv2D(8, 5, padding="same"), ReLU(), MaxPool2D(2),
+                       Conv2D(16, 5, padding="same"), ReLU(), MaxPool2D(2),
+                       Flatten(), Dense(num_classes, kernel_initializer="glorot_uniform")],
+                      input_shape=tuple(input_shape), seed=seed, name="small_cnn")
+
+
+class FilterSnapshots(Callback):
+    """Training callback: copies of the first convolution's kernel, keyed by optimizer step (0 = before training)."""
+
+    def __init__(self, layer, every=1):
+        self.layer, self.every = layer, max(int(every), 1)
+        self.snapshots = {0: layer.params["kernel"].copy()}
+
+    def on_batch_end(self, trainer, step, loss):
+        if step % self.every == 0:
+            self.snapshots[int(step)] = self.layer.params["kernel"].copy()
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.snapshots[int(trainer.step)] = self.layer.params["kernel"].copy()
+
+
+def train_small_cnn(train, input_shape, num_classes, epochs=DEFAULT_EPOCHS, seed=0, frames=16, batch_size=64):
+    """Train :func:`small_cnn` on ``train = (x, y)`` with Adam; return ``(model, snapshots)``.
+
+    ``snapshots`` maps optimizer steps to first-layer kernels, about ``frames`` of them.
+    """
+    from ..optim import Adam
+    x, y = train
+    model = small_cnn(input_shape, num_classes, seed=seed)
+    steps = epochs * -(-len(x) // batch_size)
+    snap = FilterSnapshots(common.pick_conv_layer(model), every=max(steps // max(frames - 1, 1), 1))
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, optimizer=Adam(lr=2e-3), verbose=0, callbacks=[snap])
+    return model, dict(sorted(snap.snapshots.items()))
+
+
+@dataclass
+class Subject:
+    """A model to explain, where it came from, and the data that goes with it."""
+    model: object
+    description: str
+    dataset: str | None = None
+    data_dir: str | None = None
+    run_dir: Path | None = None
+    class_names: list = field(default_factory=list)
+    snapshots: dict | None = None          # {step: first-layer kernel}
+    test: tuple | None = None               # (x_test, y_test) when loaded
+    n_test: int | None = None
+    options: dict | None = None             # a run's dataset_options
+
+    def test_split(self, limit=None):
+        """The test images of the subject's dataset (the first ``limit``, or all), loaded once."""
+        have_all = self.test is not None and self.n_test is None
+        if not have_all and (self.test is None or limit is None or limit > self.n_test):
+            if self.dataset is None:
+                raise ValueError(f"no dataset is known for {self.description}: pass --image PATH or --dataset NAME")
+            _, (xte, yte), info = load_data(self.dataset, self.data_dir, n_train=1, n_test=limit,
+                                            options=self.options)
+            check_compatible(self.model, info, self.dataset)
+            self.test, self.n_test = (xte, yte), limit
+            if len(self.class_names) != self.model.num_classes or self.class_names == default_names(self.model):
+                self.class_names = fit_class_names(info.get("class_names"), self.model.num_classes)
+        x, y = self.test
+        return (x, y) if limit is None else (x[:limit], y[:limit])
+
+    def class_name(self, k) -> str:
+        return self.class_names[k] if 0 <= k < len(self.class_names) else str(k)
+
+
+def default_names(model):
+    return [str(i) for i in range(model.num_classes)]
+
+
+def fit_class_names(names, k):
+    names = list(names or [])
+    return names if len(names) == k else [str(i) for i in range(k)]
+
+
+def check_compatible(model, info, dataset):
+    """Raise a clear error when a dataset's images or classes do not fit the model."""
+    shape = tuple(info["input_shape"])
+    if shape != tuple(model.input_shape):
+        raise ValueError(f"dataset {dataset!r} has images of shape {shape}, but the model expects "
+                         f"{tuple(model.input_shape)}; pass --dataset with the data the model was trained on")
+    if len(info.get("class_names") or []) > model.num_classes:
+        raise ValueError(f"dataset {dataset!r} has {len(info['class_names'])} classes, the model only "
+                         f"{model.num_classes}")
+
+
+def run_config(path) -> dict:
+    """``config.json`` of a run directory (``{}`` for a plain model file or a run without one)."""
+    p = Path(path)
+    cfg = p / "config.json" if p.is_dir() else None
+    if cfg is None or not cfg.is_file():
+        return {}
+    data = read_json(cfg, "run config")
+    return data if isinstance(data, dict) else {}
+
+
+def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRAIN, epochs=DEFAULT_EPOCHS,
+                    seed=0, log=None) -> Subject:
+    """The model to explain: a ``Sequential``, a run directory or ``.safetensors`` file, or ``None``.
+
+    With ``None`` a small CNN (:func:`small_cnn`) is trained now on the first
+    ``n_train`` images of ``dataset`` (default: MNIST if on disk, else
+    ``shapes``), recording its first-layer filters as it learns. For a run
+    directory the dataset comes from its ``config.json`` unless ``dataset``
+    is given; for a bare model file of 28x28x1 images it defaults as above.
+    """
+    from ..model import Sequential
+    if isinstance(model, Sequential):
+        ds = dataset or (default_dataset(data_dir) if tuple(model.input_shape) == (28, 28, 1) else None)
+        return Subject(model, f"model {model.name!r}", ds, data_dir,
+                       class_names=[str(i) for i in range(model.num_classes)])
+    if model is not None:
+        path = Path(model)
+        loaded = common.load_model(path)
+        cfg = run_config(path)
+        ds = dataset or cfg.get("dataset")
+        dd = data_dir if data_dir is not None else cfg.get("data_dir")
+        options = cfg.get("dataset_options") if not dataset and isinstance(cfg.get("dataset_options"), dict) else None
+        if ds is None and tuple(loaded.input_shape) == (28, 28, 1):
+            ds = default_dataset(dd)
+        run_dir = path if path.is_dir() else None
+        snaps = None
+        if run_dir is not None and (run_dir / "filters.safetensors").is_file():
+            snaps = read_filter_snapshots(run_dir / "filters.safetensors")
+        return Subject(loaded, str(path), ds, dd, run_dir, [str(i) for i in range(loaded.num_classes)], snaps,
+                       options=options)
+    ds = dataset or default_dataset(data_dir)
+    _log(log, f"no model given: training a small CNN on {n_train} {ds} images for {epochs} epochs ...")
+    (xtr, ytr), (xte, yte), info = load_data(ds, data_dir, n_train=n_train, seed=seed)
+    k = max(len(info["class_names"]), int(ytr.max()) + 1)
+    net, snaps = train_small_cnn((xtr, ytr), info["input_shape"], k, epochs=epochs, seed=seed)
+    acc = net.evaluate(xte[:1000], yte[:1000])["accuracy"]
+    _log(log, f"  test accuracy on the first {min(1000, len(xte))} test images: {acc:.3f}")
+    return Subject(net, f"small CNN trained now on {len(xtr)} {info['name']} images for {epochs} epochs "
+                        f"(test accuracy {acc:.3f} on {min(1000, len(xte))} images)",
+                   ds, data_dir, None, fit_class_names(info["class_names"], k), snaps, (xte, yte), None)
+
+
+def prepare_image(path, input_shape, invert="auto") -> np.ndarray:
+    """Read a user's picture as one model input (H, W, C) in [0, 1].
+
+    The picture is converted to the model's channels and resized to its input
+    size. ``invert``: ``"yes"``, ``"no"``, or ``"auto"``: invert a grayscale
+    picture whose border is light, since MNIST-style data are light strokes on
+    a dark background (a digit written on paper is the opposite).
+    """
+    h, w, c = input_shape
+    if c not in (1, 3):
+        raise ValueError(f"the model takes {c}-channel images; only 1 (grayscale) or 3 (RGB) can be read from a file")
+    x = common.load_image(path, size=(h, w), channels=c)
+    if invert not in ("auto", "yes", "no"):
+        raise ValueError(f"invert must be 'auto', 'yes' or 'no', received {invert!r}")
+    border = np.concatenate([x[0].ravel(), x[-1].ravel(), x[:, 0].ravel(), x[:, -1].ravel()])
+    if invert == "yes" or (invert == "auto" and c == 1 and border.mean() > 0.5):
+        x = 1.0 - x
+    return x.astype(np.float32)
+
+
+def pick_input(subject, image=None, index=0, invert="auto"):
+    """``(x, label, description)``: the user's image, else test image ``index`` of the subject's dataset."""
+    if image is not None:
+        return prepare_image(image, subject.model.input_shape, invert), None, f"image {image}"
+    x, y = subject.test_split(None if subject.test is not None else max(index + 1, 100))
+    if not 0 <= index < len(x):
+        raise ValueError(f"--index must lie in [0, {len(x) - 1}], received {index}")
+    return x[index], int(y[index]), f"test image #{index} of {subject.dataset}"
+
+
+def add_common_arguments(p, image=True):
+    """``--model --dataset --data-dir --out --seed`` (and ``--image --index --invert``) for an explain command."""
+    p.add_argument("--model", metavar="RUN_OR_FILE", help="a run directory or .safetensors model file "
+                   "(default: train a small CNN now, in a few seconds)")
+    p.add_argument("--dataset", help="dataset name (mnist, fashion-mnist, cifar10, shapes) or folder; default: the "
+                   "run's dataset, else MNIST if found on disk, else the generated shapes")
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset files (e.g. DIR/mnist/)")
+    if image:
+        p.add_argument("--image", metavar="PATH", help="a picture to explain (PNG, JPEG, ...); resized to the "
+                       "model's input (default: a test image)")
+        p.add_argument("--index", type=int, default=0, help="which test image when --image is not given (default 0)")
+        p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                       help="invert the picture's gray levels; auto: when its border is light (default)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
+
+
+# ---------------------------------------------------------------------------
+# Feature maps
+# ---------------------------------------------------------------------------
+def feature_maps(model, x) -> list:
+    """Every layer's output for one image: ``[(layer, output)]`` with the batch axis removed.
+
+    ``x`` is one image (H, W, C) or a batch of one (1, H, W, C).
+    """
+    x = np.asarray(x, np.float32)
+    if x.ndim == len(model.input_shape):
+        x = x[None]
+    x = model.check_input(x)
+    if len(x) != 1:
+        raise ValueError(f"feature_maps: expected one image, received a batch of {len(x)}")
+    out = []
+    for layer in model.layers:
+        x = layer.forward(x, training=False)
+        out.append((layer, np.array(x[0], copy=True)))
+    return out
+
+
+def layer_statistics(layer, a) -> dict:
+    """Name, type, output shape and activation min / max / mean / fraction of exact zeros."""
+    a = np.asarray(a, np.float64)
+    return {"name": layer.name, "type": type(layer).__name__, "output_shape": list(a.shape),
+            "min": float(a.min()), "max": float(a.max()), "mean": float(a.mean()),
+            "fraction_zero": float(np.mean(a == 0))}
+
+
+def grid_shape(n, max_cols=8):
+    cols = min(max_cols, max(1, int(np.ceil(np.sqrt(n)))))
+    return int(np.ceil(n / cols)), cols
+
+
+def mosaic(tiles, cols, gap=1):
+    """Tiles (n, h, w) laid out ``cols`` per row, separated by NaN gaps (drawn as the background)."""
+    n, h, w = tiles.shape
+    rows = -(-n // cols)
+    m = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        m[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tiles[i]
+    return m
+
+
+def _tile_labels(ax, labels, h, w, cols, gap=1, fontsize=7):
+    from matplotlib import patheffects
+    for i, text in enumerate(labels):
+        r, c = divmod(i, cols)
+        ax.text(c * (w + gap) - 0.4, r * (h + gap) - 0.4, text, fontsize=fontsize, color="white", va="top",
+                ha="left", path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")])
+
+
+def value_scale(a):
+    """``(cmap, vmin, vmax)``: diverging and centred at 0 when ``a`` has both signs, else sequential from 0."""
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    if lo < 0 < hi or (lo < 0 and hi <= 0):
+        vmin, vmax = common.symmetric_limits(a)
+        return common.SIGNED_CMAP, vmin, vmax
+    return common.HEAT_CMAP, min(lo, 0.0), (hi if hi > 0 else 1.0)
+
+
+def plot_feature_maps(layer, a, max_maps=64, class_names=None):
+    """One figure for one layer's output: a grid of maps (3-D) or the vector (1-D), with a colour bar."""
+    a = np.asarray(a, np.float64)
+    kind = type(layer).__name__
+    shape_txt = "\u00d7".join(map(str, a.shape))
+    if a.ndim == 3:
+        c = a.shape[2]
+        shown = min(c, max_maps)
+        tiles = np.moveaxis(a[:, :, :shown], 2, 0)
+        rows, cols = grid_shape(shown)
+        fig = common.new_figure(min(1.25 * cols + 1.4, 12), 1.25 * rows + 0.9)
+        ax = fig.add_subplot(1, 1, 1)
+        cmap, vmin, vmax = value_scale(a)
+        import matplotlib
+        cm = matplotlib.colormaps[cmap].with_extremes(bad="white")
+        im = ax.imshow(mosaic(tiles, cols), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
+        _tile_labels(ax, [str(i) for i in range(shown)], a.shape[0], a.shape[1], cols)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        more = f", first {shown} of {c} channels" if shown < c else ""
+        ax.set_title(f"{layer.name} ({kind}): output {shape_txt}{more}\none map per channel, one colour scale",
+                     fontsize=10)
+        common.colorbar(fig, im, ax, "activation")
+        return fig
+    v = a.ravel()
+    if v.size <= 64:
+        fig = common.new_figure(min(max(4.0, 0.32 * v.size + 1.5), 12), 2.8)
+        ax = fig.add_subplot(1, 1, 1)
+        ax.bar(np.arange(v.size), v, color=np.where(v >= 0, "#c0392b", "#2c6fbb"))
+        ax.axhline(0, color="black", lw=0.6)
+        names = class_names if class_names is not None and len(class_names) == v.size else None
+        ax.set_xticks(np.arange(v.size))
+        ax.set_xticklabels(names if names else [str(i) for i in range(v.size)],
+                           rotation=45 if names else 0, ha="right" if names else "center", fontsize=7)
+        ax.set_xlabel("class" if names else "unit")
+        ax.set_ylabel("value")
+        ax.set_title(f"{layer.name} ({kind}): output {shape_txt}", fontsize=10)
+        return fig
+    width = 32 if v.size >= 256 else 16
+    rows = -(-v.size // width)
+    strip = np.full(rows * width, np.nan)
+    strip[:v.size] = v
+    fig = common.new_figure(7, max(1.5, 0.16 * rows + 1.1))
+    ax = fig.add_subplot(1, 1, 1)
+    cmap, vmin, vmax = value_scale(v)
+    import matplotlib
+    cm = matplotlib.colormaps[cmap].with_extremes(bad="white")
+    im = ax.imshow(strip.reshape(rows, width), cmap=cm, vmin=vmin, vmax=vmax, aspect="auto",
+                   interpolation="nearest")
+    ax.set_xlabel(f"unit index mod {width}")
+    ax.set_ylabel(f"unit index // {width}")
+    ax.set_title(f"{layer.name} ({kind}): output {shape_txt} (vector, {width} per row)", fontsize=10)
+    common.colorbar(fig, im, ax, "activation")
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# First-layer filters and their evolution
+# ---------------------------------------------------------------------------
+def filter_tiles(kernel):
+    """Kernel (kh, kw, C, F) -> tiles (F*C, kh, kw), filter-major, with labels ``f3`` or ``f3 c1``."""
+    kh, kw, c, f = kernel.shape
+    tiles = np.transpose(kernel, (3, 2, 0, 1)).reshape(f * c, kh, kw)
+    labels = [f"{j}" if c == 1 else f"{j}:{ch}" for j in range(f) for ch in range(c)]
+    return tiles, labels
+
+
+def _draw_filters(fig, kernel, title, limits=None):
+    import matplotlib
+    kernel = np.asarray(kernel, np.float64)
+    tiles, labels = filter_tiles(kernel)
+    c = kernel.shape[2]
+    cols = c * max(1, min(kernel.shape[3], max(1, 16 // c))) if c > 1 else grid_shape(len(tiles), 8)[1]
+    ax = fig.add_subplot(1, 1, 1)
+    vmin, vmax = limits if limits is not None else common.symmetric_limits(kernel)
+    cm = matplotlib.colormaps[common.SIGNED_CMAP].with_extremes(bad="white")
+    im = ax.imshow(mosaic(tiles, cols), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
+    _tile_labels(ax, labels, kernel.shape[0], kernel.shape[1], cols, fontsize=6 if c > 1 else 7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    common.colorbar(fig, im, ax, "weight (0 = white)")
+    return ax
+
+
+def _filters_figsize(kernel):
+    kh, kw, c, f = kernel.shape
+    n = f * c
+    cols = c * max(1, min(f, max(1, 16 // c))) if c > 1 else grid_shape(n, 8)[1]
+    rows = -(-n // cols)
+    scale = 0.75 if kh <= 7 else 1.1
+    return (min(max(cols * scale + 1.8, 4.0), 12), rows * scale + 1.0)
+
+
+def plot_filters(kernel, title):
+    """The filters of a convolution (kh, kw, C, F) as a grid, diverging colours centred at 0, with a colour bar."""
+    fig = common.new_figure(*_filters_figsize(np.asarray(kernel)))
+    _draw_filters(fig, kernel, title)
+    return fig
+
+
+def read_filter_snapshots(path) -> dict:
+    """``filters.safetensors`` -> ``{step: kernel}`` sorted by step (tensors named ``step_0000000``)."""
+    from safetensors.numpy import load_file
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabFileError(f"filter snapshots {path} do not exist")
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own types for corrupt files
+        raise CnnlabFileError(f"{path} is not a readable safetensors file: {e}") from None
+    out = {}
+    for name, t in tensors.items():
+        if not name.startswith("step_") or not name[5:].isdigit():
+            raise CnnlabFileError(f"{path}: unexpected tensor {name!r}; snapshots are named step_0000000, step_0000100, ...")
+        if t.ndim != 4:
+            raise CnnlabFileError(f"{path}: snapshot {name!r} has shape {t.shape}, expected a kernel (kh, kw, C, F)")
+        out[int(name[5:])] = np.asarray(t)
+    if not out:
+        raise CnnlabFileError(f"{path} holds no filter snapshots")
+    shapes = {t.shape for t in out.values()}
+    if len(shapes) > 1:
+        raise CnnlabFileError(f"{path}: snapshots have different shapes {sorted(shapes)}")
+    return dict(sorted(out.items()))
+
+
+def filter_evolution_frames(snapshots, layer_name="conv"):
+    """One RGB frame per snapshot: the filter grid on one colour scale shared by all frames, step in the title."""
+    steps = list(snapshots)
+    kernels = [np.asarray(snapshots[s], np.float64) for s in steps]
+    limits = common.symmetric_limits(np.stack(kernels))
+    size = _filters_figsize(kernels[0])
+    frames = []
+    for i, (s, k) in enumerate(zip(steps, kernels)):
+        fig = common.new_figure(size[0], size[1] + 0.3)
+        when = "before training" if s == 0 else f"after {s} optimizer steps"
+        _draw_filters(fig, k, f"{layer_name} filters, step {s:,} ({when})\nsnapshot {i + 1} of {len(steps)}",
+                      limits)
+        frames.append(common.figure_rgb(fig))
+    return frames
+
+
+# ---------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------
+def shape_text(shape):
+    return "\u00d7".join(map(str, shape))
+
+
+def _safe(name):
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+def explain_features(out, model=None, image=None, index=0, dataset=None, data_dir=None, snapshots=None,
+                     max_maps=64, invert="auto", seed=0, log=None) -> dict:
+    """Feature maps of every layer, the first-layer filters and their evolution, for one image.
+
+    Args:
+        out: output folder (created).
+        model: ``Sequential``, run directory or ``.safetensors`` file; ``None`` trains a small CNN now.
+        image: path of a picture (resized to the model's input); default test image ``index``.
+        snapshots: ``filters.safetensors`` path or ``{step: kernel}``; default the run's
+            ``filters.safetensors``, or the snapshots taken while training the small CNN.
+        max_maps: at most this many channels per layer grid.
+
+    Writes ``input.png``, ``maps_NN_<layer>.png`` per layer, ``filters.png``,
+    ``filters_evolution.gif`` (when snapshots exist), ``features.json`` and
+    ``features.html``; returns the JSON content.
+    """
+    out = common.out_dir(out)
+    subject = resolve_subject(model, dataset, data_dir, seed=seed, log=log)
+    net = subject.model
+    x, label, source = pick_input(subject, image, index, invert)
+    if isinstance(snapshots, (str, Path)):
+        snapshots = read_filter_snapshots(snapshots)
+    elif snapshots is None:
+        snapshots = subject.snapshots
+    if not subject.class_names or len(subject.class_names) != net.num_classes:
+        subject.class_names = [str(i) for i in range(net.num_classes)]
+    try:
+        conv = common.pick_conv_layer(net)
+    except ValueError:                                      # no convolution: no filters to draw
+        conv = None
+    if snapshots and conv is not None:
+        first = np.asarray(next(iter(snapshots.values())))
+        if tuple(first.shape) != tuple(conv.params["kernel"].shape):
+            raise CnnlabFileError(f"filter snapshots have shape {tuple(first.shape)}, but {conv.name} has "
+                                  f"{tuple(conv.params['kernel'].shape)}: they belong to another model")
+    maps = feature_maps(net, x)
+    probs = softmax1(maps[-1][1])
+    pred = int(np.argmax(probs))
+    files, sections = [], []
+
+    # the input
+    fig = common.new_figure(3.2, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    im = common.show_image(ax, x, cmap=common.IMAGE_CMAP, vmin=0, vmax=1)
+    truth = f", true: {subject.class_name(label)}" if label is not None else ""
+    ax.set_title(f"input {x.shape[0]}\u00d7{x.shape[1]}\u00d7{x.shape[2]}{truth}\n"
+                 f"predicted: {subject.class_name(pred)} ({probs[pred]:.1%})", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if x.shape[2] == 1:
+        common.colorbar(fig, im, ax, "pixel value")
+    input_png = common.save_figure(fig, out / "input.png")
+    files.append("input.png")
+
+    # every layer
+    layers_json, layer_imgs = [], []
+    for i, (layer, a) in enumerate(maps):
+        stats = layer_statistics(layer, a)
+        name = f"maps_{i:02d}_{_safe(layer.name)}.png"
+        is_last = i == len(maps) - 1
+        fig = plot_feature_maps(layer, a, max_maps, subject.class_names if is_last else None)
+        png = common.save_figure(fig, out / name)
+        stats.update(index=i, png=name)
+        layers_json.append(stats)
+        layer_imgs.append((stats, png))
+        files.append(name)
+
+    # first-layer filters
+    filters_json, filters_png = None, None
+    if conv is not None:
+        k = conv.params["kernel"]
+        fig = plot_filters(k, f"learned filters of {conv.name}: {k.shape[3]} filters of "
+                              f"{k.shape[0]}\u00d7{k.shape[1]}\u00d7{k.shape[2]}")
+        filters_png = common.save_figure(fig, out / "filters.png")
+        files.append("filters.png")
+        filters_json = {"layer": conv.name, "shape": list(k.shape), "min": float(k.min()), "max": float(k.max()),
+                        "png": "filters.png"}
+
+    # evolution
+    evolution, gif_bytes = None, None
+    if snapshots and conv is not None:
+        frames = filter_evolution_frames(snapshots, conv.name)
+        n = common.save_gif(frames, out / "filters_evolution.gif", duration_ms=500, last_ms=2000)
+        gif_bytes = (out / "filters_evolution.gif").read_bytes()
+        files.append("filters_evolution.gif")
+        steps = list(snapshots)
+        k0, k1 = np.asarray(snapshots[steps[0]], np.float64), np.asarray(snapshots[steps[-1]], np.float64)
+        evolution = {"gif": "filters_evolution.gif", "steps": steps, "frames": n,
+                     "relative_change": float(np.linalg.norm(k1 - k0) / max(np.linalg.norm(k0), 1e-12))}
+
+    result = {
+        "model": subject.description, "input_shape": list(net.input_shape), "num_params": net.num_params,
+        "image": {"source": source, "label": label, "label_name": subject.class_name(label) if label is not None else None},
+        "prediction": {"class": pred, "class_name": subject.class_name(pred), "probability": float(probs[pred]),
+                       "probabilities": [float(p) for p in probs]},
+        "layers": layers_json, "filters": filters_json, "evolution": evolution,
+        "files": files + ["features.json", "features.html"],
+    }
+    common.save_json(out / "features.json", result)
+
+    # the page
+    esc = common.esc
+    intro = (f"<p>What <b>{esc(subject.description)}</b> computes for {esc(source)}. Each layer turns its input "
+             "into a stack of <i>feature maps</i>: a convolution slides the same small filter over every position, "
+             "so a map is bright wherever the filter's pattern occurs. Pooling shrinks the maps and keeps the "
+             "strongest responses; dense layers combine everything into class scores.</p>")
+    sections.append(("Input and prediction", common.img_tag(input_png, "input image", width="280px") +
+                     f"<p>Predicted <b>{esc(subject.class_name(pred))}</b> with probability {probs[pred]:.3f}.</p>"))
+    if filters_png is not None:
+        body = common.img_tag(filters_png, "first-layer filters") + (
+            "<p class='note'>Red weights add the pixel under them, blue ones subtract it, white is zero. A filter "
+            "with a red band next to a blue band responds to an edge in that direction; an L-shaped pattern to a "
+            "corner. Trained on digits, the first layer learns such local edge, bar and corner detectors.</p>")
+        if gif_bytes is not None:
+            body += (f"<h3>How the filters were learned</h3>" + common.img_tag(gif_bytes, "filter evolution",
+                     mime="image/gif") + f"<p class='note'>{len(evolution['steps'])} snapshots from step "
+                     f"{evolution['steps'][0]} to {evolution['steps'][-1]}, one colour scale for all frames: "
+                     "random noise at initialization turns into structured detectors.</p>")
+        else:
+            body += "<p class='note'>No filter snapshots were recorded for this model (train with " \
+                    "<code>--snapshot-filters N</code> to see their evolution).</p>"
+        sections.append(("First-layer filters", body))
+    rows = [(s["index"], s["name"], s["type"], shape_text(s["output_shape"]), f"{s['min']:.3g}",
+             f"{s['max']:.3g}", f"{s['mean']:.3g}", f"{s['fraction_zero']:.1%}") for s in layers_json]
+    sections.append(("Layer statistics", common.table_html(
+        ["#", "layer", "type", "output", "min", "max", "mean", "zeros"], rows) +
+        "<p class='note'>After a ReLU a large fraction of exact zeros is normal: each map is silent "
+        "where its pattern is absent.</p>"))
+    body = "".join(f"<h3>{esc(s['name'])} ({esc(s['type'])}) \u2014 {shape_text(s['output_shape'])}"
+                   f"</h3>{common.img_tag(png, s['name'])}" for s, png in layer_imgs)
+    sections.append(("Feature maps, layer by layer", body))
+    common.write_html(out / "features.html", "Feature maps and filters", sections, intro=intro)
+    _log(log, f"wrote {out / 'features.html'}")
+    return result
+
+
+def softmax1(z):
+    """Softmax of one score vector."""
+    z = np.asarray(z, np.float64).ravel()
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def _cli(args):
+    result = explain_features(args.out, model=args.model, image=args.image, index=args.index, dataset=args.dataset,
+                              data_dir=args.data_dir, snapshots=args.snapshots, max_maps=args.max_maps,
+                              invert=args.invert, seed=args.seed, log=stderr_log)
+    p = result["prediction"]
+    print(f"predicted {p['class_name']} ({p['probability']:.3f}); {len(result['layers'])} layers; "
+          f"wrote {Path(args.out) / 'features.html'}")
+    return 0
+
+
+def add_parser(subparsers):
+    """``cnnlab explain features``."""
+    p = subparsers.add_parser(
+        "features", help="feature maps of every layer, the learned filters and their evolution",
+        description="Draw every layer's feature maps for one image, the first-layer filters, and (from "
+                    "filters.safetensors snapshots) an animation of the filters during training. Writes PNGs, "
+                    "filters_evolution.gif, features.json and a self-contained features.html.")
+    add_common_arguments(p)
+    p.add_argument("--snapshots", metavar="FILE", help="filters.safetensors with first-layer kernel snapshots "
+                   "(default: the run's own)")
+    p.add_argument("--max-maps", type=int, default=64, help="at most this many channels per layer (default 64)")
+    p.add_argument("--out", default="features", metavar="DIR", help="output folder (default ./features)")
+    p.set_defaults(func=_cli)
+    return p

@@ -1,0 +1,388 @@
+r"""Which pixels a prediction depends on: gradient saliency, occlusion sensitivity and Grad-CAM.
+
+Three answers to "where does the network look?" for one image and one class
+``k`` (default: the predicted class), each a map over the image:
+
+* **Gradient saliency** (Simonyan, Vedaldi & Zisserman 2014): ``|dS_k/dx|``,
+  the magnitude of the derivative of the class score (the logit, before the
+  softmax) with respect to every input pixel, maximized over colour channels.
+  One backward pass: ``model.input_gradient(x, e_k)`` with ``e_k`` the one-hot
+  vector of class ``k`` as the gradient of the scores. It says how much a tiny
+  change of each pixel would move the score: local, and often noisy.
+* **Occlusion sensitivity** (Zeiler & Fergus 2014): cover a ``p x p`` patch
+  centred on each pixel (on a grid with the given stride) with a constant,
+  run the model, and record the *drop* of the class probability,
+  ``p_k(x) - p_k(x with the patch covered)``. Positive where hiding the
+  region hurts the prediction, negative where it helps. All occluded copies
+  go through the network in batches: no Python loop per image pixel.
+* **Grad-CAM** (Selvaraju et al. 2017): take the feature maps ``A`` of the last
+  convolution (its output, before any activation), weight each map by the
+  spatial mean of the score's gradient with respect to it,
+  ``alpha_c = mean_ij dS_k/dA_ijc``, sum, and keep the positive part:
+  ``cam = ReLU(sum_c alpha_c A_c)``. The coarse map is upsampled bilinearly to
+  the image. It shows which *regions* carry the evidence for class ``k``.
+  The convolution's own output is the default rather than its rectified
+  output: behind a ReLU, background positions hold a constant positive
+  response, and with a dense classifier on top their mostly negative mean
+  gradients often cancel every map (``--layer`` chooses another layer).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..layers import Conv2D
+from . import common
+from .features import _log, add_common_arguments, pick_input, resolve_subject, shape_text, softmax1, stderr_log
+
+
+# ---------------------------------------------------------------------------
+# The three maps
+# ---------------------------------------------------------------------------
+def _one_image(model, x):
+    x = np.asarray(x)
+    if x.ndim == len(model.input_shape):
+        x = x[None]
+    x = model.check_input(x)
+    if len(x) != 1:
+        raise ValueError(f"expected one image, received a batch of {len(x)}")
+    return x
+
+
+def _class_index(model, k):
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < model.num_classes:
+        raise ValueError(f"class must be an integer in [0, {model.num_classes - 1}], received {k!r}")
+    return int(k)
+
+
+def score_gradient(model, x, k) -> np.ndarray:
+    """``dS_k/dx`` for one image (H, W, C): the gradient of logit ``k`` with respect to the pixels."""
+    x = _one_image(model, x)
+    k = _class_index(model, k)
+    dy = np.zeros((1, model.num_classes), x.dtype)
+    dy[0, k] = 1.0
+    return np.asarray(model.input_gradient(x, dy))[0]
+
+
+def gradient_saliency(model, x, k) -> np.ndarray:
+    """``max_c |dS_k/dx_ijc|``: an (H, W) map of how strongly each pixel moves the class score."""
+    return np.abs(score_gradient(model, x, k)).max(axis=-1)
+
+
+def occlusion_masks(height, width, patch, stride=1):
+    """Boolean masks (P, H, W) of ``patch x patch`` squares centred on a grid of pixels (clipped at the border).
+
+    Returns ``(masks, centres)``; the centres are rows ``0, s, 2s, ...`` times
+    columns ``0, s, 2s, ...``, in row-major order.
+    """
+    rows, cols = np.arange(0, height, stride), np.arange(0, width, stride)
+    cy, cx = np.meshgrid(rows, cols, indexing="ij")
+    cy, cx = cy.ravel(), cx.ravel()
+    top, left = cy - patch // 2, cx - patch // 2
+    ys, xs = np.arange(height), np.arange(width)
+    # (P, 1) against (1, H): inside the patch's rows / columns, broadcast to (P, H, W)
+    in_rows = (ys[None, :] >= top[:, None]) & (ys[None, :] < top[:, None] + patch)
+    in_cols = (xs[None, :] >= left[:, None]) & (xs[None, :] < left[:, None] + patch)
+    masks = in_rows[:, :, None] & in_cols[:, None, :]
+    return masks, np.stack([cy, cx], axis=1)
+
+
+def occlusion_sensitivity(model, x, k, patch=None, stride=1, fill=0.0, batch_size=256):
+    """Drop of ``p_k`` when a ``patch x patch`` square centred on each grid pixel is set to ``fill``.
+
+    ``fill`` is a number or ``"mean"`` (the image's mean value). Returns a dict
+    with ``map`` (rows x cols of the centre grid), ``probability`` (``p_k`` of
+    the intact image), ``patch``, ``stride``, ``fill`` and ``centres``.
+    """
+    x = _one_image(model, x)
+    k = _class_index(model, k)
+    _, h, w, _ = x.shape
+    patch = int(patch) if patch is not None else default_patch(h, w)
+    stride = int(stride)
+    if patch < 1 or stride < 1:
+        raise ValueError(f"patch and stride must be positive integers, received patch={patch}, stride={stride}")
+    fill_value = float(x.mean()) if fill == "mean" else float(fill)
+    masks, centres = occlusion_masks(h, w, patch, stride)
+    base = float(model.predict(x)[0, k])
+    probs = np.empty(len(masks))
+    for i in range(0, len(masks), batch_size):
+        m = masks[i:i + batch_size, :, :, None]                      # (B, H, W, 1): broadcast over channels
+        batch = np.where(m, np.float32(fill_value), x).astype(x.dtype)  # (B, H, W, C) occluded copies
+        probs[i:i + batch_size] = model.predict(batch)[:, k]
+    rows, cols = -(-h // stride), -(-w // stride)
+    return {"map": (base - probs).reshape(rows, cols), "probability": base, "patch": patch, "stride": stride,
+            "fill": fill_value, "centres": centres}
+
+
+def default_patch(h, w):
+    """A fifth of the image side, at least 3 pixels (6 on 28x28)."""
+    return max(3, int(round(min(h, w) / 5)))
+
+
+def default_cam_layer(model):
+    """The model's last Conv2D layer (Grad-CAM's feature maps ``A`` are its output)."""
+    convs = [layer for layer in model.layers if isinstance(layer, Conv2D)]
+    if not convs:
+        raise ValueError(f"Grad-CAM needs a convolution; the model's layers are {[l.name for l in model.layers]}")
+    return convs[-1]
+
+
+def upsample_bilinear(m, size):
+    """Resize a 2-D map to ``size = (H, W)`` bilinearly, pixel centres aligned (as image resizers do)."""
+    m = np.asarray(m, np.float64)
+
+    def weights(n_out, n_in):
+        # output pixel centre (i + 0.5) sits at input coordinate (i + 0.5) * n_in / n_out - 0.5
+        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        t = src - lo
+        r = np.zeros((n_out, n_in))
+        np.add.at(r, (np.arange(n_out), lo), 1 - t)
+        np.add.at(r, (np.arange(n_out), hi), t)
+        return r
+
+    return weights(size[0], m.shape[0]) @ m @ weights(size[1], m.shape[1]).T
+
+
+def grad_cam(model, x, k, layer=None) -> dict:
+    """Grad-CAM of class ``k`` at ``layer`` (name or layer; default :func:`default_cam_layer`).
+
+    Returns ``{"layer", "activations" A (h, w, C), "gradients" dS_k/dA, "weights" alpha (C,),
+    "cam" (h, w), "map" (H, W) upsampled}``.
+    """
+    x = _one_image(model, x)
+    k = _class_index(model, k)
+    target = default_cam_layer(model) if layer is None else (model[layer] if isinstance(layer, str) else layer)
+    idx = next((i for i, l in enumerate(model.layers) if l is target), None)
+    if idx is None:
+        raise ValueError(f"layer {getattr(target, 'name', target)!r} is not part of the model")
+    if len(target.output_shape) != 3:
+        raise ValueError(f"Grad-CAM needs feature maps (H, W, C); layer {target.name!r} outputs {target.output_shape}")
+    saved = [l.needs_input_grad for l in model.layers]
+    for l in model.layers:
+        l.needs_input_grad = True
+    try:
+        h = x
+        for i, l in enumerate(model.layers):
+            h = l.forward(h, training=False)
+            if i == idx:
+                a = np.array(h[0], np.float64, copy=True)
+        dy = np.zeros((1, model.num_classes), x.dtype)
+        dy[0, k] = 1.0
+        for l in reversed(model.layers[idx + 1:]):
+            dy = l.backward(dy)
+    finally:
+        for l, s in zip(model.layers, saved):
+            l.needs_input_grad = s
+    grads = np.asarray(dy[0], np.float64)
+    alpha = grads.mean(axis=(0, 1))
+    cam = np.maximum((a * alpha).sum(axis=-1), 0.0)
+    return {"layer": target.name, "activations": a, "gradients": grads, "weights": alpha, "cam": cam,
+            "map": upsample_bilinear(cam, x.shape[1:3])}
+
+
+def top_pixels(m, n=10):
+    """The ``n`` largest values of a 2-D map as ``[(row, col, value)]``, largest first."""
+    m = np.asarray(m)
+    flat = np.argsort(m, axis=None)[::-1][:n]
+    return [[int(r), int(c), float(m[r, c])] for r, c in zip(*np.unravel_index(flat, m.shape))]
+
+
+def map_stats(m) -> dict:
+    m = np.asarray(m, np.float64)
+    return {"shape": list(m.shape), "min": float(m.min()), "max": float(m.max()), "mean": float(m.mean())}
+
+
+# ---------------------------------------------------------------------------
+# Pictures
+# ---------------------------------------------------------------------------
+def _gray(x):
+    x = np.asarray(x, np.float64)
+    return x[..., 0] if x.shape[-1] == 1 else x
+
+
+def _overlay(fig, ax, x, m, title, cmap="inferno", vmin=None, vmax=None, label="saliency"):
+    common.show_image(ax, _gray(x), cmap="gray", vmin=0, vmax=1)
+    im = ax.imshow(m, cmap=cmap, alpha=0.6, vmin=vmin, vmax=vmax, interpolation="bilinear"
+                   if m.shape != tuple(x.shape[:2]) else "nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    common.colorbar(fig, im, ax, label)
+    return im
+
+
+def _method_figure(x, m, title, cmap, vmin, vmax, label, caption):
+    """Three panels: the image, the map alone, the map over the image; colour bars on both maps."""
+    fig = common.new_figure(10.5, 3.5)
+    fig.set_layout_engine("constrained")
+    ax0, ax1, ax2 = (fig.add_subplot(1, 3, i) for i in (1, 2, 3))
+    common.show_image(ax0, _gray(x), title="image", cmap="gray", vmin=0, vmax=1)
+    ax0.set_xticks([])
+    ax0.set_yticks([])
+    im = ax1.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax1.set_title(caption, fontsize=9)
+    ax1.set_xlabel("column")
+    ax1.set_ylabel("row")
+    common.colorbar(fig, im, ax1, label)
+    _overlay(fig, ax2, x, m, "over the image", cmap, vmin, vmax, label)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def explain_saliency(out, model=None, image=None, index=0, class_index=None, dataset=None, data_dir=None,
+                     patch=None, stride=1, fill=0.0, layer=None, invert="auto", seed=0, log=None) -> dict:
+    """Gradient saliency, occlusion sensitivity and Grad-CAM for one image and one class.
+
+    Args:
+        out: output folder (created).
+        model: ``Sequential``, run directory or ``.safetensors`` file; ``None`` trains a small CNN now.
+        image: path of a picture; default test image ``index`` of the model's dataset.
+        class_index: the class to explain (default: the predicted class).
+        patch, stride, fill: occlusion patch side (default a fifth of the image), grid stride, value
+            (a number or ``"mean"``).
+        layer: Grad-CAM layer name (default: the last convolution).
+
+    Writes ``saliency_gradient.png``, ``saliency_occlusion.png``, ``saliency_gradcam.png``,
+    ``saliency.png`` (all three), ``saliency.json`` and ``saliency.html``; returns the JSON content.
+    """
+    out = common.out_dir(out)
+    subject = resolve_subject(model, dataset, data_dir, seed=seed, log=log)
+    net = subject.model
+    x, label, source = pick_input(subject, image, index, invert)
+    x = x.astype(np.float32)
+    logits = net.logits(x[None])[0]
+    probs = softmax1(logits)
+    pred = int(np.argmax(probs))
+    k = pred if class_index is None else _class_index(net, class_index)
+    cname = subject.class_name(k)
+
+    grad = gradient_saliency(net, x, k)
+    occ = occlusion_sensitivity(net, x, k, patch=patch, stride=stride, fill=fill)
+    occ_img = np.repeat(np.repeat(occ["map"], occ["stride"], 0), occ["stride"], 1)[:x.shape[0], :x.shape[1]]
+    cam = grad_cam(net, x, k, layer)
+    cam_max = float(cam["map"].max())
+    cam_norm = cam["map"] / cam_max if cam_max > 0 else cam["map"]
+
+    what = f"class {cname}" + (" (predicted)" if k == pred else f" (predicted: {subject.class_name(pred)})")
+    files, imgs = [], {}
+    figs = {
+        "gradient": _method_figure(x, grad, f"gradient saliency |dS/dx| for {what}", "inferno", 0,
+                                   float(grad.max()) or 1.0, "|d score / d pixel|", "|dS_k/dx| per pixel"),
+        "occlusion": _method_figure(x, occ_img, f"occlusion: drop of p({cname}) when a {occ['patch']}\u00d7"
+                                    f"{occ['patch']} patch (value {occ['fill']:.2g}) is centred here",
+                                    common.SIGNED_CMAP, *common.symmetric_limits(occ_img), "probability drop",
+                                    "drop of the class probability"),
+        "gradcam": _method_figure(x, cam_norm, f"Grad-CAM at layer {cam['layer']} "
+                                  f"({cam['cam'].shape[0]}\u00d7{cam['cam'].shape[1]} upsampled) for {what}",
+                                  "inferno", 0, 1, "relative importance", "ReLU(sum_c alpha_c A_c) / max"),
+    }
+    for key, fig in figs.items():
+        name = f"saliency_{key}.png"
+        imgs[key] = common.save_figure(fig, out / name)
+        files.append(name)
+
+    # all three side by side
+    fig = common.new_figure(14, 3.6)
+    fig.set_layout_engine("constrained")
+    ax = fig.add_subplot(1, 4, 1)
+    common.show_image(ax, _gray(x), cmap="gray", vmin=0, vmax=1)
+    truth = f"true {subject.class_name(label)}, " if label is not None else ""
+    ax.set_title(f"{truth}predicted {subject.class_name(pred)} ({probs[pred]:.1%})", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    _overlay(fig, fig.add_subplot(1, 4, 2), x, grad, "gradient |dS/dx|", "inferno", 0, float(grad.max()) or 1.0,
+             "|dS/dx|")
+    _overlay(fig, fig.add_subplot(1, 4, 3), x, occ_img, f"occlusion ({occ['patch']}px patch)", common.SIGNED_CMAP,
+             *common.symmetric_limits(occ_img), "drop of p")
+    _overlay(fig, fig.add_subplot(1, 4, 4), x, cam_norm, f"Grad-CAM ({cam['layer']})", "inferno", 0, 1,
+             "relative")
+    fig.suptitle(f"where the network looks for {what}, p = {probs[k]:.3f}", fontsize=10)
+    summary_png = common.save_figure(fig, out / "saliency.png")
+    files.append("saliency.png")
+
+    order = np.argsort(probs)[::-1]
+    result = {
+        "model": subject.description, "image": {"source": source, "label": label,
+                                                "label_name": subject.class_name(label) if label is not None else None},
+        "class": k, "class_name": cname, "probability": float(probs[k]), "logit": float(logits[k]),
+        "predicted": pred, "predicted_name": subject.class_name(pred),
+        "probabilities": [float(p) for p in probs],
+        "gradient": {**map_stats(grad), "top_pixels": top_pixels(grad), "map": grad},
+        "occlusion": {**map_stats(occ["map"]), "patch": occ["patch"], "stride": occ["stride"], "fill": occ["fill"],
+                      "top_pixels": top_pixels(occ["map"]), "map": occ["map"],
+                      "note": "map[i][j]: p(class) of the image minus p(class) with the patch centred on pixel "
+                              "(i*stride, j*stride) covered"},
+        "grad_cam": {"layer": cam["layer"], "feature_map_shape": list(cam["activations"].shape),
+                     "weights": cam["weights"], "cam": cam["cam"], **map_stats(cam["map"]),
+                     "top_pixels": top_pixels(cam["map"]), "map": cam["map"]},
+        "files": files + ["saliency.json", "saliency.html"],
+    }
+    common.save_json(out / "saliency.json", result)
+
+    esc = common.esc
+    top = common.table_html(["class", "probability"], [(subject.class_name(int(i)), f"{probs[i]:.4f}")
+                                                       for i in order[:5]])
+    intro = (f"<p>Where does <b>{esc(subject.description)}</b> look when it scores {esc(source)} as "
+             f"<b>{esc(cname)}</b> (probability {probs[k]:.3f})? Three independent answers, each a map over the "
+             "image drawn on top of it.</p>")
+    sections = [
+        ("Summary", common.img_tag(summary_png, "all three maps") + top),
+        ("Gradient saliency", common.img_tag(imgs["gradient"], "gradient saliency") +
+         "<p class='note'>|dS<sub>k</sub>/dx|: one backward pass from the class score to the pixels. Bright "
+         "pixels are those whose small change would change the score most. It is exact but local, and so often "
+         "speckled.</p>"),
+        ("Occlusion sensitivity", common.img_tag(imgs["occlusion"], "occlusion sensitivity") +
+         f"<p class='note'>A {occ['patch']}\u00d7{occ['patch']} patch of value {occ['fill']:.3g} is centred on "
+         f"every {'pixel' if occ['stride'] == 1 else str(occ['stride']) + 'th pixel'}; the colour is how much the "
+         "class probability falls. Red: the patch hid evidence for the class; blue: it hid evidence against it. "
+         f"{len(occ['centres'])} occluded copies, run through the network in batches.</p>"),
+        ("Grad-CAM", common.img_tag(imgs["gradcam"], "Grad-CAM") +
+         f"<p class='note'>Feature maps of <code>{esc(cam['layer'])}</code> "
+         f"({shape_text(cam['activations'].shape)}) weighted by the mean gradient of the score "
+         "over each map, summed, rectified and upsampled. Coarser than the other two, it shows the regions whose "
+         "features carry the class evidence.</p>"),
+    ]
+    common.write_html(out / "saliency.html", f"Saliency: why {cname}?", sections, intro=intro)
+    _log(log, f"wrote {out / 'saliency.html'}")
+    return result
+
+
+def _fill_arg(text):
+    if text == "mean":
+        return "mean"
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--fill must be a number or 'mean', received {text!r}") from None
+
+
+def _cli(args):
+    result = explain_saliency(args.out, model=args.model, image=args.image, index=args.index,
+                              class_index=args.class_index, dataset=args.dataset, data_dir=args.data_dir,
+                              patch=args.patch, stride=args.stride, fill=_fill_arg(args.fill), layer=args.layer,
+                              invert=args.invert, seed=args.seed, log=stderr_log)
+    print(f"class {result['class_name']} (p = {result['probability']:.3f}); "
+          f"wrote {Path(args.out) / 'saliency.html'}")
+    return 0
+
+
+def add_parser(subparsers):
+    """``cnnlab explain saliency``."""
+    p = subparsers.add_parser(
+        "saliency", help="gradient saliency, occlusion sensitivity and Grad-CAM for one image",
+        description="Show which pixels a prediction depends on: the gradient of the class score, the drop in "
+                    "probability when patches are hidden, and Grad-CAM. Writes PNGs, saliency.json and a "
+                    "self-contained saliency.html.")
+    add_common_arguments(p)
+    p.add_argument("--class", dest="class_index", type=int, metavar="K",
+                   help="class to explain (default: the predicted class)")
+    p.add_argument("--patch", type=int, help="occlusion patch side in pixels (default: a fifth of the image)")
+    p.add_argument("--stride", type=int, default=1, help="occlusion grid stride (default 1: every pixel)")
+    p.add_argument("--fill", default="0", help="occlusion value: a number or 'mean' (default 0)")
+    p.add_argument("--layer", help="Grad-CAM layer (default: the last convolution)")
+    p.add_argument("--out", default="saliency", metavar="DIR", help="output folder (default ./saliency)")
+    p.set_defaults(func=_cli)
+    return p
