@@ -167,7 +167,7 @@ def conv_steps(x, kernel, bias=0.0, stride=1, padding="valid", dilation=1):
 class _Animator:
     """One figure, redrawn per output position by updating its artists (fast: no new figure per frame)."""
 
-    def __init__(self, xp, pads, kernel, y, records, integers, dpi=80):
+    def __init__(self, xp, pads, kernel, y, records, integers, photo=False, dpi=80):
         from matplotlib.patches import Rectangle
         self.xp, self.pads, self.kernel, self.y, self.records = xp, pads, kernel, y, records
         self.integers = integers
@@ -190,12 +190,14 @@ class _Animator:
         self.equation = fig.text(0.5, 1 - 0.62 / height, "", ha="center", va="top", fontsize=10, family="monospace")
         t, _, l, _ = pads
         h, w = hp - pads[0] - pads[1], wp - pads[2] - pads[3]
-        xmax = max(float(np.abs(xp).max()), 1e-12) * 1.4      # the largest pixel shows dark grey, not black
+        # Small-number examples: ink on paper, the largest value dark grey (numbers stay readable);
+        # pictures: as they look, black to white.
+        xmax = max(float(np.abs(xp).max()), 1e-12) * (1.0 if photo else 1.4)
         self.klim = symmetric_limits(kernel)
         self.plim = symmetric_limits(np.stack([r["products"] for r in records]))
         self.ylim = (float(y.min()), float(y.max()) if y.max() > y.min() else float(y.min()) + 1)
         self.taps, self.prod_images, self.prod_texts = [], [], []
-        xcmap = "Greys" if xp.min() >= 0 else SIGNED_CMAP
+        xcmap = ("gray" if photo else "Greys") if xp.min() >= 0 else SIGNED_CMAP
         xlim = (0.0, xmax) if xp.min() >= 0 else symmetric_limits(xp)
         for ch in range(c):
             cl = f" (channel {ch})" if c > 1 else ""
@@ -204,7 +206,7 @@ class _Animator:
             pad_mask = np.ones((hp, wp), bool)
             pad_mask[t:t + h, l:l + w] = False
             if pad_mask.any():
-                ax.imshow(np.where(pad_mask, 1.0, np.nan), cmap="Oranges", vmin=0, vmax=4, alpha=0.6,
+                ax.imshow(np.where(pad_mask, 1.0, np.nan), cmap="Oranges", vmin=0, vmax=6, alpha=1.0,
                           interpolation="nearest")
             self._numbers(ax, xp[:, :, ch], xcmap, xlim, muted=pad_mask)
             self._ticks(ax, hp, wp, -t, -l)
@@ -321,7 +323,7 @@ def equation_text(rec, integers=False) -> str:
     return f"sum = {terms} = {fmt(rec['sum'])}      + bias {fmt(rec['bias'])}  =  {fmt(rec['value'])}"
 
 
-def _summary_figure(x, kernel, y, bias, integers):
+def _summary_figure(x, kernel, y, bias, integers, photo=False):
     """Input, kernel and output side by side, each with a colour bar (and numbers when small)."""
     c = x.shape[2]
     fig = new_figure(4.8 * 3, 3.6 * min(c, MAX_CHANNELS_SHOWN) if c > 1 else 3.8, dpi=100)
@@ -332,13 +334,14 @@ def _summary_figure(x, kernel, y, bias, integers):
     for ch in range(rows):
         cl = f" (channel {ch})" if c > 1 else ""
         ax = fig.add_subplot(gs[ch, 0])
-        im = ax.imshow(x[:, :, ch], cmap="Greys" if x.min() >= 0 else SIGNED_CMAP, vmin=xlim[0], vmax=xlim[1],
+        xcmap = ("gray" if photo else "Greys") if x.min() >= 0 else SIGNED_CMAP
+        im = ax.imshow(x[:, :, ch], cmap=xcmap, vmin=xlim[0], vmax=xlim[1],
                        interpolation="nearest")
         colorbar(fig, im, ax, "pixel value")
         ax.set_title("input" + cl)
         ax.set_xlabel("column")
         ax.set_ylabel("row")
-        _annotate(ax, x[:, :, ch], integers, "Greys" if x.min() >= 0 else SIGNED_CMAP, xlim)
+        _annotate(ax, x[:, :, ch], integers, xcmap, xlim)
         ax = fig.add_subplot(gs[ch, 1])
         im = ax.imshow(kernel[:, :, ch], cmap=SIGNED_CMAP, vmin=klim[0], vmax=klim[1], interpolation="nearest")
         colorbar(fig, im, ax, "weight")
@@ -467,16 +470,17 @@ def explain_conv(out="explain", image=None, kernel=None, stride=None, padding=No
     xp = pad_hw(x[None], pads)[0]
     integers = is_integral(x, kernel, bias)
 
-    anim = _Animator(xp, pads, kernel, y, records, integers)
+    photo = source.get("image") not in ("classic", "random", "given")
+    anim = _Animator(xp, pads, kernel, y, records, integers, photo)
     frames = quantize_frames([anim.frame(i) for i in range(len(records))],
-                             colormap_colours([SIGNED_CMAP, HEAT_CMAP, "Greys", "Oranges"]))
+                             colormap_colours([SIGNED_CMAP, HEAT_CMAP, "gray" if photo else "Greys", "Oranges"]))
     frames_png = [image_png(f) for f in frames]
     files = {"gif": out / "conv.gif", "html": out / "conv.html", "json": out / "conv.json",
              "output_png": out / "conv_output.png", "first_step_png": out / "conv_step_first.png"}
     n_frames = save_gif(frames, files["gif"], duration_ms=frame_ms, last_ms=max(frame_ms, 2500))
     from .._io import atomic_write
     atomic_write(files["first_step_png"], frames_png[0])
-    summary_png = save_figure(_summary_figure(x, kernel, y, bias, integers), files["output_png"])
+    summary_png = save_figure(_summary_figure(x, kernel, y, bias, integers, photo), files["output_png"])
 
     squeeze = (lambda a: a[..., 0]) if c == 1 else (lambda a: a)  # noqa: E731
     result = {
