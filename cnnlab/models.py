@@ -24,16 +24,17 @@ def _conv_bn_relu(filters, kernel_size=3):
 
 
 def mnist_fast(input_shape=(28, 28, 1), num_classes=10, seed=0) -> Sequential:
-    """A fast, accurate digit model: two VGG-style blocks with BatchNorm.
+    """A fast, accurate digit model: LeNet's two convolutions, wider, with BatchNorm.
 
-    [conv 32@3x3 -> BN -> ReLU] x2 -> max-pool 2 -> [conv 64@3x3 -> BN -> ReLU] x2 -> max-pool 2
-    -> dense 128 -> BN -> ReLU -> dropout 0.3 -> dense ``num_classes``.
-    About 99.6% on MNIST with ``--augment mnist`` and a dozen epochs.
+    conv 32@5x5 same -> BN -> ReLU -> max-pool 2 -> conv 64@5x5 -> BN -> ReLU -> max-pool 2
+    -> dense 256 -> BN -> ReLU -> dropout 0.3 -> dense ``num_classes``.
+    About 6.2 million multiply-adds per image: with ``--augment mnist`` it reaches 99.6% on
+    MNIST in about ten minutes of training on two cores (see the README's recipes).
     """
     return Sequential([
-        *_conv_bn_relu(32), *_conv_bn_relu(32), MaxPool2D(2),
-        *_conv_bn_relu(64), *_conv_bn_relu(64), MaxPool2D(2),
-        Flatten(), Dense(128, use_bias=False), BatchNorm(), ReLU(), Dropout(0.3),
+        *_conv_bn_relu(32, 5), MaxPool2D(2),
+        Conv2D(64, 5, use_bias=False), BatchNorm(), ReLU(), MaxPool2D(2),
+        Flatten(), Dense(256, use_bias=False), BatchNorm(), ReLU(), Dropout(0.3),
         Dense(num_classes, kernel_initializer="glorot_uniform"),
     ], input_shape=input_shape, seed=seed, name="mnist_fast")
 

@@ -6,11 +6,12 @@ from .activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from .base import Layer
 from .conv import Conv2D, conv2d_naive
 from .core import Dense, Dropout, Flatten
+from .local import LocallyConnected2D
 from .norm import BatchNorm
 from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D, Subsample
 
 LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, Subsample, GlobalAvgPool2D, ReLU, LeakyReLU,
-                                       Tanh, Sigmoid, Flatten, Dense, Dropout, BatchNorm)}
+                                       Tanh, Sigmoid, Flatten, Dense, Dropout, BatchNorm, LocallyConnected2D)}
 
 
 def register(cls):

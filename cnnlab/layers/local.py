@@ -21,8 +21,6 @@ latter added back onto the pixels each patch came from (col2im).
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from .. import initializers
@@ -158,14 +156,3 @@ def untie(conv, input_shape=None) -> LocallyConnected2D:
     if conv.use_bias:
         local.params["bias"][...] = conv.params["bias"]
     return local
-
-
-def _register():
-    """Make the class loadable by ``Sequential.from_config`` (a no-op if the package lists it already)."""
-    pkg = sys.modules.get(__package__)
-    table = getattr(pkg, "LAYERS", None)
-    if table is not None:
-        table.setdefault("LocallyConnected2D", LocallyConnected2D)
-
-
-_register()
