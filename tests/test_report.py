@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-import cnnlab
 from cnnlab._io import CnnlabFileError, write_json
 from cnnlab.datasets import load_shapes
 from cnnlab.explain import report as R
@@ -37,7 +36,7 @@ def run(tmp_path_factory):
     """A run directory written with cnnlab's own functions: model, config, history, state, filter snapshots."""
     (x, y), (xt, yt) = load_shapes(**SHAPES)
     model = small_cnn((28, 28, 1), 10, seed=0)
-    snaps = FilterSnapshots(model["conv2d"], every=4)
+    snaps = FilterSnapshots(model["conv2d"], every=8)
     history = model.fit(x, y, epochs=2, batch_size=32, optimizer=Adam(lr=2e-3), verbose=0, callbacks=[snaps],
                         validation_data=(xt[:20], yt[:20]))
     d = tmp_path_factory.mktemp("run")

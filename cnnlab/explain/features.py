@@ -613,7 +613,7 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
             "with a red band next to a blue band responds to an edge in that direction; an L-shaped pattern to a "
             "corner. Trained on digits, the first layer learns such local edge, bar and corner detectors.</p>")
         if gif_bytes is not None:
-            body += (f"<h3>How the filters were learned</h3>" + common.img_tag(gif_bytes, "filter evolution",
+            body += ("<h3>How the filters were learned</h3>" + common.img_tag(gif_bytes, "filter evolution",
                      mime="image/gif") + f"<p class='note'>{len(evolution['steps'])} snapshots from step "
                      f"{evolution['steps'][0]} to {evolution['steps'][-1]}, one colour scale for all frames: "
                      "random noise at initialization turns into structured detectors.</p>")
@@ -631,7 +631,6 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
                    f"</h3>{common.img_tag(png, s['name'])}" for s, png in layer_imgs)
     sections.append(("Feature maps, layer by layer", body))
     common.write_html(out / "features.html", "Feature maps and filters", sections, intro=intro)
-    _log(log, f"wrote {out / 'features.html'}")
     return result
 
 

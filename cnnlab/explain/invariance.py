@@ -571,7 +571,6 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
     }
     common.save_json(out / "invariance.json", result)
     _write_page(out, result, pngs)
-    _log(log, f"wrote {out / 'invariance.html'}")
     return result
 
 
@@ -611,21 +610,22 @@ def _write_page(out, r, pngs):
     ]
     eq = r["equivariance"]
     if eq:
+        all_shifts = sorted({s for e in eq["layers"] for s in e["shifts"] if s})
         rows = []
         for e in eq["layers"]:
-            for s, err, raw in zip(e["shifts"], e["error"], e["unshifted_error"]):
-                if s:
-                    rows.append([e["name"], e["type"], f"/{e['stride']}", s, f"{err:.4f}", f"{raw:.3f}"])
+            cells = {s: f"{err:.3f} ({raw:.2f})" for s, err, raw in zip(e["shifts"], e["error"], e["unshifted_error"])}
+            rows.append([e["name"], e["type"], f"/{e['stride']}"] + [cells.get(s, "\u2013") for s in all_shifts])
         sections.append(("Equivariance: feature maps move with the input",
                          common.img_tag(pngs["equivariance.png"], "equivariance picture") +
                          common.img_tag(pngs["equivariance_error.png"], "equivariance error") +
                          "<p>For each spatial layer F of the CNN and each input shift s that its map size divides, "
-                         "the error between F(shifted image) and the feature map of the original image shifted by "
-                         "s/stride (the strip that enters filled with the layer's response to a blank image). "
-                         "Near zero: the maps move with the input. The last column is the error if the map did "
-                         "not move at all.</p>" + common.table_html(
-                             ["layer", "type", "map size", "shift (px)", "relative error",
-                              "error if not shifted"], rows)))
+                         "the relative error between F(shifted image) and the feature map of the original image "
+                         "shifted by s/stride (the strip that enters filled with the layer's response to a blank "
+                         "image); in brackets, the error if the map had not moved at all. The small remainder comes "
+                         "from the image edges: strokes pushed out of the picture, and zero padding that differs "
+                         "from the blank background once biases and ReLUs have acted. It grows with the shift "
+                         "and with depth, as receptive fields reach the border sooner.</p>" + common.table_html(
+                             ["layer", "type", "map size"] + [f"shift {s} px" for s in all_shifts], rows)))
     c = r["canvas"]
     if c:
         m = c["models"]

@@ -376,7 +376,6 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
              "this one file: it needs no server and no network.</p>")
     common.write_html(path, f"Training report: {run_dir.resolve().name}", sections, intro=intro,
                       script="\n".join(scripts))
-    _log(log, f"wrote {path}")
     return path
 
 

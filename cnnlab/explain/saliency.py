@@ -34,7 +34,7 @@ import numpy as np
 
 from ..layers import Conv2D
 from . import common
-from .features import _log, add_common_arguments, pick_input, resolve_subject, shape_text, softmax1, stderr_log
+from .features import add_common_arguments, pick_input, resolve_subject, shape_text, softmax1, stderr_log
 
 
 # ---------------------------------------------------------------------------
@@ -219,7 +219,8 @@ def _method_figure(x, m, title, cmap, vmin, vmax, label, caption):
     fig = common.new_figure(10.5, 3.5)
     fig.set_layout_engine("constrained")
     ax0, ax1, ax2 = (fig.add_subplot(1, 3, i) for i in (1, 2, 3))
-    common.show_image(ax0, _gray(x), title="image", cmap="gray", vmin=0, vmax=1)
+    common.show_image(ax0, _gray(x), cmap="gray", vmin=0, vmax=1)
+    ax0.set_title("image", fontsize=9)
     ax0.set_xticks([])
     ax0.set_yticks([])
     im = ax1.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
@@ -346,7 +347,6 @@ def explain_saliency(out, model=None, image=None, index=0, class_index=None, dat
          "features carry the class evidence.</p>"),
     ]
     common.write_html(out / "saliency.html", f"Saliency: why {cname}?", sections, intro=intro)
-    _log(log, f"wrote {out / 'saliency.html'}")
     return result
 
 
