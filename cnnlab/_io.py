@@ -66,6 +66,19 @@ def write_json(path: PathLike, obj: Any) -> Path:
     return atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def read_safetensors(path: PathLike, what: str = "file") -> tuple[dict, dict]:
+    """``(tensors, metadata)`` of a safetensors file; a missing or damaged file raises :class:`CnnlabFileError`."""
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabFileError(f"{what} {path} does not exist")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for every kind of damage
+        raise CnnlabFileError(f"{what} {path} is not a readable safetensors file: {e}") from None
+
+
 def read_json(path: PathLike, what: str = "JSON file") -> Any:
     """Read a JSON file; a missing or malformed file raises :class:`CnnlabFileError`."""
     path = Path(path)

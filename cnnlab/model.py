@@ -15,7 +15,7 @@ import numpy as np
 
 from . import losses as losses_mod
 from . import layers as layers_mod
-from ._io import CnnlabFileError, atomic_write
+from ._io import CnnlabFileError, atomic_write, read_safetensors
 
 FORMAT_KEY = "cnnlab_architecture"
 
@@ -309,21 +309,13 @@ class Sequential:
 
 def load(path) -> Sequential:
     """Load a model saved by ``Sequential.save`` (a ``.safetensors`` file) or a run directory."""
-    from safetensors import safe_open
     path = Path(path)
     if path.is_dir():
         candidate = path / "model.safetensors"
         if not candidate.is_file():
             raise CnnlabFileError(f"{path} is a directory without a model.safetensors file (is it a cnnlab run?)")
         path = candidate
-    if not path.is_file():
-        raise CnnlabFileError(f"model file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for every kind of corruption
-        raise CnnlabFileError(f"{path} is not a readable safetensors file: {e}") from None
+    tensors, meta = read_safetensors(path, "model file")
     if FORMAT_KEY not in meta:
         raise CnnlabFileError(f"{path} is a safetensors file but not a cnnlab model (no architecture in its metadata)")
     try:

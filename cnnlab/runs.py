@@ -48,7 +48,7 @@ import numpy as np
 from . import losses as losses_mod
 from . import models as zoo
 from . import optim
-from ._io import CnnlabFileError, atomic_write, read_json, write_json
+from ._io import CnnlabFileError, atomic_write, read_json, read_safetensors, write_json
 from .augment import Augmenter
 from .layers import Conv2D
 from .model import FORMAT_KEY, Sequential, load
@@ -357,16 +357,8 @@ def read_state(run_dir) -> dict:
 
 def read_checkpoint(run_dir):
     """``(model_tensors, optimizer_tensors, meta)`` from ``checkpoint.safetensors``."""
-    from safetensors import safe_open
     path = Path(run_dir) / CHECKPOINT_FILE
-    if not path.is_file():
-        raise CnnlabFileError(f"checkpoint {path} does not exist")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors has its own error types for every kind of damage
-        raise CnnlabFileError(f"checkpoint {path} is not a readable safetensors file: {e}") from None
+    tensors, meta = read_safetensors(path, "checkpoint")
     try:
         info = json.loads(meta[CHECKPOINT_KEY])
         epoch, step = int(info["epoch"]), int(info["step"])
@@ -619,14 +611,11 @@ class FilterSnapshots(Callback):
                 self.write()
 
     def _load(self, upto):
-        from safetensors import safe_open
+        snaps, meta = read_safetensors(self.path, "filter snapshots")
         try:
-            with safe_open(str(self.path), framework="np") as f:
-                meta = f.metadata() or {}
-                snaps = {k: f.get_tensor(k) for k in f.keys()}
             ends = json.loads(meta.get("epoch_end_steps", "[]"))
-        except Exception as e:
-            raise CnnlabFileError(f"filter snapshots {self.path} are not readable: {e}") from None
+        except json.JSONDecodeError as e:
+            raise CnnlabFileError(f"filter snapshots {self.path}: epoch_end_steps in the metadata is not JSON: {e}") from None
         shape = self.layer.params["kernel"].shape
         for k, v in snaps.items():
             if not k.startswith("step_") or not k[5:].isdigit() or v.shape != shape:

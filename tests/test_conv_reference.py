@@ -4,35 +4,21 @@ import pytest
 
 from cnnlab import layers as L
 from cnnlab.layers.conv import resolve_padding
+from conftest import random_conv_configs
 
 
-def configs(count, seed):
-    rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < count:
-        g = int(rng.choice([1, 1, 2, 3]))
-        cfg = dict(filters=g * int(rng.integers(1, 4)), kernel_size=(int(rng.integers(1, 6)), int(rng.integers(1, 6))),
-                   strides=(int(rng.integers(1, 4)), int(rng.integers(1, 4))),
-                   padding=["valid", "same", int(rng.integers(0, 3)), (int(rng.integers(0, 3)), int(rng.integers(0, 3)))][int(rng.integers(0, 4))],
-                   dilation=(int(rng.integers(1, 3)), int(rng.integers(1, 3))), groups=g)
-        shape = (int(rng.integers(1, 4)), int(rng.integers(3, 13)), int(rng.integers(3, 13)), g * int(rng.integers(1, 4)))
-        try:
-            L.Conv2D(**cfg).compute_output_shape(shape[1:])
-        except ValueError:
-            continue
-        out.append((cfg, shape))
-    return out
-
-
-@pytest.mark.parametrize("cfg,shape", configs(30, seed=7))
+@pytest.mark.parametrize("cfg,shape", random_conv_configs(30, seed=7, max_kernel=5, max_stride=3, sizes=(3, 13),
+                                                             max_batch=3, max_channels_per_group=3))
 def test_fast_conv_equals_naive_loops(cfg, shape):
     rng = np.random.default_rng(8)
     x = rng.standard_normal(shape)
     layer = L.Conv2D(**cfg)
     layer.build(shape[1:], rng=rng, dtype=np.float64)
-    layer.params["bias"][...] = rng.standard_normal(cfg["filters"])
+    bias = layer.params.get("bias")
+    if bias is not None:
+        bias[...] = rng.standard_normal(cfg["filters"])
     pads = resolve_padding(layer.padding, shape[1:3], layer.kernel_size, layer.strides, layer.dilation)
-    expected = L.conv2d_naive(x, layer.params["kernel"], layer.params["bias"], layer.strides, pads, layer.dilation,
+    expected = L.conv2d_naive(x, layer.params["kernel"], bias, layer.strides, pads, layer.dilation,
                               cfg["groups"])
     np.testing.assert_allclose(layer.forward(x), expected, rtol=1e-12, atol=1e-12)
 

@@ -5,32 +5,9 @@ import pytest
 from cnnlab import layers as L
 from cnnlab import losses
 from cnnlab.gradcheck import check_layer, numeric_gradient, relative_error
+from conftest import random_conv_configs
 
 TOL = 1e-6
-
-
-def random_conv_configs(count, seed):
-    """Random Conv2D configurations: strides, padding, dilation, groups, odd sizes, batch of 1."""
-    rng = np.random.default_rng(seed)
-    configs = []
-    while len(configs) < count:
-        groups = int(rng.choice([1, 1, 2, 3]))
-        cfg = dict(
-            filters=groups * int(rng.integers(1, 4)),
-            kernel_size=(int(rng.integers(1, 4)), int(rng.integers(1, 4))),
-            strides=(int(rng.integers(1, 3)), int(rng.integers(1, 3))),
-            padding=["valid", "same", 1, (0, 2)][int(rng.integers(0, 4))],
-            dilation=(int(rng.integers(1, 3)), int(rng.integers(1, 3))),
-            groups=groups,
-            use_bias=bool(rng.integers(0, 2)),
-        )
-        shape = (int(rng.integers(1, 3)), int(rng.integers(4, 8)), int(rng.integers(4, 8)), groups * int(rng.integers(1, 3)))
-        try:
-            L.Conv2D(**cfg).compute_output_shape(shape[1:])
-        except ValueError:                          # the kernel does not fit this input: draw again
-            continue
-        configs.append((cfg, shape))
-    return configs
 
 
 @pytest.mark.parametrize("cfg,shape", random_conv_configs(24, seed=1))

@@ -5,6 +5,7 @@ import pytest
 import cnnlab
 from cnnlab import layers as L
 from cnnlab.layers.conv import resolve_padding
+from conftest import random_conv_configs
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -20,25 +21,9 @@ def from_torch(t):
     return t.detach().numpy().transpose(0, 2, 3, 1)
 
 
-def conv_configs(count, seed):
-    rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < count:
-        g = int(rng.choice([1, 1, 2, 4]))
-        cfg = dict(filters=g * int(rng.integers(1, 5)), kernel_size=(int(rng.integers(1, 6)), int(rng.integers(1, 6))),
-                   strides=(int(rng.integers(1, 4)), int(rng.integers(1, 4))),
-                   padding=["valid", "same", int(rng.integers(0, 3)), (int(rng.integers(0, 3)), int(rng.integers(0, 3)))][int(rng.integers(0, 4))],
-                   dilation=(int(rng.integers(1, 3)), int(rng.integers(1, 3))), groups=g, use_bias=bool(rng.integers(0, 2)))
-        shape = (int(rng.integers(1, 5)), int(rng.integers(5, 16)), int(rng.integers(5, 16)), g * int(rng.integers(1, 4)))
-        try:
-            L.Conv2D(**cfg).compute_output_shape(shape[1:])
-        except ValueError:
-            continue
-        out.append((cfg, shape))
-    return out
-
-
-@pytest.mark.parametrize("cfg,shape", conv_configs(40, seed=100))
+@pytest.mark.parametrize("cfg,shape", random_conv_configs(40, seed=100, groups=(1, 1, 2, 4), max_kernel=5, max_stride=3,
+                                                             sizes=(5, 16), max_batch=4, max_channels_per_group=3,
+                                                             max_filters_per_group=4))
 def test_conv2d_matches_torch(cfg, shape):
     rng = np.random.default_rng(101)
     x = rng.standard_normal(shape)

@@ -1,0 +1,28 @@
+"""Shared test helpers."""
+import numpy as np
+
+from cnnlab import layers as L
+
+
+def random_conv_configs(count, seed, groups=(1, 1, 2, 3), max_kernel=3, max_stride=2, sizes=(4, 8), max_batch=2,
+                        max_channels_per_group=2, max_filters_per_group=3):
+    """Random valid Conv2D configurations with an input shape: strides, padding, dilation, groups, odd sizes."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        g = int(rng.choice(groups))
+        cfg = dict(filters=g * int(rng.integers(1, max_filters_per_group + 1)),
+                   kernel_size=(int(rng.integers(1, max_kernel + 1)), int(rng.integers(1, max_kernel + 1))),
+                   strides=(int(rng.integers(1, max_stride + 1)), int(rng.integers(1, max_stride + 1))),
+                   padding=["valid", "same", int(rng.integers(0, 3)),
+                            (int(rng.integers(0, 3)), int(rng.integers(0, 3)))][int(rng.integers(0, 4))],
+                   dilation=(int(rng.integers(1, 3)), int(rng.integers(1, 3))), groups=g,
+                   use_bias=bool(rng.integers(0, 2)))
+        shape = (int(rng.integers(1, max_batch + 1)), int(rng.integers(*sizes)), int(rng.integers(*sizes)),
+                 g * int(rng.integers(1, max_channels_per_group + 1)))
+        try:
+            L.Conv2D(**cfg).compute_output_shape(shape[1:])
+        except ValueError:                          # the kernel does not fit this input: draw again
+            continue
+        out.append((cfg, shape))
+    return out
