@@ -55,9 +55,20 @@ def mnist_available(data_dir=None) -> bool:
         return False
 
 
-def default_dataset(data_dir=None) -> str:
-    """``"mnist"`` when its files are found locally, else the generated ``"shapes"`` (never downloads)."""
-    return "mnist" if mnist_available(data_dir) else "shapes"
+# Conventional dataset folders, relative to the working directory, searched when no data_dir is given.
+LOCAL_DATA_DIRS = ("data", "../shared/data")
+
+
+def default_data(data_dir=None):
+    """``("mnist", folder)`` when MNIST is on disk, else ``("shapes", data_dir)`` (generated; never downloads).
+
+    Looks in ``data_dir``; without one, in ``$CNNLAB_DATA``, the cache and
+    :data:`LOCAL_DATA_DIRS`.
+    """
+    for d in ([data_dir] if data_dir is not None else [None, *LOCAL_DATA_DIRS]):
+        if mnist_available(d):
+            return "mnist", d
+    return "shapes", data_dir
 
 
 OFFICIAL = ("mnist", "fashion-mnist", "cifar10")
@@ -66,7 +77,7 @@ OFFICIAL = ("mnist", "fashion-mnist", "cifar10")
 def load_data(dataset=None, data_dir=None, n_train=None, n_test=None, seed=0, options=None):
     """``((x_train, y_train), (x_test, y_test), info)`` for a dataset name or folder.
 
-    ``dataset=None`` picks :func:`default_dataset`. The subsets are the first
+    ``dataset=None`` picks :func:`default_data`. The subsets are the first
     ``n_train`` / ``n_test`` images of each split, so anyone can rebuild them;
     ``shapes`` generates exactly that many, seeded by ``seed``, unless
     ``options`` (the ``dataset_options`` of a run's config, passed to
@@ -74,7 +85,9 @@ def load_data(dataset=None, data_dir=None, n_train=None, n_test=None, seed=0, op
     datasets are read from disk, never downloaded here.
     """
     from ..datasets import load_dataset
-    name = dataset or default_dataset(data_dir)
+    name = dataset
+    if name is None:
+        name, data_dir = default_data(data_dir)
     key = str(name).lower().replace("_", "-")
     kw = dict(options or {})
     if key == "shapes" and options is None:
@@ -208,7 +221,9 @@ def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRA
     """
     from ..model import Sequential
     if isinstance(model, Sequential):
-        ds = dataset or (default_dataset(data_dir) if tuple(model.input_shape) == (28, 28, 1) else None)
+        ds = dataset
+        if ds is None and tuple(model.input_shape) == (28, 28, 1):
+            ds, data_dir = default_data(data_dir)
         return Subject(model, f"model {model.name!r}", ds, data_dir,
                        class_names=[str(i) for i in range(model.num_classes)])
     if model is not None:
@@ -219,14 +234,16 @@ def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRA
         dd = data_dir if data_dir is not None else cfg.get("data_dir")
         options = cfg.get("dataset_options") if not dataset and isinstance(cfg.get("dataset_options"), dict) else None
         if ds is None and tuple(loaded.input_shape) == (28, 28, 1):
-            ds = default_dataset(dd)
+            ds, dd = default_data(dd)
         run_dir = path if path.is_dir() else None
         snaps = None
         if run_dir is not None and (run_dir / "filters.safetensors").is_file():
             snaps = read_filter_snapshots(run_dir / "filters.safetensors")
         return Subject(loaded, str(path), ds, dd, run_dir, [str(i) for i in range(loaded.num_classes)], snaps,
                        options=options)
-    ds = dataset or default_dataset(data_dir)
+    ds = dataset
+    if ds is None:
+        ds, data_dir = default_data(data_dir)
     _log(log, f"no model given: training a small CNN on {n_train} {ds} images for {epochs} epochs ...")
     (xtr, ytr), (xte, yte), info = load_data(ds, data_dir, n_train=n_train, seed=seed)
     k = max(len(info["class_names"]), int(ytr.max()) + 1)
@@ -318,15 +335,27 @@ def grid_shape(n, max_cols=8):
     return int(np.ceil(n / cols)), cols
 
 
-def mosaic(tiles, cols, gap=1):
-    """Tiles (n, h, w) laid out ``cols`` per row, separated by NaN gaps (drawn as the background)."""
+def mosaic(tiles, cols, gap=1, top=0):
+    """Tiles (n, h, w) laid out ``cols`` per row, separated by NaN gaps (drawn as the background).
+
+    ``top`` blank rows above every row of tiles leave room for labels.
+    """
     n, h, w = tiles.shape
     rows = -(-n // cols)
-    m = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
+    step = top + h + gap
+    m = np.full((rows * step - gap, cols * (w + gap) - gap), np.nan)
     for i in range(n):
         r, c = divmod(i, cols)
-        m[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tiles[i]
+        m[r * step + top:r * step + top + h, c * (w + gap):c * (w + gap) + w] = tiles[i]
     return m
+
+
+def _labels_above(ax, labels, h, w, cols, top, gap=1, fontsize=7):
+    """Labels centred in the blank band ``mosaic(..., top=top)`` leaves above each tile."""
+    for i, text in enumerate(labels):
+        r, c = divmod(i, cols)
+        ax.text(c * (w + gap) + (w - 1) / 2, r * (top + h + gap) + top / 2 - 0.5, text, fontsize=fontsize,
+                ha="center", va="center", color="#333")
 
 
 def _tile_labels(ax, labels, h, w, cols, gap=1, fontsize=7):
@@ -422,8 +451,10 @@ def _draw_filters(fig, kernel, title, limits=None):
     ax = fig.add_subplot(1, 1, 1)
     vmin, vmax = limits if limits is not None else common.symmetric_limits(kernel)
     cm = matplotlib.colormaps[common.SIGNED_CMAP].with_extremes(bad="white")
-    im = ax.imshow(mosaic(tiles, cols), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
-    _tile_labels(ax, labels, kernel.shape[0], kernel.shape[1], cols, fontsize=6 if c > 1 else 7)
+    top = max(1.0, kernel.shape[0] / 4)
+    top = int(np.ceil(top))
+    im = ax.imshow(mosaic(tiles, cols, top=top), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
+    _labels_above(ax, labels, kernel.shape[0], kernel.shape[1], cols, top, fontsize=6 if c > 1 else 7)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=10)
@@ -437,7 +468,7 @@ def _filters_figsize(kernel):
     cols = c * max(1, min(f, max(1, 16 // c))) if c > 1 else grid_shape(n, 8)[1]
     rows = -(-n // cols)
     scale = 0.75 if kh <= 7 else 1.1
-    return (min(max(cols * scale + 1.8, 4.0), 12), rows * scale + 1.0)
+    return (min(max(cols * scale + 1.8, 4.0), 12), rows * scale * 1.25 + 1.0)
 
 
 def plot_filters(kernel, title):

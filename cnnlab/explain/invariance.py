@@ -44,7 +44,7 @@ from ..augment import affine
 from ..layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
 from ..model import Sequential
 from . import common
-from .features import (_log, check_compatible, default_dataset, load_data, prepare_image, run_config, small_cnn,
+from .features import (_log, check_compatible, default_data, load_data, prepare_image, run_config, small_cnn,
                        stderr_log)
 
 DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
@@ -429,7 +429,7 @@ def _resolve(model, dataset, data_dir, options):
 
 
 def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None, image=None, index=0,
-                          max_shift=8, max_degrees=30, degree_step=5, n_train=5000, n_test=500, epochs=3,
+                          max_shift=8, max_degrees=30, degree_step=10, n_train=5000, n_test=500, epochs=3,
                           canvas=True, canvas_size=None, canvas_step=4, invert="auto", seed=0, log=None) -> dict:
     """Shift and rotation robustness, equivariance and pooling invariance, and the canvas experiment.
 
@@ -452,7 +452,7 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
     cnn, cnn_desc, dataset, data_dir, options = _resolve(model, dataset, data_dir, None)
     given_mlp, mlp_desc, dataset, data_dir, options = _resolve(mlp, dataset, data_dir, options)
     if dataset is None:
-        dataset = default_dataset(data_dir)
+        dataset, data_dir = default_data(data_dir)
     (xtr, ytr), (xte, yte), info = load_data(dataset, data_dir, n_train=n_train, n_test=n_test, seed=seed,
                                              options=options)
     k = max(len(info["class_names"]), int(ytr.max()) + 1)
@@ -685,7 +685,7 @@ def add_parser(subparsers):
                    help="invert the picture's gray levels; auto: when its border is light")
     p.add_argument("--max-shift", type=int, default=8, help="largest shift in pixels (default 8)")
     p.add_argument("--max-degrees", type=int, default=30, help="largest rotation in degrees (default 30)")
-    p.add_argument("--degree-step", type=int, default=5, help="rotation step in degrees (default 5)")
+    p.add_argument("--degree-step", type=int, default=10, help="rotation step in degrees (default 10)")
     p.add_argument("--n-train", type=int, default=5000, help="training images for the models trained here (default 5000)")
     p.add_argument("--n-test", type=int, default=500, help="test images (the first of the test split; default 500)")
     p.add_argument("--epochs", type=int, default=3, help="epochs for the models trained here (default 3)")
