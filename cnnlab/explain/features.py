@@ -468,7 +468,7 @@ def _filters_figsize(kernel):
     cols = c * max(1, min(f, max(1, 16 // c))) if c > 1 else grid_shape(n, 8)[1]
     rows = -(-n // cols)
     scale = 0.75 if kh <= 7 else 1.1
-    return (min(max(cols * scale + 1.8, 4.0), 12), rows * scale * 1.25 + 1.0)
+    return (min(max(cols * scale + 1.8, 4.5), 12), rows * scale * 1.25 + 1.0)
 
 
 def plot_filters(kernel, title):
@@ -512,9 +512,9 @@ def filter_evolution_frames(snapshots, layer_name="conv"):
     frames = []
     for i, (s, k) in enumerate(zip(steps, kernels)):
         fig = common.new_figure(size[0], size[1] + 0.3)
-        when = "before training" if s == 0 else f"after {s} optimizer steps"
-        _draw_filters(fig, k, f"{layer_name} filters, step {s:,} ({when})\nsnapshot {i + 1} of {len(steps)}",
-                      limits)
+        fig.set_layout_engine("constrained")          # frames are drawn whole: keep the colour bar inside
+        when = "before training" if s == 0 else f"snapshot {i + 1} of {len(steps)}"
+        _draw_filters(fig, k, f"{layer_name}, step {s:,}\n({when})", limits)
         frames.append(common.figure_rgb(fig))
     return frames
 
