@@ -60,6 +60,21 @@ accepts ``return_params=True`` and then returns ``(images, params)``, where
 ``params`` holds the per-image draws; the deterministic functions
 (:func:`affine`, :func:`warp_displacement`, ...) reproduce the result from them.
 
+Speed
+-----
+The transforms run on every training batch, so they are written to cost
+little next to a training step. Resampling computes positions and weights in
+float32 (float64 only for float64 images): all source positions of an affine
+warp come from one matrix product with a cached pixel grid, and the bilinear
+sampler reads a copy of the batch with a zero border, so its four taps are
+four gathers at flat indices with no masks for the outside. Whole-pixel
+translations (the default ``translate``) and crops are copies of pixels
+through a strided view of all windows, exact. The elastic blur is two matrix
+products over the whole batch. Temporaries live in per-thread buffers kept
+from call to call (:class:`_Scratch`): touching fresh memory costs more than
+the arithmetic. Inside an :class:`Augmenter`, flip and cutout work in place on
+the pipeline's own intermediate array.
+
 Augmenter and spec strings
 --------------------------
 :class:`Augmenter` applies a list of steps in order. It is built from a spec
@@ -77,10 +92,13 @@ saved spec does not depend on defaults.
 from __future__ import annotations
 
 import numbers
+import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 __all__ = [
     "Augmenter",
@@ -199,10 +217,155 @@ def _scale_range(value: Any) -> tuple[float, float]:
 # The shared sampler
 # ---------------------------------------------------------------------------
 
-def _pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column index of every pixel, each of shape (H, W), as float64."""
-    ys, xs = np.mgrid[0:height, 0:width]
-    return ys.astype(np.float64), xs.astype(np.float64)
+def _work_dtype(dtype: np.dtype) -> np.dtype:
+    """The float type the samplers compute in: float32, or the image's type if wider."""
+    return np.promote_types(dtype, np.float32)
+
+
+class _Scratch(threading.local):
+    """Per-thread buffers for temporaries, kept from one call to the next.
+
+    Memory fresh from the system costs a page fault per 4 KiB the first time
+    it is touched, and the temporaries of one call (a few hundred KiB each) are
+    large enough for the allocator to return them to the system when they are
+    freed, so every call would pay those faults again -- more than the
+    arithmetic done in the buffers costs. A buffer is reused while its shape
+    and dtype stay the same. Only temporaries live here: nothing handed back
+    to a caller is, or is a view of, a scratch buffer.
+    """
+
+    max_bytes = 64 * 2**20  # larger temporaries are allocated per call, not kept
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """The buffer ``name`` with this shape and dtype; its contents are arbitrary."""
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+            buffer = np.empty(shape, dtype=dtype)
+            if buffer.nbytes <= self.max_bytes:
+                self.buffers[name] = buffer
+        return buffer
+
+
+_scratch = _Scratch()
+
+
+def _bordered(
+    x: np.ndarray, pad_y: tuple[int, int], pad_x: tuple[int, int], dtype: Any, name: str
+) -> np.ndarray:
+    """``x`` (N, H, W, C) inside a border of zeros, in the scratch buffer ``name``.
+
+    ``pad_y = (rows before, rows after)``, ``pad_x`` likewise for columns.
+    Returns a C-contiguous (N, H + sum(pad_y), W + sum(pad_x), C) array; it is
+    a temporary of the caller, overwritten by the next call.
+    """
+    n, h, w, c = x.shape
+    top, left = pad_y[0], pad_x[0]
+    out = _scratch.get(name, (n, h + sum(pad_y), w + sum(pad_x), c), np.dtype(dtype))
+    out[:, :top] = 0
+    out[:, top + h :] = 0
+    out[:, top : top + h, :left] = 0
+    out[:, top : top + h, left + w :] = 0
+    out[:, top : top + h, left : left + w] = x
+    return out
+
+
+# The bilinear sampler reads from a copy of the images with one row and column
+# of zeros before them and two after: a position p in image coordinates is
+# p + 1 in the bordered copy.
+_BORDER_BEFORE = 1
+_SAMPLER_BORDER = (_BORDER_BEFORE, 2)
+
+
+def _sampler_copy(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The zero-bordered copy of ``x`` that :func:`_bilinear_bordered` reads (scratch)."""
+    return _bordered(x, _SAMPLER_BORDER, _SAMPLER_BORDER, dtype, "sampler_copy")
+
+
+@lru_cache(maxsize=32)
+def _output_grid(height: int, width: int, dtype: str) -> np.ndarray:
+    """``(3, H * W)``: column, row and 1 of every output pixel, row by row; read-only."""
+    rows, columns = np.mgrid[0:height, 0:width]
+    ones = np.ones(height * width, dtype=int)
+    grid = np.stack([columns.ravel(), rows.ravel(), ones]).astype(dtype)
+    grid.flags.writeable = False
+    return grid
+
+
+@lru_cache(maxsize=32)
+def _image_starts(n: int, image_size: int, dtype: str) -> np.ndarray:
+    """``(N, 1, 1)``: the flat index of the first pixel of each image, read-only."""
+    starts = (np.arange(n, dtype=dtype) * image_size)[:, None, None]
+    starts.flags.writeable = False
+    return starts
+
+
+def _bilinear_bordered(padded: np.ndarray, pos_y: np.ndarray, pos_x: np.ndarray) -> np.ndarray:
+    """Bilinear reads from a zero-bordered batch (:func:`_sampler_copy`).
+
+    ``pos_y`` and ``pos_x`` have shape (N, Ho, Wo) and the dtype of
+    ``padded``; they are positions in the bordered copy (image coordinate + 1)
+    and are overwritten. Returns a new array (N, Ho, Wo, C).
+
+    Every position is clipped into ``[0, size - 2]`` of the bordered copy: a
+    position beyond the first zero row or column reads only zeros, and so does
+    the clipped one. The four taps are then always inside the copy, so they
+    are read with four plain gathers at flat indices -- no masks -- and the
+    zero border supplies the zero fill. The taps are combined as three linear
+    interpolations, ``a + f * (b - a)``; at an integer position ``f = 0`` and
+    the pixel is returned exactly.
+    """
+    n, hp, wp, c = padded.shape
+    shape = pos_y.shape
+    np.clip(pos_y, 0, hp - 2, out=pos_y)
+    np.clip(pos_x, 0, wp - 2, out=pos_x)
+    row = np.floor(pos_y, out=_scratch.get("sampler_row", shape, padded.dtype))
+    col = np.floor(pos_x, out=_scratch.get("sampler_col", shape, padded.dtype))
+    pos_y -= row  # from here on the fractional parts, in [0, 1)
+    pos_x -= col
+    # Flat index of the top-left tap, image start + row * wp + col, summed in
+    # floating point: exact, as every value is an integer below 2**24 (or the
+    # sum is done in float64).
+    total = row
+    if n * hp * wp >= 2**24 and row.dtype.itemsize < 8:
+        total = row.astype(np.float64)
+    total *= wp
+    total += col
+    total += _image_starts(n, hp * wp, total.dtype.str)
+    index = _scratch.get("sampler_index", shape, np.dtype(np.intp))
+    np.copyto(index, total, casting="unsafe")
+    if c == 1:
+        flat = padded.reshape(-1)
+        frac_y, frac_x = pos_y, pos_x
+        spare = (col, row)  # free now: the gathers below write into them
+    else:
+        flat = padded.reshape(-1, c)
+        # (N, Ho, Wo) -> (N, Ho, Wo, 1): one weight per pixel, shared by all channels
+        frac_y, frac_x = pos_y[..., None], pos_x[..., None]
+        spare = tuple(
+            _scratch.get(name, shape + (c,), padded.dtype) for name in ("sampler_a", "sampler_b")
+        )
+
+    def tap(offset: int, out: np.ndarray | None = None) -> np.ndarray:
+        # the neighbour at (+dy, +dx) sits at flat index + dy * wp + dx: read through a shifted view
+        return np.take(flat[offset:], index, axis=0, out=out, mode="clip")
+
+    top = tap(0)  # a new array: it becomes the result
+    other = tap(1, spare[0])
+    other -= top
+    other *= frac_x
+    top += other  # the upper row, interpolated along x
+    bottom = tap(wp, spare[1])
+    other = tap(wp + 1, spare[0])
+    other -= bottom
+    other *= frac_x
+    bottom += other  # the lower row, interpolated along x
+    bottom -= top
+    bottom *= frac_y
+    top += bottom
+    return top.reshape(shape + (c,))
 
 
 def _sample_bilinear(x: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> np.ndarray:
@@ -213,36 +376,58 @@ def _sample_bilinear(x: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> np.
     ``src_x[n, i, j]``. Each of the four neighbouring pixels that lies outside
     the image counts as 0 (zero fill). At integer positions the result is the
     pixel value exactly. Returns shape (N, Ho, Wo, C), dtype of ``x``.
+    Positions and weights are computed in float32 (in float64 for float64
+    images).
     """
     n, h, w, c = x.shape
+    src_y = np.asarray(src_y)
+    src_x = np.asarray(src_x)
     if src_y.shape != src_x.shape or src_y.ndim != 3 or src_y.shape[0] != n:
         raise ValueError(
             f"source coordinates must both have shape (N, Ho, Wo) with N = {n}, "
             f"got {src_y.shape} and {src_x.shape}"
         )
-    # Positions further out than one pixel beyond the border read only zeros;
-    # clipping them keeps the integer conversion below in range.
-    src_y = np.clip(src_y, -2.0, h + 1.0)
-    src_x = np.clip(src_x, -2.0, w + 1.0)
-    y0 = np.floor(src_y)
-    x0 = np.floor(src_x)
-    frac_y = src_y - y0
-    frac_x = src_x - x0
-    y0 = y0.astype(np.intp)
-    x0 = x0.astype(np.intp)
-    # (N,) -> (N, 1, 1): the image index broadcasts against the (N, Ho, Wo) row/column indices
-    batch = np.arange(n)[:, None, None]
-    out = np.zeros(src_y.shape + (c,), dtype=x.dtype)
-    for dy, weight_y in ((0, 1.0 - frac_y), (1, frac_y)):
-        for dx, weight_x in ((0, 1.0 - frac_x), (1, frac_x)):
-            rows = y0 + dy
-            cols = x0 + dx
-            inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-            weight = np.where(inside, weight_y * weight_x, 0.0).astype(x.dtype)
-            values = x[batch, np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)]  # (N, Ho, Wo, C)
-            # (N, Ho, Wo) -> (N, Ho, Wo, 1): one weight per pixel, shared by all channels
-            out += weight[..., None] * values
-    return out
+    work = _work_dtype(x.dtype)
+    pos_y = np.add(src_y, _BORDER_BEFORE, dtype=work)
+    pos_x = np.add(src_x, _BORDER_BEFORE, dtype=work)
+    out = _bilinear_bordered(_sampler_copy(x, work), pos_y, pos_x)
+    return out.astype(x.dtype, copy=False)
+
+
+def _windows(
+    padded: np.ndarray, top: np.ndarray, left: np.ndarray, height: int, width: int
+) -> np.ndarray:
+    """Cut the ``height x width`` window at ``(top[n], left[n])`` out of every image ``padded[n]``.
+
+    One gather through a strided view of all windows of the batch; the result
+    is a new C-contiguous array (N, height, width, C).
+    """
+    n, hp, wp, c = padded.shape
+    sn, sh, sw, sc = padded.strides
+    # (N, top, left, row, column, channel): window (top, left) of image n, for every top-left corner
+    windows = as_strided(
+        padded,
+        shape=(n, hp - height + 1, wp - width + 1, height, width, c),
+        strides=(sn, sh, sw, sh, sw, sc),
+        writeable=False,
+    )
+    return windows[np.arange(n), top, left]
+
+
+def _shift_whole_pixels(x: np.ndarray, src_dy: np.ndarray, src_dx: np.ndarray) -> np.ndarray:
+    """Output pixel ``(y, x)`` of image n is source ``(y + src_dy[n], x + src_dx[n])``, 0 outside.
+
+    ``src_dy``, ``src_dx``: integer-valued arrays (N,). A plain copy of pixels,
+    exact, equal to what the bilinear sampler gives at integer positions.
+    """
+    n, h, w, _ = x.shape
+    # a shift by the whole size or more leaves nothing: cap it there
+    dy = np.clip(src_dy, -h, h).astype(np.intp)
+    dx = np.clip(src_dx, -w, w).astype(np.intp)
+    pad_y = int(np.abs(dy).max(initial=0))
+    pad_x = int(np.abs(dx).max(initial=0))
+    padded = _bordered(x, (pad_y, pad_y), (pad_x, pad_x), x.dtype, "shift_copy")
+    return _windows(padded, dy + pad_y, dx + pad_x, h, w)
 
 
 # ---------------------------------------------------------------------------
@@ -297,23 +482,42 @@ def affine_matrices(
     return matrices
 
 
+def _whole_pixel_shifts(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(src_dy, src_dx)`` if every map is a pure translation by whole pixels, else None."""
+    linear_is_identity = np.all(matrices[:, :, :2] == np.eye(2))
+    offsets = matrices[:, :, 2]
+    if linear_is_identity and np.all(np.isfinite(offsets)) and np.all(offsets == np.round(offsets)):
+        return offsets[:, 1], offsets[:, 0]
+    return None
+
+
 def warp_affine(x: Any, matrices: Any) -> np.ndarray:
     """Resample images (N, H, W, C) through per-image inverse maps (N, 2, 3).
 
     Output pixel ``(y, x)`` of image ``n`` reads the source at
-    ``matrices[n] @ [x, y, 1]`` (bilinear, zero outside).
+    ``matrices[n] @ [x, y, 1]`` (bilinear, zero outside). Source positions are
+    computed in float32 (float64 for float64 images). Maps that are all
+    translations by whole pixels are applied as an exact copy of pixels.
     """
     x = _check_images(x)
     n, h, w, _ = x.shape
     matrices = np.asarray(matrices, dtype=np.float64)
     if matrices.shape != (n, 2, 3):
         raise ValueError(f"expected matrices of shape ({n}, 2, 3), got {matrices.shape}")
-    ys, xs = _pixel_grid(h, w)
-    # (N, 2, 3) -> (N, 2, 3, 1, 1): each matrix entry broadcasts over the (H, W) pixel grid
-    m = matrices[:, :, :, None, None]
-    src_x = m[:, 0, 0] * xs + m[:, 0, 1] * ys + m[:, 0, 2]  # (N, H, W)
-    src_y = m[:, 1, 0] * xs + m[:, 1, 1] * ys + m[:, 1, 2]  # (N, H, W)
-    return _sample_bilinear(x, src_y, src_x)
+    shifts = _whole_pixel_shifts(matrices)
+    if shifts is not None:
+        return _shift_whole_pixels(x, *shifts)
+    work = _work_dtype(x.dtype)
+    # (N, 2, 3) -> (2, N, 3): the maps of source x, then those of source y, as
+    # rows of one matrix; + 1 moves the positions into the zero-bordered copy
+    rows = matrices.transpose(1, 0, 2).copy()
+    rows[:, :, 2] += _BORDER_BEFORE
+    # one matrix product gives every position: (2 * N, 3) @ (3, H * W) -> (2, N, H, W)
+    pos = _scratch.get("affine_positions", (2, n, h, w), work)
+    grid = _output_grid(h, w, work.str)
+    np.matmul(rows.reshape(2 * n, 3).astype(work), grid, out=pos.reshape(2 * n, h * w))
+    out = _bilinear_bordered(_sampler_copy(x, work), pos[1], pos[0])
+    return out.astype(x.dtype, copy=False)
 
 
 def affine(
@@ -474,6 +678,14 @@ def _blur_matrix(size: int, kernel: np.ndarray) -> np.ndarray:
     return matrix
 
 
+@lru_cache(maxsize=32)
+def _cached_blur_matrix(size: int, sigma: float, dtype: str) -> np.ndarray:
+    """:func:`_blur_matrix` for a Gaussian of std ``sigma`` in ``dtype``, read-only, cached."""
+    matrix = _blur_matrix(size, _gaussian_kernel(sigma)).astype(dtype)
+    matrix.flags.writeable = False
+    return matrix
+
+
 def gaussian_blur(a: Any, sigma: float, axes: tuple[int, ...] = (1, 2)) -> np.ndarray:
     """Separable Gaussian blur of ``a`` along ``axes`` (default: H and W of a batch).
 
@@ -489,35 +701,45 @@ def gaussian_blur(a: Any, sigma: float, axes: tuple[int, ...] = (1, 2)) -> np.nd
     if not np.issubdtype(a.dtype, np.floating):
         a = a.astype(np.float64)
     sigma = _check_kind(sigma, "float>=0", "sigma")
-    out = a.copy()
     if sigma == 0:
-        return out
-    kernel = _gaussian_kernel(sigma)
+        return a.copy()
+    out = a
     for axis in axes:
-        matrix = _blur_matrix(out.shape[axis], kernel).astype(a.dtype)
-        # move the blurred axis last, so each line along it is a row vector: (..., size)
-        lines = np.moveaxis(out, axis, -1)
-        # (..., size) @ (size, size) -> (..., size), then the axis goes back to its place
-        out = np.moveaxis(lines @ matrix.T, -1, axis)
+        matrix = _cached_blur_matrix(out.shape[axis], sigma, a.dtype.str)
+        # (size, size) . (..., size, ...) over the blurred axis -> (size, ...); the axis goes back
+        out = np.moveaxis(np.tensordot(matrix, out, axes=(1, axis)), 0, axis)
     return np.ascontiguousarray(out)
+
+
+def _warp_displacement(x: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """:func:`warp_displacement` without the checks; the fields may be any float type."""
+    n, h, w, _ = x.shape
+    work = _work_dtype(x.dtype)
+    # source position in the zero-bordered copy: field + (row or column) + 1, (N, H, W)
+    rows = np.arange(_BORDER_BEFORE, h + _BORDER_BEFORE, dtype=work)[:, None]
+    columns = np.arange(_BORDER_BEFORE, w + _BORDER_BEFORE, dtype=work)
+    pos_y = np.add(dy, rows, out=_scratch.get("displaced_rows", (n, h, w), work), dtype=work)
+    pos_x = np.add(dx, columns, out=_scratch.get("displaced_columns", (n, h, w), work), dtype=work)
+    out = _bilinear_bordered(_sampler_copy(x, work), pos_y, pos_x)
+    return out.astype(x.dtype, copy=False)
 
 
 def warp_displacement(x: Any, dy: Any, dx: Any) -> np.ndarray:
     """Resample images so output pixel ``(y, x)`` reads the source at ``(y + dy, x + dx)``.
 
     ``dy`` and ``dx`` are displacement fields of shape (N, H, W), in pixels;
-    bilinear sampling, zero outside.
+    bilinear sampling, zero outside. Positions are computed in float32
+    (float64 for float64 images).
     """
     x = _check_images(x)
     n, h, w, _ = x.shape
-    dy = np.asarray(dy, dtype=np.float64)
-    dx = np.asarray(dx, dtype=np.float64)
+    dy = np.asarray(dy)
+    dx = np.asarray(dx)
     if dy.shape != (n, h, w) or dx.shape != (n, h, w):
         raise ValueError(
             f"displacement fields must have shape {(n, h, w)}, got {dy.shape} and {dx.shape}"
         )
-    ys, xs = _pixel_grid(h, w)
-    return _sample_bilinear(x, ys + dy, xs + dx)
+    return _warp_displacement(x, dy, dx)
 
 
 def elastic_distortion(
@@ -531,22 +753,43 @@ def elastic_distortion(
     """Elastic distortion of Simard, Steinkraus & Platt (2003).
 
     Per image, draw ``dy`` and ``dx`` uniform in [-1, 1] at every pixel, blur
-    them with a Gaussian of std ``sigma`` (:func:`gaussian_blur`), multiply by
-    ``alpha`` and resample the image at ``(y + dy, x + dx)``. All channels of
-    an image share one field. ``alpha=0`` returns the input unchanged.
-    ``params`` holds the fields ``dy`` and ``dx``, each (N, H, W).
+    them with a Gaussian of std ``sigma`` (as :func:`gaussian_blur` does),
+    multiply by ``alpha`` and resample the image at ``(y + dy, x + dx)``. All
+    channels of an image share one field. ``alpha=0`` returns the input
+    unchanged. ``params`` holds the fields ``dy`` and ``dx``, each (N, H, W),
+    in float32 (float64 for float64 images).
     """
     x = _check_images(x)
     _check_generator(rng)
     alpha = _check_kind(alpha, "float>=0", "alpha")
     sigma = _check_kind(sigma, "float>=0", "sigma")
     n, h, w, _ = x.shape
-    # one field per image, the (dy, dx) pair on the last axis: (N, H, W, 2)
-    field = rng.uniform(-1.0, 1.0, size=(n, h, w, 2))
-    field = alpha * gaussian_blur(field, sigma, axes=(1, 2))
-    params = {"dy": field[..., 0], "dx": field[..., 1]}
-    out = warp_displacement(x, params["dy"], params["dx"])
-    return (out, params) if return_params else out
+    work = _work_dtype(x.dtype)
+    # one field per image, the (dy, dx) pair on the last axis: (N, H, W, 2). The
+    # numbers are those of rng.uniform(-1, 1, size): -1 + 2 * rng.random(),
+    # formed in float64 and then rounded to the working type.
+    draws = rng.random(out=_scratch.get("elastic_draws", (n, h, w, 2), np.float64))
+    draws *= 2.0
+    # The blur is two matrix products, one per axis, each over the whole batch
+    # at once; the layout (H, N, 2, W) makes both of them a single plain product.
+    field = _scratch.get("elastic_field", (h, n, 2, w), work)
+    np.subtract(draws.transpose(1, 0, 3, 2), 1.0, out=field, casting="same_kind")
+    if sigma > 0:
+        # along the columns: (H, H) @ (H, N * 2 * W)
+        blurred = _scratch.get("elastic_blurred", (h, n * 2 * w), work)
+        np.matmul(_cached_blur_matrix(h, sigma, work.str), field.reshape(h, -1), out=blurred)
+        # along the rows: (H * N * 2, W) @ (W, W), back into the first buffer
+        along_rows = _cached_blur_matrix(w, sigma, work.str).T
+        np.matmul(blurred.reshape(-1, w), along_rows, out=field.reshape(-1, w))
+    field *= alpha
+    # (H, N, W) -> (N, H, W) views of the two fields
+    dy = field[:, :, 0].transpose(1, 0, 2)
+    dx = field[:, :, 1].transpose(1, 0, 2)
+    out = _warp_displacement(x, dy, dx)
+    if not return_params:
+        return out
+    # the field lives in a scratch buffer: hand out copies
+    return out, {"dy": np.array(dy, order="C"), "dx": np.array(dx, order="C")}
 
 
 # ---------------------------------------------------------------------------
@@ -563,10 +806,27 @@ def random_flip_horizontal(
     x = _check_images(x)
     _check_generator(rng)
     p = _check_kind(p, "prob", "p")
-    flipped = rng.random(x.shape[0]) < p
-    # (N,) -> (N, 1, 1, 1): one choice per image, broadcast over its pixels
-    out = np.where(flipped[:, None, None, None], x[:, :, ::-1], x)
+    out, flipped = _random_flip(x, rng, p, in_place=False)
     return (out, {"flipped": flipped}) if return_params else out
+
+
+def _random_flip(
+    x: np.ndarray, rng: np.random.Generator, p: float, in_place: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`random_flip_horizontal` on checked arguments; ``in_place`` mirrors inside ``x``."""
+    flipped = rng.random(x.shape[0]) < p
+    out = x if in_place else np.array(x, order="C")
+    chosen = np.flatnonzero(flipped)
+    if chosen.size:
+        gathered = _scratch.get("flip_gathered", out.shape, out.dtype)[: chosen.size]
+        np.take(out, chosen, axis=0, out=gathered, mode="clip")
+        mirrored = _scratch.get("flip_mirrored", out.shape, out.dtype)[: chosen.size]
+        # one strided copy per channel: reversing whole pixels of c values at
+        # once would copy in runs of c, which is several times slower
+        for channel in range(out.shape[3]):
+            mirrored[..., channel] = gathered[:, :, ::-1, channel]
+        out[chosen] = mirrored
+    return out, flipped
 
 
 def random_crop(
@@ -582,13 +842,9 @@ def random_crop(
     _check_generator(rng)
     padding = _check_kind(padding, "int>=0", "padding")
     n, h, w, _ = x.shape
-    padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    padded = _bordered(x, (padding, padding), (padding, padding), x.dtype, "crop_copy")
     offsets = rng.integers(0, 2 * padding + 1, size=(n, 2))  # column 0: y, column 1: x
-    # (N,) -> (N, 1) + (H,) -> (N, H): the padded row read by every output row of every image
-    rows = offsets[:, 0][:, None] + np.arange(h)
-    cols = offsets[:, 1][:, None] + np.arange(w)  # (N, W), likewise for columns
-    # (N,) -> (N, 1, 1), (N, H) -> (N, H, 1), (N, W) -> (N, 1, W): they broadcast to (N, H, W)
-    out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    out = _windows(padded, offsets[:, 0], offsets[:, 1], h, w)
     params = {"offset_y": offsets[:, 0], "offset_x": offsets[:, 1]}
     return (out, params) if return_params else out
 
@@ -607,6 +863,14 @@ def cutout(
     _check_generator(rng)
     size = _check_kind(size, "int>=1", "size")
     p = _check_kind(p, "prob", "p")
+    out, params = _cutout(x, rng, size, p, in_place=False)
+    return (out, params) if return_params else out
+
+
+def _cutout(
+    x: np.ndarray, rng: np.random.Generator, size: int, p: float, in_place: bool
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`cutout` on checked arguments; ``in_place`` zeroes the squares inside ``x``."""
     n, h, w, _ = x.shape
     applied = rng.random(n) < p
     center_y = rng.integers(0, h, size=n)
@@ -618,10 +882,9 @@ def cutout(
     in_cols = (np.arange(w) >= left[:, None]) & (np.arange(w) < left[:, None] + size)  # (N, W)
     # (N, H) -> (N, H, 1) and (N, W) -> (N, 1, W) give the square; (N,) -> (N, 1, 1) switches it off
     mask = in_rows[:, :, None] & in_cols[:, None, :] & applied[:, None, None]
-    # (N, H, W) -> (N, H, W, 1): the square covers every channel
-    out = np.where(mask[..., None], x.dtype.type(0), x)
-    params = {"center_y": center_y, "center_x": center_x, "applied": applied}
-    return (out, params) if return_params else out
+    out = x if in_place else np.array(x, order="C")
+    out[mask] = 0  # the (N, H, W) mask selects whole pixels: every channel
+    return out, {"center_y": center_y, "center_x": center_x, "applied": applied}
 
 
 # ---------------------------------------------------------------------------
@@ -736,7 +999,12 @@ def _valid_names() -> list[str]:
     return list(_STEP_PARAMS) + list(PRESETS)
 
 
-def _affine_call(steps: list[Step]) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+# A planned call: (images, rng, owned) -> images. ``owned`` says the images
+# are a temporary of the Augmenter, which a step may then change in place.
+_Call = Callable[[np.ndarray, np.random.Generator, bool], np.ndarray]
+
+
+def _affine_call(steps: list[Step]) -> _Call:
     """One random_affine call doing the work of several adjacent geometric steps."""
     kwargs: dict[str, Any] = {}
     for step in steps:
@@ -748,19 +1016,19 @@ def _affine_call(steps: list[Step]) -> Callable[[np.ndarray, np.random.Generator
             kwargs["scale"] = step.values
         elif step.name == "shear":
             kwargs["shear"] = step.values[0]
-    return lambda x, rng: random_affine(x, rng, **kwargs)
+    return lambda x, rng, owned: random_affine(x, rng, **kwargs)
 
 
-def _step_call(step: Step) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+def _step_call(step: Step) -> _Call:
     kw = step.kwargs
     if step.name == "elastic":
-        return lambda x, rng: elastic_distortion(x, rng, kw["alpha"], kw["sigma"])
+        return lambda x, rng, owned: elastic_distortion(x, rng, kw["alpha"], kw["sigma"])
     if step.name == "hflip":
-        return lambda x, rng: random_flip_horizontal(x, rng, kw["p"])
+        return lambda x, rng, owned: _random_flip(x, rng, kw["p"], in_place=owned)[0]
     if step.name == "crop":
-        return lambda x, rng: random_crop(x, rng, kw["padding"])
+        return lambda x, rng, owned: random_crop(x, rng, kw["padding"])
     if step.name == "cutout":
-        return lambda x, rng: cutout(x, rng, kw["size"], kw["p"])
+        return lambda x, rng, owned: _cutout(x, rng, kw["size"], kw["p"], in_place=owned)[0]
     # geometric steps never get here: they go through _affine_call
     raise AssertionError(f"no call for step {step.name!r}")
 
@@ -830,7 +1098,7 @@ class Augmenter:
             return "none"
         return ",".join(step.to_token() for step in self.steps)
 
-    def _plan(self) -> list[Callable[[np.ndarray, np.random.Generator], np.ndarray]]:
+    def _plan(self) -> list[_Call]:
         """Group the steps into calls: runs of geometric steps become one affine call."""
         calls = []
         run: list[Step] = []
@@ -852,10 +1120,14 @@ class Augmenter:
     def __call__(self, x: Any, rng: np.random.Generator) -> np.ndarray:
         x = _check_images(x)
         _check_generator(rng)
-        out = x.astype(np.float32, copy=True)  # a new array: the input is never touched
+        out = x.astype(np.float32, copy=False)
+        owned = out is not x  # the caller's array is never changed
         for call in self._calls:
-            out = call(out, rng)
-        return out
+            # flip and cutout work in place on an array of our own; every other
+            # step returns a new array
+            out = call(out, rng, owned)
+            owned = out is not x
+        return out if owned else out.copy()
 
     def __len__(self) -> int:
         return len(self.steps)

@@ -1,6 +1,8 @@
 """Tests for cnnlab.augment: each transform against a naive per-image reference."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -131,6 +133,45 @@ def test_sample_bilinear_integer_positions_are_exact():
     np.testing.assert_array_equal(got, x)
 
 
+def test_sample_bilinear_float32_matches_naive_loop():
+    # float32 images: positions and weights in float32, within float32 rounding of the reference
+    x = images(n=3, h=5, w=6, c=2)
+    g = rng(2)
+    src_y = g.uniform(-2.5, 6.5, size=(3, 4, 7))
+    src_x = g.uniform(-2.5, 7.5, size=(3, 4, 7))
+    got = _sample_bilinear(x, src_y, src_x)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, naive_bilinear(x, src_y, src_x), rtol=0, atol=1e-5)
+    # one channel takes the single-channel path of the sampler
+    got = _sample_bilinear(x[..., :1], src_y, src_x)
+    np.testing.assert_allclose(got, naive_bilinear(x[..., :1], src_y, src_x), rtol=0, atol=1e-5)
+
+
+def test_sample_bilinear_far_outside_reads_zero():
+    x = images(n=2, h=4, w=5, c=1)
+    src = np.array([-1e6, -3.0, -1.0, 4.0, 5.0, 7.5, 1e6])
+    src_y = np.broadcast_to(src[:, None], (2, 7, 7))
+    src_x = np.full((2, 7, 7), 2.0)
+    got = _sample_bilinear(x, src_y, src_x)
+    np.testing.assert_array_equal(got, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_whole_pixel_shifts_equal_sampler_and_clear_beyond_the_size(dtype):
+    x = images(n=6, h=5, w=7).astype(dtype)
+    shift_y = np.array([0, 1, -2, 5, -9, 3])
+    shift_x = np.array([0, -3, 2, 1, 0, 7])
+    out = affine(x, shift_y=shift_y, shift_x=shift_x)
+    assert out.dtype == dtype
+    ys, xs = np.mgrid[0:5, 0:7].astype(np.float64)
+    via_sampler = _sample_bilinear(x, ys - shift_y[:, None, None], xs - shift_x[:, None, None])
+    np.testing.assert_array_equal(out, via_sampler)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(out[i], naive_shift(x[i], shift_y[i], shift_x[i]))
+    np.testing.assert_array_equal(out[3:5], 0.0)  # shifted by the height or more
+    np.testing.assert_array_equal(out[5], 0.0)  # shifted by the width
+
+
 def test_affine_matrices_identity_and_shape():
     m = affine_matrices(4, 9, 11)
     assert m.shape == (4, 2, 3)
@@ -240,6 +281,23 @@ def test_affine_image_alone_equals_image_in_batch():
         np.testing.assert_allclose(alone[0], out[i], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda x, g: random_affine(x, g, degrees=40, translate=0.2, scale=(0.7, 1.3), shear=20),
+        lambda x, g: elastic_distortion(x, g, alpha=20.0, sigma=2.0),
+        lambda x, g: Augmenter.from_spec("mnist,elastic,cutout=3")(x, g),
+    ],
+    ids=["affine", "elastic", "augmenter"],
+)
+def test_float32_result_matches_float64_computation(transform):
+    # float64 images are resampled in float64: the float32 result must agree to float32 rounding
+    x = images(n=8, h=12, w=10, c=2)
+    got = transform(x, rng(13))
+    reference = transform(x.astype(np.float64), rng(13))
+    np.testing.assert_allclose(got, reference, rtol=0, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------
 # Elastic distortion and blur
 # ---------------------------------------------------------------------------
@@ -263,6 +321,18 @@ def test_gaussian_blur_keeps_constants_and_zero_sigma_copies():
     assert same is not b
 
 
+def test_gaussian_blur_any_axes_and_float32():
+    a = rng(5).normal(size=(3, 6, 7))
+    expected = gaussian_blur(a, 1.5)  # axes (1, 2), checked against the naive sum above
+    moved = gaussian_blur(a.transpose(1, 2, 0), 1.5, axes=(0, -2)).transpose(2, 0, 1)
+    np.testing.assert_allclose(moved, expected, rtol=0, atol=1e-12)
+    single = gaussian_blur(gaussian_blur(a, 1.5, axes=(2,)), 1.5, axes=(1,))
+    np.testing.assert_allclose(single, expected, rtol=0, atol=1e-12)
+    blurred32 = gaussian_blur(a.astype(np.float32), 1.5)
+    assert blurred32.dtype == np.float32 and blurred32.flags.c_contiguous
+    np.testing.assert_allclose(blurred32, expected, rtol=0, atol=1e-5)
+
+
 def test_elastic_is_deterministic_and_roughly_preserves_mass():
     # a centred blob, like a digit: little of it can be pushed off the image
     ys, xs = np.mgrid[0:28, 0:28]
@@ -284,6 +354,17 @@ def test_elastic_fields_are_smooth_and_scaled_by_alpha():
     # raw uniform noise has std ~0.58; after blurring with sigma=3 it is far smaller
     assert p1["dx"].std() < 0.15 and p1["dy"].std() < 0.15
     assert p1["dx"].shape == (2, 20, 20)
+
+
+def test_elastic_fields_are_the_blurred_uniform_draws():
+    x = images(n=3, h=9, w=8, c=1)
+    _, p = elastic_distortion(x, rng(10), alpha=6.0, sigma=1.5, return_params=True)
+    assert p["dy"].dtype == np.float32 and p["dy"].flags.c_contiguous
+    # the same numbers as rng.uniform(-1, 1), blurred with gaussian_blur, times alpha
+    field = rng(10).uniform(-1.0, 1.0, size=(3, 9, 8, 2))
+    expected = 6.0 * gaussian_blur(field, 1.5)
+    np.testing.assert_allclose(p["dy"], expected[..., 0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(p["dx"], expected[..., 1], rtol=0, atol=1e-5)
 
 
 def test_elastic_image_alone_equals_image_in_batch():
@@ -369,6 +450,47 @@ def test_shape_and_float32_kept_and_input_untouched(name):
     assert out.shape == x.shape and out.dtype == np.float32
     assert out is not x
     np.testing.assert_array_equal(x, before)
+
+
+@pytest.mark.parametrize("name", list(RANDOM_TRANSFORMS))
+def test_results_stay_valid_after_later_calls(name):
+    # nothing handed out may share memory with buffers reused by the next call
+    transform = RANDOM_TRANSFORMS[name]
+    first = transform(images(n=5, seed=1), rng(1))
+    kept = first.copy()
+    transform(images(n=5, seed=2), rng(2))
+    transform(images(n=3, h=7, w=8, seed=3), rng(3))
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_returned_params_stay_valid_after_later_calls():
+    _, params = elastic_distortion(images(n=4), rng(1), alpha=5.0, return_params=True)
+    kept = {k: v.copy() for k, v in params.items()}
+    elastic_distortion(images(n=4, seed=5), rng(2), alpha=9.0)
+    for k in params:
+        np.testing.assert_array_equal(params[k], kept[k])
+
+
+def test_threads_give_the_sequential_results():
+    augmenter = Augmenter.from_spec("mnist,elastic,cifar,cutout=3")
+    x = images(n=32, h=20, w=20, c=1)
+    expected = [augmenter(x, rng(seed)) for seed in range(6)]
+    got = [[] for _ in range(6)]
+    start = threading.Barrier(6)
+
+    def work(seed):
+        start.wait()
+        for _ in range(20):
+            got[seed].append(augmenter(x, rng(seed)))
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for seed in range(6):
+        for result in got[seed]:
+            np.testing.assert_array_equal(result, expected[seed])
 
 
 def test_empty_batch():
@@ -538,3 +660,26 @@ def test_augmenter_returns_new_float32_from_float64():
     none = Augmenter.from_spec("none")(x, rng())
     assert none.dtype == np.float32
     np.testing.assert_array_equal(none, x.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "spec", ["hflip=1", "cutout=4", "hflip=0.5,cutout=3", "crop=2,hflip=1,cutout=5"]
+)
+def test_augmenter_in_place_steps_never_touch_the_input(spec):
+    # flip and cutout change the pipeline's own array in place, never the caller's
+    x = images(n=10)
+    before = x.copy()
+    got = Augmenter.from_spec(spec)(x, rng(6))
+    np.testing.assert_array_equal(x, before)
+    assert not np.shares_memory(got, x)
+    g = rng(6)
+    expected = x
+    for step in Augmenter.from_spec(spec).steps:
+        kw = step.kwargs
+        if step.name == "hflip":
+            expected = random_flip_horizontal(expected, g, kw["p"])
+        elif step.name == "cutout":
+            expected = cutout(expected, g, kw["size"], kw["p"])
+        else:
+            expected = random_crop(expected, g, kw["padding"])
+    np.testing.assert_array_equal(got, expected)
