@@ -172,3 +172,21 @@ def test_default_class_is_the_prediction_and_cli(tmp_path, run_dir, capsys):
     assert r["class"] == r["predicted"]
     assert main(["explain", "saliency", "--model", str(run_dir), "--class", "12",
                  "--out", str(tmp_path / "bad")]) != 0
+
+
+def test_grad_cam_map_is_placed_where_the_receptive_fields_are():
+    import cnnlab
+    from cnnlab import layers as L
+    # valid 5x5 conv (centre +2), max-pool 2 (centre +0.5 of its input, stride 2), valid 3x3 conv (+1 cell)
+    model = cnnlab.Sequential([L.Conv2D(2, 5), L.ReLU(), L.MaxPool2D(2), L.Conv2D(2, 3), L.Flatten(), L.Dense(3)],
+                              input_shape=(20, 20, 1))
+    (oy, sy), (ox, sx) = S.receptive_field_geometry(model, 3)
+    assert (sy, sx) == (2, 2) and oy == ox == 2 + 0.5 + 2 * 1
+    same = cnnlab.Sequential([L.Conv2D(2, 3, padding="same"), L.MaxPool2D(2, padding="same"), L.Flatten(), L.Dense(2)],
+                             input_shape=(9, 9, 1))
+    assert S.receptive_field_geometry(same, 0) == ((0.0, 1.0), (0.0, 1.0))
+    # A one-hot map cell lands on the image pixel at the centre of its receptive field.
+    m = np.zeros((6, 6))
+    m[2, 3] = 1.0
+    up = S.upsample_bilinear(m, (20, 20), ((oy, sy), (ox, sx)))
+    assert np.unravel_index(up.argmax(), up.shape) == (int(oy + 2 * sy), int(ox + 3 * sx))

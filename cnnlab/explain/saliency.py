@@ -128,13 +128,24 @@ def default_cam_layer(model):
     return convs[-1]
 
 
-def upsample_bilinear(m, size):
-    """Resize a 2-D map to ``size = (H, W)`` bilinearly, pixel centres aligned (as image resizers do)."""
+def upsample_bilinear(m, size, geometry=None):
+    """Resize a 2-D map to ``size = (H, W)`` bilinearly.
+
+    Without ``geometry`` the map is stretched over the image, pixel centres aligned (as image
+    resizers do). With ``geometry = ((offset_y, stride_y), (offset_x, stride_x))`` map cell ``j``
+    is placed where its receptive field is centred, image coordinate ``offset + stride * j``
+    (see :func:`receptive_field_geometry`), so a feature map lines up with the pixels it sees.
+    """
     m = np.asarray(m, np.float64)
 
-    def weights(n_out, n_in):
-        # output pixel centre (i + 0.5) sits at input coordinate (i + 0.5) * n_in / n_out - 0.5
-        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    def weights(n_out, n_in, axis):
+        if geometry is None:
+            # output pixel centre (i + 0.5) sits at input coordinate (i + 0.5) * n_in / n_out - 0.5
+            src = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+        else:
+            offset, stride = geometry[axis]
+            src = (np.arange(n_out) - offset) / stride
+        src = np.clip(src, 0, n_in - 1)
         lo = np.floor(src).astype(int)
         hi = np.minimum(lo + 1, n_in - 1)
         t = src - lo
@@ -143,7 +154,33 @@ def upsample_bilinear(m, size):
         np.add.at(r, (np.arange(n_out), hi), t)
         return r
 
-    return weights(size[0], m.shape[0]) @ m @ weights(size[1], m.shape[1]).T
+    return weights(size[0], m.shape[0], 0) @ m @ weights(size[1], m.shape[1], 1).T
+
+
+def receptive_field_geometry(model, upto):
+    """Where the output cells of layer index ``upto`` are centred in the input image, per axis.
+
+    Returns ``((offset_y, stride_y), (offset_x, stride_x))``: cell ``j`` of the layer's output looks
+    at a window of the image centred at ``offset + stride * j``. Each convolution or pooling
+    layer with kernel ``k``, stride ``s``, dilation ``d`` and leading padding ``p`` moves the
+    centre by ``(d (k - 1) / 2 - p)`` of its input cells and multiplies the stride by ``s``.
+    """
+    from ..layers.conv import resolve_padding
+    geo = [[0.0, 1.0], [0.0, 1.0]]
+    for layer in model.layers[:upto + 1]:
+        kernel = getattr(layer, "kernel_size", getattr(layer, "pool_size", None))
+        strides = getattr(layer, "strides", getattr(layer, "stride", None))
+        if strides is None:
+            continue                                   # element-wise layers keep the geometry
+        kernel = kernel or (1, 1)
+        dilation = getattr(layer, "dilation", (1, 1))
+        padding = getattr(layer, "padding", "valid")
+        pads = resolve_padding(padding, layer.input_shape[:2], kernel, strides, dilation)
+        for axis in (0, 1):
+            offset, stride = geo[axis]
+            shift = dilation[axis] * (kernel[axis] - 1) / 2 - pads[2 * axis]
+            geo[axis] = [offset + stride * shift, stride * strides[axis]]
+    return tuple(tuple(g) for g in geo)
 
 
 def grad_cam(model, x, k, layer=None) -> dict:
@@ -180,7 +217,7 @@ def grad_cam(model, x, k, layer=None) -> dict:
     alpha = grads.mean(axis=(0, 1))
     cam = np.maximum((a * alpha).sum(axis=-1), 0.0)
     return {"layer": target.name, "activations": a, "gradients": grads, "weights": alpha, "cam": cam,
-            "map": upsample_bilinear(cam, x.shape[1:3])}
+            "map": upsample_bilinear(cam, x.shape[1:3], receptive_field_geometry(model, idx))}
 
 
 def top_pixels(m, n=10):
