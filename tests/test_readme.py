@@ -1,0 +1,54 @@
+"""The README's commands: the install and test commands CI runs, and the main job from a fresh install."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def readme_commands():
+    block = re.search(r"## Install, test, run\s+```bash\n(.*?)```", README, re.S).group(1)
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_gives_install_test_and_main_job_and_ci_runs_them():
+    install, test, main_job = readme_commands()
+    assert install.startswith("pip install -e") and test == "python -m pytest" and main_job == "cnnlab demo"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python -m pip install" in ci and '-e ".[test]"' in ci and install.endswith('-e ".[test]"')
+    assert ci.strip().splitlines()[-1] == test
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX paths")
+def test_fresh_virtual_environment_runs_the_main_job(tmp_path):
+    """Install a copy of the source (not editable) into a new virtual environment and run the main job.
+
+    The environment sees this interpreter's packages (NumPy, Pillow, ...), so no network is needed;
+    what is checked is cnnlab's own packaging: the package, its data and the console script.
+    """
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "runs", "*.egg-info", "__pycache__", "build"))
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, system_site_packages=True, with_pip=False)   # pip and setuptools come from this interpreter
+    bindir = env_dir / "bin"
+    python = bindir / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
+    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                              "--disable-pip-version-check", str(src)], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert install.returncode == 0, install.stderr
+    where = subprocess.run([str(python), "-c", "import cnnlab; print(cnnlab.__file__)"], capture_output=True,
+                           text=True, env=env, cwd=tmp_path, timeout=60)
+    assert str(env_dir) in where.stdout, where                     # the installed copy, not the checkout
+    demo = subprocess.run([str(bindir / "cnnlab"), "demo", "--out", str(tmp_path / "run"), "--epochs", "2"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert demo.returncode == 0, demo.stderr
+    assert "test accuracy" in demo.stdout and (tmp_path / "run" / "model.safetensors").is_file()
