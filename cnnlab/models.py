@@ -39,21 +39,6 @@ def mnist_fast(input_shape=(28, 28, 1), num_classes=10, seed=0) -> Sequential:
     ], input_shape=input_shape, seed=seed, name="mnist_fast")
 
 
-def fashion_cnn(input_shape=(28, 28, 1), num_classes=10, seed=0) -> Sequential:
-    """For Fashion-MNIST: ``mnist_fast`` with dropout after each block (clothing textures
-    overfit sooner than digit strokes).
-
-    conv 32@5x5 same -> BN -> ReLU -> max-pool 2 -> dropout 0.1 -> conv 64@5x5 -> BN -> ReLU
-    -> max-pool 2 -> dropout 0.2 -> dense 256 -> BN -> ReLU -> dropout 0.4 -> dense ``num_classes``.
-    """
-    return Sequential([
-        *_conv_bn_relu(32, 5), MaxPool2D(2), Dropout(0.1),
-        Conv2D(64, 5, use_bias=False), BatchNorm(), ReLU(), MaxPool2D(2), Dropout(0.2),
-        Flatten(), Dense(256, use_bias=False), BatchNorm(), ReLU(), Dropout(0.4),
-        Dense(num_classes, kernel_initializer="glorot_uniform"),
-    ], input_shape=input_shape, seed=seed, name="fashion_cnn")
-
-
 def cifar_small(input_shape=(32, 32, 3), num_classes=10, seed=0) -> Sequential:
     """A small VGG-style CIFAR-10 model with BatchNorm and global average pooling.
 
@@ -82,8 +67,7 @@ def tiny_cnn(input_shape=(28, 28, 1), num_classes=10, seed=0) -> Sequential:
 
 
 # Every ready-made architecture by name: ``ZOO[name](input_shape=..., num_classes=..., seed=...)``.
-ZOO = {"lenet5": lenet5, "mnist_fast": mnist_fast, "fashion_cnn": fashion_cnn, "cifar_small": cifar_small,
-       "tiny_cnn": tiny_cnn}
+ZOO = {"lenet5": lenet5, "mnist_fast": mnist_fast, "cifar_small": cifar_small, "tiny_cnn": tiny_cnn}
 
 
 def get(name: str):
