@@ -44,7 +44,7 @@ from ..augment import affine
 from ..layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
 from ..model import Sequential
 from . import common
-from .features import (_log, check_compatible, default_data, load_data, prepare_image, run_config, small_cnn,
+from .features import (_log, add_common_arguments, check_compatible, default_data, load_data, prepare_image, run_config, small_cnn,
                        stderr_log)
 
 DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
@@ -675,14 +675,8 @@ def add_parser(subparsers):
                     "similar size, show that feature maps move with the input while pooled features barely change, "
                     "and train digits in one corner of a larger canvas to test them in another. Writes PNGs, "
                     "invariance.json and a self-contained invariance.html.")
-    p.add_argument("--model", metavar="RUN_OR_FILE", help="the CNN to test (default: train one now)")
+    add_common_arguments(p)      # --model (the CNN to test), --dataset, --data-dir, --image, --index, --invert, --seed
     p.add_argument("--mlp", metavar="RUN_OR_FILE", help="the MLP to compare (default: train one now, of similar size)")
-    p.add_argument("--dataset", help="dataset name or folder (default: the model's, else MNIST if on disk, else shapes)")
-    p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset files (e.g. DIR/mnist/)")
-    p.add_argument("--image", metavar="PATH", help="a picture for the equivariance figure (default: a test image)")
-    p.add_argument("--index", type=int, default=0, help="test image for the figure when --image is not given")
-    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
-                   help="invert the picture's gray levels; auto: when its border is light")
     p.add_argument("--max-shift", type=int, default=8, help="largest shift in pixels (default 8)")
     p.add_argument("--max-degrees", type=int, default=30, help="largest rotation in degrees (default 30)")
     p.add_argument("--degree-step", type=int, default=10, help="rotation step in degrees (default 10)")
@@ -691,7 +685,6 @@ def add_parser(subparsers):
     p.add_argument("--epochs", type=int, default=3, help="epochs for the models trained here (default 3)")
     p.add_argument("--no-canvas", action="store_true", help="skip the train-in-one-corner canvas experiment")
     p.add_argument("--canvas-size", type=int, help="canvas side (default: image side + 12, 40 for 28x28)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
     p.add_argument("--out", default="invariance", metavar="DIR", help="output folder (default ./invariance)")
     p.set_defaults(func=_cli)
     return p
