@@ -13,7 +13,7 @@ the special case where all ``H_out * W_out`` copies are tied together, so the
 layer has ``H_out * W_out`` times as many weights for the same computation.
 Comparing the two isolates what weight sharing buys.
 
-Forward: im2col gives every patch as a row; grouping the rows by position
+Forward: every patch becomes a row (as in im2col); grouping the rows by position
 ``l = i * W_out + j`` turns the layer into ``H_out * W_out`` small matrix
 products, done as one batched ``matmul``: ``(L, N, K) @ (L, K, F)``.
 Backward: ``dW_l = cols_l^T @ dy_l`` and ``dcols_l = dy_l @ W_l^T``, the
@@ -25,7 +25,19 @@ import numpy as np
 
 from .. import initializers
 from .base import Layer, check_pair, check_positive_int
-from .conv import im2col, output_size, pad_hw, resolve_padding, validate_padding, window_slice
+from numpy.lib.stride_tricks import as_strided
+
+from .conv import output_size, pad_hw, resolve_padding, validate_padding, window_slice
+
+
+def patches(xp, kernel_hw, out_hw, strides, dilation):
+    """Every window of the padded ``xp`` (N, Hp, Wp, C) flattened in (p, q, c) order: (N, Ho*Wo, kh*kw*C)."""
+    n, _, _, c = xp.shape
+    (kh, kw), (ho, wo), (sh, sw), (dh, dw) = kernel_hw, out_hw, strides, dilation
+    s_n, s_h, s_w, s_c = xp.strides
+    view = as_strided(xp, shape=(n, ho, wo, kh, kw, c),
+                      strides=(s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c), writeable=False)
+    return np.ascontiguousarray(view).reshape(n, ho * wo, kh * kw * c)
 
 
 def col2im_patches(dcols, padded_shape, kernel_hw, out_hw, strides, dilation):
@@ -95,11 +107,8 @@ class LocallyConnected2D(Layer):
         ho, wo, f = self.output_shape
         pads = self._pads(x.shape[1:3])
         xp = pad_hw(x, pads)
-        cols = im2col(xp, self.kernel_size, (ho, wo), self.strides, self.dilation, 1)
-        if isinstance(cols, tuple):                                              # (matrix, reusable buffer)
-            cols = cols[0]
-        k = cols.shape[2]
-        cols_l = cols[0].reshape(n, ho * wo, k).transpose(1, 0, 2)                 # (L, N, K): patches by position
+        cols_l = patches(xp, self.kernel_size, (ho, wo), self.strides, self.dilation).transpose(1, 0, 2)  # (L, N, K)
+        k = cols_l.shape[2]
         y = np.matmul(cols_l, self.params["kernel"].reshape(ho * wo, k, f))      # (L, N, F)
         y = y.transpose(1, 0, 2).reshape(n, ho, wo, f)
         if self.use_bias:

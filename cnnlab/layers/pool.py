@@ -5,6 +5,9 @@ window, ``window_slice`` gives a strided view of the input holding that tap for
 every output position. Max pooling keeps a running maximum and remembers which
 tap won (ties go to the first tap, as in PyTorch); average pooling sums the
 taps. The backward passes add the output gradient back through the same views.
+Like the convolution, the pools compute on the (C, H, W, N) array behind
+the batch (``to_chwn``), where every tap's view is made of runs of ``N``
+contiguous numbers; ``H`` and ``W`` are axes 1 and 2 in both layouts.
 
 Output size: ``H_out = floor((H + pad - pool_h) / s_h) + 1``; ``padding="same"``
 gives ``ceil(H / s)``. Strides default to the pool size (non-overlapping windows).
@@ -16,7 +19,7 @@ import functools
 import numpy as np
 
 from .base import Layer, check_pair, check_positive_int
-from .conv import output_size, pad_hw, resolve_padding, validate_padding, window_slice
+from .conv import from_chwn, output_size, pad_hw, resolve_padding, to_chwn, validate_padding, window_slice
 
 
 class _Pool2D(Layer):
@@ -71,24 +74,25 @@ class MaxPool2D(_Pool2D):
         x = self._prepare(x)
         pads, (ho, wo) = self._geometry(x)
         (kh, kw), (sh, sw) = self.pool_size, self.strides
-        xp = pad_hw(x, pads, value=-np.inf)
-        cols = [xp[:, :, q:q + sw * (wo - 1) + 1:sw] for q in range(kw)]      # tap q of every window: (N, Hp, Wo, C)
+        xp = pad_hw(to_chwn(x), pads, value=-np.inf)                          # (C, Hp, Wp, N)
+        cols = [xp[:, :, q:q + sw * (wo - 1) + 1:sw] for q in range(kw)]      # tap q of every window: (C, Hp, Wo, N)
         row_max = functools.reduce(np.maximum, cols)
-        rows = [row_max[:, p:p + sh * (ho - 1) + 1:sh] for p in range(kh)]   # row p of every window: (N, Ho, Wo, C)
+        rows = [row_max[:, p:p + sh * (ho - 1) + 1:sh] for p in range(kh)]   # row p of every window: (C, Ho, Wo, N)
         y = functools.reduce(np.maximum, rows)
         self._cache = (xp, row_max, y, pads)
-        return y
+        return from_chwn(y)
 
     def backward(self, dy):
         xp, row_max, y, pads = self._cache
         (kh, kw), (sh, sw) = self.pool_size, self.strides
         ho, wo = y.shape[1:3]
+        dy = to_chwn(np.asarray(dy, dtype=self.dtype))
         d_row_max = _route_to_first_max(dy, [row_max[:, p:p + sh * (ho - 1) + 1:sh] for p in range(kh)], y,
                                         row_max.shape, lambda p: np.s_[:, p:p + sh * (ho - 1) + 1:sh])
         dxp = _route_to_first_max(d_row_max, [xp[:, :, q:q + sw * (wo - 1) + 1:sw] for q in range(kw)], row_max,
                                   xp.shape, lambda q: np.s_[:, :, q:q + sw * (wo - 1) + 1:sw])
         t, b, l, r = pads
-        return dxp[:, t:xp.shape[1] - b, l:xp.shape[2] - r]
+        return from_chwn(dxp[:, t:xp.shape[1] - b, l:xp.shape[2] - r])
 
 
 def _route_to_first_max(dy, taps, best, shape, where):
@@ -111,8 +115,8 @@ class AvgPool2D(_Pool2D):
     def forward(self, x, training=False):
         x = self._prepare(x)
         pads, out_hw = self._geometry(x)
-        xp = pad_hw(x, pads)
-        y = np.zeros((x.shape[0],) + out_hw + (x.shape[3],), self.dtype)
+        xp = pad_hw(to_chwn(x), pads)                                         # (C, Hp, Wp, N)
+        y = np.zeros((x.shape[3],) + out_hw + (x.shape[0],), self.dtype)
         for _, sl in self._taps(out_hw):
             y += xp[sl]
         # How many real (unpadded) pixels each window covers: pool a map of ones.
@@ -120,16 +124,16 @@ class AvgPool2D(_Pool2D):
         count = sum(ones[sl] for _, sl in self._taps(out_hw))
         y /= count
         self._cache = (count, xp.shape, pads, out_hw)
-        return y
+        return from_chwn(y)
 
     def backward(self, dy):
         count, padded_shape, pads, out_hw = self._cache
-        share = dy / count                          # each pixel of a window gets an equal share
+        share = to_chwn(np.asarray(dy, dtype=self.dtype)) / count            # each pixel of a window gets an equal share
         dxp = np.zeros(padded_shape, self.dtype)
         for _, sl in self._taps(out_hw):
             dxp[sl] += share
         t, b, l, r = pads
-        return dxp[:, t:padded_shape[1] - b, l:padded_shape[2] - r]
+        return from_chwn(dxp[:, t:padded_shape[1] - b, l:padded_shape[2] - r])
 
 
 class Subsample(Layer):
