@@ -130,7 +130,9 @@ class Optimizer:
         ``ValueError`` before any parameter is touched."""
         parameters = list(parameters)
         for name, _, g in parameters:
-            if not np.isfinite(g).all():
+            # One sum per gradient is finite exactly when no entry is NaN or infinite (or the sum
+            # overflows); only then is each entry checked.
+            if not math.isfinite(float(g.sum())) and not np.isfinite(g).all():
                 raise ValueError(f"{type(self).__name__}: the gradient of {name!r} contains NaN or infinity; "
                                  f"no parameter was updated (try a smaller learning rate)")
         self.steps += 1

@@ -88,24 +88,37 @@ class MaxPool2D(_Pool2D):
         ho, wo = y.shape[1:3]
         dy = to_chwn(np.asarray(dy, dtype=self.dtype))
         d_row_max = _route_to_first_max(dy, [row_max[:, p:p + sh * (ho - 1) + 1:sh] for p in range(kh)], y,
-                                        row_max.shape, lambda p: np.s_[:, p:p + sh * (ho - 1) + 1:sh])
+                                        row_max.shape, lambda p: np.s_[:, p:p + sh * (ho - 1) + 1:sh],
+                                        tiles=kh == sh and kh * ho == row_max.shape[1])
         dxp = _route_to_first_max(d_row_max, [xp[:, :, q:q + sw * (wo - 1) + 1:sw] for q in range(kw)], row_max,
-                                  xp.shape, lambda q: np.s_[:, :, q:q + sw * (wo - 1) + 1:sw])
+                                  xp.shape, lambda q: np.s_[:, :, q:q + sw * (wo - 1) + 1:sw],
+                                  tiles=kw == sw and kw * wo == xp.shape[2])
         t, b, l, r = pads
         return from_chwn(dxp[:, t:xp.shape[1] - b, l:xp.shape[2] - r])
 
 
-def _route_to_first_max(dy, taps, best, shape, where):
-    """Send ``dy`` to the first of ``taps`` that equals ``best``; return the gradient of shape ``shape``."""
-    dx = np.zeros(shape, dy.dtype)
+def _route_to_first_max(dy, taps, best, shape, where, tiles):
+    """Send ``dy`` to the first of ``taps`` that equals ``best``; return the gradient of shape ``shape``.
+
+    ``tiles``: the taps cover the result exactly once (windows side by side,
+    nothing left over), so each share is written straight into its place
+    instead of being added onto zeros.
+    """
+    dx = np.empty(shape, dy.dtype) if tiles else np.zeros(shape, dy.dtype)
     remaining = dy
     for k, tap in enumerate(taps):
-        if k < len(taps) - 1:
-            share = remaining * (tap == best)          # the gradient this tap wins
-            remaining = remaining - share              # later taps only get what is left (ties go first)
+        if k == len(taps) - 1:                         # whatever is left belongs to the last tap
+            if tiles:
+                dx[where(k)] = remaining
+            else:
+                dx[where(k)] += remaining
+            break
+        if tiles:
+            share = np.multiply(remaining, tap == best, out=dx[where(k)])   # the gradient this tap wins
         else:
-            share = remaining                          # whatever is left belongs to the last tap
-        dx[where(k)] += share
+            share = remaining * (tap == best)
+            dx[where(k)] += share
+        remaining = remaining - share                  # later taps only get what is left (ties go first)
     return dx
 
 
