@@ -2,11 +2,12 @@
 
 Every core takes one shard of the batch. This process computes the first
 shard itself; each other shard goes to a worker process, forked when training
-or inference starts, that holds its own copy of the layers. Before each step
-the current weights (and the batch) are written into a block of shared memory
-that the workers read; each worker leaves its gradients, its loss and its
-scores (and, for BatchNorm, its shard's statistics) in the same block, and
-this process adds them up. The loss of the batch is the size-weighted mean of
+or inference starts, that holds its own copy of the layers. While the workers
+run, the model's weights live in a block of shared memory, so the optimizer's
+in-place updates reach every worker without a copy; before each step the
+batch is written into the same block. Each worker leaves its gradients, its
+loss and its scores (and, for BatchNorm, its shard's statistics) there too,
+and this process adds them up. The loss of the batch is the size-weighted mean of
 the shards' losses, so the summed gradients are those of the whole batch.
 
 Why processes and not threads: NumPy releases the interpreter lock inside its
@@ -113,6 +114,7 @@ class DataParallel:
         self.replicas = [layer.replicate() for layer in model.layers]   # this process's shard
         self.loss = model.loss
         self._procs: list[tuple[int, int, int]] = []                      # (pid, command fd, reply fd)
+        self._shared: list[tuple[dict, str, np.ndarray]] = []            # (params or buffers, key, shared array)
         self._limits = None
 
     # ---- the main process --------------------------------------------------------
@@ -163,9 +165,11 @@ class DataParallel:
 
     def _send(self, w, cmd, sl, n, seed, x, y):
         a = self.arena
-        if w == 1:                                        # once per step: this step's weights and batch
-            for k, v in self.model.state_dict().items():
-                np.copyto(a[f"state/{k}"], v)
+        if w == 1:                                        # once per step: this step's batch
+            for d, k, shared in self._shared:
+                if d[k] is not shared:                    # rebound since the workers started: share the new values
+                    np.copyto(shared, d[k])
+                    d[k] = shared
             a["x"][:n] = x
             if y is not None:
                 a["y"][:n] = y
@@ -200,6 +204,15 @@ class DataParallel:
                 shapes.update({f"{w}/{i}/grad/{k}": g.shape for k, g in layer.grads.items()})
                 shapes.update({f"{w}/{i}/stat/{k}": s for k, s in layer.shard_statistics_shapes().items()})
         self.arena = _Arena(shapes, model.layers[0].dtype)
+        # Move the weights and buffers into the shared block: this process's optimizer updates them
+        # in place, and the workers forked below read the same memory.
+        for layer in model.layers:
+            for d in (layer.params, layer.buffers):
+                for k in d:
+                    shared = self.arena[f"state/{layer.name}.{k}"]
+                    np.copyto(shared, d[k])
+                    d[k] = shared
+                    self._shared.append((d, k, shared))
         self._limits = threadpool_limits(1, user_api="blas")    # every core already computes a shard
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+ warns on fork with BLAS threads alive
@@ -229,6 +242,9 @@ class DataParallel:
             os.close(rep_r)
             os.waitpid(pid, 0)
         self._procs = []
+        for d, k, shared in self._shared:                 # the weights leave the shared block
+            d[k] = np.array(d[k])
+        self._shared = []
         if self._limits is not None:
             self._limits.unregister()
             self._limits = None
@@ -251,8 +267,9 @@ class DataParallel:
             os._exit(code)
 
     def _serve(self, w, cmd_r, rep_w):
-        a, model = self.arena, self.model
-        weights = [(a[f"state/{k}"], v) for k, v in model.state_dict().items()]   # this process's own copy
+        a = self.arena
+        for i, r in enumerate(self.replicas):             # gradients are computed straight into the shared block
+            r.grads = {k: a[f"{w}/{i}/grad/{k}"] for k in r.grads}
         while True:
             msg = os.read(cmd_r, _MSG.size)
             if len(msg) < _MSG.size:
@@ -261,8 +278,6 @@ class DataParallel:
             if cmd == _EXIT:
                 return
             try:
-                for src, dst in weights:
-                    np.copyto(dst, src)
                 sl = slice(start, stop)
                 if cmd == _TRAIN:
                     random = self.augment is not None or any(r.stochastic for r in self.replicas)
@@ -270,8 +285,6 @@ class DataParallel:
                                                (stop - start) / n, seed if random else None, self.augment)
                     a[f"{w}/loss"][0] = loss
                     for i, r in enumerate(self.replicas):
-                        for k, g in r.grads.items():
-                            np.copyto(a[f"{w}/{i}/grad/{k}"], g)
                         for k, s in zip(r.shard_statistics_shapes(), getattr(r, "_batch_stats", None) or ()):
                             np.copyto(a[f"{w}/{i}/stat/{k}"], s)
                 else:

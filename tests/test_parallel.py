@@ -63,6 +63,25 @@ def test_weights_reach_the_workers_every_step():
         np.testing.assert_allclose(g_parallel[k], g, rtol=1e-9, atol=1e-14)
 
 
+def test_rebound_weights_reach_the_workers_and_weights_leave_the_shared_block():
+    rng = np.random.default_rng(2)
+    x, y = rng.random((64, 8, 8, 1)), rng.integers(0, 10, 64)
+    model = small_cnn().astype(np.float64)
+    conv = model.layers[0]
+    with DataParallel(model, workers=2) as dp:
+        shared = conv.params["kernel"]
+        conv.params["kernel"] = shared * 0.5 + 0.05            # a new array, not an in-place update
+        dp.train_step(x, y)
+        g_parallel = gradients(model)
+        assert conv.params["kernel"] is shared                  # the new values were moved into the shared block
+    assert conv.params["kernel"] is not shared                  # and back into private memory afterwards
+    np.testing.assert_array_equal(conv.params["kernel"], shared)
+    with DataParallel(model, workers=1) as dp:
+        dp.train_step(x, y)
+    for k, g in gradients(model).items():
+        np.testing.assert_allclose(g_parallel[k], g, rtol=1e-9, atol=1e-14)
+
+
 def test_batchnorm_shards_use_their_own_statistics():
     rng = np.random.default_rng(2)
     x, y = rng.random((64, 8, 8, 1)) * 3, rng.integers(0, 10, 64)
