@@ -17,12 +17,11 @@ class ReLU(_Elementwise):
     """``max(x, 0)``; the gradient passes where the input was positive."""
 
     def forward(self, x, training=False):
-        x = self._prepare(x)
-        self._mask = x > 0
-        return np.maximum(x, 0)
+        self._y = np.maximum(self._prepare(x), 0)
+        return self._y
 
     def backward(self, dy):
-        return dy * self._mask
+        return dy * (self._y > 0)                  # y > 0 exactly where x > 0
 
 
 class LeakyReLU(_Elementwise):
