@@ -12,6 +12,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import cnnlab
+from cnnlab.layers.pool import fuse_relu_maxpool
 
 
 def main():
@@ -25,21 +26,23 @@ def main():
     rng = np.random.default_rng(0)
     x = rng.random((args.batch_size, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, args.batch_size)
-    names = [f"{layer.name}" for layer in model.layers]
+    steps = fuse_relu_maxpool(model.layers)              # what training runs: ReLU + max-pool as one step
+    label = {id(s): f"{s.relu.name}+{s.pool.name}" if hasattr(s, "pool") else s.name for s in steps}
+    names = [label[id(s)] for s in steps]
     times = {k: [] for k in [f"fwd {n}" for n in names] + ["loss"] + [f"bwd {n}" for n in reversed(names)] + ["optimizer", "step total"]}
 
     def step(record):
         t_start = t = time.perf_counter()
         h = x
-        for layer in model.layers:
-            h = layer.forward(h, training=True)
-            t = record(f"fwd {layer.name}", t)
+        for step in steps:
+            h = step.forward(h, training=True)
+            t = record(f"fwd {label[id(step)]}", t)
         model.loss.forward(h, y)
         g = model.loss.backward()
         t = record("loss", t)
-        for layer in reversed(model.layers):
-            g = layer.backward(g)
-            t = record(f"bwd {layer.name}", t)
+        for step in reversed(steps):
+            g = step.backward(g)
+            t = record(f"bwd {label[id(step)]}", t)
             if g is None:
                 break
         opt.step(model.parameters())

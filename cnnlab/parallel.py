@@ -32,6 +32,8 @@ import warnings
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .layers.pool import fuse_relu_maxpool
+
 MIN_SHARD = 16                       # smaller shards cost more in coordination than they gain
 _MSG = struct.Struct("<5q")           # command, shard start, shard stop, batch size, random seed
 _EXIT, _TRAIN, _INFER = 0, 1, 2
@@ -66,21 +68,22 @@ def train_shard(layers, loss, x, y, weight, seed=None, augment=None):
         for i, layer in enumerate(layers):
             if layer.stochastic:
                 layer.rng = np.random.default_rng([seed, i])
+    steps = fuse_relu_maxpool(layers)
     h = x
-    for layer in layers:
-        h = layer.forward(h, training=True)
+    for step in steps:
+        h = step.forward(h, training=True)
     value = loss.forward(h, y)
     g = loss.backward() * h.dtype.type(weight)        # gradient of this shard's share of the batch mean
-    for layer in reversed(layers):
-        g = layer.backward(g)
+    for step in reversed(steps):
+        g = step.backward(g)
         if g is None:
             break
     return value, h
 
 
 def forward_shard(layers, x):
-    for layer in layers:
-        x = layer.forward(x, training=False)
+    for step in fuse_relu_maxpool(layers):
+        x = step.forward(x, training=False)
     return x
 
 

@@ -122,3 +122,23 @@ def test_gradcheck_catches_a_wrong_backward():
             return dy * 0.5 * (self._y > 0)
     x = np.random.default_rng(12).standard_normal((2, 5)) + 3
     assert check_layer(Wrong(), x)["input"] > 0.1
+
+
+@pytest.mark.parametrize("cfg", [dict(pool_size=2), dict(pool_size=3, strides=2, padding="same"),
+                                 dict(pool_size=(2, 3), strides=1, padding=1)])
+def test_relu_then_maxpool_run_pooled_first_gives_identical_results(cfg):
+    # Training runs ReLU + MaxPool2D as pool-then-ReLU; outputs and gradients must be exactly equal,
+    # including windows whose values are all negative and windows with tied maxima.
+    from cnnlab.layers.pool import ReLUMaxPool, fuse_relu_maxpool
+    rng = np.random.default_rng(4)
+    x = rng.integers(-3, 3, (3, 7, 8, 2)).astype(np.float64)      # small integers: many ties and dead windows
+    dy_shape = L.MaxPool2D(**cfg).compute_output_shape(x.shape[1:])
+    dy = rng.standard_normal((3, *dy_shape))
+    relu, pool = L.ReLU(), L.MaxPool2D(**cfg)
+    y_ref = pool.forward(relu.forward(x, True), True)
+    dx_ref = relu.backward(pool.backward(dy))
+    steps = fuse_relu_maxpool([L.Dense(3), relu, pool, L.ReLU()])
+    assert [type(s) for s in steps] == [L.Dense, ReLUMaxPool, L.ReLU]
+    y = steps[1].forward(x, True)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(steps[1].backward(dy), dx_ref)
