@@ -111,17 +111,8 @@ def from_chwn(a):
     return a.transpose(3, 1, 2, 0)
 
 
-def like(dy, ref):
-    """``dy`` in the memory order of ``ref`` (same shape): element-wise work on both then runs contiguously."""
-    if dy.strides == ref.strides:
-        return dy
-    out = np.empty_like(ref)                   # empty_like keeps ref's memory order
-    np.copyto(out, dy)
-    return out
-
-
 def window_slice(i, j, out_hw, strides, dilation):
-    """Index of the input pixels that kernel tap ``(i, j)`` touches for every output position."""
+    """Index of the input pixels that kernel tap ``(i, j)`` touches for every output position (H, W: axes 1, 2)."""
     (ho, wo), (sh, sw), (dh, dw) = out_hw, strides, dilation
     return (slice(None), slice(i * dh, i * dh + sh * (ho - 1) + 1, sh),
             slice(j * dw, j * dw + sw * (wo - 1) + 1, sw))

@@ -18,7 +18,7 @@ import functools
 
 import numpy as np
 
-from .base import Layer, check_pair, check_positive_int
+from .base import Layer, check_pair
 from .conv import from_chwn, output_size, pad_hw, resolve_padding, to_chwn, validate_padding, window_slice
 
 
