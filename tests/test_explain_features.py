@@ -127,8 +127,11 @@ def test_filter_snapshot_errors(tmp_path, trained):
     with pytest.raises(CnnlabFileError, match="another model"):
         F.explain_features(tmp_path / "out", model=model, snapshots=tmp_path / "other.safetensors",
                            dataset="shapes")
-    with pytest.raises(CnnlabFileError, match="do not exist"):
+    with pytest.raises(CnnlabFileError, match="filter snapshot file .*missing.safetensors does not exist"):
         F.read_filter_snapshots(tmp_path / "missing.safetensors")
+    (tmp_path / "garbage.safetensors").write_bytes(b"not safetensors at all")
+    with pytest.raises(CnnlabFileError, match="garbage.safetensors is not a readable safetensors file"):
+        F.read_filter_snapshots(tmp_path / "garbage.safetensors")
 
 
 def test_no_model_trains_a_small_cnn_and_records_its_filters(tmp_path):

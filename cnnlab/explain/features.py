@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import CnnlabFileError, read_json
+from .._io import CnnlabFileError, read_json, read_safetensors
 from ..training import Callback
 from . import common
 
@@ -480,14 +480,8 @@ def plot_filters(kernel, title):
 
 def read_filter_snapshots(path) -> dict:
     """``filters.safetensors`` -> ``{step: kernel}`` sorted by step (tensors named ``step_0000000``)."""
-    from safetensors.numpy import load_file
     path = Path(path)
-    if not path.is_file():
-        raise CnnlabFileError(f"filter snapshots {path} do not exist")
-    try:
-        tensors = load_file(str(path))
-    except Exception as e:  # safetensors raises its own types for corrupt files
-        raise CnnlabFileError(f"{path} is not a readable safetensors file: {e}") from None
+    tensors, _ = read_safetensors(path, "filter snapshot file")
     out = {}
     for name, t in tensors.items():
         if not name.startswith("step_") or not name[5:].isdigit():
