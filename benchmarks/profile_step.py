@@ -4,6 +4,8 @@
 
 Times each layer's forward and backward, the loss and the optimizer step
 separately, over many steps, and prints the median (and minimum) milliseconds.
+A ReLU followed by max pooling is timed as one step, the way training runs
+them (``cnnlab.layers.pool.fuse_relu_maxpool``).
 """
 import argparse
 import time
