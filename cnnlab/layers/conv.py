@@ -198,13 +198,12 @@ def _block(k, n, m):
     return m if m < 2 * cols else cols
 
 
-def matmul_blocked(a, b):
-    """``a @ b`` for (F, K) @ (K, M), in blocks of columns of ``b``."""
+def matmul_blocked(a, b, out=None):
+    """``a @ b`` for (F, K) @ (K, M), in blocks of columns of ``b``; written into ``out`` when given."""
     (f, k), m = a.shape, b.shape[1]
     step = _block(k, f, m)
-    if step == m:
-        return a @ b
-    out = np.empty((f, m), np.result_type(a, b))
+    if out is None:
+        out = np.empty((f, m), np.result_type(a, b))
     for s in range(0, m, step):
         np.matmul(a, b[:, s:s + step], out=out[:, s:s + step])
     return out
@@ -318,7 +317,7 @@ class Conv2D(Layer):
                           self.dilation)                                        # (C*kh*kw, M), M = rows*Wo*N
             out = y[:, r0:r1].reshape(f, -1)                                    # view: this band of the output
             if g == 1:
-                out[...] = matmul_blocked(wmat[0], cols)
+                matmul_blocked(wmat[0], cols, out=out)
             else:
                 np.matmul(wmat, cols.reshape(g, -1, cols.shape[1]), out=out.reshape(g, f // g, -1))
         if self.use_bias:
@@ -337,6 +336,7 @@ class Conv2D(Layer):
         wmat = self._kernel_matrix()                                            # (g, F_g, K_g)
         dw = np.zeros((g, wmat.shape[2], f // g), self.dtype)                   # (g, K_g, F_g)
         dxp = np.zeros(xp.shape, self.dtype) if self.needs_input_grad else None
+        wt = np.ascontiguousarray(wmat.transpose(0, 2, 1))                      # (g, K_g, F_g): W^T, once per step
         for r0, r1 in bands:
             band = self._band_input(xp, r0, r1)
             cols = kept if kept is not None else im2col(band, self.kernel_size, (r1 - r0, wo), self.strides,
@@ -349,9 +349,9 @@ class Conv2D(Layer):
                 dw += np.matmul(colg, d.transpose(0, 2, 1))
             if dxp is not None:
                 if g == 1:
-                    dcols = matmul_blocked(np.ascontiguousarray(wmat[0].T), d[0])   # (K, M) = W^T dy
+                    dcols = matmul_blocked(wt[0], d[0])                         # (K, M) = W^T dy
                 else:
-                    dcols = np.matmul(wmat.transpose(0, 2, 1), d).reshape(-1, d.shape[2])  # (g, K_g, M) -> (C*kh*kw, M)
+                    dcols = np.matmul(wt, d).reshape(-1, d.shape[2])            # (g, K_g, M) -> (C*kh*kw, M)
                 sh = self.strides[0]                                            # the band's rows of dxp (a view)
                 col2im(dcols, dxp[:, r0 * sh:r0 * sh + band.shape[1]], self.kernel_size, (r1 - r0, wo),
                        self.strides, self.dilation)

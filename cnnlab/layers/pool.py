@@ -18,6 +18,7 @@ import functools
 
 import numpy as np
 
+from .activations import ReLU
 from .base import Layer, check_pair
 from .conv import from_chwn, output_size, pad_hw, resolve_padding, to_chwn, validate_padding, window_slice
 
@@ -219,7 +220,6 @@ class ReLUMaxPool:
 
 def fuse_relu_maxpool(layers):
     """The steps that run ``layers``: every ``ReLU`` directly followed by a ``MaxPool2D`` becomes one ``ReLUMaxPool``."""
-    from .activations import ReLU
     steps, i = [], 0
     while i < len(layers):
         if i + 1 < len(layers) and type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2D:
