@@ -20,6 +20,14 @@ def gradients(model):
     return {name: g.copy() for name, _, g in model.parameters()}
 
 
+def assert_gradients_of_one_process(model, x, y, g_parallel):
+    """The gradients ``model`` gets for (x, y) computed in this process alone equal ``g_parallel``."""
+    with DataParallel(model, workers=1) as dp:
+        dp.train_step(x, y)
+    for k, g in gradients(model).items():
+        np.testing.assert_allclose(g_parallel[k], g, rtol=1e-9, atol=1e-14)
+
+
 def test_shard_slices_cover_the_batch():
     for n, k in [(64, 2), (65, 3), (5, 4)]:
         sl = shard_slices(n, k)
@@ -57,10 +65,7 @@ def test_weights_reach_the_workers_every_step():
             p += 0.1                                   # change the weights between steps
         dp.train_step(x, y)
         g_parallel = gradients(model)
-    with DataParallel(model, workers=1) as dp:
-        dp.train_step(x, y)
-    for k, g in gradients(model).items():
-        np.testing.assert_allclose(g_parallel[k], g, rtol=1e-9, atol=1e-14)
+    assert_gradients_of_one_process(model, x, y, g_parallel)
 
 
 def test_rebound_weights_reach_the_workers_and_weights_leave_the_shared_block():
@@ -76,10 +81,7 @@ def test_rebound_weights_reach_the_workers_and_weights_leave_the_shared_block():
         assert conv.params["kernel"] is shared                  # the new values were moved into the shared block
     assert conv.params["kernel"] is not shared                  # and back into private memory afterwards
     np.testing.assert_array_equal(conv.params["kernel"], shared)
-    with DataParallel(model, workers=1) as dp:
-        dp.train_step(x, y)
-    for k, g in gradients(model).items():
-        np.testing.assert_allclose(g_parallel[k], g, rtol=1e-9, atol=1e-14)
+    assert_gradients_of_one_process(model, x, y, g_parallel)
 
 
 def test_batchnorm_shards_use_their_own_statistics():

@@ -13,11 +13,11 @@ the special case where all ``H_out * W_out`` copies are tied together, so the
 layer has ``H_out * W_out`` times as many weights for the same computation.
 Comparing the two isolates what weight sharing buys.
 
-Forward: every patch becomes a row (as in im2col); grouping the rows by position
+Forward: im2col (from ``conv.py``) gives every patch; grouping the patches by position
 ``l = i * W_out + j`` turns the layer into ``H_out * W_out`` small matrix
 products, done as one batched ``matmul``: ``(L, N, K) @ (L, K, F)``.
 Backward: ``dW_l = cols_l^T @ dy_l`` and ``dcols_l = dy_l @ W_l^T``, the
-latter added back onto the pixels each patch came from (col2im).
+latter added back onto the pixels each patch came from (``conv.col2im``).
 """
 from __future__ import annotations
 
@@ -25,31 +25,7 @@ import numpy as np
 
 from .. import initializers
 from .base import Layer, check_pair, check_positive_int
-from numpy.lib.stride_tricks import as_strided
-
-from .conv import output_size, pad_hw, resolve_padding, validate_padding, window_slice
-
-
-def patches(xp, kernel_hw, out_hw, strides, dilation):
-    """Every window of the padded ``xp`` (N, Hp, Wp, C) flattened in (p, q, c) order: (N, Ho*Wo, kh*kw*C)."""
-    n, _, _, c = xp.shape
-    (kh, kw), (ho, wo), (sh, sw), (dh, dw) = kernel_hw, out_hw, strides, dilation
-    s_n, s_h, s_w, s_c = xp.strides
-    view = as_strided(xp, shape=(n, ho, wo, kh, kw, c),
-                      strides=(s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c), writeable=False)
-    return np.ascontiguousarray(view).reshape(n, ho * wo, kh * kw * c)
-
-
-def col2im_patches(dcols, padded_shape, kernel_hw, out_hw, strides, dilation):
-    """Adjoint of im2col: add each patch gradient of ``dcols`` (N, Ho, Wo, kh*kw*C) back onto its pixels."""
-    n, hp, wp, c = padded_shape
-    (kh, kw), (ho, wo) = kernel_hw, out_hw
-    patches = dcols.reshape(n, ho, wo, kh, kw, c)
-    dxp = np.zeros(padded_shape, dcols.dtype)
-    for p in range(kh):
-        for q in range(kw):
-            dxp[window_slice(p, q, out_hw, strides, dilation)] += patches[:, :, :, p, q, :]
-    return dxp
+from .conv import col2im, from_chwn, im2col, output_size, pad_hw, resolve_padding, to_chwn, validate_padding
 
 
 class LocallyConnected2D(Layer):
@@ -106,8 +82,12 @@ class LocallyConnected2D(Layer):
         n = x.shape[0]
         ho, wo, f = self.output_shape
         pads = self._pads(x.shape[1:3])
-        xp = pad_hw(x, pads)
-        cols_l = patches(xp, self.kernel_size, (ho, wo), self.strides, self.dilation).transpose(1, 0, 2)  # (L, N, K)
+        xp = pad_hw(to_chwn(x), pads)                                             # (C, Hp, Wp, N)
+        kh, kw = self.kernel_size
+        c, L = xp.shape[0], ho * wo
+        cols = im2col(xp, self.kernel_size, (ho, wo), self.strides, self.dilation)   # (C*kh*kw, L*N), rows (c, p, q)
+        # -> (L, N, K) with K in the kernel's (p, q, c) order: one copy, patches grouped by position
+        cols_l = np.ascontiguousarray(cols.reshape(c, kh, kw, L, n).transpose(3, 4, 1, 2, 0)).reshape(L, n, -1)
         k = cols_l.shape[2]
         y = np.matmul(cols_l, self.params["kernel"].reshape(ho * wo, k, f))      # (L, N, F)
         y = y.transpose(1, 0, 2).reshape(n, ho, wo, f)
@@ -117,8 +97,8 @@ class LocallyConnected2D(Layer):
         return np.ascontiguousarray(y)
 
     def backward(self, dy):
-        cols_l, padded_shape, pads = self._cache
-        n = padded_shape[0]
+        cols_l, padded_shape, pads = self._cache                                  # padded_shape: (C, Hp, Wp, N)
+        n = padded_shape[3]
         ho, wo, f = self.output_shape
         k = cols_l.shape[2]
         dy = np.asarray(dy, dtype=self.dtype)
@@ -129,10 +109,14 @@ class LocallyConnected2D(Layer):
         if not self.needs_input_grad:
             return None
         w_l = self.params["kernel"].reshape(ho * wo, k, f)
-        dcols = np.matmul(dy_l, w_l.transpose(0, 2, 1)).transpose(1, 0, 2)       # (N, L, K)
-        dxp = col2im_patches(dcols, padded_shape, self.kernel_size, (ho, wo), self.strides, self.dilation)
+        dcols = np.matmul(dy_l, w_l.transpose(0, 2, 1))                           # (L, N, K), K in (p, q, c) order
+        kh, kw = self.kernel_size
+        c = padded_shape[0]
+        dcols = dcols.reshape(ho * wo, n, kh, kw, c).transpose(4, 2, 3, 0, 1).reshape(c * kh * kw, -1)  # im2col's layout
+        dxp = col2im(dcols, np.zeros(padded_shape, self.dtype), self.kernel_size, (ho, wo), self.strides,
+                     self.dilation)
         t, b, l, r = pads
-        return dxp[:, t:padded_shape[1] - b, l:padded_shape[2] - r, :]
+        return from_chwn(dxp[:, t:padded_shape[1] - b, l:padded_shape[2] - r])
 
     def macs(self):
         ho, wo, f = self.output_shape
