@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import optim, runs
+from . import images, optim, runs
 from . import models as zoo
 from ._io import CnnlabFileError, read_json
 from .augment import SPEC_HELP
@@ -190,30 +190,6 @@ def _class_table(ev) -> str:
 # ---------------------------------------------------------------------------
 # predict
 # ---------------------------------------------------------------------------
-def load_image(path, shape, invert=False) -> np.ndarray:
-    """An image file as an (H, W, C) float32 array in [0, 1] for a model taking ``shape``."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-    h, w, c = shape
-    path = Path(path)
-    if not path.is_file():
-        raise CnnlabFileError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA", "P"):                    # transparent areas become white
-                img = img.convert("RGBA")
-                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, img)
-            img = img.convert("L" if c == 1 else "RGB")
-            if img.size != (w, h):
-                img = img.resize((w, h), getattr(Image, "Resampling", Image).BILINEAR)
-            x = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise CnnlabFileError(f"image {path} cannot be read: {e}") from None
-    x = x.reshape(h, w, c)
-    return 1.0 - x if invert else x
-
-
 def cmd_predict(args) -> int:
     model = _load_model(args.model)
     shape = tuple(model.input_shape)
@@ -227,16 +203,12 @@ def cmd_predict(args) -> int:
         dataset = (config.get("data") or {}).get("name", config["dataset"])
     if not class_names or len(class_names) != model.num_classes:
         class_names = [str(i) for i in range(model.num_classes)]
-    x = np.stack([load_image(p, shape, args.invert) for p in args.images])
-    if shape[2] == 1 and not args.invert:
-        border = np.concatenate([x[:, 0].reshape(len(x), -1), x[:, -1].reshape(len(x), -1),
-                                 x[:, :, 0].reshape(len(x), -1), x[:, :, -1].reshape(len(x), -1)], axis=1)
-        light = [p for p, b in zip(args.images, border.mean(axis=1)) if b > 0.5]
-        if light:
-            trained = f"the model (trained on {dataset})" if dataset else "a model trained on MNIST-like images"
-            print(f"note: {', '.join(map(str, light))} {'has' if len(light) == 1 else 'have'} a light background, "
-                  f"but {trained} expects light strokes on a dark background: add --invert if the "
-                  f"predictions look wrong", file=sys.stderr)
+    options = images.options_from(args)
+    prepared = [images.prepare_input(p, shape, dataset=dataset, **options) for p in args.images]
+    for _, notes in prepared:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    x = np.stack([x for x, _ in prepared])
     probs = model.predict(x)
     k = min(args.top_k, model.num_classes)
     width = max(len(str(n)) for n in class_names)
@@ -388,8 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL_OR_RUN", help="a run directory or a .safetensors model")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="classes to show (default 3)")
-    p.add_argument("--invert", action="store_true",
-                   help="invert brightness: MNIST digits are white on black, photos of ink are black on white")
+    images.add_arguments(p)
     p.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("summary", parents=[common], help="layers, shapes, parameters and multiply-adds of a model",

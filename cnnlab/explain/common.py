@@ -305,29 +305,9 @@ def save_json(path, obj) -> Path:
 
 
 def load_image(path, size=None, channels: int = 1) -> np.ndarray:
-    """Read a user's image with Pillow as float32 (H, W, channels) in [0, 1].
-
-    ``size`` is an int (square) or ``(height, width)``; the picture is resized
-    with area averaging. ``channels`` is 1 (grayscale) or 3 (RGB).
-    """
-    from PIL import Image, UnidentifiedImageError
-    path = Path(path)
-    if not path.is_file():
-        raise CnnlabFileError(f"image {path} does not exist")
-    if channels not in (1, 3):
-        raise ValueError(f"load_image: channels must be 1 or 3, received {channels!r}")
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            if size is not None:
-                h, w = (size, size) if isinstance(size, (int, np.integer)) else size
-                if int(h) < 1 or int(w) < 1:
-                    raise ValueError(f"load_image: size must be positive, received {size!r}")
-                im = im.resize((int(w), int(h)), Image.Resampling.BOX)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
-        raise CnnlabFileError(f"image {path} could not be read as a picture: {e}") from None
-    return arr[..., None] if arr.ndim == 2 else arr
+    """A picture as float32 (H, W, channels) in [0, 1]: :func:`cnnlab.images.read_image`."""
+    from ..images import read_image
+    return read_image(path, size, channels)
 
 
 def load_model(path):

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import images
 from ..augment import affine
 from ..layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
 from ..model import Sequential
@@ -430,7 +431,7 @@ def _resolve(model, dataset, data_dir, options):
 
 def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None, image=None, index=0,
                           max_shift=8, max_degrees=30, degree_step=10, n_train=5000, n_test=500, epochs=3,
-                          canvas=True, canvas_size=None, canvas_step=4, invert="auto", seed=0, log=None) -> dict:
+                          canvas=True, canvas_size=None, canvas_step=4, invert="auto", center="auto", seed=0, log=None) -> dict:
     """Shift and rotation robustness, equivariance and pooling invariance, and the canvas experiment.
 
     Args:
@@ -515,7 +516,7 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
 
     # the example image
     if image is not None:
-        x_ex, ex_label, ex_source = prepare_image(image, shape, invert), None, f"image {image}"
+        x_ex, ex_label, ex_source = prepare_image(image, shape, invert, center, info["name"], log), None, f"image {image}"
     else:
         if not 0 <= index < len(xte):
             raise ValueError(f"--index must lie in [0, {len(xte) - 1}], received {index}")
@@ -655,7 +656,7 @@ def _cli(args):
                               image=args.image, index=args.index, max_shift=args.max_shift,
                               max_degrees=args.max_degrees, degree_step=args.degree_step, n_train=args.n_train,
                               n_test=args.n_test, epochs=args.epochs, canvas=not args.no_canvas,
-                              canvas_size=args.canvas_size, invert=args.invert, seed=args.seed, log=stderr_log)
+                              canvas_size=args.canvas_size, **images.options_from(args), seed=args.seed, log=stderr_log)
     print("shift  " + "  ".join(f"{n:>11}" for n in r["accuracy"]))
     for i, s in enumerate(r["shifts"]):
         print(f"{s:>5}  " + "  ".join(f"{r['accuracy'][n][i]:>11.3f}" for n in r["accuracy"]))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..images import resize
 from .conv import convolve
 from .common import (HEAT_CMAP, IMAGE_CMAP, SIGNED_CMAP, colorbar, esc, img_tag, load_image, load_model,
                      new_figure, out_dir, pick_conv_layer, save_figure, save_json, symmetric_limits, table_html,
@@ -340,12 +341,10 @@ def explain_matched_filter(out="explain", image=None, template=None, size=48, te
         source["template"] = "given"
     if image is not None:
         if isinstance(image, (str, Path)):
-            from PIL import Image
-            with Image.open(image) as im:
-                w0, h0 = im.size
+            full = load_image(image, channels=1)
+            h0, w0 = full.shape[:2]
             scale = size / max(w0, h0)
-            img0 = load_image(image, size=(max(1, round(h0 * scale)), max(1, round(w0 * scale))),
-                              channels=1)[:, :, 0].astype(np.float64)
+            img0 = resize(full, max(1, round(h0 * scale)), max(1, round(w0 * scale)))[:, :, 0].astype(np.float64)
             source["image"] = str(image)
         else:
             img0 = np.array(image, np.float64)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import images
 from ..layers import Conv2D
 from . import common
 from .features import add_common_arguments, pick_input, resolve_subject, shape_text, softmax1, stderr_log
@@ -271,7 +272,7 @@ def _method_figure(x, m, title, cmap, vmin, vmax, label, caption):
 
 
 def explain_saliency(out, model=None, image=None, index=0, class_index=None, dataset=None, data_dir=None,
-                     patch=None, stride=1, fill=0.0, layer=None, invert="auto", seed=0, log=None) -> dict:
+                     patch=None, stride=1, fill=0.0, layer=None, invert="auto", center="auto", seed=0, log=None) -> dict:
     """Gradient saliency, occlusion sensitivity and Grad-CAM for one image and one class.
 
     Args:
@@ -289,7 +290,7 @@ def explain_saliency(out, model=None, image=None, index=0, class_index=None, dat
     out = common.out_dir(out)
     subject = resolve_subject(model, dataset, data_dir, seed=seed, log=log)
     net = subject.model
-    x, label, source = pick_input(subject, image, index, invert)
+    x, label, source = pick_input(subject, image, index, invert, center)
     x = x.astype(np.float32)
     logits = net.logits(x[None])[0]
     probs = softmax1(logits)
@@ -400,7 +401,7 @@ def _cli(args):
     result = explain_saliency(args.out, model=args.model, image=args.image, index=args.index,
                               class_index=args.class_index, dataset=args.dataset, data_dir=args.data_dir,
                               patch=args.patch, stride=args.stride, fill=_fill_arg(args.fill), layer=args.layer,
-                              invert=args.invert, seed=args.seed, log=stderr_log)
+                              **images.options_from(args), seed=args.seed, log=stderr_log)
     print(f"class {result['class_name']} (p = {result['probability']:.3f}); "
           f"wrote {Path(args.out) / 'saliency.html'}")
     return 0
