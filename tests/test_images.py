@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from cnnlab import cli, images
 from cnnlab._io import CnnlabFileError
-from cnnlab.explain import features as F
+from cnnlab.explain import subject as SUB
 
 RNG = np.random.default_rng(0)
 LEVELS = RNG.integers(0, 256, (5, 7)).astype(np.uint8)            # an 8-bit gray picture, 7 wide and 5 high
@@ -200,7 +200,7 @@ def test_predict_and_explain_treat_a_picture_the_same(tmp_path, capsys):
     seven(200, (10, 8, 60, 70)).save(pic)
     assert cli.main(["predict", str(tmp_path / "m.safetensors"), str(pic), "--top-k", "10"]) == 0
     out, err = capsys.readouterr()
-    x = F.prepare_image(pic, (28, 28, 1), log=None)
+    x = SUB.prepare_image(pic, (28, 28, 1), log=None)
     probs = model.predict(x[None])[0]
     shown = {int(line.split()[1]): float(line.split()[2].rstrip("%")) for line in out.splitlines()[1:]}
     for k, p in shown.items():
