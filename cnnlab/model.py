@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from . import losses as losses_mod
+from . import resources
 from . import layers as layers_mod
-from ._io import CnnlabFileError, atomic_write, read_safetensors
+from ._io import CnnlabFileError, atomic_write, parse_json, read_safetensors
 
 FORMAT_KEY = "cnnlab_architecture"
 
@@ -81,7 +82,10 @@ class Sequential:
         input_shape = tuple(input_shape)
         if not input_shape or any(not isinstance(d, (int, np.integer)) or d < 1 for d in input_shape):
             raise ValueError(f"Sequential: input_shape must be positive ints such as (28, 28, 1), received {input_shape!r}")
-        shape = self.input_shape = tuple(int(d) for d in input_shape)
+        shape = tuple(int(d) for d in input_shape)
+        count, nbytes = resources.parameter_bytes(self.layers, shape, dtype)
+        resources.require(nbytes, f"{self.name}: its {count:,} parameters and their gradients")
+        self.input_shape = shape
         trainable_before = False
         for layer in self.layers:
             shape = layer.build(shape, rng=self.rng, dtype=dtype)
@@ -245,11 +249,18 @@ class Sequential:
             if not isinstance(spec, dict) or spec.get("class") not in layers_mod.LAYERS:
                 raise CnnlabFileError(f"{source}: layer {i} has unknown class {spec.get('class') if isinstance(spec, dict) else spec!r}; "
                                       f"known: {sorted(layers_mod.LAYERS)}")
+            if not isinstance(spec.get("config", {}), dict) or not isinstance(spec.get("name"), (str, type(None))):
+                raise CnnlabFileError(f"{source}: layer {i} ({spec['class']}): config must be an object and name a "
+                                      f"string, found {spec.get('config')!r} and {spec.get('name')!r}")
             try:
                 built.append(layers_mod.LAYERS[spec["class"]](**spec.get("config", {}), name=spec.get("name")))
             except (TypeError, ValueError) as e:
                 raise CnnlabFileError(f"{source}: layer {i} ({spec['class']}): {e}") from None
         loss = config.get("loss", {"name": "softmax", "config": {}})
+        if not isinstance(loss, dict) or loss.get("name") not in losses_mod.LOSSES \
+                or not isinstance(loss.get("config", {}), dict):
+            raise CnnlabFileError(f"{source}: loss must be an object {{\"name\": one of {sorted(losses_mod.LOSSES)}, "
+                                  f"\"config\": {{...}}}}, found {loss!r}")
         try:
             loss_obj = losses_mod.LOSSES[loss["name"]](**loss.get("config", {}))
             return cls(built, input_shape=config.get("input_shape"), seed=config.get("seed", 0), loss=loss_obj,
@@ -282,6 +293,8 @@ class Sequential:
         x = self.check_input(x)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"{self.name}: batch_size must be a positive integer, received {batch_size!r}")
+        batch_size = min(int(batch_size), max(1, len(x)))          # no buffers for examples that do not exist
+        resources.check_batch(self, batch_size, training=False)
         with DataParallel(self, workers, max_batch=batch_size) as dp:
             out = [dp.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0,) + self.output_shape, np.float32)
@@ -318,10 +331,7 @@ def load(path) -> Sequential:
     tensors, meta = read_safetensors(path, "model file")
     if FORMAT_KEY not in meta:
         raise CnnlabFileError(f"{path} is a safetensors file but not a cnnlab model (no architecture in its metadata)")
-    try:
-        config = json.loads(meta[FORMAT_KEY])
-    except json.JSONDecodeError as e:
-        raise CnnlabFileError(f"{path}: the architecture in its metadata is not valid JSON: {e}") from None
+    config = parse_json(meta[FORMAT_KEY], f"{path}: the architecture in its metadata")
     model = Sequential.from_config(config, source=str(path))
     if not model.built:
         raise CnnlabFileError(f"{path}: the architecture has no input_shape")

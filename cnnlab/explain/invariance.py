@@ -456,6 +456,8 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
                                              options=options)
     k = max(len(info["class_names"]), int(ytr.max()) + 1)
     shape = tuple(info["input_shape"])
+    # The user's picture is read first, so that a bad file fails before any training.
+    x_user = prepare_image(image, shape, invert, center, info["name"], log) if image is not None else None
     log_to(log, f"data: {len(xtr)} training and {len(xte)} test images of {info['name']} {shape}")
     for m in (cnn, given_mlp):
         if m is not None:
@@ -514,7 +516,7 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
 
     # the example image
     if image is not None:
-        x_ex, ex_label, ex_source = prepare_image(image, shape, invert, center, info["name"], log), None, f"image {image}"
+        x_ex, ex_label, ex_source = x_user, None, f"image {image}"
     else:
         if not 0 <= index < len(xte):
             raise ValueError(f"--index must lie in [0, {len(xte) - 1}], received {index}")

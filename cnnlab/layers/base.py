@@ -76,6 +76,14 @@ class Layer:
     def build_params(self, input_shape) -> None:
         """Create ``self.params`` (and ``self.buffers``); layers without weights keep the default."""
 
+    def param_shapes(self, input_shape) -> dict:
+        """``{name: shape}`` of the parameters and buffers ``build_params`` creates for ``input_shape``.
+
+        Known before anything is allocated, so a model too large for memory is refused first
+        (``cnnlab.resources``); layers with weights override it and build from it.
+        """
+        return {}
+
     def compute_output_shape(self, input_shape) -> tuple:
         return tuple(input_shape)
 

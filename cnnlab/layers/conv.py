@@ -265,10 +265,14 @@ class Conv2D(Layer):
         wo = output_size(w, self.kernel_size[1], self.strides[1], pads[2] + pads[3], self.dilation[1], self.label, "width")
         return (ho, wo, self.filters)
 
-    def build_params(self, input_shape):
+    def param_shapes(self, input_shape):
         kh, kw = self.kernel_size
-        cg = input_shape[2] // self.groups
-        shape = (kh, kw, cg, self.filters)
+        shape = {"kernel": (kh, kw, input_shape[2] // self.groups, self.filters)}
+        return {**shape, "bias": (self.filters,)} if self.use_bias else shape
+
+    def build_params(self, input_shape):
+        shape = self.param_shapes(input_shape)["kernel"]
+        kh, kw, cg, _ = shape
         self.params["kernel"] = self.kernel_initializer(shape, kh * kw * cg, kh * kw * self.filters // self.groups,
                                                         self.rng).astype(self.dtype)
         if self.use_bias:

@@ -25,6 +25,10 @@ class BatchNorm(Layer):
             raise ValueError(f"BatchNorm: eps must be > 0, received {eps!r}")
         self.momentum, self.eps = float(momentum), float(eps)
 
+    def param_shapes(self, input_shape):
+        c = (input_shape[-1],)
+        return {"gamma": c, "beta": c, "running_mean": c, "running_var": c}
+
     def build_params(self, input_shape):
         c = input_shape[-1]
         self.params["gamma"] = np.ones(c, self.dtype)
