@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import CnnlabFileError, read_json, read_safetensors
-from ..training import Callback
+from .._io import CnnlabFileError
+from ..callbacks import FilterSnapshots
+from ..runs import files
+from ..runs.files import read_filter_snapshots
 from . import common
 
 # ---------------------------------------------------------------------------
@@ -117,21 +119,6 @@ def small_cnn(input_shape, num_classes, seed=0):
                       input_shape=tuple(input_shape), seed=seed, name="small_cnn")
 
 
-class FilterSnapshots(Callback):
-    """Training callback: copies of the first convolution's kernel, keyed by optimizer step (0 = before training)."""
-
-    def __init__(self, layer, every=1):
-        self.layer, self.every = layer, max(int(every), 1)
-        self.snapshots = {0: layer.params["kernel"].copy()}
-
-    def on_batch_end(self, trainer, step, loss):
-        if step % self.every == 0:
-            self.snapshots[int(step)] = self.layer.params["kernel"].copy()
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        self.snapshots[int(trainer.step)] = self.layer.params["kernel"].copy()
-
-
 def train_small_cnn(train, input_shape, num_classes, epochs=DEFAULT_EPOCHS, seed=0, frames=16, batch_size=64):
     """Train :func:`small_cnn` on ``train = (x, y)`` with Adam; return ``(model, snapshots)``.
 
@@ -141,7 +128,7 @@ def train_small_cnn(train, input_shape, num_classes, epochs=DEFAULT_EPOCHS, seed
     x, y = train
     model = small_cnn(input_shape, num_classes, seed=seed)
     steps = epochs * -(-len(x) // batch_size)
-    snap = FilterSnapshots(common.pick_conv_layer(model), every=max(steps // max(frames - 1, 1), 1))
+    snap = FilterSnapshots(every=max(steps // max(frames - 1, 1), 1), layer=common.pick_conv_layer(model))
     model.fit(x, y, epochs=epochs, batch_size=batch_size, optimizer=Adam(lr=2e-3), verbose=0, callbacks=[snap])
     return model, dict(sorted(snap.snapshots.items()))
 
@@ -200,13 +187,9 @@ def check_compatible(model, info, dataset):
 
 
 def run_config(path) -> dict:
-    """``config.json`` of a run directory (``{}`` for a plain model file or a run without one)."""
+    """The checked configuration of a run directory (``{}`` for a plain model file or a run without one)."""
     p = Path(path)
-    cfg = p / "config.json" if p.is_dir() else None
-    if cfg is None or not cfg.is_file():
-        return {}
-    data = read_json(cfg, "run config")
-    return data if isinstance(data, dict) else {}
+    return (files.read_config(p, missing_ok=True) or {}) if p.is_dir() else {}
 
 
 def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRAIN, epochs=DEFAULT_EPOCHS,
@@ -237,8 +220,8 @@ def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRA
             ds, dd = default_data(dd)
         run_dir = path if path.is_dir() else None
         snaps = None
-        if run_dir is not None and (run_dir / "filters.safetensors").is_file():
-            snaps = read_filter_snapshots(run_dir / "filters.safetensors")
+        if run_dir is not None and files.has_filter_snapshots(run_dir):
+            snaps = read_filter_snapshots(run_dir)
         return Subject(loaded, str(path), ds, dd, run_dir, [str(i) for i in range(loaded.num_classes)], snaps,
                        options=options)
     ds = dataset
@@ -476,25 +459,6 @@ def plot_filters(kernel, title):
     fig = common.new_figure(*_filters_figsize(np.asarray(kernel)))
     _draw_filters(fig, kernel, title)
     return fig
-
-
-def read_filter_snapshots(path) -> dict:
-    """``filters.safetensors`` -> ``{step: kernel}`` sorted by step (tensors named ``step_0000000``)."""
-    path = Path(path)
-    tensors, _ = read_safetensors(path, "filter snapshot file")
-    out = {}
-    for name, t in tensors.items():
-        if not name.startswith("step_") or not name[5:].isdigit():
-            raise CnnlabFileError(f"{path}: unexpected tensor {name!r}; snapshots are named step_0000000, step_0000100, ...")
-        if t.ndim != 4:
-            raise CnnlabFileError(f"{path}: snapshot {name!r} has shape {t.shape}, expected a kernel (kh, kw, C, F)")
-        out[int(name[5:])] = np.asarray(t)
-    if not out:
-        raise CnnlabFileError(f"{path} holds no filter snapshots")
-    shapes = {t.shape for t in out.values()}
-    if len(shapes) > 1:
-        raise CnnlabFileError(f"{path}: snapshots have different shapes {sorted(shapes)}")
-    return dict(sorted(out.items()))
 
 
 def filter_evolution_frames(snapshots, layer_name="conv"):

@@ -61,6 +61,17 @@ def _missing(path, missing_ok):
     return missing_ok and not Path(path).exists()
 
 
+def _read_object(run_dir, name, what, missing_ok):
+    """``(JSON object, path)`` of ``run_dir/name``; ``(None, path)`` when it is missing and ``missing_ok``."""
+    path = Path(run_dir) / name
+    if _missing(path, missing_ok):
+        return None, path
+    obj = read_json(path, what)
+    if not isinstance(obj, dict):
+        raise CnnlabFileError(f"{what} {path}: expected a JSON object, found {type(obj).__name__}")
+    return obj, path
+
+
 # ---------------------------------------------------------------------------
 # Where
 # ---------------------------------------------------------------------------
@@ -117,12 +128,9 @@ def write_architecture(run_dir, model) -> Path:
 # State and checkpoint
 # ---------------------------------------------------------------------------
 def read_state(run_dir, missing_ok=False) -> dict | None:
-    path = Path(run_dir) / STATE_FILE
-    if _missing(path, missing_ok):
+    state, path = _read_object(run_dir, STATE_FILE, "run state", missing_ok)
+    if state is None:
         return None
-    state = read_json(path, "run state")
-    if not isinstance(state, dict):
-        raise CnnlabFileError(f"run state {path}: expected a JSON object, found {type(state).__name__}")
     missing = [k for k in REQUIRED_STATE_KEYS if k not in state]
     if missing:
         raise CnnlabFileError(f"run state {path}: missing key(s) {missing}")
@@ -199,13 +207,12 @@ def write_checkpoint(run_dir, model, optimizer, epoch, step) -> Path:
 def read_history(run_dir, epochs: int | None = None, missing_ok=False) -> dict | None:
     """Per-epoch lists from ``history.json``: all of them, or (for a resume) the Trainer history of the
     first ``epochs`` epochs (validation columns that hold nothing are left out)."""
-    path = Path(run_dir) / HISTORY_JSON
-    if epochs == 0 and not path.exists():
+    if epochs == 0 and not (Path(run_dir) / HISTORY_JSON).exists():
         return {}
-    if _missing(path, missing_ok):
+    hist, path = _read_object(run_dir, HISTORY_JSON, "history", missing_ok)
+    if hist is None:
         return None
-    hist = read_json(path, "history")
-    if not isinstance(hist, dict) or any(not isinstance(hist.get(k), list) for k in ("epoch", "loss", "accuracy")):
+    if any(not isinstance(hist.get(k), list) for k in ("epoch", "loss", "accuracy")):
         raise CnnlabFileError(f"history {path}: expected an object of per-epoch lists (epoch, loss, accuracy, ...)")
     n = len(hist["epoch"]) if epochs is None else epochs
     out = {}
@@ -259,12 +266,9 @@ def write_history(run_dir, history, plot=True):
 # ---------------------------------------------------------------------------
 def read_evaluation(run_dir, missing_ok=False) -> dict | None:
     """``evaluation.json``: accuracy, a square confusion matrix of counts, and (optional) class names."""
-    path = Path(run_dir) / EVALUATION_FILE
-    if _missing(path, missing_ok):
+    ev, path = _read_object(run_dir, EVALUATION_FILE, "evaluation", missing_ok)
+    if ev is None:
         return None
-    ev = read_json(path, "evaluation")
-    if not isinstance(ev, dict):
-        raise CnnlabFileError(f"evaluation {path}: expected a JSON object, found {type(ev).__name__}")
     m = ev.get("confusion_matrix")
     if not isinstance(m, list) or not m or any(not isinstance(r, list) or len(r) != len(m) for r in m) \
             or any(not is_int(v) or v < 0 for r in m for v in r):
