@@ -81,29 +81,12 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
     """
     config = validate_config(config)
     out_dir = Path(out_dir)
-    state = None
     if resume:
-        if not out_dir.is_dir():
-            raise CnnlabFileError(f"run directory {out_dir} does not exist")
-        old = files.read_config(out_dir)
-        state = files.read_state(out_dir)
-        model_t, opt_t, ckpt = files.read_checkpoint(out_dir)
-        if ckpt["epoch"] != state["epoch"] or ckpt["step"] != state["step"]:
-            raise CnnlabFileError(
-                f"{out_dir / files.STATE_FILE} (epoch {state['epoch']}, step {state['step']}) does not match "
-                f"{ckpt['path']} (epoch {ckpt['epoch']}, step {ckpt['step']}): the run was stopped while saving")
-        if state["epoch"] >= config["epochs"]:
-            raise ValueError(f"{out_dir} has already completed {state['epoch']} epoch(s); to train on, ask for "
-                             f"more in total (e.g. --epochs {state['epoch'] + max(1, old['epochs'])})")
+        old, state, (model_t, opt_t, ckpt) = _open_run(out_dir, config)
         split_seed = state["split_seed"]
     else:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ValueError(f"output path {out_dir} exists and is not a directory")
-        taken = files.existing_run_files(out_dir)
-        if taken:
-            raise ValueError(f"{out_dir} already holds a run ({', '.join(taken)}); continue it with "
-                             f"--resume {out_dir} or choose another output directory")
-        split_seed = split_seed_for(config["seed"])
+        _check_free(out_dir)
+        state, split_seed = None, split_seed_for(config["seed"])
 
     (x, y), (xt, yt), info = load_data(config, data)
     if config["limit"]:
@@ -157,16 +140,7 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
         files.write_architecture(out_dir, model)
 
     augment = None if config["augment"] == "none" else Augmenter.from_spec(config["augment"])
-    snapshots = None
-    if config["snapshot_filters"]:
-        snapshots = FilterSnapshots(config["snapshot_filters"], layer=first_conv(model))
-        if resume and files.has_filter_snapshots(out_dir):
-            snaps, ends = files.read_filter_file(out_dir)
-            shape = snapshots.layer.params["kernel"].shape
-            if next(iter(snaps.values())).shape != shape:
-                raise CnnlabFileError(f"filter snapshots {out_dir / files.FILTERS_FILE} hold kernels of shape "
-                                      f"{next(iter(snaps.values())).shape}, {snapshots.layer.name} has {shape}")
-            snapshots.restore(snaps, ends, state["step"])
+    snapshots = _filter_snapshots(out_dir, model, config, state)
     recorder = RunRecorder(out_dir, split_seed, state=state, snapshots=snapshots, plot=plot)
     cbs = ([snapshots] if snapshots else []) + [recorder, *callbacks]
     if config["early_stopping"]:
@@ -215,6 +189,49 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
             "stop_reason": trainer.stop_reason, "best_epoch": recorder.best_epoch,
             "best_val_accuracy": recorder.best, "test": test, "evaluation": evaluation,
             "history": files.history_table(trainer.history), "model": best}
+
+
+def _open_run(out_dir, config):
+    """``(saved config, state, (model tensors, optimizer tensors, checkpoint info))`` of the run to resume,
+    after checking that they belong together and that ``config`` asks for more epochs."""
+    if not out_dir.is_dir():
+        raise CnnlabFileError(f"run directory {out_dir} does not exist")
+    old = files.read_config(out_dir)
+    state = files.read_state(out_dir)
+    model_t, opt_t, ckpt = files.read_checkpoint(out_dir)
+    if ckpt["epoch"] != state["epoch"] or ckpt["step"] != state["step"]:
+        raise CnnlabFileError(
+            f"{out_dir / files.STATE_FILE} (epoch {state['epoch']}, step {state['step']}) does not match "
+            f"{ckpt['path']} (epoch {ckpt['epoch']}, step {ckpt['step']}): the run was stopped while saving")
+    if state["epoch"] >= config["epochs"]:
+        raise ValueError(f"{out_dir} has already completed {state['epoch']} epoch(s); to train on, ask for "
+                         f"more in total (e.g. --epochs {state['epoch'] + max(1, old['epochs'])})")
+    return old, state, (model_t, opt_t, ckpt)
+
+
+def _check_free(out_dir):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output path {out_dir} exists and is not a directory")
+    taken = files.existing_run_files(out_dir)
+    if taken:
+        raise ValueError(f"{out_dir} already holds a run ({', '.join(taken)}); continue it with "
+                         f"--resume {out_dir} or choose another output directory")
+
+
+def _filter_snapshots(out_dir, model, config, state):
+    """The ``FilterSnapshots`` callback the config asks for (``None`` if none), continued from the run's file
+    when resuming."""
+    if not config["snapshot_filters"]:
+        return None
+    snapshots = FilterSnapshots(config["snapshot_filters"], layer=first_conv(model))
+    if state is not None and files.has_filter_snapshots(out_dir):
+        snaps, ends = files.read_filter_file(out_dir)
+        shape, found = snapshots.layer.params["kernel"].shape, next(iter(snaps.values())).shape
+        if found != shape:
+            raise CnnlabFileError(f"filter snapshots {out_dir / files.FILTERS_FILE} hold kernels of shape {found}, "
+                                  f"{snapshots.layer.name} has {shape}")
+        snapshots.restore(snaps, ends, state["step"])
+    return snapshots
 
 
 def _default_workers() -> int:
