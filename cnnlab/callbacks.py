@@ -169,17 +169,18 @@ def first_conv(model):
 
 class FilterSnapshots(Callback):
     """Copies of a convolution's kernel as it is learned: before training (step 0), every ``every``
-    optimizer steps and at the end of every epoch.
+    optimizer steps (or at the optimizer steps listed in ``steps``) and at the end of every epoch.
 
     ``snapshots`` maps the optimizer step to the kernel (kh, kw, C, F) at that step; ``epoch_ends`` lists the
     steps at which epochs ended. ``layer``: the layer to watch (default: the model's first ``Conv2D``,
     found when training begins). ``restore(snapshots, epoch_ends, step)`` continues a resumed run.
     """
 
-    def __init__(self, every=1, layer=None):
+    def __init__(self, every=1, layer=None, steps=None):
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"snapshot interval must be a positive integer, received {every!r}")
         self.every, self.layer = int(every), layer
+        self.steps = None if steps is None else {int(s) for s in steps}
         self.snapshots: dict[int, np.ndarray] = {}
         self.epoch_ends: list[int] = []
 
@@ -200,7 +201,7 @@ class FilterSnapshots(Callback):
             self.take(trainer.step)
 
     def on_batch_end(self, trainer, step, loss):
-        if step % self.every == 0:
+        if (step in self.steps) if self.steps is not None else step % self.every == 0:
             self.take(step)
 
     def on_epoch_end(self, trainer, epoch, logs):

@@ -10,7 +10,7 @@ from cnnlab._io import CnnlabFileError, write_json
 from cnnlab.datasets import load_shapes
 from cnnlab.explain import report as R
 from cnnlab.callbacks import FilterSnapshots
-from cnnlab.explain.features import small_cnn
+from cnnlab.explain.subject import demo_model
 from cnnlab.runs import files, make_config
 from cnnlab.optim import Adam
 
@@ -36,7 +36,7 @@ def assert_self_contained(text):
 def run(tmp_path_factory):
     """A run directory written with cnnlab's own functions: model, config, history, state, filter snapshots."""
     (x, y), (xt, yt) = load_shapes(**SHAPES)
-    model = small_cnn((28, 28, 1), 10, seed=0)
+    model = demo_model((28, 28, 1), 10, seed=0)
     snaps = FilterSnapshots(every=8, layer=model["conv2d"])
     history = model.fit(x, y, epochs=2, batch_size=32, optimizer=Adam(lr=2e-3), verbose=0, callbacks=[snaps],
                         validation_data=(xt[:20], yt[:20]))
@@ -44,7 +44,7 @@ def run(tmp_path_factory):
     model.save(d / "model.safetensors")
     model.save(d / "last.safetensors")
     files.write_architecture(d, model)
-    files.write_config(d, make_config(dataset="shapes", dataset_options=SHAPES, model="small_cnn", epochs=2,
+    files.write_config(d, make_config(dataset="shapes", dataset_options=SHAPES, model="tiny_cnn", epochs=2,
                                       batch_size=32, seed=0, optimizer={"name": "adam", "lr": 0.002}))
     files.write_history(d, history, plot=False)
     files.write_state(d, {"epoch": 2, "step": 20, "rng_state": model.rng.bit_generator.state, "best_metric": None,
@@ -79,7 +79,7 @@ def test_report_without_evaluation_computes_the_confusion_matrix(run):
     assert data["filter_snapshots"] == sorted(snaps)
     unescaped = html_mod.unescape(text)
     assert model.summary(print_fn=None) in unescaped
-    assert "small_cnn" in unescaped and "Training curves" in text and "Most confident mistakes" in text
+    assert "tiny_cnn" in unescaped and "Training curves" in text and "Most confident mistakes" in text
     assert text.count("data:image/png;base64,") >= 6 + len(snaps)   # pictures plus one player frame per snapshot
     for name in SHAPES:
         assert name in unescaped
