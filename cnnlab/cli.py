@@ -413,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXTENSIONS = ("cnnlab.explain.cli",)
+EXTENSIONS = ("cnnlab.explain.cli", "cnnlab.serve.cli")
 
 
 def _register_extensions(sub, common):
