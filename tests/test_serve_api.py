@@ -286,46 +286,47 @@ def test_training_job_lifecycle(tmp_path):
     """One job at a time (409 names the running one); progress streams and resumes from Last-Event-ID;
     a stopped job keeps its last completed epoch and resumes; the run directory is an ordinary run."""
     app = create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path)
-    options = {"dataset": "shapes", "dataset_options": {"n_train": 384, "n_test": 64}, "model": "tiny_cnn",
-               "epochs": 2, "batch_size": 32, "lr": 0.05}
+    options = {"dataset": "shapes", "dataset_options": {"n_train": 320, "n_test": 64}, "model": "tiny_cnn",
+               "epochs": 50, "batch_size": 32, "lr": 0.05}
     with TestClient(app) as c:
         r = c.post("/api/runs", json=options)
         assert r.status_code == 201, r.text
         job = r.json()["id"]
         r2 = c.post("/api/runs", json=options)
         assert r2.status_code == 409 and r2.json()["running"] == job and job in r2.json()["error"]
+        with c.stream("GET", f"/api/runs/{job}/events") as r:       # watch until the first epoch is saved
+            for line in r.iter_lines():
+                if line == "event: epoch":
+                    break
+        assert c.post(f"/api/runs/{job}/stop").status_code == 200
         events = sse(c, f"/api/runs/{job}/events")
         kinds = [e["type"] for e in events]
-        assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 2
-        assert events[-1]["data"]["status"] == "completed"
+        assert kinds[0] == "start" and kinds[-1] == "end" and "batch" in kinds
         assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+        end = events[-1]["data"]
+        assert end["status"] == "stopped" and "checkpoint" in end["message"]
+        saved = [e["data"]["epoch"] for e in events if e["type"] == "epoch"]
+        assert end["epoch"] == saved[-1] == runs.read_state(tmp_path / job)["epoch"] >= 1
         later = sse(c, f"/api/runs/{job}/events", headers={"Last-Event-ID": str(events[1]["id"])})
         assert [e["id"] for e in later] == [e["id"] for e in events[2:]]
+
+        # resume it for one more epoch: an ordinary run directory, continued
+        r = c.post("/api/runs", json={"resume": job, "epochs": end["epoch"] + 1})
+        assert r.status_code == 201, r.text
+        events = sse(c, f"/api/runs/{job}/events")
+        assert [e["data"]["epoch"] for e in events if e["type"] == "epoch"] == [end["epoch"] + 1]
+        assert events[-1]["data"]["status"] == "completed"
         listed = c.get("/api/runs").json()
         assert [r["name"] for r in listed["runs"]] == [job] and listed["runs"][0]["status"] == "completed"
         run = c.get(f"/api/runs/{job}").json()
-        assert [e["epoch"] for e in run["epochs"]] == [1, 2] and run["status"] == "completed"
+        assert [e["epoch"] for e in run["epochs"]] == list(range(1, end["epoch"] + 2)) and run["status"] == "completed"
         # the run's own model serves the same routes
         d = c.get(f"/api/model?run={job}").json()
         assert d["input_shape"] == [28, 28, 1] and d["class_names"] == list(SHAPES_CLASSES)
         assert len(c.get(f"/api/examples?run={job}&source=test&n=2").json()["examples"]) == 2
         assert cnnlab.load(tmp_path / job).num_params == cnnlab.models.tiny_cnn(num_classes=10).num_params
-
-        # resume it to 3 epochs; stop a long job after its first epoch
-        r = c.post("/api/runs", json={"resume": job, "epochs": 3})
-        assert r.status_code == 201
-        events = sse(c, f"/api/runs/{job}/events")
-        assert [e["data"]["epoch"] for e in events if e["type"] == "epoch"] == [3]
-        long = c.post("/api/runs", json={**options, "epochs": 50}).json()["id"]
-        with c.stream("GET", f"/api/runs/{long}/events") as r:
-            for line in r.iter_lines():
-                if line == "event: epoch":
-                    break
-        assert c.post(f"/api/runs/{long}/stop").status_code == 200
-        events = sse(c, f"/api/runs/{long}/events")
-        end = events[-1]["data"]
-        assert end["status"] == "stopped" and end["epoch"] >= 1 and "checkpoint" in end["message"]
-        assert runs.read_state(tmp_path / long)["epoch"] == end["epoch"]
+        r = c.post("/api/runs", json={"resume": job, "epochs": 2, "lr": 1})
+        assert r.status_code == 400 and "lr" in r.json()["error"]
 
 
 def test_failed_job_says_why_and_keeps_its_last_epoch(tmp_path):

@@ -40,7 +40,7 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -390,8 +390,12 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
                 return _error(400, str(e))
         return wrapped
 
+    async def no_icon(request):
+        return Response(status_code=204)
+
     routes = [
         Route("/", index),
+        Route("/favicon.ico", no_icon),
         Route("/api/model", api(get_model)),
         Route("/api/predict", api(predict), methods=["POST"]),
         Route("/api/unit", api(unit), methods=["POST"]),

@@ -136,6 +136,7 @@ def predict(model, x, activations=None, class_names=None) -> dict:
     if class_names:
         out["class"] = class_names[out["predicted"]]
     if activations:
+        out["input"] = pack(x, activations)
         out["activations"] = [{"name": layer.name, **pack(acts[layer.name], activations)} for layer in model.layers]
     return out
 
