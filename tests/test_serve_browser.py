@@ -78,9 +78,9 @@ def page(browser, server):
     assert not errors, errors
 
 
-def screenshot(page, tmp_path, name):
+def screenshot(page, tmp_path, name, full_page=False):
     path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path))
+    page.screenshot(path=str(path), full_page=full_page)
     target = os.environ.get("CNNLAB_SCREENSHOTS")
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,7 @@ def test_conv_unit_detail_sums_to_the_overview_value(page, tmp_path):
         assert layer == "conv2d_1" and c == "3"
         assert abs(total - shown) < 1e-5, (total, shown)
         assert abs(float(eq.get_attribute("data-value")) - shown) < 1e-5
-        screenshot(page, tmp_path, "conv-detail")
+        screenshot(page, tmp_path, "conv-detail", full_page=True)
         before = (y, x)
         page.click("#unit-next")                                # the kernel steps to the next position
         page.wait_for_function(f"document.querySelector('#unit-equation').dataset.x !== '{x}'")

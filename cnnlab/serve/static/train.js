@@ -27,7 +27,7 @@ export function initTraining() {
   box().replaceChildren(
     el("p", {class: "note"}, "A run started here trains in its own process and writes an ordinary run directory: `cnnlab train --resume` continues it, `cnnlab report` reports it. Runs that `cnnlab train` writes into the same folder can be watched too."),
     form, el("div", {id: "train-error", class: "error"}),
-    el("h2", {}, "Runs"), el("div", {id: "runs"}),
+    el("h2", {}, "Runs ", el("button", {id: "runs-refresh", onclick: () => listRuns()}, "refresh")), el("div", {id: "runs"}),
     el("div", {id: "watch"}));
   listRuns();
 }
