@@ -103,19 +103,25 @@ def test_rgb_and_jpeg_inputs_are_converted(client, image):
     assert r.status_code == 200 and len(r.json()["probabilities"]) == 3
 
 
-def unit_reference(model, x, name, c, i, j):
-    """The unit's value from a plain forward pass, layer by layer."""
-    h = x[None]
+def layer_outputs(model, x):
+    """Every layer's output for one image from a plain forward pass, layer by layer: {name: array}."""
+    out, h = {}, x[None]
     for layer in model.layers:
         h = layer.forward(h)
-        if layer.name == name:
-            return float(h[0, i, j, c] if h.ndim == 4 else h[0, c])
+        out[layer.name] = np.array(h[0])
+    return out
+
+
+def unit_reference(outputs, name, c, i, j):
+    a = outputs[name]
+    return float(a[i, j, c] if a.ndim == 3 else a[c])
 
 
 def test_unit_detail_of_every_layer_equals_the_forward_pass(client, image):
     model = every_kind_model()
     x = np.asarray(Image.open(io.BytesIO(png(image))), np.float32)[..., None] / 255
     rng = np.random.default_rng(2)
+    outputs = layer_outputs(model, x)
     for layer in model.layers:
         shape = layer.output_shape
         for _ in range(3):
@@ -124,7 +130,7 @@ def test_unit_detail_of_every_layer_equals_the_forward_pass(client, image):
             r = client.post(f"/api/unit?layer={layer.name}&channel={c}&y={i}&x={j}", content=png(image))
             assert r.status_code == 200, r.text
             d = r.json()
-            ref = unit_reference(model, x, layer.name, c, i, j)
+            ref = unit_reference(outputs, layer.name, c, i, j)
             assert abs(d["model_value"] - ref) < 1e-5 and abs(d["value"] - ref) < 1e-4, (layer.name, d["value"], ref)
             if d["kind"] == "conv":
                 products = np.array(d["products"]["data"])
@@ -349,3 +355,31 @@ def test_events_of_a_run_written_elsewhere(tmp_path):
         events = sse(c, "/api/runs/outside/events")
         assert [e["type"] for e in events] == ["epoch", "epoch", "end"] and events[-1]["data"]["status"] == "completed"
         assert [e["type"] for e in sse(c, "/api/runs/outside/events", {"Last-Event-ID": "1"})] == ["epoch", "end"]
+
+
+@pytest.mark.parametrize("name", ["lenet5", "mnist_fast", "cifar_small"])
+def test_zoo_models_every_layer_unit_matches_the_forward_pass(name, tmp_path):
+    """The explorer's routes on the zoo's models (BatchNorm, dropout, global average pooling, RGB input):
+    one unit of every layer, recomputed from its parts, equals the forward pass."""
+    model = cnnlab.models.get(name)()
+    h, w, c = model.input_shape
+    img = np.random.default_rng(5).uniform(0, 1, (h, w, c) if c == 3 else (h, w))
+    x = np.asarray(Image.open(io.BytesIO(png(img))), np.float32).reshape(h, w, c) / 255
+    rng = np.random.default_rng(6)
+    outputs = layer_outputs(model, x)
+    with TestClient(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path)) as client:
+        d = client.get("/api/model").json()
+        assert [l["output_shape"] for l in d["layers"]] == [list(l.output_shape) for l in model.layers]
+        p = client.post("/api/predict?activations=base64", content=png(img)).json()
+        logits = outputs[model.layers[-1].name].astype(np.float64)
+        expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        np.testing.assert_allclose(p["probabilities"], expected, rtol=1e-4, atol=1e-6)
+        for layer in model.layers:
+            shape = layer.output_shape
+            ch = int(rng.integers(shape[-1]))
+            i, j = (int(rng.integers(shape[0])), int(rng.integers(shape[1]))) if len(shape) == 3 else (0, 0)
+            r = client.post(f"/api/unit?layer={layer.name}&channel={ch}&y={i}&x={j}", content=png(img))
+            assert r.status_code == 200, (layer.name, r.text)
+            u = r.json()
+            ref = unit_reference(outputs, layer.name, ch, i, j)
+            assert abs(u["model_value"] - ref) < 1e-4 and abs(u["value"] - ref) < 1e-4, (layer.name, u["value"], ref)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import io
 import json
 import os
@@ -204,11 +205,22 @@ class Explorer:
         return x[:n], y[:n], names, used
 
     def compute(self, fn, *args, **kw):
-        """Run ``fn`` under the compute lock, in a worker thread."""
+        """Run ``fn`` under the compute lock, in a worker thread, with one BLAS thread.
+
+        One image at a time needs small matrix products: one thread computes them fastest, never
+        spin-waits on a busy machine, and leaves the other cores to a training job's process.
+        """
         def locked():
-            with self.lock:
+            with self.lock, _blas().limit(limits=1):
                 return fn(*args, **kw)
         return run_in_threadpool(locked)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas():
+    """The process's BLAS thread pools (found once: looking them up takes milliseconds)."""
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
 
 
 def _load_examples(shape, config, n=256):

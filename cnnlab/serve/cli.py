@@ -91,10 +91,6 @@ def run(args) -> int:
     if args.open:
         import webbrowser
         webbrowser.open(url)
-    # One image at a time needs small matrix products: one BLAS thread computes them fastest, never
-    # spin-waits on a busy machine, and leaves the other cores to a training job's process.
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(1)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
