@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from .. import runs
-from .._io import read_json
+from ..runs.files import existing_run_files
 
 BATCH_EVERY = 0.25         # seconds between batch events
 # What a page may set when it starts a job (everything else keeps ``cnnlab train``'s defaults).
@@ -144,7 +144,7 @@ class JobManager:
         if not isinstance(name, str) or not NAME.match(name):
             raise JobError(f"no run named {name!r}", 404)
         path = self.root / name
-        if not path.is_dir() or not any((path / m).exists() for m in runs.RUN_MARKERS):
+        if not path.is_dir() or not existing_run_files(path):
             raise JobError(f"no run named {name!r} in {self.root}", 404)
         return path
 
@@ -268,10 +268,10 @@ def run_events(run_dir, after_epoch=0) -> tuple[list[dict], str | None]:
     except (OSError, ValueError):
         status = None
     try:
-        table = read_json(run_dir / runs.HISTORY_JSON, "history")
-    except (OSError, ValueError):
+        table = runs.read_history(run_dir, missing_ok=True)
+    except (OSError, ValueError):           # being replaced this instant, or damaged: no events this time
         return [], status
-    if not isinstance(table, dict):
+    if not table:
         return [], status
     n = len(table.get("epoch", []))
     events = []
