@@ -415,14 +415,17 @@ def test_run_files(case, command, run_dir, root, capsys):
 # ---------------------------------------------------------------------------
 KERNELS = {
     "kernel: not numbers": ('[[1, "a"], [0, 1]]', "nested list of numbers"),
+    "kernel: not JSON": ("[[1, 0]", "not valid JSON"),
+    "kernel: nested 100000 deep": ("[" * 100000 + "]" * 100000, "nested too deeply"),
     "kernel: NaN": ("[[1, NaN], [0, 1]]", "non-finite"),
     "kernel: infinity": ("[[1, 1e999], [0, 1]]", "non-finite"),
     "kernel: ragged": ("[[1, 2], [3]]", "nested list of numbers"),
     "kernel: empty": ("[]", "kernel"),
     "kernel: a number": ("3", "kernel"),
-    "kernel file: text": ("file:not json at all", "kernel.json"),
+    "kernel file: text": ("file:not json at all", "kernel.json is not valid JSON"),
     "kernel file: missing": ("missing", "kernel.json"),
-    "kernel file: NaN": ("file:[[NaN]]", "non-finite"),
+    "kernel file: NaN": ("file:[[NaN]]", "kernel.json contains non-finite"),
+    "kernel file: not UTF-8": ("file:\udcff\udcfe", "kernel.json is not UTF-8"),
 }
 
 
@@ -430,7 +433,7 @@ KERNELS = {
 def test_kernels(case, root, capsys):
     text, expected = KERNELS[case]
     if text.startswith("file:"):
-        (root / "kernel.json").write_text(text[5:])
+        (root / "kernel.json").write_bytes(text[5:].encode("utf-8", "surrogateescape"))
         text = root / "kernel.json"
     elif text == "missing":
         text = root / "kernel.json"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import CnnlabFileError, atomic_write, write_json
+from .._io import CnnlabFileError, atomic_write, parse_json, read_json, write_json
 from ..plots import (colorbar, colormap as _colormap, figure_png, figure_rgb, new_figure,  # noqa: F401  (the figure basics)
                      save_figure, text_colour)
 
@@ -287,15 +287,16 @@ def parse_array_text(text, what="array"):
     """A nested list given as JSON text (or the path of a JSON file) -> float64 array."""
     src = str(text)
     if Path(src).suffix.lower() == ".json" or (not src.lstrip().startswith("[") and Path(src).is_file()):
-        p = Path(src)
-        if not p.is_file():
-            raise CnnlabFileError(f"{what} file {p} does not exist")
-        src = p.read_text(encoding="utf-8")
+        source = f"{what} file {src}"
+        data = read_json(src, f"{what} file")
+    else:
+        source = what
+        data = parse_json(src, what)
     try:
-        arr = np.array(json.loads(src), dtype=np.float64)
-    except (json.JSONDecodeError, ValueError, TypeError) as e:
-        raise ValueError(f"{what} must be a nested list of numbers such as [[1, 0], [0, 1]], "
+        arr = np.array(data, dtype=np.float64)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{source} must be a nested list of numbers such as [[1, 0], [0, 1]], "
                          f"received {str(text)[:80]!r} ({e})") from None
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{what} contains non-finite values")
+        raise ValueError(f"{source} contains non-finite values")
     return arr
