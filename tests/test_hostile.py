@@ -60,6 +60,7 @@ def refuse(capsys, root: Path, what: str, argv, *expected):
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     short = " ".join(str(a).replace(str(root) + "/", "") for a in argv)
+    short = short if len(short) < 160 else short[:60] + " ... " + short[-40:]
     TABLE.append((what, f"cnnlab {short}", (lines[-1] if lines else "").replace(str(root) + "/", "")))
     assert code not in (0, None), f"{what}: exit status 0\n{out}\n{err}"
     assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("cnnlab: error: "), f"{what}:\n{err}"
