@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import optim, runs
+from . import distributed, optim, runs
 from . import models as zoo
 from ._io import CnnlabFileError, read_json
 from .augment import SPEC_HELP
@@ -120,7 +120,8 @@ def cmd_train(args) -> int:
         out = Path(args.out) if args.out else _unique_dir(
             Path("runs") / f"{_slug(config['dataset'])}-{_slug(config['model'])}-{_timestamp()}")
         result = runs.run_training(config, out, verbose=verbose)
-    _print_result(result)
+    if distributed.is_root():
+        _print_result(result)
     return 0
 
 
@@ -428,6 +429,7 @@ def main(argv=None) -> int:
     def fail(code, message):
         if debug:
             traceback.print_exc()
+        distributed.end_job(sys.exc_info()[1], message, code)   # under mpiexec: ends every rank, here
         _err(message)
         return code
 
@@ -447,6 +449,11 @@ def main(argv=None) -> int:
         return fail(EXIT_USAGE, str(e))
     except OSError as e:
         return fail(EXIT_FAILED, f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+    except Exception as e:
+        if not distributed.launched_size()[0] > 1:
+            raise
+        traceback.print_exc()                      # an unexpected error on one rank must not leave the others waiting
+        return fail(EXIT_FAILED, f"{type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,10 @@ class RankFailed(SystemExit):
         super().__init__(code)
 
 
+class JobFailed(ValueError):
+    """Raised on rank 0 when the ranks agreed that the job fails (``Communicator.agree``); names each failed rank."""
+
+
 def find_mpiexec() -> str | None:
     """The ``mpiexec`` of the MPI that ``mpi4py`` uses: the one installed with this Python (the ``mpich``
     wheel puts it among the interpreter's scripts, also when a virtual environment inherits it), else the
@@ -145,15 +149,21 @@ class Communicator:
         each failed rank and its message; the other ranks raise ``RankFailed`` (silent)."""
         message = "" if error is None else (str(error) or type(error).__name__)
         messages = self.allgather_text(message)
-        failed = [(r, m) for r, m in enumerate(messages) if m]
+        failed: dict[str, list[int]] = {}
+        for r, m in enumerate(messages):
+            if m:
+                failed.setdefault(m, []).append(r)
         if not failed:
             return
         if not self.is_root:
             raise RankFailed()
-        text = "; ".join(f"rank {r} of {self.size}: {m}" for r, m in failed)
-        if isinstance(error, ValueError) or error is None:
-            raise ValueError(text) from None                # CnnlabFileError is a ValueError: exit status 2
-        raise RuntimeError(text) from None
+        if len(failed) == 1 and len(next(iter(failed.values()))) == self.size:
+            raise JobFailed(next(iter(failed))) from None      # the same error on every rank
+        raise JobFailed("; ".join(f"{'ranks' if len(rs) > 1 else 'rank'} {', '.join(map(str, rs))} of {self.size}: {m}"
+                                  for m, rs in failed.items())) from None
+
+    def barrier(self):
+        self.comm.Barrier()
 
     def abort(self, code: int = 1):
         """End every rank of the job now (``MPI_Abort``)."""
@@ -184,6 +194,17 @@ def agreed(comm):
     return _Agreement(comm)
 
 
+def agreed_call(comm, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on every rank of ``comm``, then ``agreed``: an error on any rank stops all of
+    them, named on rank 0 (without ``comm``, just the call)."""
+    with agreed(comm):
+        return fn(*args, **kwargs)
+
+
+class MPIUnavailable(ValueError):
+    """Started by an MPI launcher, but mpi4py cannot be imported."""
+
+
 _WORLD = None
 
 
@@ -204,8 +225,8 @@ def world(comm=None) -> Communicator | None:
         try:
             from mpi4py import MPI
         except ImportError:
-            raise RuntimeError(f"this process was started by an MPI launcher ({var}={size}) but mpi4py is not "
-                               f"installed: {INSTALL_HINT}") from None
+            raise MPIUnavailable(f"this process was started by an MPI launcher ({var}={size}) but mpi4py is not "
+                                 f"installed: {INSTALL_HINT}") from None
         _WORLD = Communicator(MPI.COMM_WORLD)
     return _WORLD if _WORLD.size > 1 else None
 
@@ -225,13 +246,18 @@ def default_shards(comm=None) -> int:
     return default_workers()
 
 
-def fail(message: str, code: int) -> None:
-    """Under MPI: print ``message`` naming this rank and end every rank of the job (no rank is left
-    waiting in a collective call). Outside MPI: nothing (the caller reports the error itself)."""
-    comm = world()
-    if comm is None:
+def end_job(error, message: str, code: int) -> None:
+    """A command failed with ``error``. Under MPI, print ``message`` naming this rank (after Ctrl-C, on rank 0
+    only) and end every rank of the job, so that none is left waiting in a collective call. Returns (and the
+    caller reports the error itself) outside MPI, and for an error the ranks agreed on: each ends by itself."""
+    try:
+        comm = world()
+    except ValueError:
         return
-    print(f"cnnlab: error: rank {comm.rank} of {comm.size}: {message}", file=sys.stderr, flush=True)
+    if comm is None or isinstance(error, JobFailed):
+        return
+    if comm.is_root or not isinstance(error, KeyboardInterrupt):
+        print(f"cnnlab: error: rank {comm.rank} of {comm.size}: {message}", file=sys.stderr, flush=True)
     comm.abort(code)
 
 

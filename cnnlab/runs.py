@@ -47,7 +47,7 @@ import numpy as np
 
 from . import losses as losses_mod
 from . import models as zoo
-from . import optim
+from . import distributed, optim
 from ._io import CnnlabFileError, atomic_write, read_json, read_safetensors, write_json
 from .augment import Augmenter
 from .layers import Conv2D
@@ -541,9 +541,10 @@ def plot_confusion(matrix, class_names, path, title="confusion matrix"):
     return _save_figure(fig, path)
 
 
-def evaluate_model(model, x, y, class_names, batch_size=256) -> dict:
-    """Accuracy, loss, per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
-    scores = model.logits(x, batch_size)
+def evaluate_model(model, x, y, class_names, batch_size=256, comm=None) -> dict:
+    """Accuracy, loss, per-class accuracy and the confusion matrix (rows: true class, columns: predicted).
+    With an MPI communicator ``comm``, its ranks share the images."""
+    scores = model.logits(x, batch_size, comm=comm)
     y = model.check_labels(y, len(scores))
     k = model.num_classes
     if len(class_names) != k:
@@ -655,8 +656,9 @@ class RunRecorder(Callback):
     without validation data ``model.safetensors`` is the latest model.
     """
 
-    def __init__(self, run_dir, split_seed, state=None, plot=True):
+    def __init__(self, run_dir, split_seed, state=None, plot=True, write=True):
         self.run_dir = Path(run_dir)
+        self.write = write              # False on the ranks of an MPI job other than 0: they track, rank 0 writes
         self.split_seed = int(split_seed)
         self.plot = plot
         state = state or {}
@@ -687,19 +689,30 @@ class RunRecorder(Callback):
 
     def save(self, trainer, logs=None):
         model = trainer.model
+        initial = logs is None and not self.resumed
+        best = logs is not None and self._is_best(logs)
+        if best:
+            if "val_accuracy" in logs:
+                self.best_metric, self.best_val_loss = float(logs["val_accuracy"]), float(logs["val_loss"])
+            self.best_epoch = int(trainer.epoch)
+        state = self.make_state(trainer)
+        if not self.write:                  # another rank of an MPI job: rank 0 writes
+            self.state = state
+            return
         with defer_interrupt():
+            # What a resume reads comes first, back to back: checkpoint, history, state. A process killed
+            # outright (SIGKILL, MPI cleaning up after a lost rank) can only break their agreement in the
+            # milliseconds between them; the models and the plot follow.
             write_checkpoint(self.run_dir, model, trainer.optimizer, trainer.epoch, trainer.step)
+            write_history(self.run_dir, trainer.history, plot=False)
+            write_json(self.run_dir / STATE_FILE, state)
+            self.state = state                                   # the state on disk
             model.save(self.run_dir / LAST_FILE)
-            if logs is None and not self.resumed:
-                model.save(self.run_dir / MODEL_FILE)            # before training: the initial weights
-            elif logs is not None and self._is_best(logs):
-                if "val_accuracy" in logs:
-                    self.best_metric, self.best_val_loss = float(logs["val_accuracy"]), float(logs["val_loss"])
-                self.best_epoch = int(trainer.epoch)
-                model.save(self.run_dir / MODEL_FILE)
-            write_history(self.run_dir, trainer.history, plot=self.plot)
-            self.state = self.make_state(trainer)
-            write_json(self.run_dir / STATE_FILE, self.state)
+            if initial or best:
+                model.save(self.run_dir / MODEL_FILE)            # initial: the weights before training
+            table = history_table(trainer.history)
+            if self.plot and table["epoch"]:
+                plot_history(table, self.run_dir / HISTORY_PNG)
 
     def on_train_begin(self, trainer):
         if not self.resumed:
@@ -713,7 +726,8 @@ class RunRecorder(Callback):
         self.status = status
         if self.state is not None:
             self.state = {**self.state, "status": status, **extra}
-            write_json(self.run_dir / STATE_FILE, self.state)
+            if self.write:
+                write_json(self.run_dir / STATE_FILE, self.state)
 
 
 class EarlyStop(Callback):
@@ -755,6 +769,9 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
     config = validate_config(config)
     out_dir = Path(out_dir)
     state = None
+    comm = distributed.world()                   # under mpiexec: the ranks share each batch, rank 0 writes and prints
+    root = comm is None or comm.is_root
+    verbose = verbose if root else 0
     if resume:
         if not out_dir.is_dir():
             raise CnnlabFileError(f"run directory {out_dir} does not exist")
@@ -778,7 +795,7 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
                              f"--resume {out_dir} or choose another output directory")
         split_seed = split_seed_for(config["seed"])
 
-    (x, y), (xt, yt), info = load_data(config, data)
+    (x, y), (xt, yt), info = distributed.agreed_call(comm, load_data, config, data)
     if config["limit"]:
         x, y = x[:config["limit"]], y[:config["limit"]]
     (x, y), val = split_train_val(x, y, config["val_split"], split_seed)
@@ -818,21 +835,22 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
     if config["workers"] is None:
         # recorded, so that a resume on another machine shards batches the same way (BatchNorm statistics
         # are per shard, and summed shard gradients round differently from one whole-batch gradient)
-        config["workers"] = _default_workers()
+        config["workers"] = distributed.default_shards()
     if not resume and Path(config["model"]).suffix.lower() == ".json":
         config["model"] = str(Path(config["model"]).resolve())
     if not resume and config["dataset"].lower().replace("_", "-") not in _dataset_names() \
             and Path(config["dataset"]).exists():
         config["dataset"] = str(Path(config["dataset"]).resolve())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / CONFIG_FILE, config)
-    if not resume:
-        write_json(out_dir / ARCHITECTURE_FILE, model.get_config())
+    if root:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / CONFIG_FILE, config)
+        if not resume:
+            write_json(out_dir / ARCHITECTURE_FILE, model.get_config())
 
     augment = None if config["augment"] == "none" else Augmenter.from_spec(config["augment"])
-    recorder = RunRecorder(out_dir, split_seed, state=state, plot=plot)
+    recorder = RunRecorder(out_dir, split_seed, state=state, plot=plot, write=root)
     cbs = []
-    if config["snapshot_filters"]:
+    if config["snapshot_filters"] and root:
         cbs.append(FilterSnapshots(out_dir, config["snapshot_filters"], resume=resume))
     cbs += [recorder, *callbacks]
     if config["early_stopping"]:
@@ -865,12 +883,15 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
         recorder.set_status("diverged", error=str(e))
         raise TrainingDiverged(f"{e}; {out_dir} keeps the checkpoint of epoch {saved_epoch}") from None
 
+    if comm is not None:
+        comm.barrier()                                   # rank 0 has written the best model
     best = load(out_dir / MODEL_FILE)
-    evaluation = evaluate_model(best, xt, yt, class_names) if len(xt) else None
+    evaluation = evaluate_model(best, xt, yt, class_names, comm=comm) if len(xt) else None
     if evaluation is not None:
         evaluation.update(dataset=info["name"], split="test", model=str(out_dir / MODEL_FILE),
                           epoch=recorder.best_epoch)
-        write_evaluation(out_dir, evaluation)
+        if root:
+            write_evaluation(out_dir, evaluation)
     status = "stopped early" if trainer.stop_reason else "completed"
     test = {"accuracy": evaluation["accuracy"], "loss": evaluation["loss"]} if evaluation else None
     recorder.set_status(status, test=test, stop_reason=trainer.stop_reason)
@@ -878,11 +899,6 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
             "stop_reason": trainer.stop_reason, "best_epoch": recorder.best_epoch,
             "best_val_accuracy": recorder.best_metric, "test": test, "evaluation": evaluation,
             "history": history_table(trainer.history), "model": best}
-
-
-def _default_workers() -> int:
-    from .parallel import default_workers
-    return default_workers()
 
 
 def _dataset_names():
