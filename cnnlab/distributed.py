@@ -349,9 +349,10 @@ class DistributedParallel:
 # Inference
 # ---------------------------------------------------------------------------
 def logits(model, x, comm: Communicator, batch_size=256, workers=None) -> np.ndarray:
-    """Scores of every row of ``x`` on every rank; rank r computes the r-th of N contiguous parts."""
+    """Scores of every row of ``x`` on every rank; rank r computes the r-th of N contiguous parts (with
+    ``workers`` processes, by default 1: a rank per core)."""
     part = shard_slices(len(x), comm.size)[comm.rank]
-    local = model.logits(x[part], batch_size=batch_size, workers=workers)
+    local = model.logits(x[part], batch_size=batch_size, workers=1 if workers is None else workers)
     return comm.gather_rows(local.astype(model.layers[0].dtype, copy=False), len(x))   # an empty part is float32
 
 

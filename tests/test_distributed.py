@@ -164,3 +164,65 @@ def test_a_rank_that_cannot_read_its_data_fails_the_job_named_on_rank_0(tmp_path
     assert "[0] cnnlab: error: rank 1 of 2:" in out and str(missing) in out, out
     assert "Traceback" not in out and "[1] cnnlab: error" not in out
     assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+
+
+# ---------------------------------------------------------------------------
+# evaluate and predict at scale
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "run"
+    proc = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--dataset", "shapes", "--model", "tiny_cnn",
+                           "--limit", "100", "--epochs", "1", "--quiet", "--out", out],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_evaluate_on_two_ranks_equals_one_process(trained, tmp_path):
+    import json
+    alone = subprocess.run([sys.executable, "-m", "cnnlab", "evaluate", trained, "--limit", "301", "--out", tmp_path / "a"],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+    assert alone.returncode == 0, alone.stderr
+    run = mpirun(2, "-m", "cnnlab", "evaluate", trained, "--limit", "301", "--out", tmp_path / "m")
+    assert run.returncode == 0, run.stdout
+    assert run.stdout.count("test set: accuracy") == 1               # rank 0 alone prints
+    a, m = (json.loads((tmp_path / d / "evaluation.json").read_text()) for d in "am")
+    assert m["num_images"] == 301 and m["confusion_matrix"] == a["confusion_matrix"]
+    assert m["accuracy"] == a["accuracy"] and abs(m["loss"] - a["loss"]) < 1e-6
+
+
+def _image_tree(root, count):
+    from PIL import Image
+    from cnnlab.datasets import load_shapes
+    (x, _), _ = load_shapes(count, 1, seed=4)
+    for i in range(count):
+        folder = root / ("a" if i % 2 else "b") / ("deep" if i % 3 == 0 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((x[i, :, :, 0] * 255).astype(np.uint8)).save(folder / f"img{i:02d}.png")
+
+
+def test_predict_a_directory_tree_on_ranks_gives_one_csv_like_one_process(trained, tmp_path):
+    import csv
+    _image_tree(tmp_path / "tree", 11)
+    alone = subprocess.run([sys.executable, "-m", "cnnlab", "predict", trained, tmp_path / "tree", "--out",
+                            tmp_path / "alone.csv", "--top-k", "2"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert alone.returncode == 0, alone.stderr
+    run = mpirun(3, "-m", "cnnlab", "predict", trained, tmp_path / "tree", "--out", tmp_path / "mpi.csv", "--top-k", "2")
+    assert run.returncode == 0, run.stdout
+    assert run.stdout.count("wrote predictions for 11 images") == 1
+    rows = list(csv.reader((tmp_path / "mpi.csv").open()))
+    assert rows[0] == ["path", "class_1", "probability_1", "class_2", "probability_2"] and len(rows) == 12
+    assert [r[0] for r in rows[1:]] == sorted(r[0] for r in rows[1:])
+    assert (tmp_path / "mpi.csv").read_text() == (tmp_path / "alone.csv").read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_predict_an_unreadable_image_on_rank_1_is_named_on_rank_0(trained, tmp_path):
+    _image_tree(tmp_path / "tree", 6)
+    (tmp_path / "tree" / "zz_broken.png").write_bytes(b"not an image")     # sorted last: rank 1's part
+    cmd = [mpi_required(), "-l", "-n", "2", sys.executable, "-m", "cnnlab", "predict", str(trained),
+           str(tmp_path / "tree"), "--out", str(tmp_path / "p.csv")]
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT).stdout
+    assert "[0] cnnlab: error: rank 1 of 2: image" in out and "zz_broken.png cannot be read" in out, out
+    assert "Traceback" not in out and not (tmp_path / "p.csv").exists()
