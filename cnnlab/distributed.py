@@ -17,8 +17,8 @@ One step, on every rank::
 
     buffer = 0                                      one flat array, laid out once:
     for each of this rank's shards s:                 [gradients of every layer | BatchNorm's per-shard
-        forward, loss, backward of s                   mean and variance | loss | scores (B, classes)]
-        buffer += (grads_s, stats_s, |s|/B loss_s, scores_s in rows s)
+        forward, loss, backward of s                   mean and variance | loss | correct predictions]
+        buffer += (grads_s, stats_s, |s|/B loss_s, correct_s)
     Allreduce(buffer, SUM)                          the only communication of the step
     grads = buffer's gradients                      = d(mean loss over B)/dw, each shard weighted |s|/B
     running BatchNorm statistics += momentum-update with (sum of shard statistics) / S
@@ -27,8 +27,7 @@ One step, on every rank::
 BatchNorm normalizes each shard with the shard's own statistics (ghost batch
 normalization, as ``cnnlab.parallel`` does across cores); the running
 estimates take the mean of all S shards' statistics, which is why their sums
-travel in the buffer. The scores of the whole batch (a few kilobytes) travel
-too, so the training accuracy is that of the global batch.
+travel in the buffer. The buffer's size does not depend on the batch size or N.
 
 Inside a rank the shards run one after another in the rank's own process: start
 one rank per core (``benchmarks/bench_mpi.py`` measured 2 ranks x 1 process
@@ -285,24 +284,23 @@ def synchronize(model, x, y, comm: Communicator):
 
 class DistributedParallel:
     """Training steps of ``model`` across the ranks of ``comm``: the drop-in for ``DataParallel`` in the
-    training loop (``with ...: loss, scores = dp.train_step(x, y)`` fills the model's gradients).
+    training loop (``with ...: loss, correct = dp.train_batch(x, y)`` fills the model's gradients).
 
     ``shards``: shards per global batch (default: the number of ranks).
     """
 
-    def __init__(self, model, comm: Communicator, shards: int | None = None, max_batch: int = 256, augment=None):
+    def __init__(self, model, comm: Communicator, shards: int | None = None, augment=None):
         self.model, self.comm, self.augment = model, comm, augment
         self.shards = comm.size if shards is None else int(shards)
         if self.shards < 1:
             raise ValueError(f"shards must be >= 1, received {shards!r}")
         self.replicas = [layer.replicate() for layer in model.layers]
-        self.max_batch = int(max_batch)
         shapes = {}
         for i, layer in enumerate(model.layers):
             shapes.update({(i, "grad", k): g.shape for k, g in layer.grads.items()})
             shapes.update({(i, "stat", k): s for k, s in layer.shard_statistics_shapes().items()})
         shapes["loss"] = (1,)
-        shapes["scores"] = (self.max_batch,) + model.output_shape
+        shapes["correct"] = (1,)
         sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes.values()]
         self.buffer = np.zeros(sum(sizes), model.layers[0].dtype)   # the one buffer every step reduces
         offsets = np.cumsum([0] + sizes)
@@ -316,12 +314,10 @@ class DistributedParallel:
     def __exit__(self, *exc):
         return False
 
-    def train_step(self, x, y):
+    def train_batch(self, x, y):
         """Forward, loss and backward of one global batch (identical ``x``, ``y`` on every rank); fills the
-        model's gradients with those of the whole batch. Returns (mean loss, scores of the whole batch)."""
+        model's gradients with those of the whole batch. Returns (mean loss, correct predictions)."""
         n = len(x)
-        if n > self.max_batch:
-            raise ValueError(f"a batch of {n} exceeds max_batch={self.max_batch}")
         slices = shard_slices(n, shard_count(n, self.shards))
         seeds = shard_seeds(self.model, len(slices), self.augment)
         parts, lay = self.parts, self.model.layers
@@ -332,7 +328,7 @@ class DistributedParallel:
             loss, scores = train_shard(self.replicas, self.model.loss, x[sl], y[sl], weight,
                                        seeds[j] if seeds else None, self.augment)
             parts["loss"] += loss * weight
-            parts["scores"][sl] = scores
+            parts["correct"] += np.count_nonzero(scores.argmax(axis=1) == y[sl])
             for i, (layer, r) in enumerate(zip(lay, self.replicas)):
                 for k, g in r.grads.items():
                     parts[i, "grad", k] += g
@@ -342,7 +338,7 @@ class DistributedParallel:
         for i, layer in enumerate(lay):
             stats = tuple(parts[i, "stat", k] / len(slices) for k in layer.shard_statistics_shapes())
             layer.merge_replicas([_ShardResult({k: parts[i, "grad", k] for k in layer.grads}, stats or None)])
-        return float(parts["loss"][0]), parts["scores"][:n].copy()
+        return float(parts["loss"][0]), int(parts["correct"][0])
 
 
 # ---------------------------------------------------------------------------
