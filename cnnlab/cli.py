@@ -150,7 +150,8 @@ def _load_model(path):
 
 def cmd_evaluate(args) -> int:
     from .datasets import load_dataset
-    model = _load_model(args.model)
+    comm = distributed.world()                          # under mpiexec the ranks share the images
+    model = distributed.agreed_call(comm, _load_model, args.model)
     run_dir = runs.find_run_dir(args.model)
     config = runs.read_config(run_dir) if run_dir is not None else None
     dataset = args.dataset or (config["dataset"] if config else None)
@@ -158,7 +159,6 @@ def cmd_evaluate(args) -> int:
         raise ValueError(f"{args.model} is not in a run directory, so its dataset is unknown: give --dataset")
     options = config["dataset_options"] if config and dataset == config["dataset"] else {}
     data_dir = args.data_dir or (config["data_dir"] if config else None)
-    comm = distributed.world()                          # under mpiexec the ranks share the images
     _, (xt, yt), info = distributed.agreed_call(comm, load_dataset, dataset, data_dir=data_dir, **options)
     if args.limit:
         xt, yt = xt[:args.limit], yt[:args.limit]
@@ -254,7 +254,9 @@ def _classify(model, paths, invert, progress=None, workers=None) -> np.ndarray:
 
 
 def cmd_predict(args) -> int:
-    model = _load_model(args.model)
+    # Under mpiexec every rank classifies its contiguous part of the images; rank 0 writes and prints.
+    comm = distributed.world()
+    model = distributed.agreed_call(comm, _load_model, args.model)
     shape = tuple(model.input_shape)
     if len(shape) != 3 or shape[2] not in (1, 3):
         raise ValueError(f"predict works with image models taking (H, W, 1) or (H, W, 3) inputs; this one takes {shape}")
@@ -266,9 +268,7 @@ def cmd_predict(args) -> int:
         dataset = (config.get("data") or {}).get("name", config["dataset"])
     if not class_names or len(class_names) != model.num_classes:
         class_names = [str(i) for i in range(model.num_classes)]
-    paths = image_paths(args.images)
-    # Under mpiexec every rank classifies its contiguous part of the images; rank 0 writes and prints.
-    comm = distributed.world()
+    paths = distributed.agreed_call(comm, image_paths, args.images)
     mine, _ = distributed.rank_part(paths, comm)
     root = comm is None or comm.is_root
     progress = None
