@@ -263,6 +263,13 @@ def end_job(error, message: str, code: int) -> None:
 # ---------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def synchronize(model, x, y, comm: Communicator):
     """Start every rank from rank 0's weights, buffers and random generator; check that all ranks hold
     the same training data (count and checksum), since each computes shards of the same global batches."""
@@ -309,9 +316,17 @@ class DistributedParallel:
                       for (name, shape), a, b in zip(shapes.items(), offsets[:-1], offsets[1:])}
 
     def __enter__(self):
+        # One rank per core computes one shard at a time: BLAS gets the cores of this machine shared out
+        # among the ranks on it (1 thread each when there is a rank per core), as cnnlab.parallel does.
+        from threadpoolctl import threadpool_limits
+        local = self.comm.comm.Split_type(self.comm._MPI.COMM_TYPE_SHARED)
+        ranks_here = local.Get_size()
+        local.Free()
+        self._limits = threadpool_limits(max(1, _cores() // ranks_here), user_api="blas")
         return self
 
     def __exit__(self, *exc):
+        self._limits.unregister()
         return False
 
     def train_batch(self, x, y):
