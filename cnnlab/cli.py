@@ -1,4 +1,4 @@
-"""The ``cnnlab`` command: train, evaluate, predict, summary and demo.
+"""The ``cnnlab`` command: train, evaluate, predict, summary, demo, export and import.
 
     cnnlab train --dataset mnist --model lenet5 --epochs 5
     cnnlab train --resume runs/mnist-lenet5-20240101-120000 --epochs 10
@@ -26,7 +26,9 @@ import numpy as np
 
 from . import optim, runs
 from . import models as zoo
+from ._extras import MissingExtra
 from ._io import CnnlabFileError, read_json
+from .onnx import cli as onnx_cli
 from .augment import SPEC_HELP
 from .training import TrainingDiverged
 
@@ -409,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     m.set_defaults(func=cmd_demo)
 
+    onnx_cli.register(sub, common)
     _register_extensions(sub, common)
     return parser
 
@@ -477,6 +480,8 @@ def main(argv=None) -> int:
         return fail(EXIT_INTERRUPTED, "interrupted (Ctrl-C)")
     except TrainingDiverged as e:
         return fail(EXIT_FAILED, f"training diverged: {e}")
+    except MissingExtra as e:
+        return fail(EXIT_FAILED, str(e))
     except (CnnlabFileError, ValueError, FileNotFoundError) as e:
         return fail(EXIT_USAGE, str(e))
     except OSError as e:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 
 def export(model, path, channels_last=False, opset=None, class_names=None):
-    """Write ``model`` (a model, a run directory or a ``.safetensors`` file) as ONNX; see ``cnnlab.onnx.export``."""
-    from .export import DEFAULT_OPSET, export as _export
+    """Write ``model`` (a model, a run directory or a ``.safetensors`` file) as ONNX; see ``cnnlab.onnx.exporter``."""
+    from .exporter import DEFAULT_OPSET, export as _export
     return _export(model, path, channels_last=channels_last, opset=DEFAULT_OPSET if opset is None else opset,
                    class_names=class_names)
 

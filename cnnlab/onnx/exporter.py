@@ -53,7 +53,7 @@ class _Graph:
     def const(self, name, array, dtype=np.float32):
         """An initializer holding ``array``; returns its name."""
         name = self.unique(name)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array, dtype=dtype), name))
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.array(array, dtype=dtype, order="C"), name))
         return name
 
     def node(self, op, inputs, name, **attrs):
