@@ -10,14 +10,10 @@ import cnnlab
 from cnnlab import cli, runs
 from cnnlab.datasets import load_dataset
 
+from test_cli import run  # noqa: E402
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

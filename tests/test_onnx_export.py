@@ -22,13 +22,18 @@ def run_onnx(path, x):
 
 
 def randomize(model, seed):
-    """Random weights and BatchNorm statistics, so that a wrong layout or formula shows."""
+    """Random weights (scaled by fan-in, so that the probabilities are not all 0 or 1) and BatchNorm
+    statistics, so that a wrong layout or formula shows."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         for k, v in layer.params.items():
-            v[...] = rng.normal(0, 0.5, v.shape) if k != "gamma" else rng.uniform(0.5, 1.5, v.shape)
+            if k == "kernel":
+                fan_in = v.shape[-2] if isinstance(layer, L.LocallyConnected2D) else int(np.prod(v.shape[:-1]))
+                v[...] = rng.normal(0, 1.5 / np.sqrt(fan_in), v.shape)
+            else:
+                v[...] = rng.uniform(0.5, 1.5, v.shape) if k == "gamma" else rng.normal(0, 0.3, v.shape)
         if "running_var" in layer.buffers:
-            layer.buffers["running_mean"][...] = rng.normal(0, 0.5, layer.buffers["running_mean"].shape)
+            layer.buffers["running_mean"][...] = rng.normal(0, 0.3, layer.buffers["running_mean"].shape)
             layer.buffers["running_var"][...] = rng.uniform(0.5, 2, layer.buffers["running_var"].shape)
     return model
 

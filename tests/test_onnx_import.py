@@ -19,6 +19,15 @@ TOL = 1e-4
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")     # torch's legacy exporter says it is legacy
 
 
+@pytest.fixture(autouse=True)
+def float32_torch():
+    """Networks in float32, as they are exported, whatever default another test module has set."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(previous)
+
+
 def torch_export(net, path, shape, preserve=False, dynamic=True):
     """Export ``net`` (in eval mode) as PyTorch users do; ``preserve`` keeps BatchNorm as its own node."""
     net.eval()
@@ -218,21 +227,21 @@ def test_an_unsupported_operator_is_refused_naming_it_and_its_node(tmp_path):
         load(one_node_model(tmp_path / "erf.onnx", "Erf"))
 
 
-@pytest.mark.parametrize("net,message", [
-    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 36, 2), nn.Hardswish()),
+@pytest.mark.parametrize("make,message", [
+    (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 36, 2), nn.Hardswish()),
      r"HardSwish \(node '/3/HardSwish'\) is not supported"),
-    (nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AvgPool2d(3, 1, padding=1), nn.Flatten(), nn.Linear(128, 2)),
+    (lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AvgPool2d(3, 1, padding=1), nn.Flatten(), nn.Linear(128, 2)),
      r"AveragePool \(node .*\) counts padded zeros in the average \(count_include_pad=1\)"),
-    (nn.Sequential(nn.ZeroPad2d((0, 1, 2, 0)), nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 56, 2)),
+    (lambda: nn.Sequential(nn.ZeroPad2d((0, 1, 2, 0)), nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 56, 2)),
      r"Conv \(node '/1/Conv'\) pads top/bottom 2/0 and left/right 0/1: cnnlab takes symmetric padding or 'same'"),
-    (nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(25, 2)),
+    (lambda: nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(25, 2)),
      r"MaxPool \(node .*\) follows a Pad; cnnlab folds zero padding only into the Conv"),
-    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 36, 2), nn.Hardtanh(-1, 1)),
+    (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 36, 2), nn.Hardtanh(-1, 1)),
      r"Clip \(node .*\) clips to \[-1.0, 1.0\]"),
 ])
-def test_pytorch_models_beyond_cnnlab_are_refused_in_one_line(tmp_path, net, message):
+def test_pytorch_models_beyond_cnnlab_are_refused_in_one_line(tmp_path, make, message):
     with pytest.raises(Unsupported, match=message) as e:
-        load(torch_export(net, tmp_path / "m.onnx", (1, 8, 8)))
+        load(torch_export(make(), tmp_path / "m.onnx", (1, 8, 8)))
     assert "\n" not in str(e.value) and str(tmp_path / "m.onnx") in str(e.value)
 
 
