@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from . import optim
+from . import distributed, optim
 from .parallel import DataParallel
 
 
@@ -79,11 +79,14 @@ class Trainer:
         validation_split: hold out this fraction (taken after a seeded shuffle) when no validation data is given.
         callbacks: ``Callback`` objects.
         workers: cores that share each batch (default one per core; 1 computes everything in this process;
-            see ``cnnlab.parallel``).
+            see ``cnnlab.parallel``); under MPI, the shards of each global batch (default one per rank).
+        comm: an ``mpi4py`` communicator to train across its ranks (``cnnlab.distributed``); by default
+            ``MPI.COMM_WORLD`` when started by ``mpiexec`` with several ranks; ``False``: this process only.
+            Only rank 0 prints.
     """
 
     def __init__(self, model, optimizer=None, batch_size=32, verbose=1, shuffle=True, augment=None,
-                 validation_split=0.0, callbacks=(), eval_batch_size=256, workers=None):
+                 validation_split=0.0, callbacks=(), eval_batch_size=256, workers=None, comm=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"fit: batch_size must be a positive integer, received {batch_size!r}")
         if not 0 <= validation_split < 1:
@@ -97,6 +100,9 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.eval_batch_size = eval_batch_size
         self.workers = workers
+        self.comm = distributed.world(comm)
+        if self.comm is not None and not self.comm.is_root:
+            self.verbose = 0
         self.history: dict[str, list] = {}
         self.epoch = 0          # epochs completed
         self.step = 0           # optimizer steps taken
@@ -109,6 +115,8 @@ class Trainer:
         y = model.check_labels(y, len(x))
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
             raise ValueError(f"fit: epochs must be a positive integer, received {epochs!r}")
+        if self.comm is not None:
+            distributed.synchronize(model, x, y, self.comm)     # rank 0's weights and generator everywhere
         if validation_data is None and self.validation_split:
             cut = int(round(len(x) * (1 - self.validation_split)))
             order = model.rng.permutation(len(x))
@@ -124,7 +132,8 @@ class Trainer:
             while self.epoch < epochs:
                 logs = self._train_epoch(x, y, epochs)
                 if validation_data is not None:
-                    val = model.evaluate(*validation_data, batch_size=self.eval_batch_size, workers=self.workers)
+                    val = model.evaluate(*validation_data, batch_size=self.eval_batch_size,
+                                         workers=None if self.comm else self.workers, comm=self.comm)
                     logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 for k, v in logs.items():
                     self.history.setdefault(k, []).append(v)
@@ -148,7 +157,11 @@ class Trainer:
         steps = -(-n // bs)
         loss_sum, correct, t0 = 0.0, 0, time.perf_counter()
         bar = self._progress_bar(steps, total_epochs)
-        with DataParallel(model, self.workers, max_batch=bs, augment=self.augment) as parallel:
+        if self.comm is not None:
+            engine = distributed.DistributedParallel(model, self.comm, self.workers, max_batch=bs, augment=self.augment)
+        else:
+            engine = DataParallel(model, self.workers, max_batch=bs, augment=self.augment)
+        with engine as parallel:
             for s in range(steps):
                 idx = order[s * bs:(s + 1) * bs]
                 xb, yb = x[idx], y[idx]                          # augmented shard by shard, in parallel
