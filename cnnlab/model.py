@@ -315,12 +315,8 @@ class Sequential:
 
 def load(path) -> Sequential:
     """Load a model saved by ``Sequential.save`` (a ``.safetensors`` file) or a run directory."""
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / "model.safetensors"
-        if not candidate.is_file():
-            raise CnnlabFileError(f"{path} is a directory without a model.safetensors file (is it a cnnlab run?)")
-        path = candidate
+    from .runs.files import model_file
+    path = model_file(path)                    # a run directory: its model.safetensors
     tensors, meta = read_safetensors(path, "model file")
     if FORMAT_KEY not in meta:
         raise CnnlabFileError(f"{path} is a safetensors file but not a cnnlab model (no architecture in its metadata)")

@@ -15,55 +15,13 @@ import time
 import numpy as np
 
 from . import distributed, optim
+from .callbacks import Callback, EarlyStopping, StopTraining  # noqa: F401  (the loop's callbacks, importable from here)
+from .datasets.split import split_seed_for, split_train_val
 from .parallel import DataParallel
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the weights are those before the bad step."""
-
-
-class StopTraining(Exception):
-    """Raised by a callback to end training after the current epoch."""
-
-
-class Callback:
-    """Hooks into the training loop; override what you need."""
-
-    def on_train_begin(self, trainer): ...
-    def on_batch_end(self, trainer, step, loss): ...
-    def on_epoch_end(self, trainer, epoch, logs): ...
-    def on_train_end(self, trainer): ...
-
-
-class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved for ``patience`` epochs; optionally restore the best weights."""
-
-    def __init__(self, monitor="val_loss", patience=5, restore_best=True):
-        if patience < 1:
-            raise ValueError(f"EarlyStopping: patience must be >= 1, received {patience!r}")
-        self.monitor, self.patience, self.restore_best = monitor, int(patience), restore_best
-        self.best, self.best_epoch, self.best_state = None, None, None
-
-    def _better(self, value):
-        if self.best is None:
-            return True
-        return value > self.best if "accuracy" in self.monitor else value < self.best
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        if self.monitor not in logs:
-            raise ValueError(f"EarlyStopping: {self.monitor!r} is not recorded; available: {sorted(logs)}")
-        value = logs[self.monitor]
-        if self._better(value):
-            self.best, self.best_epoch = value, epoch
-            if self.restore_best:
-                self.best_state = {k: v.copy() for k, v in trainer.model.state_dict().items()}
-        elif epoch - self.best_epoch >= self.patience:
-            raise StopTraining(f"{self.monitor} did not improve for {self.patience} epochs "
-                               f"(best {self.best:.4f} at epoch {self.best_epoch + 1})")
-
-    def on_train_end(self, trainer):
-        if self.restore_best and self.best_state is not None:
-            trainer.model.load_state_dict(self.best_state)
 
 
 class Trainer:
@@ -76,8 +34,9 @@ class Trainer:
         verbose: 0 silent, 1 a progress bar on a terminal (a line per epoch otherwise), 2 a line per epoch.
         shuffle: reshuffle the training set every epoch (seeded by the model's generator).
         augment: a callable ``(x_batch, rng) -> x_batch`` applied to every training batch.
-        validation_split: hold out this fraction (taken after a seeded shuffle) when no validation data is given.
-        callbacks: ``Callback`` objects.
+        validation_split: hold out this fraction when no validation data is given, chosen as ``cnnlab train``
+            chooses it (``cnnlab.datasets.split_train_val`` seeded by ``split_seed_for(model.seed)``).
+        callbacks: ``cnnlab.callbacks.Callback`` objects.
         workers: cores that share each batch (default one per core; 1 computes everything in this process;
             see ``cnnlab.parallel``); under MPI, the shards of each global batch (default one per rank).
         comm: an ``mpi4py`` communicator to train across its ranks (``cnnlab.distributed``); by default
@@ -118,9 +77,7 @@ class Trainer:
         if self.comm is not None:
             distributed.synchronize(model, x, y, self.comm)     # rank 0's weights and generator everywhere
         if validation_data is None and self.validation_split:
-            cut = int(round(len(x) * (1 - self.validation_split)))
-            order = model.rng.permutation(len(x))
-            x, y, validation_data = x[order[:cut]], y[order[:cut]], (x[order[cut:]], y[order[cut:]])
+            (x, y), validation_data = split_train_val(x, y, self.validation_split, split_seed_for(model.seed))
         if validation_data is not None:
             xv = model.check_input(validation_data[0], "validation images")
             validation_data = (xv, model.check_labels(validation_data[1], len(xv), "validation labels"))
