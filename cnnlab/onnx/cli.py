@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._io import CnnlabFileError, write_json
+from .._io import CnnlabFileError
 
 
 def cmd_export(args) -> int:
@@ -49,14 +49,16 @@ def cmd_import(args) -> int:
 
 def _config(args, out, info):
     from .. import runs
-    config = runs.make_config(dataset=args.dataset, data_dir=args.data_dir, model=str((out / runs.ARCHITECTURE_FILE)
+    from ..datasets import DATASETS
+    from ..runs import files
+    config = runs.make_config(dataset=args.dataset, data_dir=args.data_dir, model=str((out / files.ARCHITECTURE_FILE)
                               .resolve()), epochs=1, seed=0, workers=1)
-    if Path(args.dataset).exists() and args.dataset.lower().replace("_", "-") not in runs._dataset_names():
+    if args.dataset.lower().replace("_", "-") not in DATASETS and Path(args.dataset).exists():
         config["dataset"] = str(Path(args.dataset).resolve())
     config["data"] = {"name": info["name"], "class_names": list(info["class_names"]),
                       "input_shape": list(info["input_shape"])}
     config["imported_from"] = str(Path(args.model).resolve())
-    config["cnnlab_version"] = runs.cnnlab_version()
+    config["cnnlab_version"] = files.cnnlab_version()
     return config
 
 
@@ -64,16 +66,17 @@ def write_run(model, out_dir, config):
     """A run directory at epoch 0 holding ``model``: config, architecture, model, checkpoint and state,
     written by the same recorder as a training run's start, so that ``train --resume`` continues it."""
     from .. import runs
+    from ..runs import files
     from ..training import Trainer
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output path {out} exists and is not a directory")
-    taken = [m for m in runs.RUN_MARKERS if (out / m).exists()]
+    taken = files.existing_run_files(out)
     if taken:
         raise ValueError(f"{out} already holds a run ({', '.join(taken)}); choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / runs.CONFIG_FILE, config)
-    write_json(out / runs.ARCHITECTURE_FILE, model.get_config())
+    files.write_config(out, config)
+    files.write_architecture(out, model)
     trainer = Trainer(model, optimizer=runs.make_optimizer(config), batch_size=config["batch_size"], verbose=0,
                       workers=config["workers"])
     runs.RunRecorder(out, runs.split_seed_for(config["seed"]), plot=False).on_train_begin(trainer)

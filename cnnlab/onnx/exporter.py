@@ -293,5 +293,5 @@ def _max_ir_version(onnx, opset):
 
 
 def _version():
-    from ..runs import cnnlab_version
+    from ..runs.files import cnnlab_version
     return cnnlab_version()
