@@ -16,6 +16,7 @@ import numpy as np
 from . import losses as losses_mod
 from . import layers as layers_mod
 from ._io import CnnlabFileError, atomic_write, read_safetensors
+from .stack import Stack
 
 FORMAT_KEY = "cnnlab_architecture"
 
@@ -50,6 +51,7 @@ class Sequential:
         self.input_shape = None
         self.history = None
         self._name_layers()
+        self.stack = Stack(self.layers)                    # runs every forward and backward pass
         if input_shape is not None:
             self.build(input_shape)
 
@@ -82,11 +84,9 @@ class Sequential:
         if not input_shape or any(not isinstance(d, (int, np.integer)) or d < 1 for d in input_shape):
             raise ValueError(f"Sequential: input_shape must be positive ints such as (28, 28, 1), received {input_shape!r}")
         shape = self.input_shape = tuple(int(d) for d in input_shape)
-        trainable_before = False
         for layer in self.layers:
             shape = layer.build(shape, rng=self.rng, dtype=dtype)
-            layer.needs_input_grad = trainable_before       # nothing to learn below: skip dx
-            trainable_before = trainable_before or bool(layer.params)
+        self.stack.mark_input_gradients()                  # nothing to learn below a layer: it skips dx
         return self
 
     @property
@@ -141,32 +141,23 @@ class Sequential:
                              f"received values in [{y.min()}, {y.max()}]")
         return y
 
-    def forward(self, x, training=False):
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
+    def forward(self, x, training=False, capture=None):
+        """The model's output for ``x``; with ``capture`` (``True`` or layer names) also ``{name: output}``.
+
+        See ``cnnlab.stack.Stack.forward``: fused steps run where nothing captured lies between them.
+        """
+        return self.stack.forward(x, training, capture)
 
     __call__ = forward
 
-    def backward(self, dy):
-        """Backpropagate ``dL/d(output)``; returns ``dL/d(input)`` if the first layer computes it."""
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)
-            if dy is None:
-                break
-        return dy
+    def backward(self, dy, stop_at=None):
+        """Backpropagate ``dL/d(output)``; returns ``dL/d(input)`` if the first layers compute it,
+        or ``dL/d(output of layer stop_at)``."""
+        return self.stack.backward(dy, stop_at)
 
-    def input_gradient(self, x, dy_out):
-        """``dL/dx`` for the output gradient ``dy_out`` (for saliency maps): every layer passes its gradient."""
-        saved = [layer.needs_input_grad for layer in self.layers]
-        for layer in self.layers:
-            layer.needs_input_grad = True
-        try:
-            self.forward(x, training=False)
-            return self.backward(dy_out)
-        finally:
-            for layer, s in zip(self.layers, saved):
-                layer.needs_input_grad = s
+    def input_gradient(self, x, dy_out, at=None):
+        """``dL/dx`` (or ``dL/d(output of layer at)``) for the output gradient ``dy_out`` (saliency, Grad-CAM)."""
+        return self.stack.input_gradient(x, dy_out, at)
 
     # ---- parameters --------------------------------------------------------
     def parameters(self):

@@ -113,6 +113,9 @@ class Layer:
             )
 
     # ---- the contract ---------------------------------------------------
+    # A layer that joins branches (``Add``) reads a list of arrays and returns a list of input gradients.
+    joins = False
+
     def forward(self, x, training: bool = False) -> np.ndarray:
         raise NotImplementedError
 
