@@ -143,13 +143,10 @@ def quick_model(n_train=3000, epochs=3, filters=8, kernel_size=5, seed=0, verbos
 def _layer_input(model, layer, x, batch=256):
     """What ``layer`` receives for images ``x``: the image itself for a first layer."""
     idx = model.layers.index(layer)
-    outs = []
-    for s in range(0, len(x), batch):
-        h = x[s:s + batch]
-        for l in model.layers[:idx]:
-            h = l.forward(h, training=False)
-        outs.append(h)
-    return np.concatenate(outs)
+    if idx == 0:
+        return x
+    below = model.layers[idx - 1].name
+    return np.concatenate([model.forward(x[s:s + batch], capture=[below])[1][below] for s in range(0, len(x), batch)])
 
 
 def top_patches(layer, x, k=5, per_image=1, random_patches=2000, seed=0):
