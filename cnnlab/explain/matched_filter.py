@@ -129,10 +129,9 @@ def _second_peak(resp, peak, radius):
 # ---------------------------------------------------------------------------
 def _layer_input(model, layer, x, batch=256):
     """What ``layer`` receives for images ``x``: the image itself for a first layer."""
-    idx = model.layers.index(layer)
-    if idx == 0:
+    below = model.inbound_names()[model.layers.index(layer)][0]
+    if below == model.input_name:
         return x
-    below = model.layers[idx - 1].name
     return np.concatenate([model.forward(x[s:s + batch], capture=[below])[1][below] for s in range(0, len(x), batch)])
 
 
