@@ -1,4 +1,4 @@
-"""The ``cnnlab`` command: train, evaluate, predict, summary and demo.
+"""The ``cnnlab`` command: train, evaluate, predict, summary, demo, export and import.
 
     cnnlab train --dataset mnist --model lenet5 --epochs 5
     cnnlab train --resume runs/mnist-lenet5-20240101-120000 --epochs 10
@@ -26,9 +26,11 @@ import numpy as np
 
 from . import distributed, optim, runs
 from . import models as zoo
+from ._extras import MissingExtra
 from ._io import CnnlabFileError, read_json
 from .augment import SPEC_HELP
 from .explain import cli as explain_cli
+from .onnx import cli as onnx_cli
 from .serve import cli as serve_cli
 from .training import TrainingDiverged
 
@@ -490,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_demo)
 
     explain_cli.register(sub)
+    onnx_cli.register(sub, common)
     serve_cli.register(sub)
     return parser
 
@@ -525,6 +528,8 @@ def main(argv=None) -> int:
         return fail(EXIT_INTERRUPTED, "interrupted (Ctrl-C)")
     except TrainingDiverged as e:
         return fail(EXIT_FAILED, f"training diverged: {e}")
+    except MissingExtra as e:
+        return fail(EXIT_FAILED, str(e))
     except (CnnlabFileError, ValueError, FileNotFoundError) as e:
         return fail(EXIT_USAGE, str(e))
     except OSError as e:
