@@ -302,6 +302,7 @@ class DistributedParallel:
         if self.shards < 1:
             raise ValueError(f"shards must be >= 1, received {shards!r}")
         self.replicas = [layer.replicate() for layer in model.layers]
+        self.stack = model.stack.with_layers(self.replicas)          # this rank's shards run through it
         shapes = {}
         for i, layer in enumerate(model.layers):
             shapes.update({(i, "grad", k): g.shape for k, g in layer.grads.items()})
@@ -340,7 +341,7 @@ class DistributedParallel:
         for j in range(self.comm.rank, len(slices), self.comm.size):
             sl = slices[j]
             weight = (sl.stop - sl.start) / n
-            loss, scores = train_shard(self.replicas, self.model.loss, x[sl], y[sl], weight,
+            loss, scores = train_shard(self.stack, self.model.loss, x[sl], y[sl], weight,
                                        seeds[j] if seeds else None, self.augment)
             parts["loss"] += loss * weight
             parts["correct"] += np.count_nonzero(scores.argmax(axis=1) == y[sl])
