@@ -68,30 +68,24 @@ def require(nbytes: int, what: str) -> None:
                                  f"{size_text(free)} of memory available")
 
 
-def parameter_bytes(layers, input_shape, dtype=np.float32) -> tuple[int, int]:
-    """``(parameters, bytes)`` layers need once built on ``input_shape``: parameters and gradients, in ``dtype``.
+def parameter_bytes(layers_and_inputs, dtype=np.float32) -> tuple[int, int]:
+    """``(parameters, bytes)`` of ``(layer, per-example input shape)`` pairs once built: parameters and gradients.
 
     Counted from each layer's ``param_shapes`` before anything is allocated.
     """
-    shape, count = tuple(input_shape), 0
-    for layer in layers:
-        count += sum(math.prod(s) for s in layer.param_shapes(shape).values())
-        shape = tuple(layer.compute_output_shape(shape))
+    count = sum(math.prod(s) for layer, shape in layers_and_inputs for s in layer.param_shapes(shape).values())
     return count, 2 * count * np.dtype(dtype).itemsize
 
 
 def activation_bytes(model, batch_size: int, training: bool) -> int:
-    """A lower bound on the bytes one batch needs: every layer's output, kept for backward when training.
+    """A lower bound on the bytes one batch needs through a built model.
 
-    Inference needs at least the largest input plus output of one layer at a time; training keeps every
-    layer's output and makes a gradient of each as large (the convolutions' im2col buffers come on top).
+    Inference holds at least the input and the largest layer output at once; training keeps every
+    layer's output for backward and makes a gradient as large (the convolutions' im2col buffers come on top).
     """
-    shape, sizes = tuple(model.input_shape), [math.prod(model.input_shape)]
-    for layer in model.layers:
-        shape = tuple(layer.compute_output_shape(shape))
-        sizes.append(math.prod(shape))
+    first, outputs = math.prod(model.input_shape), [math.prod(layer.output_shape) for layer in model.layers]
     itemsize = np.dtype(model.layers[0].dtype).itemsize
-    per_example = 2 * sum(sizes) if training else max(a + b for a, b in zip(sizes, sizes[1:]))
+    per_example = 2 * (first + sum(outputs)) if training else first + max(outputs)
     return int(batch_size) * per_example * itemsize
 
 

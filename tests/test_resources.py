@@ -22,7 +22,8 @@ def test_param_shapes_are_the_shapes_built():
         built = {k: v.shape for k, v in {**layer.params, **layer.buffers}.items()}
         assert layer.param_shapes(shape) == built, layer.name
         shape = layer.output_shape
-    count, nbytes = resources.parameter_bytes(layers(), (10, 10, 2))
+    built = Sequential(layers(), input_shape=(10, 10, 2))
+    count, nbytes = resources.parameter_bytes((l, l.input_shape) for l in built.layers)
     stored = sum(v.size for v in model.state_dict().values())
     assert count == stored and nbytes == 2 * 4 * stored
 
@@ -43,7 +44,7 @@ def test_batches_too_large_are_refused_at_fit_and_predict(monkeypatch):
     x, y = np.zeros((40, 16, 16, 1), np.float32), np.zeros(40, np.int64)
     per_example = 16 * 16 * 1 + 16 * 16 * 8 + 16 * 16 * 8 + 16 * 16 * 8 + 3
     assert resources.activation_bytes(model, 10, training=True) == 10 * 2 * per_example * 4
-    assert resources.activation_bytes(model, 10, training=False) == 10 * 2 * 16 * 16 * 8 * 4
+    assert resources.activation_bytes(model, 10, training=False) == 10 * (16 * 16 * 1 + 16 * 16 * 8) * 4
     limit = resources.activation_bytes(model, 10, training=True)
     monkeypatch.setattr(resources, "available_memory", lambda: limit)
     model.fit(x[:10], y[:10], batch_size=10, verbose=0)              # exactly fits
