@@ -24,11 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-<<<<<<< HEAD
-from . import images, optim, runs
-=======
-from . import distributed, optim, runs
->>>>>>> main
+from . import distributed, images, optim, runs
 from . import models as zoo
 from ._extras import MissingExtra
 from ._io import CnnlabFileError, read_json
