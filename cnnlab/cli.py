@@ -224,18 +224,21 @@ def image_paths(items) -> list[Path]:
     return paths
 
 
-def _classify(model, paths, invert, progress=None, workers=None) -> np.ndarray:
-    """Rows ``[probabilities..., mean brightness of the border]``, one per image, read in chunks."""
+def _classify(model, paths, options, dataset=None, progress=None, workers=None, log=None) -> np.ndarray:
+    """Class probabilities, one row per image, read in chunks by :func:`cnnlab.images.prepare_input`.
+
+    ``options`` are its ``invert`` and ``center``; the notes saying what was done go to ``log``.
+    """
     shape = tuple(model.input_shape)
-    rows = [np.zeros((0, model.num_classes + 1), np.float32)]
+    rows = [np.zeros((0, model.num_classes), np.float32)]
     for i in range(0, len(paths), PREDICT_CHUNK):
-        chunk = paths[i:i + PREDICT_CHUNK]
-        x = np.stack([load_image(p, shape, invert) for p in chunk])
-        border = np.concatenate([x[:, 0].reshape(len(x), -1), x[:, -1].reshape(len(x), -1),
-                                 x[:, :, 0].reshape(len(x), -1), x[:, :, -1].reshape(len(x), -1)], axis=1)
-        rows.append(np.column_stack([model.predict(x, workers=workers), border.mean(axis=1)]).astype(np.float32))
+        prepared = [images.prepare_input(p, shape, dataset=dataset, **options) for p in paths[i:i + PREDICT_CHUNK]]
+        for _, notes in prepared:
+            for note in notes if log is not None else ():
+                log(f"note: {note}")
+        rows.append(model.predict(np.stack([x for x, _ in prepared]), workers=workers).astype(np.float32))
         if progress is not None:
-            progress.update(len(chunk))
+            progress.update(len(prepared))
     return np.concatenate(rows)
 
 
@@ -254,15 +257,7 @@ def cmd_predict(args) -> int:
         dataset = (config.get("data") or {}).get("name", config["dataset"])
     if not class_names or len(class_names) != model.num_classes:
         class_names = [str(i) for i in range(model.num_classes)]
-<<<<<<< HEAD
     options = images.options_from(args)
-    prepared = [images.prepare_input(p, shape, dataset=dataset, **options) for p in args.images]
-    for _, notes in prepared:
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-    x = np.stack([x for x, _ in prepared])
-    probs = model.predict(x)
-=======
     paths = distributed.agreed_call(comm, image_paths, args.images)
     mine, _ = distributed.rank_part(paths, comm)
     root = comm is None or comm.is_root
@@ -271,24 +266,16 @@ def cmd_predict(args) -> int:
         from tqdm import tqdm
         progress = tqdm(total=len(mine), unit="image", desc="predict" + (f" (rank 0 of {comm.size})" if comm else ""),
                         leave=False, file=sys.stderr)
-    rows = distributed.agreed_call(comm, _classify, model, mine, args.invert, progress,
-                                   workers=1 if comm else None)           # one rank per core: no worker processes
+    note = (lambda text: print(text, file=sys.stderr)) if root else None   # under mpiexec: rank 0's images' notes
+    rows = distributed.agreed_call(comm, _classify, model, mine, options, dataset, progress,
+                                   workers=1 if comm else None, log=note)  # one rank per core: no worker processes
     if progress is not None:
         progress.close()
     if comm is not None:
         rows = comm.gather_rows(rows, len(paths))
         if not root:
             return 0
-    probs, border = rows[:, :-1], rows[:, -1]
-    if shape[2] == 1 and not args.invert:
-        light = [str(p) for p, b in zip(paths, border) if b > 0.5]
-        if light:
-            trained = f"the model (trained on {dataset})" if dataset else "a model trained on MNIST-like images"
-            shown = ", ".join(light[:5]) + (f" and {len(light) - 5} more" if len(light) > 5 else "")
-            print(f"note: {shown} {'has' if len(light) == 1 else 'have'} a light background, "
-                  f"but {trained} expects light strokes on a dark background: add --invert if the "
-                  f"predictions look wrong", file=sys.stderr)
->>>>>>> main
+    probs = rows
     k = min(args.top_k, model.num_classes)
     top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     if args.out:
