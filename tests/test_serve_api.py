@@ -74,6 +74,7 @@ def test_model_description(client):
     assert [x["name"] for x in d["layers"]] == [l.name for l in model.layers]
     assert [x["output_shape"] for x in d["layers"]] == [list(l.output_shape) for l in model.layers]
     assert d["layers"][0]["class"] == "Conv2D" and d["layers"][0]["config"]["dilation"] == [2, 1]
+    assert [x["inputs"] for x in d["layers"][:3]] == [["input"], ["conv2d"], ["batch_norm"]]
 
 
 def test_predict_probabilities_and_activations(client, image):

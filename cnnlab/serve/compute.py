@@ -76,13 +76,15 @@ def layer_kind(layer) -> str:
 def describe(model, class_names=None) -> dict:
     """``{"name", "input_shape", "class_names", "num_params", "layers": [...]}``.
 
-    Each layer: ``name``, ``class``, ``kind`` (see :func:`layer_kind`), ``input_shape``,
-    ``output_shape``, ``params`` (name -> shape) and ``config`` (its ``get_config()``).
+    Each layer: ``name``, ``class``, ``kind`` (see :func:`layer_kind`), ``inputs`` (the layers it reads,
+    ``"input"`` for the image), ``input_shape``, ``output_shape``, ``params`` (name -> shape) and
+    ``config`` (its ``get_config()``).
     """
     layers = []
     for layer in model.layers:
         layers.append({"name": layer.name, "class": type(layer).__name__, "kind": layer_kind(layer),
                        "input_shape": list(layer.input_shape), "output_shape": list(layer.output_shape),
+                       "inputs": [("input" if src is None else src.name) for src in sources(model, layer)],
                        "params": {k: list(v.shape) for k, v in layer.params.items()},
                        "num_params": int(layer.num_params), "config": _plain(layer.get_config())})
     k = model.num_classes
