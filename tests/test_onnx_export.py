@@ -51,8 +51,7 @@ def check_agreement(model, path, channels_last=False, batch=3, seed=0):
     return diff
 
 
-# The residual networks of the zoo are graph models, which the exporter does not write yet.
-@pytest.mark.parametrize("name", sorted(n for n in cnnlab.models.ZOO if not n.startswith("resnet")))
+@pytest.mark.parametrize("name", sorted(cnnlab.models.ZOO))
 def test_zoo_models_agree_with_onnxruntime(name, tmp_path):
     model = randomize(cnnlab.models.ZOO[name](), seed=1)
     path = export(model, tmp_path / f"{name}.onnx")
@@ -101,7 +100,7 @@ def test_random_sequential_models_agree_with_onnxruntime(seed, tmp_path):
 
 def test_every_layer_type_is_exported_by_the_random_models():
     seen = {type(layer).__name__ for seed in range(12) for layer in random_sequential(seed).layers}
-    chain_layers = set(L.LAYERS) - {"Add", "Concatenate"}       # the join layers belong to graph models
+    chain_layers = set(L.LAYERS) - {"Add", "Concatenate"}       # the join layers: tests/test_onnx_graph.py
     assert seen == chain_layers, sorted(chain_layers - seen)
 
 
@@ -150,3 +149,11 @@ def test_bad_arguments_are_refused_with_the_value(tmp_path):
     with pytest.raises(ValueError, match=r"must end in \(N, classes\) scores"):
         export(cnnlab.Sequential([L.Conv2D(2, 3)], input_shape=(5, 5, 1)), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_import_cnnlab_gives_cnnlab_onnx_without_loading_the_onnx_package():
+    import subprocess
+    import sys
+    code = "import sys, cnnlab; assert callable(cnnlab.onnx.export) and callable(cnnlab.onnx.load); " \
+           "assert 'onnx' not in sys.modules and 'onnxruntime' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -200,8 +200,7 @@ def test_cnnlab_exports_come_back_identical(seed, tmp_path):
     assert np.abs(back.predict(x, workers=1) - model.predict(x, workers=1)).max() <= 1e-6
 
 
-# The residual networks of the zoo are graph models, which the exporter does not write yet.
-@pytest.mark.parametrize("name", sorted(n for n in cnnlab.models.ZOO if not n.startswith("resnet")))
+@pytest.mark.parametrize("name", sorted(cnnlab.models.ZOO))
 def test_zoo_models_come_back_identical(name, tmp_path):
     model = randomize(cnnlab.models.ZOO[name](), 4)
     back = load(export(model, tmp_path / "m.onnx"))
