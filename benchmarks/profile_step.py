@@ -1,6 +1,6 @@
-"""Per-layer profile of one LeNet-5 training step: where the time goes.
+"""Per-layer profile of one training step of a zoo model (LeNet-5 by default): where the time goes.
 
-    python benchmarks/profile_step.py [--batch-size 64] [--threads 1] [--repeats 50]
+    python benchmarks/profile_step.py [--model lenet5] [--batch-size 64] [--threads 1] [--repeats 50]
 
 Times each layer's forward and backward, the loss and the optimizer step
 separately, over many steps, and prints the median (and minimum) milliseconds.
@@ -19,14 +19,15 @@ from cnnlab.layers.pool import fuse_relu_maxpool
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="lenet5", help="a zoo model: " + ", ".join(cnnlab.models.ZOO))
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="BLAS threads (default: cnnlab's choice)")
     ap.add_argument("--repeats", type=int, default=50)
     args = ap.parse_args()
-    model = cnnlab.models.lenet5()
+    model = cnnlab.models.get(args.model)()
     opt = cnnlab.optim.SGD(lr=0.01, momentum=0.9)
     rng = np.random.default_rng(0)
-    x = rng.random((args.batch_size, 28, 28, 1), dtype=np.float32)
+    x = rng.random((args.batch_size,) + model.input_shape, dtype=np.float32)
     y = rng.integers(0, 10, args.batch_size)
     steps = fuse_relu_maxpool(model.layers)              # what training runs: ReLU + max-pool as one step
     label = {id(s): f"{s.relu.name}+{s.pool.name}" if hasattr(s, "pool") else s.name for s in steps}
@@ -63,7 +64,7 @@ def main():
         step(record)
     if limits:
         limits.unregister()
-    print(f"LeNet-5 training step, batch {args.batch_size}: median (min) milliseconds")
+    print(f"{model.name} training step, batch {args.batch_size}: median (min) milliseconds")
     for k, v in times.items():
         if v:
             print(f"  {k:28s} {np.median(v) * 1e3:7.3f}  ({np.min(v) * 1e3:.3f})")
