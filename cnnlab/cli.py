@@ -9,14 +9,13 @@
 
 Every failure reaches the user as one message on stderr and a non-zero exit
 status (2 for bad input or files, 1 when training diverges, 130 on Ctrl-C);
-``--debug`` adds the traceback. Other tools add subcommands through a
-``register(subparsers)`` function (``cnnlab.explain.cli``); every subcommand
-sets ``func`` and is dispatched as ``args.func(args)``.
+``--debug`` adds the traceback. The explain tools add their subcommands with
+``cnnlab.explain.cli.register(subparsers)``; every subcommand sets ``func``
+and is dispatched as ``args.func(args)``.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 import traceback
@@ -28,6 +27,7 @@ from . import optim, runs
 from . import models as zoo
 from ._io import CnnlabFileError, read_json
 from .augment import SPEC_HELP
+from .explain import cli as explain_cli
 from .training import TrainingDiverged
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -409,42 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     m.set_defaults(func=cmd_demo)
 
-    _register_extensions(sub, common)
+    explain_cli.register(sub)
     return parser
-
-
-EXTENSIONS = ("cnnlab.explain.cli",)
-
-
-def _register_extensions(sub, common):
-    """Subcommands from other parts of cnnlab (``register(subparsers)``), when they are installed.
-
-    An extension that fails to load costs only its own subcommands, with a warning: the core commands
-    keep working.
-    """
-    for name in EXTENSIONS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and (name == e.name or name.startswith(e.name + ".")):
-                continue                              # not installed
-            _warn_extension(name, e)
-            continue
-        except Exception as e:                        # noqa: BLE001 - a broken extension must not break cnnlab
-            _warn_extension(name, e)
-            continue
-        register = getattr(module, "register", None)
-        if register is None:
-            continue
-        try:
-            register(sub)
-        except Exception as e:                        # noqa: BLE001
-            _warn_extension(name, e)
-
-
-def _warn_extension(name, error):
-    print(f"cnnlab: warning: the commands of {name} are unavailable: {type(error).__name__}: {error}",
-          file=sys.stderr)
 
 
 def main(argv=None) -> int:

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -226,17 +225,10 @@ def test_usage_errors(capsys, tmp_path):
     assert code == 0 and "Augmentation spec" in out
 
 
-def test_extension_subcommands_are_registered(capsys, monkeypatch):
-    calls = []
-
-    def register(subparsers):
-        p = subparsers.add_parser("report")
-        p.add_argument("run_dir")
-        p.set_defaults(func=lambda args: calls.append(args.run_dir) or 0)
-
-    monkeypatch.setitem(sys.modules, "cnnlab.explain.cli", types.SimpleNamespace(register=register))
-    assert run(capsys, "report", "somewhere")[0] == 0
-    assert calls == ["somewhere"]
+def test_explain_and_report_are_commands(capsys):
+    for argv in (("explain", "conv", "--help"), ("explain", "saliency", "--help"), ("report", "--help")):
+        code, out, _ = run(capsys, *argv)
+        assert code == 0 and "--out" in out, argv
 
 
 def _env():
@@ -286,13 +278,3 @@ def test_real_ctrl_c_in_a_subprocess(tmp_path, workers):
     assert state["status"] == "interrupted" and state["epoch"] >= 1
     model_t, _, ckpt = runs.read_checkpoint(out)
     assert ckpt["epoch"] == state["epoch"] and ckpt["step"] == state["step"]
-
-
-def test_a_broken_extension_does_not_break_the_core_commands(capsys, monkeypatch):
-    def register(subparsers):
-        raise RuntimeError("half-written")
-
-    monkeypatch.setitem(sys.modules, "cnnlab.explain.cli", types.SimpleNamespace(register=register))
-    code, out, err = run(capsys, "summary", "tiny_cnn")
-    assert code == 0 and "Total params" in out
-    assert "warning" in err and "half-written" in err

@@ -11,6 +11,7 @@ import cnnlab
 from cnnlab._io import CnnlabFileError, write_json
 from cnnlab.datasets import load_shapes
 from cnnlab.explain import features as F
+from cnnlab.explain import subject as SUB
 
 SHAPES = {"n_train": 300, "n_test": 40, "seed": 0}
 
@@ -27,7 +28,7 @@ def assert_self_contained(html):
 @pytest.fixture(scope="module")
 def trained():
     (x, y), (xt, yt) = load_shapes(**SHAPES)
-    model, snaps = F.train_small_cnn((x, y), (28, 28, 1), 10, epochs=1, seed=0, frames=5)
+    model, snaps = SUB.train_demo_model((x, y), (28, 28, 1), 10, epochs=1, seed=0, frames=5)
     return model, snaps, (xt, yt)
 
 
@@ -108,10 +109,10 @@ def test_user_image_is_read_at_the_model_input_and_inverted_when_light(tmp_path,
     img[26:30, 8:48] = 0
     img[8:48, 26:30] = 0
     Image.fromarray(img).save(tmp_path / "cross.png")
-    x = F.prepare_image(tmp_path / "cross.png", (28, 28, 1))
+    x = SUB.prepare_image(tmp_path / "cross.png", (28, 28, 1))
     assert x.shape == (28, 28, 1) and x.dtype == np.float32
     assert x[0, 0, 0] == 0.0 and x[14, 14, 0] == 1.0            # inverted: light strokes on black
-    assert F.prepare_image(tmp_path / "cross.png", (28, 28, 1), invert="no")[0, 0, 0] == 1.0
+    assert SUB.prepare_image(tmp_path / "cross.png", (28, 28, 1), invert="no")[0, 0, 0] == 1.0
     r = F.explain_features(tmp_path / "out", model=model, image=tmp_path / "cross.png")
     probs = model.predict(x[None])[0]
     assert r["prediction"]["class"] == int(probs.argmax())
@@ -122,21 +123,21 @@ def test_filter_snapshot_errors(tmp_path, trained):
     model, _, _ = trained
     save_file({"weights": np.zeros((5, 5, 1, 8), np.float32)}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(CnnlabFileError, match="step_0000000"):
-        F.read_filter_snapshots(tmp_path / "bad.safetensors")
+        SUB.read_filter_snapshots(tmp_path / "bad.safetensors")
     save_file({"step_0000000": np.zeros((3, 3, 1, 2), np.float32)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(CnnlabFileError, match="another model"):
         F.explain_features(tmp_path / "out", model=model, snapshots=tmp_path / "other.safetensors",
                            dataset="shapes")
     with pytest.raises(CnnlabFileError, match="filter snapshot file .*missing.safetensors does not exist"):
-        F.read_filter_snapshots(tmp_path / "missing.safetensors")
+        SUB.read_filter_snapshots(tmp_path / "missing.safetensors")
     (tmp_path / "garbage.safetensors").write_bytes(b"not safetensors at all")
     with pytest.raises(CnnlabFileError, match="garbage.safetensors is not a readable safetensors file"):
-        F.read_filter_snapshots(tmp_path / "garbage.safetensors")
+        SUB.read_filter_snapshots(tmp_path / "garbage.safetensors")
 
 
-def test_no_model_trains_a_small_cnn_and_records_its_filters(tmp_path):
+def test_no_model_trains_the_demo_model_and_records_its_filters(tmp_path):
     r = F.explain_features(tmp_path / "out", dataset="shapes", index=1)
-    assert "small CNN trained now" in r["model"]
+    assert "tiny_cnn trained now" in r["model"]
     assert r["evolution"]["steps"][0] == 0 and len(r["evolution"]["steps"]) >= 8
     assert r["evolution"]["relative_change"] > 0.05
 

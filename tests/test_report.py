@@ -10,7 +10,7 @@ from safetensors.numpy import save_file
 from cnnlab._io import CnnlabFileError, write_json
 from cnnlab.datasets import load_shapes
 from cnnlab.explain import report as R
-from cnnlab.explain.features import FilterSnapshots, small_cnn
+from cnnlab.explain.subject import FilterSnapshots, demo_model
 from cnnlab.optim import Adam
 
 SHAPES = {"n_train": 300, "n_test": 80, "seed": 0}
@@ -35,7 +35,7 @@ def assert_self_contained(text):
 def run(tmp_path_factory):
     """A run directory written with cnnlab's own functions: model, config, history, state, filter snapshots."""
     (x, y), (xt, yt) = load_shapes(**SHAPES)
-    model = small_cnn((28, 28, 1), 10, seed=0)
+    model = demo_model((28, 28, 1), 10, seed=0)
     snaps = FilterSnapshots(model["conv2d"], every=8)
     history = model.fit(x, y, epochs=2, batch_size=32, optimizer=Adam(lr=2e-3), verbose=0, callbacks=[snaps],
                         validation_data=(xt[:20], yt[:20]))
@@ -44,7 +44,7 @@ def run(tmp_path_factory):
     model.save(d / "last.safetensors")
     write_json(d / "architecture.json", model.get_config())
     write_json(d / "config.json", {"dataset": "shapes", "data_dir": None, "dataset_options": SHAPES,
-                                   "model": "small_cnn", "epochs": 2, "batch_size": 32, "seed": 0,
+                                   "model": "tiny_cnn", "epochs": 2, "batch_size": 32, "seed": 0,
                                    "optimizer": {"name": "adam", "lr": 0.002}})
     write_json(d / "history.json", history)
     write_json(d / "state.json", {"status": "completed", "epoch": 2})
@@ -79,7 +79,7 @@ def test_report_without_evaluation_computes_the_confusion_matrix(run):
     assert data["filter_snapshots"] == sorted(snaps)
     unescaped = html_mod.unescape(text)
     assert model.summary(print_fn=None) in unescaped
-    assert "small_cnn" in unescaped and "Training curves" in text and "Most confident mistakes" in text
+    assert "tiny_cnn" in unescaped and "Training curves" in text and "Most confident mistakes" in text
     assert text.count("data:image/png;base64,") >= 6 + len(snaps)   # pictures plus one player frame per snapshot
     for name in SHAPES:
         assert name in unescaped

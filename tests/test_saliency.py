@@ -10,7 +10,7 @@ import cnnlab
 from cnnlab._io import write_json
 from cnnlab.datasets import load_shapes
 from cnnlab.explain import saliency as S
-from cnnlab.explain.features import train_small_cnn
+from cnnlab.explain.subject import train_demo_model
 from cnnlab.layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
 
 SHAPES = {"n_train": 300, "n_test": 30, "seed": 0}
@@ -125,7 +125,7 @@ def test_upsample_bilinear():
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     (x, y), _ = load_shapes(**SHAPES)
-    model, _ = train_small_cnn((x, y), (28, 28, 1), 10, epochs=1)
+    model, _ = train_demo_model((x, y), (28, 28, 1), 10, epochs=1)
     d = tmp_path_factory.mktemp("run")
     model.save(d / "model.safetensors")
     write_json(d / "config.json", {"dataset": "shapes", "data_dir": None, "dataset_options": SHAPES})

@@ -18,7 +18,8 @@ from .conv import conv_steps, convolve, explain_conv
 from .common import load_image, pick_conv_layer
 from .matched_filter import cross_correlate, explain_matched_filter, normalized_cross_correlate, top_patches
 from .weight_sharing import conv_to_dense, explain_weight_sharing
-from .features import explain_features, feature_maps, layer_statistics, read_filter_snapshots
+from .features import explain_features, feature_maps, layer_statistics
+from .subject import read_filter_snapshots
 from .invariance import invariance_experiment, shift_images
 from .saliency import explain_saliency, gradient_saliency, grad_cam, occlusion_sensitivity
 from .report import write_report

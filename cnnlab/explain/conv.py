@@ -25,6 +25,7 @@ from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, format_
                      quantize_frames, img_tag, is_integral, load_image, load_model, new_figure, out_dir, parse_array_text,
                      pick_conv_layer, save_figure, save_gif, save_json, symmetric_limits, table_html, text_colour,
                      write_html)
+from .subject import tool_out
 
 CLASSIC_IMAGE = [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]]
 CLASSIC_KERNEL = [[1, 0, 1], [0, 1, 0], [1, 0, 1]]
@@ -376,7 +377,7 @@ def _annotate(ax, values, integers, cmap, lim):
 # ---------------------------------------------------------------------------
 # The tool
 # ---------------------------------------------------------------------------
-def explain_conv(out="explain", image=None, kernel=None, stride=None, padding=None, dilation=None, channels=None,
+def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, padding=None, dilation=None, channels=None,
                  size=8, bias=None, model=None, layer=None, filter=0, seed=0, frame_ms=700,
                  max_frames=400) -> dict:
     """Animate one convolution step by step; write ``conv.gif``, ``conv.html``, ``conv.json`` and PNGs to ``out``.
@@ -555,7 +556,7 @@ def add_parser(subparsers):
         "conv", help="animate the convolution step (kernel sliding, products, sums, output)",
         description="Animate a convolution: at each output position show the window, the element-wise products, "
                     "their sum plus bias and the output filling up. Writes conv.gif, conv.html, conv.json, PNGs.")
-    p.add_argument("--out", default="explain", help="output folder (default: explain)")
+    p.add_argument("--out", default=tool_out("conv"), help=f"output folder (default ./{tool_out('conv')})")
     p.add_argument("--image", help="a picture file (resized to --size) or a nested list as JSON text")
     p.add_argument("--size", type=int, default=8, help="side of a loaded picture in pixels (default 8)")
     p.add_argument("--channels", type=int, help="input channels (a random example when no --image is given)")

@@ -9,296 +9,17 @@ during training exist, an animation of those filters from their random
 initialization to the end of training. On MNIST the filters end up as small
 oriented edge, bar and corner detectors: the first layer measures local
 contrast in a few directions, and every later layer combines those responses.
-
-This module also holds what the ``explain`` commands share: choosing the
-dataset, loading a model (a run directory or a ``.safetensors`` file) or
-training a small CNN in seconds when none is given, and reading a user's
-image at the model's input size.
 """
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .._io import CnnlabFileError, read_json, read_safetensors
-from ..training import Callback
+from .._io import CnnlabFileError
 from . import common
-
-# ---------------------------------------------------------------------------
-# Shared by the explain commands: data, models, images
-# ---------------------------------------------------------------------------
-DEFAULT_TRAIN = 5000      # training images for a model trained on the spot
-DEFAULT_EPOCHS = 2
-
-
-def _log(log, msg):
-    if log is not None:
-        log(msg)
-
-
-def stderr_log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def mnist_available(data_dir=None) -> bool:
-    """True when MNIST is on disk (``data_dir``, ``$CNNLAB_DATA`` or the cache), without downloading."""
-    from ..datasets import DatasetNotFoundError
-    from ..datasets.official import _search_dirs, find_idx_files
-    if data_dir is not None and not Path(data_dir).is_dir():
-        return False
-    try:
-        return any(find_idx_files(d) for d in _search_dirs("mnist", data_dir))
-    except (DatasetNotFoundError, OSError):
-        return False
-
-
-# Conventional dataset folders, relative to the working directory, searched when no data_dir is given.
-LOCAL_DATA_DIRS = ("data", "../shared/data")
-
-
-def default_data(data_dir=None):
-    """``("mnist", folder)`` when MNIST is on disk, else ``("shapes", data_dir)`` (generated; never downloads).
-
-    Looks in ``data_dir``; without one, in ``$CNNLAB_DATA``, the cache and
-    :data:`LOCAL_DATA_DIRS`.
-    """
-    for d in ([data_dir] if data_dir is not None else [None, *LOCAL_DATA_DIRS]):
-        if mnist_available(d):
-            return "mnist", d
-    return "shapes", data_dir
-
-
-OFFICIAL = ("mnist", "fashion-mnist", "cifar10")
-
-
-def load_data(dataset=None, data_dir=None, n_train=None, n_test=None, seed=0, options=None):
-    """``((x_train, y_train), (x_test, y_test), info)`` for a dataset name or folder.
-
-    ``dataset=None`` picks :func:`default_data`. The subsets are the first
-    ``n_train`` / ``n_test`` images of each split, so anyone can rebuild them;
-    ``shapes`` generates exactly that many, seeded by ``seed``, unless
-    ``options`` (the ``dataset_options`` of a run's config, passed to
-    :func:`cnnlab.datasets.load_dataset` as they are) say otherwise. Named
-    datasets are read from disk, never downloaded here.
-    """
-    from ..datasets import load_dataset
-    name = dataset
-    if name is None:
-        name, data_dir = default_data(data_dir)
-    key = str(name).lower().replace("_", "-")
-    kw = dict(options or {})
-    if key == "shapes" and options is None:
-        kw = {"n_train": int(n_train or 6000), "n_test": int(n_test or 1000), "seed": seed}
-    if key in OFFICIAL:
-        kw["download"] = False
-    (xtr, ytr), (xte, yte), info = load_dataset(key if key in OFFICIAL or key == "shapes" else name, data_dir, **kw)
-    if n_train is not None:
-        xtr, ytr = xtr[:n_train], ytr[:n_train]
-    if n_test is not None:
-        xte, yte = xte[:n_test], yte[:n_test]
-    return (xtr, ytr), (xte, yte), info
-
-
-def small_cnn(input_shape, num_classes, seed=0):
-    """The CNN trained on the spot: two 5x5 convolution + max-pool stages and a linear classifier.
-
-    conv 8@5x5 same -> ReLU -> max-pool 2 -> conv 16@5x5 same -> ReLU -> max-pool 2 -> dense.
-    About 11k parameters for 28x28 digits; a couple of epochs on a few
-    thousand images take seconds and reach about 95% on MNIST.
-    """
-    from ..layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
-    from ..model import Sequential
-    return Sequential([Conv2D(8, 5, padding="same"), ReLU(), MaxPool2D(2),
-                       Conv2D(16, 5, padding="same"), ReLU(), MaxPool2D(2),
-                       Flatten(), Dense(num_classes, kernel_initializer="glorot_uniform")],
-                      input_shape=tuple(input_shape), seed=seed, name="small_cnn")
-
-
-class FilterSnapshots(Callback):
-    """Training callback: copies of the first convolution's kernel, keyed by optimizer step (0 = before training)."""
-
-    def __init__(self, layer, every=1):
-        self.layer, self.every = layer, max(int(every), 1)
-        self.snapshots = {0: layer.params["kernel"].copy()}
-
-    def on_batch_end(self, trainer, step, loss):
-        if step % self.every == 0:
-            self.snapshots[int(step)] = self.layer.params["kernel"].copy()
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        self.snapshots[int(trainer.step)] = self.layer.params["kernel"].copy()
-
-
-def train_small_cnn(train, input_shape, num_classes, epochs=DEFAULT_EPOCHS, seed=0, frames=16, batch_size=64):
-    """Train :func:`small_cnn` on ``train = (x, y)`` with Adam; return ``(model, snapshots)``.
-
-    ``snapshots`` maps optimizer steps to first-layer kernels, about ``frames`` of them.
-    """
-    from ..optim import Adam
-    x, y = train
-    model = small_cnn(input_shape, num_classes, seed=seed)
-    steps = epochs * -(-len(x) // batch_size)
-    snap = FilterSnapshots(common.pick_conv_layer(model), every=max(steps // max(frames - 1, 1), 1))
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, optimizer=Adam(lr=2e-3), verbose=0, callbacks=[snap])
-    return model, dict(sorted(snap.snapshots.items()))
-
-
-@dataclass
-class Subject:
-    """A model to explain, where it came from, and the data that goes with it."""
-    model: object
-    description: str
-    dataset: str | None = None
-    data_dir: str | None = None
-    run_dir: Path | None = None
-    class_names: list = field(default_factory=list)
-    snapshots: dict | None = None          # {step: first-layer kernel}
-    test: tuple | None = None               # (x_test, y_test) when loaded
-    n_test: int | None = None
-    options: dict | None = None             # a run's dataset_options
-
-    def test_split(self, limit=None):
-        """The test images of the subject's dataset (the first ``limit``, or all), loaded once."""
-        have_all = self.test is not None and self.n_test is None
-        if not have_all and (self.test is None or limit is None or limit > self.n_test):
-            if self.dataset is None:
-                raise ValueError(f"no dataset is known for {self.description}: pass --image PATH or --dataset NAME")
-            _, (xte, yte), info = load_data(self.dataset, self.data_dir, n_train=1, n_test=limit,
-                                            options=self.options)
-            check_compatible(self.model, info, self.dataset)
-            self.test, self.n_test = (xte, yte), limit
-            if len(self.class_names) != self.model.num_classes or self.class_names == default_names(self.model):
-                self.class_names = fit_class_names(info.get("class_names"), self.model.num_classes)
-        x, y = self.test
-        return (x, y) if limit is None else (x[:limit], y[:limit])
-
-    def class_name(self, k) -> str:
-        return self.class_names[k] if 0 <= k < len(self.class_names) else str(k)
-
-
-def default_names(model):
-    return [str(i) for i in range(model.num_classes)]
-
-
-def fit_class_names(names, k):
-    names = list(names or [])
-    return names if len(names) == k else [str(i) for i in range(k)]
-
-
-def check_compatible(model, info, dataset):
-    """Raise a clear error when a dataset's images or classes do not fit the model."""
-    shape = tuple(info["input_shape"])
-    if shape != tuple(model.input_shape):
-        raise ValueError(f"dataset {dataset!r} has images of shape {shape}, but the model expects "
-                         f"{tuple(model.input_shape)}; pass --dataset with the data the model was trained on")
-    if len(info.get("class_names") or []) > model.num_classes:
-        raise ValueError(f"dataset {dataset!r} has {len(info['class_names'])} classes, the model only "
-                         f"{model.num_classes}")
-
-
-def run_config(path) -> dict:
-    """``config.json`` of a run directory (``{}`` for a plain model file or a run without one)."""
-    p = Path(path)
-    cfg = p / "config.json" if p.is_dir() else None
-    if cfg is None or not cfg.is_file():
-        return {}
-    data = read_json(cfg, "run config")
-    return data if isinstance(data, dict) else {}
-
-
-def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRAIN, epochs=DEFAULT_EPOCHS,
-                    seed=0, log=None) -> Subject:
-    """The model to explain: a ``Sequential``, a run directory or ``.safetensors`` file, or ``None``.
-
-    With ``None`` a small CNN (:func:`small_cnn`) is trained now on the first
-    ``n_train`` images of ``dataset`` (default: MNIST if on disk, else
-    ``shapes``), recording its first-layer filters as it learns. For a run
-    directory the dataset comes from its ``config.json`` unless ``dataset``
-    is given; for a bare model file of 28x28x1 images it defaults as above.
-    """
-    from ..model import Sequential
-    if isinstance(model, Sequential):
-        ds = dataset
-        if ds is None and tuple(model.input_shape) == (28, 28, 1):
-            ds, data_dir = default_data(data_dir)
-        return Subject(model, f"model {model.name!r}", ds, data_dir,
-                       class_names=[str(i) for i in range(model.num_classes)])
-    if model is not None:
-        path = Path(model)
-        loaded = common.load_model(path)
-        cfg = run_config(path)
-        ds = dataset or cfg.get("dataset")
-        dd = data_dir if data_dir is not None else cfg.get("data_dir")
-        options = cfg.get("dataset_options") if not dataset and isinstance(cfg.get("dataset_options"), dict) else None
-        if ds is None and tuple(loaded.input_shape) == (28, 28, 1):
-            ds, dd = default_data(dd)
-        run_dir = path if path.is_dir() else None
-        snaps = None
-        if run_dir is not None and (run_dir / "filters.safetensors").is_file():
-            snaps = read_filter_snapshots(run_dir / "filters.safetensors")
-        return Subject(loaded, str(path), ds, dd, run_dir, [str(i) for i in range(loaded.num_classes)], snaps,
-                       options=options)
-    ds = dataset
-    if ds is None:
-        ds, data_dir = default_data(data_dir)
-    _log(log, f"no model given: training a small CNN on {n_train} {ds} images for {epochs} epochs ...")
-    (xtr, ytr), (xte, yte), info = load_data(ds, data_dir, n_train=n_train, seed=seed)
-    k = max(len(info["class_names"]), int(ytr.max()) + 1)
-    net, snaps = train_small_cnn((xtr, ytr), info["input_shape"], k, epochs=epochs, seed=seed)
-    acc = net.evaluate(xte[:1000], yte[:1000])["accuracy"]
-    _log(log, f"  test accuracy on the first {min(1000, len(xte))} test images: {acc:.3f}")
-    return Subject(net, f"small CNN trained now on {len(xtr)} {info['name']} images for {epochs} epochs "
-                        f"(test accuracy {acc:.3f} on {min(1000, len(xte))} images)",
-                   ds, data_dir, None, fit_class_names(info["class_names"], k), snaps, (xte, yte), None)
-
-
-def prepare_image(path, input_shape, invert="auto") -> np.ndarray:
-    """Read a user's picture as one model input (H, W, C) in [0, 1].
-
-    The picture is converted to the model's channels and resized to its input
-    size. ``invert``: ``"yes"``, ``"no"``, or ``"auto"``: invert a grayscale
-    picture whose border is light, since MNIST-style data are light strokes on
-    a dark background (a digit written on paper is the opposite).
-    """
-    h, w, c = input_shape
-    if c not in (1, 3):
-        raise ValueError(f"the model takes {c}-channel images; only 1 (grayscale) or 3 (RGB) can be read from a file")
-    x = common.load_image(path, size=(h, w), channels=c)
-    if invert not in ("auto", "yes", "no"):
-        raise ValueError(f"invert must be 'auto', 'yes' or 'no', received {invert!r}")
-    border = np.concatenate([x[0].ravel(), x[-1].ravel(), x[:, 0].ravel(), x[:, -1].ravel()])
-    if invert == "yes" or (invert == "auto" and c == 1 and border.mean() > 0.5):
-        x = 1.0 - x
-    return x.astype(np.float32)
-
-
-def pick_input(subject, image=None, index=0, invert="auto"):
-    """``(x, label, description)``: the user's image, else test image ``index`` of the subject's dataset."""
-    if image is not None:
-        return prepare_image(image, subject.model.input_shape, invert), None, f"image {image}"
-    x, y = subject.test_split(None if subject.test is not None else max(index + 1, 100))
-    if not 0 <= index < len(x):
-        raise ValueError(f"--index must lie in [0, {len(x) - 1}], received {index}")
-    return x[index], int(y[index]), f"test image #{index} of {subject.dataset}"
-
-
-def add_common_arguments(p, image=True):
-    """``--model --dataset --data-dir --out --seed`` (and ``--image --index --invert``) for an explain command."""
-    p.add_argument("--model", metavar="RUN_OR_FILE", help="a run directory or .safetensors model file "
-                   "(default: train a small CNN now, in a few seconds)")
-    p.add_argument("--dataset", help="dataset name (mnist, fashion-mnist, cifar10, shapes) or folder; default: the "
-                   "run's dataset, else MNIST if found on disk, else the generated shapes")
-    p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset files (e.g. DIR/mnist/)")
-    if image:
-        p.add_argument("--image", metavar="PATH", help="a picture to explain (PNG, JPEG, ...); resized to the "
-                       "model's input (default: a test image)")
-        p.add_argument("--index", type=int, default=0, help="which test image when --image is not given (default 0)")
-        p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
-                       help="invert the picture's gray levels; auto: when its border is light (default)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
+from .subject import (add_common_arguments, pick_input, read_filter_snapshots, resolve_subject, shape_text, softmax1,
+                      stderr_log)
 
 
 # ---------------------------------------------------------------------------
@@ -478,25 +199,6 @@ def plot_filters(kernel, title):
     return fig
 
 
-def read_filter_snapshots(path) -> dict:
-    """``filters.safetensors`` -> ``{step: kernel}`` sorted by step (tensors named ``step_0000000``)."""
-    path = Path(path)
-    tensors, _ = read_safetensors(path, "filter snapshot file")
-    out = {}
-    for name, t in tensors.items():
-        if not name.startswith("step_") or not name[5:].isdigit():
-            raise CnnlabFileError(f"{path}: unexpected tensor {name!r}; snapshots are named step_0000000, step_0000100, ...")
-        if t.ndim != 4:
-            raise CnnlabFileError(f"{path}: snapshot {name!r} has shape {t.shape}, expected a kernel (kh, kw, C, F)")
-        out[int(name[5:])] = np.asarray(t)
-    if not out:
-        raise CnnlabFileError(f"{path} holds no filter snapshots")
-    shapes = {t.shape for t in out.values()}
-    if len(shapes) > 1:
-        raise CnnlabFileError(f"{path}: snapshots have different shapes {sorted(shapes)}")
-    return dict(sorted(out.items()))
-
-
 def filter_evolution_frames(snapshots, layer_name="conv"):
     """One RGB frame per snapshot: the filter grid on one colour scale shared by all frames, step in the title."""
     steps = list(snapshots)
@@ -516,10 +218,6 @@ def filter_evolution_frames(snapshots, layer_name="conv"):
 # ---------------------------------------------------------------------------
 # The command
 # ---------------------------------------------------------------------------
-def shape_text(shape):
-    return "\u00d7".join(map(str, shape))
-
-
 def _safe(name):
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
 
@@ -530,10 +228,10 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
 
     Args:
         out: output folder (created).
-        model: ``Sequential``, run directory or ``.safetensors`` file; ``None`` trains a small CNN now.
+        model: ``Sequential``, run directory or ``.safetensors`` file; ``None`` trains the demo model (the zoo's ``tiny_cnn``) now.
         image: path of a picture (resized to the model's input); default test image ``index``.
         snapshots: ``filters.safetensors`` path or ``{step: kernel}``; default the run's
-            ``filters.safetensors``, or the snapshots taken while training the small CNN.
+            ``filters.safetensors``, or the snapshots taken while training the demo model.
         max_maps: at most this many channels per layer grid.
 
     Writes ``input.png``, ``maps_NN_<layer>.png`` per layer, ``filters.png``,
@@ -659,13 +357,6 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
     return result
 
 
-def softmax1(z):
-    """Softmax of one score vector."""
-    z = np.asarray(z, np.float64).ravel()
-    e = np.exp(z - z.max())
-    return e / e.sum()
-
-
 def _cli(args):
     result = explain_features(args.out, model=args.model, image=args.image, index=args.index, dataset=args.dataset,
                               data_dir=args.data_dir, snapshots=args.snapshots, max_maps=args.max_maps,
@@ -683,10 +374,9 @@ def add_parser(subparsers):
         description="Draw every layer's feature maps for one image, the first-layer filters, and (from "
                     "filters.safetensors snapshots) an animation of the filters during training. Writes PNGs, "
                     "filters_evolution.gif, features.json and a self-contained features.html.")
-    add_common_arguments(p)
+    add_common_arguments(p, "features")
     p.add_argument("--snapshots", metavar="FILE", help="filters.safetensors with first-layer kernel snapshots "
                    "(default: the run's own)")
     p.add_argument("--max-maps", type=int, default=64, help="at most this many channels per layer (default 64)")
-    p.add_argument("--out", default="features", metavar="DIR", help="output folder (default ./features)")
     p.set_defaults(func=_cli)
     return p

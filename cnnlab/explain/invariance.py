@@ -44,8 +44,8 @@ from ..augment import affine
 from ..layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
 from ..model import Sequential
 from . import common
-from .features import (_log, add_common_arguments, check_compatible, default_data, load_data, prepare_image, run_config, small_cnn,
-                       stderr_log)
+from .subject import (add_common_arguments, check_compatible, default_data, demo_model, load_data, log_to,
+                      prepare_image, run_data, stderr_log)
 
 DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
 MODEL_LABELS = {
@@ -107,9 +107,9 @@ def mlp_like(input_shape, num_classes, params=None, hidden=None, seed=0):
 
 
 def cnn_strided(input_shape, num_classes, seed=0):
-    """The CNN of :func:`small_cnn` with each conv + max-pool replaced by one stride-2 convolution (no pooling)."""
+    """The demo CNN (the zoo's ``tiny_cnn``) with each conv + max-pool replaced by one stride-2 convolution."""
     return Sequential([Conv2D(8, 5, strides=2, padding="same"), ReLU(),
-                       Conv2D(16, 5, strides=2, padding="same"), ReLU(),
+                       Conv2D(16, 3, strides=2, padding="same"), ReLU(),
                        Flatten(), Dense(num_classes, kernel_initializer="glorot_uniform")],
                       input_shape=tuple(input_shape), seed=seed, name="cnn_strided")
 
@@ -279,7 +279,7 @@ def canvas_experiment(train_xy, test_xy, size, models, epochs, seed=0, step=4, l
     xtrain = place_on_canvas(xtr, size, 0, 0)
     for name, make in models.items():
         model = make((size, size, c), k, seed)
-        _log(log, f"  canvas: training {name} ({model.num_params:,} parameters) on {len(xtr)} images at the "
+        log_to(log, f"  canvas: training {name} ({model.num_params:,} parameters) on {len(xtr)} images at the "
                   f"top-left of a {size}x{size} canvas ...")
         train(model, xtrain, ytr, epochs, seed)
         grid = [[accuracy(model.logits(place_on_canvas(xte, size, t, l)), yte) for l in positions] for t in positions]
@@ -421,10 +421,8 @@ def _resolve(model, dataset, data_dir, options):
     if isinstance(model, Sequential):
         return model, f"model {model.name!r}", dataset, data_dir, options
     loaded = common.load_model(model)
-    cfg = run_config(model)
-    if dataset is None and cfg.get("dataset"):
-        dataset, options = cfg["dataset"], cfg.get("dataset_options") or None
-        data_dir = data_dir if data_dir is not None else cfg.get("data_dir")
+    if dataset is None:
+        dataset, data_dir, options = run_data(model, None, data_dir)
     return loaded, str(model), dataset, data_dir, options
 
 
@@ -457,17 +455,17 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
                                              options=options)
     k = max(len(info["class_names"]), int(ytr.max()) + 1)
     shape = tuple(info["input_shape"])
-    _log(log, f"data: {len(xtr)} training and {len(xte)} test images of {info['name']} {shape}")
+    log_to(log, f"data: {len(xtr)} training and {len(xte)} test images of {info['name']} {shape}")
     for m in (cnn, given_mlp):
         if m is not None:
             check_compatible(m, info, dataset)
 
     def fit(make, name):
         net = make()
-        _log(log, f"training {name} ({net.num_params:,} parameters, {epochs} epochs) ...")
+        log_to(log, f"training {name} ({net.num_params:,} parameters, {epochs} epochs) ...")
         return train(net, xtr, ytr, epochs, seed)
 
-    models = {"cnn": cnn if cnn is not None else fit(lambda: small_cnn(shape, k, seed), "cnn")}
+    models = {"cnn": cnn if cnn is not None else fit(lambda: demo_model(shape, k, seed), "cnn")}
     models["mlp"] = given_mlp if given_mlp is not None else fit(
         lambda: mlp_like(shape, k, params=models["cnn"].num_params, seed=seed), "mlp")
     models["cnn_strided"] = fit(lambda: cnn_strided(shape, k, seed), "cnn_strided")
@@ -485,13 +483,13 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
 
     shifts = list(range(int(max_shift) + 1))
     eq_model = "cnn" if spatial_layers(models["cnn"]) else None
-    _log(log, f"shifting {len(xte)} test images by 0..{max_shift} pixels in 4 directions ...")
+    log_to(log, f"shifting {len(xte)} test images by 0..{max_shift} pixels in 4 directions ...")
     acc, by_dir, change, equi = shift_curves(models, xte, yte, shifts, eq_model)
     step = max(int(degree_step), 1)
     degrees = list(range(-int(max_degrees), int(max_degrees) + 1, step)) if max_degrees > 0 else [0]
     if 0 not in degrees:
         degrees = sorted(degrees + [0])
-    _log(log, f"rotating by {degrees[0]}..{degrees[-1]} degrees ...")
+    log_to(log, f"rotating by {degrees[0]}..{degrees[-1]} degrees ...")
     rot = rotation_curves(models, xte, yte, degrees)
 
     files = []
@@ -675,7 +673,7 @@ def add_parser(subparsers):
                     "similar size, show that feature maps move with the input while pooled features barely change, "
                     "and train digits in one corner of a larger canvas to test them in another. Writes PNGs, "
                     "invariance.json and a self-contained invariance.html.")
-    add_common_arguments(p)      # --model (the CNN to test), --dataset, --data-dir, --image, --index, --invert, --seed
+    add_common_arguments(p, "invariance")  # --model (the CNN to test), --dataset, --data-dir, --image, ... --out
     p.add_argument("--mlp", metavar="RUN_OR_FILE", help="the MLP to compare (default: train one now, of similar size)")
     p.add_argument("--max-shift", type=int, default=8, help="largest shift in pixels (default 8)")
     p.add_argument("--max-degrees", type=int, default=30, help="largest rotation in degrees (default 30)")
@@ -685,6 +683,5 @@ def add_parser(subparsers):
     p.add_argument("--epochs", type=int, default=3, help="epochs for the models trained here (default 3)")
     p.add_argument("--no-canvas", action="store_true", help="skip the train-in-one-corner canvas experiment")
     p.add_argument("--canvas-size", type=int, help="canvas side (default: image side + 12, 40 for 28x28)")
-    p.add_argument("--out", default="invariance", metavar="DIR", help="output folder (default ./invariance)")
     p.set_defaults(func=_cli)
     return p

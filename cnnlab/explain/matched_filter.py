@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from .conv import convolve
-from .common import (HEAT_CMAP, IMAGE_CMAP, SIGNED_CMAP, colorbar, esc, img_tag, load_image, load_model,
+from .common import (HEAT_CMAP, IMAGE_CMAP, SIGNED_CMAP, colorbar, esc, img_tag, load_image,
                      new_figure, out_dir, pick_conv_layer, save_figure, save_json, symmetric_limits, table_html,
                      write_html)
+from .subject import resolve_subject, tool_out
 
 
 def cross_template(size=7, thickness=1):
@@ -126,20 +127,6 @@ def _second_peak(resp, peak, radius):
 # ---------------------------------------------------------------------------
 # Trained filters as templates
 # ---------------------------------------------------------------------------
-def quick_model(n_train=3000, epochs=3, filters=8, kernel_size=5, seed=0, verbose=0):
-    """A small CNN trained for a few seconds on ``shapes``: conv 8@5x5 -> ReLU -> max-pool -> dense 10."""
-    from .. import optim
-    from ..datasets import load_shapes
-    from ..layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
-    from ..model import Sequential
-    (x, y), _ = load_shapes(n_train, 10, image_size=28, seed=seed)
-    model = Sequential([Conv2D(filters, kernel_size, name="conv1"), ReLU(), MaxPool2D(2), Flatten(),
-                        Dense(10, kernel_initializer="glorot_uniform")], input_shape=(28, 28, 1), seed=seed,
-                       name="quick_cnn")
-    model.fit(x, y, epochs=epochs, batch_size=32, optimizer=optim.Adam(lr=2e-3), verbose=verbose)
-    return model
-
-
 def _layer_input(model, layer, x, batch=256):
     """What ``layer`` receives for images ``x``: the image itself for a first layer."""
     idx = model.layers.index(layer)
@@ -301,9 +288,9 @@ def _filters_figure(filters, layer_name):
 # ---------------------------------------------------------------------------
 # The tool
 # ---------------------------------------------------------------------------
-def explain_matched_filter(out="explain", image=None, template=None, size=48, template_size=None, noise=0.35,
+def explain_matched_filter(out=tool_out("matched-filter"), image=None, template=None, size=48, template_size=None, noise=0.35,
                            distractors=3, model=None, layer=None, dataset=None, data_dir=None, n_samples=500,
-                           top_k=5, seed=0, verbose=0) -> dict:
+                           top_k=5, seed=0) -> dict:
     """Template matching with a convolution, and trained filters seen as learned templates.
 
     Part 1: a template (default a 7x7 cross; ``template`` a picture path or an
@@ -316,9 +303,10 @@ def explain_matched_filter(out="explain", image=None, template=None, size=48, te
     template were given).
 
     Part 2: the first convolution of ``model`` (run folder or ``.safetensors``;
-    default: a small CNN trained for a few seconds on ``shapes``), or ``layer``:
-    for each filter the ``top_k`` most activating patches of ``n_samples``
-    images from ``dataset`` (default ``shapes``), with kernel-patch cosines.
+    default: the demo model trained now, :func:`cnnlab.explain.subject.resolve_subject`),
+    or ``layer``: for each filter the ``top_k`` most activating patches of the
+    first ``n_samples`` test images of ``dataset`` (default: the run's, else
+    MNIST when on disk, else ``shapes``), with kernel-patch cosines.
 
     Writes ``matched_filter.json``, ``matched_filter_response.png``,
     ``matched_filter_filters.png`` and ``matched_filter.html`` to ``out``.
@@ -377,14 +365,10 @@ def explain_matched_filter(out="explain", image=None, template=None, size=48, te
     response_png = save_figure(_scene_figure(img, tmpl, resp, ncc, true_pos, peak, ncc_peak), files["response_png"])
 
     # ---- Part 2: trained filters.
-    if model is None:
-        m = quick_model(seed=seed, verbose=verbose)
-        model_name = "small CNN trained on shapes (3000 images, 3 epochs)"
-    else:
-        m = load_model(model) if isinstance(model, (str, Path)) else model
-        model_name = str(model) if isinstance(model, (str, Path)) else getattr(m, "name", "model")
+    subject = resolve_subject(model, dataset, data_dir, seed=seed)
+    m, model_name, data_name = subject.model, subject.description, subject.data_name
     conv = pick_conv_layer(m, layer)
-    xs, data_name = _samples(m, dataset, data_dir, n_samples, seed)
+    xs = subject.test_split(n_samples)[0]
     xin = _layer_input(m, conv, xs)
     filters = top_patches(conv, xin, k=top_k, seed=seed)
     filters_png = save_figure(_filters_figure(filters, conv.name), files["filters_png"])
@@ -409,24 +393,6 @@ def explain_matched_filter(out="explain", image=None, template=None, size=48, te
     _write_page(files["html"], result, response_png, filters_png)
     result["files"] = {k: str(v) for k, v in files.items()}
     return result
-
-
-def _samples(model, dataset, data_dir, n, seed):
-    """``n`` images matching the model's input: generated ``shapes`` by default, else ``load_dataset``."""
-    from ..datasets import load_dataset, load_shapes
-    shape = tuple(model.input_shape)
-    if dataset in (None, "shapes"):
-        if shape[2] != 1 or shape[0] != shape[1]:
-            raise ValueError(f"the model takes {shape} images; the built-in shapes data is square grayscale; "
-                             "pass dataset=... (--dataset) with matching images")
-        (x, _), _ = load_shapes(n, 1, image_size=shape[0], seed=seed + 1)
-        return x, "shapes"
-    (xtr, _), (xte, _), info = load_dataset(dataset, data_dir=data_dir)
-    x = xte if len(xte) else xtr
-    if tuple(x.shape[1:]) != shape:
-        raise ValueError(f"dataset {info['name']!r} has images {x.shape[1:]} but the model takes {shape}")
-    idx = np.random.default_rng(seed).permutation(len(x))[:n]
-    return x[idx], info["name"]
 
 
 def _write_page(path, r, response_png, filters_png):
@@ -477,16 +443,18 @@ def add_parser(subparsers):
         "matched-filter", help="convolution as template matching; trained filters and their top patches",
         description="Plant a template in a noisy image and find it with a convolution (response map, peak vs "
                     "true position); show each trained first-layer filter's most activating patches.")
-    p.add_argument("--out", default="explain", help="output folder (default: explain)")
+    p.add_argument("--out", default=tool_out("matched-filter"),
+                   help=f"output folder (default ./{tool_out('matched-filter')})")
     p.add_argument("--image", help="your picture (resized to --size on its longest side)")
     p.add_argument("--template", help="your template picture (default: a 7x7 cross, or a patch of --image)")
     p.add_argument("--size", type=int, default=48, help="image side in pixels (default 48)")
     p.add_argument("--template-size", type=int, help="resize the template to this side")
     p.add_argument("--noise", type=float, default=0.35, help="noise standard deviation (default 0.35)")
     p.add_argument("--distractors", type=int, default=3, help="distractor strokes (default 3)")
-    p.add_argument("--model", help="trained model (run folder or .safetensors); default: train a small CNN")
+    p.add_argument("--model", help="trained model (run folder or .safetensors); default: train the demo model tiny_cnn now")
     p.add_argument("--layer", help="convolution layer (default: the first)")
-    p.add_argument("--dataset", help="images for the top patches (default: shapes)")
+    p.add_argument("--dataset", help="images for the top patches (default: the run's dataset, else MNIST when on "
+                   "disk, else shapes)")
     p.add_argument("--data-dir", help="where the dataset's files are")
     p.add_argument("--samples", type=int, default=500, help="images searched for top patches (default 500)")
     p.add_argument("--top-k", type=int, default=5, help="patches per filter (default 5)")

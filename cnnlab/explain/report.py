@@ -21,8 +21,8 @@ from .._io import CnnlabFileError, read_json
 from ..layers import Conv2D
 from ..layers.activations import _Elementwise
 from . import common
-from .features import (_log, feature_maps, filter_evolution_frames, fit_class_names, load_data, plot_filters,
-                       read_filter_snapshots, run_config, stderr_log)
+from .features import feature_maps, filter_evolution_frames, plot_filters
+from .subject import fit_class_names, load_data, log_to, read_filter_snapshots, run_config, run_data, stderr_log
 
 
 # ---------------------------------------------------------------------------
@@ -216,10 +216,7 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
     notes = []
 
     # the test data
-    ds = dataset or config.get("dataset")
-    dd = data_dir if data_dir is not None else config.get("data_dir")
-    options = None if dataset else (config.get("dataset_options") if isinstance(config.get("dataset_options"), dict)
-                                    else None)
+    ds, dd, options = run_data(run_dir, dataset, data_dir)
     test, class_names = None, [str(i) for i in range(k)]
     if ds:
         try:
@@ -262,7 +259,7 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
     probs = None
     matrix, acc, source = None, None, None
     if test is not None:
-        _log(log, f"evaluating on {len(test[0])} test images of {ds} ...")
+        log_to(log, f"evaluating on {len(test[0])} test images of {ds} ...")
         probs = model.predict(test[0])
         pred = probs.argmax(axis=1)
         acc = float(np.mean(pred == test[1]))

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..layers import Conv2D
 from . import common
-from .features import add_common_arguments, pick_input, resolve_subject, shape_text, softmax1, stderr_log
+from .subject import add_common_arguments, pick_input, resolve_subject, shape_text, softmax1, stderr_log
 
 
 # ---------------------------------------------------------------------------
@@ -276,7 +276,7 @@ def explain_saliency(out, model=None, image=None, index=0, class_index=None, dat
 
     Args:
         out: output folder (created).
-        model: ``Sequential``, run directory or ``.safetensors`` file; ``None`` trains a small CNN now.
+        model: ``Sequential``, run directory or ``.safetensors`` file; ``None`` trains the demo model (the zoo's ``tiny_cnn``) now.
         image: path of a picture; default test image ``index`` of the model's dataset.
         class_index: the class to explain (default: the predicted class).
         patch, stride, fill: occlusion patch side (default a fifth of the image), grid stride, value
@@ -413,13 +413,12 @@ def add_parser(subparsers):
         description="Show which pixels a prediction depends on: the gradient of the class score, the drop in "
                     "probability when patches are hidden, and Grad-CAM. Writes PNGs, saliency.json and a "
                     "self-contained saliency.html.")
-    add_common_arguments(p)
+    add_common_arguments(p, "saliency")
     p.add_argument("--class", dest="class_index", type=int, metavar="K",
                    help="class to explain (default: the predicted class)")
     p.add_argument("--patch", type=int, help="occlusion patch side in pixels (default: a fifth of the image)")
     p.add_argument("--stride", type=int, default=1, help="occlusion grid stride (default 1: every pixel)")
     p.add_argument("--fill", default="0", help="occlusion value: a number or 'mean' (default 0)")
     p.add_argument("--layer", help="Grad-CAM layer (default: the last convolution)")
-    p.add_argument("--out", default="saliency", metavar="DIR", help="output folder (default ./saliency)")
     p.set_defaults(func=_cli)
     return p

@@ -31,6 +31,7 @@ from ..layers.pool import MaxPool2D
 from ..model import Sequential
 from .common import (SIGNED_CMAP, colorbar, esc, img_tag, new_figure, out_dir, save_figure, save_json,
                      symmetric_limits, table_html, text_colour, write_html)
+from .subject import load_data, tool_out
 
 MODEL_KEYS = ("conv", "locally_connected", "dense")
 MODEL_LABELS = {"conv": "convolution (shared weights)", "locally_connected": "locally connected (untied)",
@@ -170,18 +171,6 @@ def build_models(input_shape, num_classes=10, filters=8, kernel_size=5, hidden=N
     return {"conv": conv, "locally_connected": local, "dense": dense}
 
 
-def _load_data(dataset, data_dir, n_train, n_test, image_size, seed):
-    from ..datasets import load_dataset, load_shapes
-    if dataset == "shapes":
-        (xtr, ytr), (xte, yte) = load_shapes(n_train, n_test, image_size=image_size, seed=seed)
-        return xtr, ytr, xte, yte, "shapes"
-    (xtr, ytr), (xte, yte), info = load_dataset(dataset, data_dir=data_dir)
-    rng = np.random.default_rng(seed)
-    tr = rng.permutation(len(xtr))[:n_train]
-    te = rng.permutation(len(xte))[:n_test]
-    return xtr[tr], ytr[tr], xte[te], yte[te], info["name"]
-
-
 # ---------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------
@@ -298,7 +287,7 @@ def _results_figure(params, acc, histories):
 # ---------------------------------------------------------------------------
 # The tool
 # ---------------------------------------------------------------------------
-def explain_weight_sharing(out="explain", dataset="shapes", data_dir=None, n_train=3000, n_test=1000,
+def explain_weight_sharing(out=tool_out("weight-sharing"), dataset=None, data_dir=None, n_train=3000, n_test=1000,
                            epochs=3, batch_size=32, lr=2e-3, filters=8, kernel_size=5, hidden=None,
                            image_size=28, demo_size=7, seed=0, train=True, verbose=0) -> dict:
     """Show a convolution as a tied sparse dense matrix and compare conv, locally connected and dense models.
@@ -308,8 +297,8 @@ def explain_weight_sharing(out="explain", dataset="shapes", data_dir=None, n_tra
     and ``weight_sharing.html`` to ``out``.
 
     Args:
-        dataset: ``"shapes"`` (generated, default) or any name/folder ``cnnlab.datasets.load_dataset``
-            accepts (e.g. ``"mnist"`` with ``data_dir``); ``n_train`` / ``n_test`` examples are used.
+        dataset: a name or folder (default: MNIST when on disk, else the generated ``shapes``); the first
+            ``n_train`` / ``n_test`` examples are used (:func:`cnnlab.explain.subject.load_data`).
         epochs, batch_size, lr: the same training (Adam) for all three models.
         filters, kernel_size: the conv / locally connected layer; ``hidden``: units of the dense
             model (default: as many as give it the conv model's parameter count).
@@ -350,7 +339,8 @@ def explain_weight_sharing(out="explain", dataset="shapes", data_dir=None, n_tra
                                             demo.params["kernel"], demo_shape, (ho, wo)), files["matrix_png"])
 
     # 2. The three models on the same data.
-    xtr, ytr, xte, yte, data_name = _load_data(dataset, data_dir, n_train, n_test, image_size, seed)
+    (xtr, ytr), (xte, yte), info = load_data(dataset, data_dir, n_train, n_test, seed, image_size=image_size)
+    data_name = info["name"]
     num_classes = int(max(ytr.max(), yte.max()) + 1)
     models = build_models(xtr.shape[1:], num_classes, filters, kernel_size, hidden, seed)
     params = {k: int(m.num_params) for k, m in models.items()}
@@ -441,8 +431,9 @@ def add_parser(subparsers):
         "weight-sharing", help="a convolution as a tied sparse dense matrix; conv vs locally connected vs dense",
         description="Build the fully connected equivalent of a convolution, check it, and train conv, locally "
                     "connected and dense models on the same data. Writes weight_sharing.json/.html and PNGs.")
-    p.add_argument("--out", default="explain", help="output folder (default: explain)")
-    p.add_argument("--dataset", default="shapes", help="shapes (default), mnist, fashion-mnist, cifar10 or a folder")
+    p.add_argument("--out", default=tool_out("weight-sharing"), help=f"output folder (default ./{tool_out('weight-sharing')})")
+    p.add_argument("--dataset", help="mnist, fashion-mnist, cifar10, shapes or a folder (default: MNIST when on "
+                   "disk, else shapes)")
     p.add_argument("--data-dir", help="where the dataset's files are")
     p.add_argument("--n-train", type=int, default=3000, help="training examples (default 3000)")
     p.add_argument("--n-test", type=int, default=1000, help="test examples (default 1000)")

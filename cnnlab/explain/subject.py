@@ -1,0 +1,383 @@
+"""What every explain tool starts from: the data, the model to explain, the input image, the shared options.
+
+* **Data.** :func:`default_data` picks the default subject's dataset: MNIST
+  when its files are at hand (``--data-dir``, ``$CNNLAB_DATA``, the cache
+  ``~/.cache/cnnlab``, then ``./data``; never downloaded here), otherwise the
+  built-in generated ``shapes``. :func:`load_data` is the one loader, with one
+  rule for which examples it takes: **the first** ``n_train`` **training and
+  the first** ``n_test`` **test examples, in the order of the files** (for
+  ``shapes``: exactly that many are generated from ``seed``). Anyone can
+  rebuild the same subset.
+* **Model.** :func:`resolve_subject` loads a run directory or a
+  ``.safetensors`` file, or trains the demo model (the zoo's ``tiny_cnn``,
+  :func:`demo_model`) in seconds on the default data, recording its
+  first-layer filters as it learns. The :class:`Subject` it returns knows the
+  dataset and its class names, so every page can name the data it used.
+* **Input.** :func:`pick_input` returns the user's picture
+  (:func:`prepare_image`) or a test image of the subject's dataset.
+* **Options.** :func:`add_common_arguments` declares ``--model --dataset
+  --data-dir --image --index --invert --seed`` once for every tool;
+  :func:`tool_out` is the one output folder rule: ``./explain/<tool>``.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._io import CnnlabFileError, read_json, read_safetensors
+from ..training import Callback
+from . import common
+
+DEFAULT_TRAIN = 5000      # training images for the demo model trained on the spot
+DEFAULT_EPOCHS = 2
+DEFAULT_OUT = "explain"   # every tool writes to ./explain/<tool> unless --out says otherwise
+LOCAL_DATA_DIR = "data"   # the working directory's ./data, searched last for MNIST
+
+
+def log_to(log, msg):
+    """Send ``msg`` to ``log`` (a callable such as :func:`stderr_log`) when there is one."""
+    if log is not None:
+        log(msg)
+
+
+def stderr_log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def tool_out(tool: str) -> str:
+    """The default output folder of a tool: ``explain/<tool>`` (tools never share a folder)."""
+    return str(Path(DEFAULT_OUT) / tool)
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+def mnist_available(data_dir=None) -> bool:
+    """True when MNIST is on disk (``data_dir``, ``$CNNLAB_DATA`` or the cache), without downloading."""
+    from ..datasets import DatasetNotFoundError
+    from ..datasets.official import _search_dirs, find_idx_files
+    if data_dir is not None and not Path(data_dir).is_dir():
+        return False
+    try:
+        return any(find_idx_files(d) for d in _search_dirs("mnist", data_dir))
+    except (DatasetNotFoundError, OSError):
+        return False
+
+
+def default_data(data_dir=None):
+    """``("mnist", folder)`` when MNIST is on disk, else ``("shapes", data_dir)`` (generated; never downloads).
+
+    Looks in ``data_dir``, ``$CNNLAB_DATA`` and the cache; without a
+    ``data_dir``, also in ``./data``.
+    """
+    for d in ([data_dir] if data_dir is not None else [None, LOCAL_DATA_DIR]):
+        if mnist_available(d):
+            return "mnist", d
+    return "shapes", data_dir
+
+
+OFFICIAL = ("mnist", "fashion-mnist", "cifar10")
+
+
+def load_data(dataset=None, data_dir=None, n_train=None, n_test=None, seed=0, options=None, image_size=None):
+    """``((x_train, y_train), (x_test, y_test), info)``: the first ``n_train`` / ``n_test`` examples of each split.
+
+    ``dataset=None`` picks :func:`default_data`. ``None`` for a count takes
+    the whole split. ``shapes`` generates exactly the requested counts
+    (6000 and 1000 by default) of side ``image_size`` (default 28), seeded by
+    ``seed``; a run's ``dataset_options`` (``options``, passed to
+    :func:`cnnlab.datasets.load_dataset`) take precedence, so a run's own data
+    is rebuilt. Named datasets are read from disk, never downloaded here.
+    ``info`` is the loader's ``{"name", "class_names", "input_shape"}``.
+    """
+    from ..datasets import load_dataset
+    name = dataset
+    if name is None:
+        name, data_dir = default_data(data_dir)
+    key = str(name).lower().replace("_", "-")
+    kw = {}
+    if key == "shapes":
+        kw = {"n_train": int(n_train or 6000), "n_test": int(n_test or 1000), "seed": seed,
+              "image_size": int(image_size or 28)}
+    kw.update(options or {})
+    if key in OFFICIAL:
+        kw["download"] = False
+    (xtr, ytr), (xte, yte), info = load_dataset(key if key in OFFICIAL or key == "shapes" else name, data_dir, **kw)
+    if n_train is not None:
+        xtr, ytr = xtr[:n_train], ytr[:n_train]
+    if n_test is not None:
+        xte, yte = xte[:n_test], yte[:n_test]
+    return (xtr, ytr), (xte, yte), info
+
+
+def data_noun(dataset) -> str:
+    """What one example of ``dataset`` is called in a sentence: ``digit`` for MNIST, ``image`` otherwise."""
+    key = str(dataset or "").lower().replace("_", "-")
+    return {"mnist": "digit", "shapes": "shape", "fashion-mnist": "garment"}.get(key, "image")
+
+
+# ---------------------------------------------------------------------------
+# The demo model
+# ---------------------------------------------------------------------------
+def demo_model(input_shape, num_classes, seed=0):
+    """The model trained on the spot: the zoo's ``tiny_cnn`` (conv 8@5x5, pool, conv 16@3x3, pool, dense)."""
+    from ..models import tiny_cnn
+    return tiny_cnn(input_shape=tuple(input_shape), num_classes=num_classes, seed=seed)
+
+
+class FilterSnapshots(Callback):
+    """Training callback: copies of the first convolution's kernel, keyed by optimizer step (0 = before training).
+
+    ``steps`` (optional) lists the steps to record; default every ``every`` steps and every epoch end.
+    """
+
+    def __init__(self, layer, every=1, steps=None):
+        self.layer, self.every = layer, max(int(every), 1)
+        self.steps = None if steps is None else {int(s) for s in steps}
+        self.snapshots = {0: layer.params["kernel"].copy()}
+
+    def on_batch_end(self, trainer, step, loss):
+        if (step in self.steps) if self.steps is not None else step % self.every == 0:
+            self.snapshots[int(step)] = self.layer.params["kernel"].copy()
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.snapshots[int(trainer.step)] = self.layer.params["kernel"].copy()
+
+
+def snapshot_steps(total, frames):
+    """About ``frames`` steps in ``[0, total]``, spaced evenly on a square-root scale.
+
+    Filters change fastest in the first steps of training, so the frames
+    crowd there (0, 1, 4, 9, ... times a constant) and thin out later.
+    """
+    t = np.linspace(0.0, 1.0, max(int(frames), 2)) ** 2
+    return sorted({int(round(v)) for v in t * total})
+
+
+def train_demo_model(train, input_shape, num_classes, epochs=DEFAULT_EPOCHS, seed=0, frames=16, batch_size=64):
+    """Train :func:`demo_model` on ``train = (x, y)`` with Adam; return ``(model, snapshots)``.
+
+    ``snapshots`` maps optimizer steps to first-layer kernels, about ``frames``
+    of them, denser in the early steps (:func:`snapshot_steps`).
+    """
+    from ..optim import Adam
+    x, y = train
+    model = demo_model(input_shape, num_classes, seed=seed)
+    steps = epochs * -(-len(x) // batch_size)
+    snap = FilterSnapshots(common.pick_conv_layer(model), steps=snapshot_steps(steps, frames))
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, optimizer=Adam(lr=2e-3), verbose=0, callbacks=[snap])
+    return model, dict(sorted(snap.snapshots.items()))
+
+
+# ---------------------------------------------------------------------------
+# The subject: a model and its data
+# ---------------------------------------------------------------------------
+@dataclass
+class Subject:
+    """A model to explain, where it came from, and the data that goes with it."""
+    model: object
+    description: str
+    dataset: str | None = None
+    data_dir: str | None = None
+    run_dir: Path | None = None
+    class_names: list = field(default_factory=list)
+    snapshots: dict | None = None          # {step: first-layer kernel}
+    test: tuple | None = None               # (x_test, y_test) when loaded
+    n_test: int | None = None
+    options: dict | None = None             # a run's dataset_options
+
+    def test_split(self, limit=None):
+        """The first ``limit`` test images of the subject's dataset (or all), loaded once."""
+        have_all = self.test is not None and self.n_test is None
+        if not have_all and (self.test is None or limit is None or limit > self.n_test):
+            if self.dataset is None:
+                raise ValueError(f"no dataset is known for {self.description}: pass --image PATH or --dataset NAME")
+            _, (xte, yte), info = load_data(self.dataset, self.data_dir, n_train=1, n_test=limit,
+                                            options=self.options)
+            check_compatible(self.model, info, self.dataset)
+            self.test, self.n_test = (xte, yte), limit
+            if len(self.class_names) != self.model.num_classes or self.class_names == default_names(self.model):
+                self.class_names = fit_class_names(info.get("class_names"), self.model.num_classes)
+        x, y = self.test
+        return (x, y) if limit is None else (x[:limit], y[:limit])
+
+    def class_name(self, k) -> str:
+        return self.class_names[k] if 0 <= k < len(self.class_names) else str(k)
+
+    @property
+    def data_name(self) -> str:
+        """The dataset's name for a sentence (``"unknown data"`` when none is known)."""
+        return str(self.dataset) if self.dataset else "unknown data"
+
+
+def default_names(model):
+    return [str(i) for i in range(model.num_classes)]
+
+
+def fit_class_names(names, k):
+    names = list(names or [])
+    return names if len(names) == k else [str(i) for i in range(k)]
+
+
+def check_compatible(model, info, dataset):
+    """Raise a clear error when a dataset's images or classes do not fit the model."""
+    shape = tuple(info["input_shape"])
+    if shape != tuple(model.input_shape):
+        raise ValueError(f"dataset {dataset!r} has images of shape {shape}, but the model expects "
+                         f"{tuple(model.input_shape)}; pass --dataset with the data the model was trained on")
+    if len(info.get("class_names") or []) > model.num_classes:
+        raise ValueError(f"dataset {dataset!r} has {len(info['class_names'])} classes, the model only "
+                         f"{model.num_classes}")
+
+
+def run_config(path) -> dict:
+    """``config.json`` of a run directory (``{}`` for a plain model file or a run without one)."""
+    p = Path(path)
+    cfg = p / "config.json" if p.is_dir() else None
+    if cfg is None or not cfg.is_file():
+        return {}
+    data = read_json(cfg, "run config")
+    return data if isinstance(data, dict) else {}
+
+
+def run_data(path, dataset=None, data_dir=None):
+    """``(dataset, data_dir, options)`` of a run directory: its ``config.json`` unless ``dataset`` is given."""
+    cfg = run_config(path)
+    ds = dataset or cfg.get("dataset")
+    dd = data_dir if data_dir is not None else cfg.get("data_dir")
+    options = cfg.get("dataset_options") if not dataset and isinstance(cfg.get("dataset_options"), dict) else None
+    return ds, dd, options
+
+
+def read_filter_snapshots(path) -> dict:
+    """``filters.safetensors`` -> ``{step: kernel}`` sorted by step (tensors named ``step_0000000``)."""
+    path = Path(path)
+    tensors, _ = read_safetensors(path, "filter snapshot file")
+    out = {}
+    for name, t in tensors.items():
+        if not name.startswith("step_") or not name[5:].isdigit():
+            raise CnnlabFileError(f"{path}: unexpected tensor {name!r}; snapshots are named step_0000000, step_0000100, ...")
+        if t.ndim != 4:
+            raise CnnlabFileError(f"{path}: snapshot {name!r} has shape {t.shape}, expected a kernel (kh, kw, C, F)")
+        out[int(name[5:])] = np.asarray(t)
+    if not out:
+        raise CnnlabFileError(f"{path} holds no filter snapshots")
+    shapes = {t.shape for t in out.values()}
+    if len(shapes) > 1:
+        raise CnnlabFileError(f"{path}: snapshots have different shapes {sorted(shapes)}")
+    return dict(sorted(out.items()))
+
+
+def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRAIN, epochs=DEFAULT_EPOCHS,
+                    seed=0, log=None) -> Subject:
+    """The model to explain: a ``Sequential``, a run directory or ``.safetensors`` file, or ``None``.
+
+    With ``None`` the demo model (:func:`demo_model`) is trained now on the
+    first ``n_train`` images of ``dataset`` (default: :func:`default_data`),
+    recording its first-layer filters as it learns. For a run directory the
+    dataset comes from its ``config.json`` unless ``dataset`` is given; for a
+    bare model file of 28x28x1 images it defaults as above.
+    """
+    from ..model import Sequential
+    if isinstance(model, Sequential):
+        ds = dataset
+        if ds is None and tuple(model.input_shape) == (28, 28, 1):
+            ds, data_dir = default_data(data_dir)
+        return Subject(model, f"model {model.name!r}", ds, data_dir, class_names=default_names(model))
+    if model is not None:
+        path = Path(model)
+        loaded = common.load_model(path)
+        ds, dd, options = run_data(path, dataset, data_dir)
+        if ds is None and tuple(loaded.input_shape) == (28, 28, 1):
+            ds, dd = default_data(dd)
+        run_dir = path if path.is_dir() else None
+        snaps = None
+        if run_dir is not None and (run_dir / "filters.safetensors").is_file():
+            snaps = read_filter_snapshots(run_dir / "filters.safetensors")
+        return Subject(loaded, str(path), ds, dd, run_dir, default_names(loaded), snaps, options=options)
+    ds = dataset
+    if ds is None:
+        ds, data_dir = default_data(data_dir)
+    log_to(log, f"no model given: training the demo model (tiny_cnn) on {n_train} {ds} images for {epochs} epochs ...")
+    (xtr, ytr), (xte, yte), info = load_data(ds, data_dir, n_train=n_train, seed=seed)
+    k = max(len(info["class_names"]), int(ytr.max()) + 1)
+    net, snaps = train_demo_model((xtr, ytr), info["input_shape"], k, epochs=epochs, seed=seed)
+    acc = net.evaluate(xte[:1000], yte[:1000])["accuracy"]
+    log_to(log, f"  test accuracy on the first {min(1000, len(xte))} test images: {acc:.3f}")
+    return Subject(net, f"{net.name} trained now on {len(xtr)} {info['name']} images for {epochs} epochs "
+                        f"(test accuracy {acc:.3f} on {min(1000, len(xte))} images)",
+                   ds, data_dir, None, fit_class_names(info["class_names"], k), snaps, (xte, yte), None)
+
+
+# ---------------------------------------------------------------------------
+# The input
+# ---------------------------------------------------------------------------
+def prepare_image(path, input_shape, invert="auto") -> np.ndarray:
+    """Read a user's picture as one model input (H, W, C) in [0, 1].
+
+    The picture is converted to the model's channels and resized to its input
+    size. ``invert``: ``"yes"``, ``"no"``, or ``"auto"``: invert a grayscale
+    picture whose border is light, since MNIST-style data are light strokes on
+    a dark background (a digit written on paper is the opposite).
+    """
+    h, w, c = input_shape
+    if c not in (1, 3):
+        raise ValueError(f"the model takes {c}-channel images; only 1 (grayscale) or 3 (RGB) can be read from a file")
+    x = common.load_image(path, size=(h, w), channels=c)
+    if invert not in ("auto", "yes", "no"):
+        raise ValueError(f"invert must be 'auto', 'yes' or 'no', received {invert!r}")
+    border = np.concatenate([x[0].ravel(), x[-1].ravel(), x[:, 0].ravel(), x[:, -1].ravel()])
+    if invert == "yes" or (invert == "auto" and c == 1 and border.mean() > 0.5):
+        x = 1.0 - x
+    return x.astype(np.float32)
+
+
+def pick_input(subject, image=None, index=0, invert="auto"):
+    """``(x, label, description)``: the user's image, else test image ``index`` of the subject's dataset."""
+    if image is not None:
+        return prepare_image(image, subject.model.input_shape, invert), None, f"image {image}"
+    x, y = subject.test_split(None if subject.test is not None else max(index + 1, 100))
+    if not 0 <= index < len(x):
+        raise ValueError(f"--index must lie in [0, {len(x) - 1}], received {index}")
+    return x[index], int(y[index]), f"test image #{index} of {subject.dataset}"
+
+
+def softmax1(z):
+    """Softmax of one score vector."""
+    z = np.asarray(z, np.float64).ravel()
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def shape_text(shape):
+    return "\u00d7".join(map(str, shape))
+
+
+# ---------------------------------------------------------------------------
+# Options every tool shares
+# ---------------------------------------------------------------------------
+def add_common_arguments(p, tool, image=True, model=True, data=True):
+    """``--out`` (default ``explain/<tool>``), ``--seed`` and, as asked, the subject's and the input's options.
+
+    ``model``: ``--model``; ``data``: ``--dataset --data-dir``; ``image``:
+    ``--image --index --invert``.
+    """
+    if model:
+        p.add_argument("--model", metavar="RUN_OR_FILE", help="a run directory or .safetensors model file "
+                       "(default: train the small tiny_cnn now, in a few seconds)")
+    if data:
+        p.add_argument("--dataset", help="dataset name (mnist, fashion-mnist, cifar10, shapes) or folder; default: "
+                       "the run's dataset, else MNIST if found on disk, else the generated shapes")
+        p.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset files (e.g. DIR/mnist/)")
+    if image:
+        p.add_argument("--image", metavar="PATH", help="a picture to explain (PNG, JPEG, ...); resized to the "
+                       "model's input (default: a test image)")
+        p.add_argument("--index", type=int, default=0, help="which test image when --image is not given (default 0)")
+        p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                       help="invert the picture's gray levels; auto: when its border is light (default)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
+    p.add_argument("--out", default=tool_out(tool), metavar="DIR",
+                   help=f"output folder (default ./{tool_out(tool)})")
