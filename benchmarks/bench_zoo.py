@@ -1,7 +1,8 @@
 """Every zoo model on the CPU: cnnlab against the same network in PyTorch, training, inference and memory.
 
     python benchmarks/bench_zoo.py [--models lenet5 mnist_fast cifar_small] [--repeats 3]
-                                   [--batch-sizes 64 128] [--infer-batch 256] [--scale 1.0] [--quick] [--json FILE]
+                                   [--batch-sizes 64 128] [--infer-batch 256] [--scale 1.0] [--quick]
+                                   [--one-core] [--json FILE]
 
 For each model, each run starts a fresh process for one library (PyTorch
 limited to 2 threads with ``torch.set_num_threads(2)``; cnnlab with its
@@ -22,6 +23,12 @@ parent's pages is counted twice). Both include the interpreter, the imported
 libraries and the training images. ``--scale`` multiplies the number of
 images (the defaults take 10-30 s per run on 2 cores); ``--quick`` is one run
 of each at a quarter of the images.
+
+``--one-core`` compares the engines on one core: PyTorch with one thread,
+cnnlab with one process and one BLAS thread, and speeds in images per second
+of the process's CPU time. On a machine busy with other work, where a 2-thread
+run mostly measures the waiting for cores (PyTorch's threads spin while they
+wait), this still measures the work each engine does.
 """
 import argparse
 import json
@@ -46,7 +53,7 @@ WARMUP_BATCHES = 3                       # batches run before each timed epoch (
 # ---------------------------------------------------------------------------
 # One run: a fresh process, one library, one model
 # ---------------------------------------------------------------------------
-def run_one(side, name, images, infer_images, batch_sizes, infer_batch):
+def run_one(side, name, images, infer_images, batch_sizes, infer_batch, one_core=False):
     """Time ``name`` in library ``side``; return a dict of images/s and this process's memory figures."""
     import cnnlab
     from common import (TWINS, check_twin, load_images, time_cnnlab_infer, time_cnnlab_train, time_torch_infer,
@@ -56,27 +63,34 @@ def run_one(side, name, images, infer_images, batch_sizes, infer_batch):
     build = cnnlab.models.get(name)
     shape = x.shape[1:]
     result = {"source": source, "baseline_pss_mb": pss_mb(os.getpid())}
+    clock = time.process_time if one_core else time.perf_counter
     if side == "torch":
         import torch
-        torch.set_num_threads(2)
+        torch.set_num_threads(1 if one_core else 2)
         check_twin(name, build(input_shape=shape), twin(torch))
         xt, yt = to_torch(torch, x, y)
         del x, y
         for bs in batch_sizes:
-            time_torch_train(torch, twin(torch), xt[:WARMUP_BATCHES * bs], yt[:WARMUP_BATCHES * bs], bs)
-            result[f"train {bs}"] = time_torch_train(torch, twin(torch), xt[:images], yt[:images], bs)
+            time_torch_train(torch, twin(torch), xt[:WARMUP_BATCHES * bs], yt[:WARMUP_BATCHES * bs], bs, clock)
+            result[f"train {bs}"] = time_torch_train(torch, twin(torch), xt[:images], yt[:images], bs, clock)
         net = twin(torch)
-        time_torch_infer(torch, net, xt[:WARMUP_BATCHES * infer_batch], infer_batch)
-        result["infer"] = time_torch_infer(torch, net, xt[:infer_images], infer_batch)
-        result["version"] = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        time_torch_infer(torch, net, xt[:WARMUP_BATCHES * infer_batch], infer_batch, clock)
+        result["infer"] = time_torch_infer(torch, net, xt[:infer_images], infer_batch, clock)
+        result["version"] = f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
     else:
+        workers = 1 if one_core else None
+        if one_core:
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(1)
         for bs in batch_sizes:
-            time_cnnlab_train(build(input_shape=shape), x[:WARMUP_BATCHES * bs], y[:WARMUP_BATCHES * bs], bs)
-            result[f"train {bs}"] = time_cnnlab_train(build(input_shape=shape), x[:images], y[:images], bs)
+            time_cnnlab_train(build(input_shape=shape), x[:WARMUP_BATCHES * bs], y[:WARMUP_BATCHES * bs], bs,
+                              workers, clock)
+            result[f"train {bs}"] = time_cnnlab_train(build(input_shape=shape), x[:images], y[:images], bs,
+                                                      workers, clock)
         model = build(input_shape=shape)
-        time_cnnlab_infer(model, x[:WARMUP_BATCHES * infer_batch], infer_batch)
-        result["infer"] = time_cnnlab_infer(model, x[:infer_images], infer_batch)
-        result["version"] = f"cnnlab {cnnlab.__version__}"
+        time_cnnlab_infer(model, x[:WARMUP_BATCHES * infer_batch], infer_batch, workers, clock)
+        result["infer"] = time_cnnlab_infer(model, x[:infer_images], infer_batch, workers, clock)
+        result["version"] = f"cnnlab {cnnlab.__version__}" + (", 1 process" if one_core else "")
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result["maxrss_mb"] = kb / 1024
     return result
@@ -121,7 +135,7 @@ def counts(name, args):
 def spawn(side, name, args):
     """Run one measurement in a fresh process while sampling its memory; return its result dict."""
     images, infer_images = counts(name, args)
-    spec = json.dumps([side, name, images, infer_images, args.batch_sizes, args.infer_batch])
+    spec = json.dumps([side, name, images, infer_images, args.batch_sizes, args.infer_batch, args.one_core])
     proc = subprocess.Popen([sys.executable, __file__, "--run", spec], stdout=subprocess.PIPE, text=True)
     peak, done = [0.0], threading.Event()
 
@@ -184,6 +198,8 @@ def main():
     ap.add_argument("--infer-batch", type=int, default=256)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the number of images of every run")
     ap.add_argument("--quick", action="store_true", help="one run of each library, a quarter of the images")
+    ap.add_argument("--one-core", action="store_true",
+                    help="both engines on one core, images per second of CPU time (for a busy machine)")
     ap.add_argument("--json", help="also write every run's figures to this file")
     ap.add_argument("--run", help=argparse.SUPPRESS)          # internal: one measurement, in a fresh process
     args = ap.parse_args()
@@ -206,7 +222,8 @@ def main():
                       " ".join(f"{k} {res[k]:,.0f}" for k in res if k.startswith("train") or k == "infer") +
                       f" img/s, PSS {res['pss_mb']:.0f} MB, maxrss {res['maxrss_mb']:.0f} MB", flush=True)
     first = runs[args.models[0]]
-    print(f"\n{first['cnnlab'][0]['version']} against {first['torch'][0]['version']}; "
+    per = "images per second of CPU time" if args.one_core else "images per second"
+    print(f"\n{first['cnnlab'][0]['version']} against {first['torch'][0]['version']}; {per}; "
           f"median of {args.repeats} alternating runs, each a fresh process ({time.perf_counter() - t0:.0f} s in all)")
     for m in args.models:
         print(f"  {m}: %d training / %d inference " % counts(m, args) +

@@ -424,17 +424,20 @@ class Conv2D(Layer):
     # The patch matrix is kh*kw times larger than the input. Built whole, it falls out of the core's
     # cache before the product reads it, so it is built in bands of output rows of about BAND_BYTES,
     # each used while it is still in cache. The backward pass rebuilds each band instead of keeping
-    # them. Exception: in training, a layer with many filters keeps its matrix whole, because its
-    # backward pass then costs more band by band (25 small adds per band) than rebuilding saves.
+    # them. Exception: in training, a layer with many filters keeps a matrix of up to KEEP_WHOLE_BYTES
+    # whole, because its backward pass then costs more band by band (25 small adds per band) than
+    # rebuilding saves; a larger matrix would not stay in cache anyway, and is banded.
     # On the benchmark machine, bands made LeNet-5's first layer 1.15-1.7x faster (32 to 128 images)
-    # and its second layer 1.6x faster in inference at 128 images.
+    # and its second layer 1.6x faster in inference at 128 images; banding mnist_fast's second layer
+    # (32 -> 64 channels, 5x5, a 10 MB matrix for 32 images) made its training step 1.2-1.5x faster.
     BAND_BYTES = 384 * 1024
     BAND_BELOW_FILTERS = 16
+    KEEP_WHOLE_BYTES = 4 << 20
 
     def _bands(self, ho, row_bytes, training):
         """``(r0, r1)`` ranges of output rows computed together."""
         rows = ho
-        if not training or self.filters < self.BAND_BELOW_FILTERS:
+        if not training or self.filters < self.BAND_BELOW_FILTERS or ho * row_bytes > self.KEEP_WHOLE_BYTES:
             rows = max(1, self.BAND_BYTES // row_bytes)
         return [(r0, min(ho, r0 + rows)) for r0 in range(0, ho, rows)]
 
