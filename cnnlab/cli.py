@@ -9,8 +9,9 @@
 
 Every failure reaches the user as one message on stderr and a non-zero exit
 status (2 for bad input or files, 1 when training diverges, 130 on Ctrl-C);
-``--debug`` adds the traceback. The explain tools add their subcommands with
-``cnnlab.explain.cli.register(subparsers)``; every subcommand sets ``func``
+``--debug`` adds the traceback. The explain tools and the explorer add their
+subcommands with ``cnnlab.explain.cli.register(subparsers)`` and
+``cnnlab.serve.cli.register(subparsers)``; every subcommand sets ``func``
 and is dispatched as ``args.func(args)``.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ from . import models as zoo
 from ._io import CnnlabFileError, read_json
 from .augment import SPEC_HELP
 from .explain import cli as explain_cli
+from .serve import cli as serve_cli
 from .training import TrainingDiverged
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -410,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_demo)
 
     explain_cli.register(sub)
+    serve_cli.register(sub)
     return parser
 
 
