@@ -7,7 +7,7 @@ separately, over many steps, and prints the median (and minimum) milliseconds.
 ``--clock cpu`` times this thread's CPU time instead of the wall clock: with
 ``--threads 1`` on a busy machine it leaves out the time spent waiting for a core.
 A ReLU followed by max pooling is timed as one step, the way training runs
-them (``cnnlab.layers.pool.fuse_relu_maxpool``).
+them (``cnnlab.stack``).
 """
 import argparse
 import time
@@ -16,7 +16,6 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import cnnlab
-from cnnlab.layers.pool import fuse_relu_maxpool
 
 
 def main():
@@ -33,7 +32,7 @@ def main():
     rng = np.random.default_rng(0)
     x = rng.random((args.batch_size,) + model.input_shape, dtype=np.float32)
     y = rng.integers(0, 10, args.batch_size)
-    steps = fuse_relu_maxpool(model.layers)              # what training runs: ReLU + max-pool as one step
+    steps = [runner for runner, *_ in model.stack.plan().steps]   # what training runs: ReLU + max-pool as one step
     label = {id(s): f"{s.relu.name}+{s.pool.name}" if hasattr(s, "pool") else s.name for s in steps}
     names = [label[id(s)] for s in steps]
     times = {k: [] for k in [f"fwd {n}" for n in names] + ["loss"] + [f"bwd {n}" for n in reversed(names)] + ["optimizer", "step total"]}

@@ -71,11 +71,11 @@ def test_pool_gradients(cls, cfg, shape):
     assert max(errors.values()) < TOL, errors
 
 
-@pytest.mark.parametrize("layer", [L.ReLU(), L.LeakyReLU(0.1), L.Tanh(), L.Sigmoid(), L.Flatten()])
+@pytest.mark.parametrize("layer", [L.ReLU(), L.LeakyReLU(0.1), L.Tanh(), L.Sigmoid(), L.ClippedReLU(1.0), L.Flatten()])
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (3, 7)])
 def test_elementwise_and_flatten_gradients(layer, shape):
     x = np.random.default_rng(5).standard_normal(shape)
-    x[np.abs(x) < 1e-3] = 0.5                      # keep away from the ReLU kink
+    x[(np.abs(x) < 1e-3) | (np.abs(x - 1) < 1e-3)] = 0.5     # keep away from the kinks of ReLU and ClippedReLU(1)
     errors = check_layer(type(layer)(**layer.get_config()), x)
     assert max(errors.values()) < TOL, errors
 
@@ -146,7 +146,7 @@ def test_gradcheck_catches_a_wrong_backward():
 def test_relu_then_maxpool_run_pooled_first_gives_identical_results(cfg):
     # Training runs ReLU + MaxPool2D as pool-then-ReLU; outputs and gradients must be exactly equal,
     # including windows whose values are all negative and windows with tied maxima.
-    from cnnlab.layers.pool import ReLUMaxPool, fuse_relu_maxpool
+    from cnnlab.stack import ReLUMaxPool, Stack
     rng = np.random.default_rng(4)
     x = rng.integers(-3, 3, (3, 7, 8, 2)).astype(np.float64)      # small integers: many ties and dead windows
     dy_shape = L.MaxPool2D(**cfg).compute_output_shape(x.shape[1:])
@@ -154,7 +154,8 @@ def test_relu_then_maxpool_run_pooled_first_gives_identical_results(cfg):
     relu, pool = L.ReLU(), L.MaxPool2D(**cfg)
     y_ref = pool.forward(relu.forward(x, True), True)
     dx_ref = relu.backward(pool.backward(dy))
-    steps = fuse_relu_maxpool([L.Dense(3), relu, pool, L.ReLU()])
+    stack = Stack([L.Dense(3, name="d"), relu, pool, L.ReLU(name="r")])
+    steps = [runner for runner, *_ in stack.plan().steps]
     assert [type(s) for s in steps] == [L.Dense, ReLUMaxPool, L.ReLU]
     y = steps[1].forward(x, True)
     np.testing.assert_array_equal(y, y_ref)

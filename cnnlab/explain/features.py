@@ -36,11 +36,8 @@ def feature_maps(model, x) -> list:
     x = model.check_input(x)
     if len(x) != 1:
         raise ValueError(f"feature_maps: expected one image, received a batch of {len(x)}")
-    out = []
-    for layer in model.layers:
-        x = layer.forward(x, training=False)
-        out.append((layer, np.array(x[0], copy=True)))
-    return out
+    _, caught = model.forward(x, capture=True)
+    return [(layer, np.array(caught[layer.name][0], copy=True)) for layer in model.layers]
 
 
 def layer_statistics(layer, a) -> dict:

@@ -157,11 +157,9 @@ def forward_capture(model, x, capture=(), batch_size=250):
     """Logits and the outputs of the layers with the indices in ``capture``, in batches (inference mode)."""
     logits, caught = [], {i: [] for i in capture}
     for s in range(0, len(x), batch_size):
-        h = x[s:s + batch_size]
-        for i, layer in enumerate(model.layers):
-            h = layer.forward(h, training=False)
-            if i in caught:
-                caught[i].append(np.array(h, np.float32, copy=True))
+        h, got = model.forward(x[s:s + batch_size], capture=[model.layers[i].name for i in caught])
+        for i in caught:
+            caught[i].append(np.array(got[model.layers[i].name], np.float32, copy=True))
         logits.append(h)
     return np.concatenate(logits), {i: np.concatenate(v) for i, v in caught.items()}
 

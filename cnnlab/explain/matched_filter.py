@@ -129,14 +129,10 @@ def _second_peak(resp, peak, radius):
 # ---------------------------------------------------------------------------
 def _layer_input(model, layer, x, batch=256):
     """What ``layer`` receives for images ``x``: the image itself for a first layer."""
-    idx = model.layers.index(layer)
-    outs = []
-    for s in range(0, len(x), batch):
-        h = x[s:s + batch]
-        for l in model.layers[:idx]:
-            h = l.forward(h, training=False)
-        outs.append(h)
-    return np.concatenate(outs)
+    below = model.inbound_names()[model.layers.index(layer)][0]
+    if below == model.input_name:
+        return x
+    return np.concatenate([model.forward(x[s:s + batch], capture=[below])[1][below] for s in range(0, len(x), batch)])
 
 
 def top_patches(layer, x, k=5, per_image=1, random_patches=2000, seed=0):

@@ -197,23 +197,10 @@ def grad_cam(model, x, k, layer=None) -> dict:
         raise ValueError(f"layer {getattr(target, 'name', target)!r} is not part of the model")
     if len(target.output_shape) != 3:
         raise ValueError(f"Grad-CAM needs feature maps (H, W, C); layer {target.name!r} outputs {target.output_shape}")
-    saved = [l.needs_input_grad for l in model.layers]
-    for l in model.layers:
-        l.needs_input_grad = True
-    try:
-        h = x
-        for i, l in enumerate(model.layers):
-            h = l.forward(h, training=False)
-            if i == idx:
-                a = np.array(h[0], np.float64, copy=True)
-        dy = np.zeros((1, model.num_classes), x.dtype)
-        dy[0, k] = 1.0
-        for l in reversed(model.layers[idx + 1:]):
-            dy = l.backward(dy)
-    finally:
-        for l, s in zip(model.layers, saved):
-            l.needs_input_grad = s
-    grads = np.asarray(dy[0], np.float64)
+    a = np.array(model.forward(x, capture=[target.name])[1][target.name][0], np.float64)
+    dy = np.zeros((1, model.num_classes), x.dtype)
+    dy[0, k] = 1.0
+    grads = np.asarray(model.input_gradient(x, dy, at=target.name)[0], np.float64)
     alpha = grads.mean(axis=(0, 1))
     cam = np.maximum((a * alpha).sum(axis=-1), 0.0)
     return {"layer": target.name, "activations": a, "gradients": grads, "weights": alpha, "cam": cam,

@@ -113,13 +113,20 @@ class Layer:
             )
 
     # ---- the contract ---------------------------------------------------
+    # A layer that joins branches (``Add``) reads a list of arrays and returns a list of input gradients.
+    joins = False
+
     def forward(self, x, training: bool = False) -> np.ndarray:
         raise NotImplementedError
 
     def backward(self, dy: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
 
-    def __call__(self, x, training: bool = False) -> np.ndarray:
+    def __call__(self, x, training: bool = False):
+        """Run the layer on a batch; on symbolic tensors (``cnnlab.Input``), add it to a graph model."""
+        from ..graph import connect, is_symbolic
+        if is_symbolic(x):
+            return connect(self, x)
         return self.forward(x, training)
 
     # ---- data parallelism -----------------------------------------------
