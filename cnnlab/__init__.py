@@ -4,7 +4,7 @@
     model = cnnlab.models.lenet5()
     model.fit(x, y, epochs=1, batch_size=64, optimizer=cnnlab.optim.SGD(lr=0.05, momentum=0.9))
 """
-from . import augment, callbacks, datasets, initializers, layers, losses, models, optim, runs
+from . import augment, callbacks, datasets, initializers, layers, losses, models, onnx, optim, runs
 from ._io import CnnlabFileError
 from .graph import Input
 from .model import Model, Sequential, load

@@ -149,3 +149,11 @@ def test_bad_arguments_are_refused_with_the_value(tmp_path):
     with pytest.raises(ValueError, match=r"must end in \(N, classes\) scores"):
         export(cnnlab.Sequential([L.Conv2D(2, 3)], input_shape=(5, 5, 1)), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_import_cnnlab_gives_cnnlab_onnx_without_loading_the_onnx_package():
+    import subprocess
+    import sys
+    code = "import sys, cnnlab; assert callable(cnnlab.onnx.export) and callable(cnnlab.onnx.load); " \
+           "assert 'onnx' not in sys.modules and 'onnxruntime' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
