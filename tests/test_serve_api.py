@@ -13,6 +13,7 @@ from PIL import Image  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 import cnnlab  # noqa: E402
+from cnnlab.images import prepare_input  # noqa: E402
 from cnnlab import layers as L  # noqa: E402
 from cnnlab import runs  # noqa: E402
 from cnnlab.datasets import SHAPES_CLASSES  # noqa: E402
@@ -46,13 +47,17 @@ def every_kind_model():
 
 @pytest.fixture(scope="module")
 def image():
-    return np.random.default_rng(1).uniform(0, 1, (20, 18))
+    """A random picture on a dark border (the background the light-background rule leaves as it is)."""
+    a = np.random.default_rng(1).uniform(0, 1, (20, 18))
+    a[[0, -1], :] *= 0.3
+    a[:, [0, -1]] *= 0.3
+    return a
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     app = create_app(every_kind_model(), class_names=["a", "b", "c"], runs_root=tmp_path_factory.mktemp("runs"),
-                     allowed_hosts=HOSTS, max_upload=200_000, max_pixels=1_000_000)
+                     allowed_hosts=HOSTS, max_upload=200_000)
     with TestClient(app) as c:
         yield c
 
@@ -95,6 +100,15 @@ def test_predict_probabilities_and_activations(client, image):
         np.testing.assert_allclose(np.array(a["data"]), h[0], rtol=1e-5, atol=1e-6)
         raw = np.frombuffer(base64.b64decode(b["data"]), "<f4").reshape(b["shape"])
         np.testing.assert_allclose(raw, h[0], rtol=1e-5, atol=1e-6)
+
+
+def test_pictures_are_prepared_as_cnnlab_predict_prepares_them(client, image):
+    """The one image reader's background rule: a light-background picture is inverted, and the answer says so."""
+    dark = client.post("/api/predict", content=png(image)).json()
+    light = client.post("/api/predict", content=png(1 - image)).json()
+    assert dark["notes"] == []
+    assert len(light["notes"]) == 1 and "inverted" in light["notes"][0]
+    np.testing.assert_allclose(light["probabilities"], dark["probabilities"], rtol=1e-6, atol=1e-7)
 
 
 def test_rgb_and_jpeg_inputs_are_converted(client, image):
@@ -199,12 +213,10 @@ def test_why_views(client, image):
 # ---------------------------------------------------------------------------
 def test_refusals(client, image):
     r = client.post("/api/predict", content=b"this is not an image at all")
-    assert r.status_code == 400 and "not a PNG or JPEG image" in r.json()["error"]
+    assert r.status_code == 400 and "not a picture" in r.json()["error"]
     assert client.post("/api/predict", content=b"").status_code == 400
-    buf = io.BytesIO()
-    Image.new("L", (10, 10)).save(buf, format="GIF")
-    r = client.post("/api/predict", content=buf.getvalue())
-    assert r.status_code == 400 and "GIF" in r.json()["error"]
+    r = client.post("/api/predict", content=png(image)[:60])
+    assert r.status_code == 400 and "damaged or truncated" in r.json()["error"]
     r = client.post("/api/predict", content=b"\x89PNG" + b"0" * 300_000)
     assert r.status_code == 413 and "limit" in r.json()["error"]
     r = client.post("/api/predict?activations=maybe", content=png(image))
@@ -231,8 +243,10 @@ def png_header_only(width, height) -> bytes:
 
 
 def test_decompression_bombs_are_refused_before_decoding(client):
-    """Over the server's pixel limit (1,000,000 here) and over Pillow's own bomb limit: 413, nothing decoded."""
-    for w, h in ((2000, 1000), (30000, 30000)):
+    """Over cnnlab's pixel limit and over Pillow's own bomb limit: 413, nothing decoded."""
+    from cnnlab.images import MAX_PIXELS
+    side = int(MAX_PIXELS ** 0.5) + 10
+    for w, h in ((side, side), (30000, 30000)):
         r = client.post("/api/predict", content=png_header_only(w, h))
         assert r.status_code == 413 and ("pixels" in r.json()["error"] or "bomb" in r.json()["error"]), r.text
 
@@ -368,7 +382,9 @@ def test_zoo_models_every_layer_unit_matches_the_forward_pass(name, tmp_path):
     model = cnnlab.models.get(name)()
     h, w, c = model.input_shape
     img = np.random.default_rng(5).uniform(0, 1, (h, w, c) if c == 3 else (h, w))
-    x = np.asarray(Image.open(io.BytesIO(png(img))), np.float32).reshape(h, w, c) / 255
+    # The explorer prepares a picture as `cnnlab predict` does (for lenet5, of unrecorded training data,
+    # MNIST's normalization): the reference starts from the same prepared input.
+    x, _ = prepare_input(png(img), model.input_shape)
     rng = np.random.default_rng(6)
     outputs = layer_outputs(model, x)
     with TestClient(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path)) as client:

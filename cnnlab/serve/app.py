@@ -19,10 +19,12 @@ Routes (all answers JSON except the page, the static files and the event stream)
     POST /api/runs/NAME/stop                stop a job (it keeps its last completed epoch)
 
 Safety: requests whose ``Host`` is not one of the served names get 403 (DNS
-rebinding); bodies over ``max_upload`` bytes get 413; images over
-``max_pixels`` pixels get 413 before they are decoded; a body that is not a PNG
-or JPEG image, or malformed JSON, gets 400 naming the problem; every error is
-``{"error": message}``.
+rebinding); bodies over ``max_upload`` bytes get 413; decompression bombs get
+413 before they are decoded (``cnnlab.images``, the project's one image reader);
+a body that is not an image, or malformed JSON, gets 400 naming the problem;
+every error is ``{"error": message}``. Pictures are prepared as ``cnnlab predict``
+prepares them (the background rule, MNIST's normalization), and predictions
+carry ``notes`` saying what was done.
 """
 from __future__ import annotations
 
@@ -32,8 +34,6 @@ import contextlib
 import functools
 import io
 import json
-import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -45,16 +45,14 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import runs
+from .. import images, runs
 from .._io import CnnlabFileError
 from . import compute
 from .jobs import JobError, JobManager, run_events
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 4 * 1024 * 1024            # bytes of an uploaded image
-MAX_PIXELS = 4096 * 4096                # pixels of a decoded image (decompression bombs)
 MAX_JSON = 64 * 1024                    # bytes of a JSON request
-IMAGE_FORMATS = ("PNG", "JPEG")
 
 
 class ApiError(Exception):
@@ -92,39 +90,24 @@ async def read_json_body(request):
         raise ApiError(400, f"the body is not valid JSON: {e}") from None
 
 
-def decode_image(data: bytes, shape, max_pixels=MAX_PIXELS) -> np.ndarray:
-    """PNG or JPEG bytes -> float32 (H, W, C) in [0, 1] for a model taking ``shape``.
+def decode_image(data: bytes, shape, dataset=None) -> tuple[np.ndarray, list]:
+    """The bytes of an image file -> (float32 (H, W, C) in [0, 1] for a model taking ``shape``, notes).
 
-    The size is checked from the header before any pixel is decoded; the pixels are read by
-    cnnlab's image reader (``cnnlab.cli.load_image``: alpha on white, resized to the model).
+    Read and prepared by cnnlab's one image reader, as ``cnnlab predict`` and ``cnnlab explain``
+    do (:func:`cnnlab.images.prepare_input`): the header's size checked before any pixel is
+    decoded (decompression bombs: 413), alpha on white, the light-background rule, MNIST's
+    size normalization for MNIST-style models. ``dataset`` is the model's training configuration
+    when known; the notes say in a sentence each what was done to the picture.
     """
-    from PIL import Image, UnidentifiedImageError
-    from ..cli import load_image
     if not data:
         raise ApiError(400, "the body is empty: send the bytes of a PNG or JPEG image")
     if len(shape) != 3 or shape[2] not in (1, 3):
         raise ApiError(400, f"this model takes inputs of shape {tuple(shape)}, not (H, W, 1) or (H, W, 3) images")
+    name = dataset.get("dataset") if isinstance(dataset, dict) else None
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt, (w, h) = im.format, im.size
-    except Image.DecompressionBombError as e:
-        raise ApiError(413, f"refused: the image is a decompression bomb ({e})") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ApiError(400, f"the body is not a PNG or JPEG image ({len(data):,} bytes starting "
-                            f"{data[:8]!r}): {type(e).__name__}") from None
-    if fmt not in IMAGE_FORMATS:
-        raise ApiError(400, f"the body is a {fmt} image; send PNG or JPEG")
-    if w * h > max_pixels:
-        raise ApiError(413, f"the image is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,} pixels")
-    fd, tmp = tempfile.mkstemp(suffix="." + fmt.lower())
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return load_image(tmp, tuple(shape))
-    except (CnnlabFileError, Image.DecompressionBombError) as e:
-        raise ApiError(400, f"the {fmt} image cannot be decoded: {str(e).replace(tmp, 'upload')}") from None
-    finally:
-        os.unlink(tmp)
+        return images.prepare_input(data, tuple(shape), dataset=name, name="the uploaded image")
+    except CnnlabFileError as e:
+        raise ApiError(413 if "decompression bomb" in str(e) else 400, str(e)) from None
 
 
 def _int(request, key, default=None, lo=None):
@@ -162,11 +145,11 @@ class Explorer:
     """
 
     def __init__(self, model, class_names=None, runs_root="runs", dataset=None, max_jobs=1,
-                 max_upload=MAX_UPLOAD, max_pixels=MAX_PIXELS):
+                 max_upload=MAX_UPLOAD):
         self.model, self.dataset = model, dataset
         self.class_names = compute.describe(model, class_names)["class_names"]
         self.jobs = JobManager(runs_root, max_jobs=max_jobs)
-        self.max_upload, self.max_pixels = int(max_upload), int(max_pixels)
+        self.max_upload = int(max_upload)
         self.lock = threading.Lock()
         self._run_models: dict[str, tuple] = {}
         self._examples: dict[tuple, tuple] = {}
@@ -253,10 +236,10 @@ def _load_examples(shape, config, n=256):
 # Routes
 # ---------------------------------------------------------------------------
 def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.0.1", "localhost"), dataset=None,
-               max_jobs=1, max_upload=MAX_UPLOAD, max_pixels=MAX_PIXELS) -> Starlette:
+               max_jobs=1, max_upload=MAX_UPLOAD) -> Starlette:
     """The application for ``model``. ``allowed_hosts``: the names the ``Host`` header may carry
     (``None``: any); ``dataset``: the served model's training configuration (for its test images)."""
-    ex = Explorer(model, class_names, runs_root, dataset, max_jobs, max_upload, max_pixels)
+    ex = Explorer(model, class_names, runs_root, dataset, max_jobs, max_upload)
 
     async def index(request):
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
@@ -265,20 +248,23 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         model, names, _ = ex.model_for(request)
         return JSONResponse(compute.describe(model, names))
 
-    async def image_of(request, model):
-        return decode_image(await read_body(request, ex.max_upload), model.input_shape, ex.max_pixels)
+    async def image_of(request, model, dataset):
+        """The request's picture prepared for ``model``, and the notes saying how."""
+        return decode_image(await read_body(request, ex.max_upload), model.input_shape, dataset)
 
     async def predict(request):
-        model, names, _ = ex.model_for(request)
-        x = await image_of(request, model)
+        model, names, dataset = ex.model_for(request)
+        x, notes = await image_of(request, model, dataset)
         fmt = request.query_params.get("activations")
         fmt = {None: None, "": None, "0": None, "1": "list", "list": "list", "base64": "base64"}.get(fmt, "bad")
         if fmt == "bad":
             raise ApiError(400, f"activations must be 1, list or base64, received {request.query_params['activations']!r}")
-        return JSONResponse(await ex.compute(compute.predict, model, x, fmt, names))
+        out = await ex.compute(compute.predict, model, x, fmt, names)
+        out["notes"] = notes
+        return JSONResponse(out)
 
     async def unit(request):
-        model, _, _ = ex.model_for(request)
+        model, _, dataset = ex.model_for(request)
         layer = request.query_params.get("layer")
         if not layer:
             raise ApiError(400, "missing query parameter 'layer'")
@@ -287,7 +273,7 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         except KeyError as e:
             raise ApiError(404, str(e.args[0])) from None
         c, y, xx = _int(request, "channel", lo=0), _int(request, "y", 0, lo=0), _int(request, "x", 0, lo=0)
-        x = await image_of(request, model)
+        x, _ = await image_of(request, model, dataset)
         return JSONResponse(await ex.compute(compute.unit_detail, model, x, layer, c, y, xx))
 
     async def examples(request):
@@ -314,16 +300,16 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         return JSONResponse(out)
 
     async def why_saliency(request):
-        model, _, _ = ex.model_for(request)
+        model, _, dataset = ex.model_for(request)
         k = request.query_params.get("class")
         k = None if k in (None, "") else _int(request, "class", lo=0)
-        x = await image_of(request, model)
+        x, _ = await image_of(request, model, dataset)
         return JSONResponse(await ex.compute(compute.saliency_view, model, x, k))
 
     async def why_shift(request):
-        model, _, _ = ex.model_for(request)
+        model, _, dataset = ex.model_for(request)
         dy, dx = _int(request, "dy", 0), _int(request, "dx", 0)
-        x = await image_of(request, model)
+        x, _ = await image_of(request, model, dataset)
         return JSONResponse(await ex.compute(compute.shift_view, model, x, dy, dx))
 
     async def list_runs(request):

@@ -10,7 +10,6 @@ the command runs; without them the command says what to install.
 """
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import sys
 from pathlib import Path

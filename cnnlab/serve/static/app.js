@@ -143,6 +143,8 @@ function renderPrediction() {
   box.textContent = "";
   box.append(el("div", {id: "top-class"}, `${names[p.predicted]} (${(100 * p.probabilities[p.predicted]).toFixed(1)}%)`));
   box.append(probBars(p.probabilities, names));
+  // What was done to the picture before the model saw it (background rule, MNIST's normalization).
+  if (p.notes && p.notes.length) box.append(el("p", {class: "note", id: "input-notes"}, p.notes.join(" ")));
   box.append(el("button", {onclick: () => { showSoftmax(p, names); openView("details"); }}, "softmax details"));
 }
 
