@@ -150,8 +150,8 @@ class FilterSnapshots(Callback):
 def snapshot_steps(total, frames):
     """About ``frames`` steps in ``[0, total]``, spaced evenly on a square-root scale.
 
-    Filters change fastest in the first steps of training, so the frames
-    crowd there (0, 1, 4, 9, ... times a constant) and thin out later.
+    The frames crowd at the start (0, 1, 4, 9, ... times a constant), where a
+    learner first looks for the random filters to take shape, and thin out later.
     """
     t = np.linspace(0.0, 1.0, max(int(frames), 2)) ** 2
     return sorted({int(round(v)) for v in t * total})
