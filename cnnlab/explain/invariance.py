@@ -45,7 +45,7 @@ from ..layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
 from ..model import Sequential
 from . import common
 from .subject import (add_common_arguments, check_compatible, data_noun, default_data, demo_model, fit_class_names,
-                      load_data, log_to, prepare_image, run_data, stderr_log)
+                      load_data, log_to, prepare_image, run_data, stderr_log, Subject)
 
 MLP_MAX_EPOCHS_FACTOR = 8    # the MLP baseline may train this many times the CNN's epochs to match its accuracy
 DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
@@ -442,6 +442,9 @@ def _resolve(model, dataset, data_dir, options):
         return None, None, dataset, data_dir, options
     if isinstance(model, Sequential):
         return model, f"model {model.name!r}", dataset, data_dir, options
+    if isinstance(model, Subject):
+        return (model.model, model.description, dataset or model.dataset,
+                data_dir if data_dir is not None else model.data_dir, options if dataset else model.options)
     loaded = common.load_model(model)
     if dataset is None:
         dataset, data_dir, options = run_data(model, None, data_dir)

@@ -273,7 +273,7 @@ def read_filter_snapshots(path) -> dict:
 
 def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRAIN, epochs=DEFAULT_EPOCHS,
                     seed=0, log=None) -> Subject:
-    """The model to explain: a ``Sequential``, a run directory or ``.safetensors`` file, or ``None``.
+    """The model to explain: a :class:`Subject`, a ``Sequential``, a run directory or ``.safetensors`` file, or ``None``.
 
     With ``None`` the demo model (:func:`demo_model`) is trained now on the
     first ``n_train`` images of ``dataset`` (default: :func:`default_data`),
@@ -282,6 +282,8 @@ def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRA
     bare model file of 28x28x1 images it defaults as above.
     """
     from ..model import Sequential
+    if isinstance(model, Subject):          # resolved once, shared by several tools (``cnnlab explain all``)
+        return model
     if isinstance(model, Sequential):
         ds = dataset
         if ds is None and tuple(model.input_shape) == (28, 28, 1):
