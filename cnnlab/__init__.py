@@ -4,11 +4,12 @@
     model = cnnlab.models.lenet5()
     model.fit(x, y, epochs=1, batch_size=64, optimizer=cnnlab.optim.SGD(lr=0.05, momentum=0.9))
 """
-from . import augment, datasets, initializers, layers, losses, models, optim, runs
+from . import augment, callbacks, datasets, initializers, layers, losses, models, optim, runs
 from ._io import CnnlabFileError
 from .model import Sequential, load
 from .runs import TrainingInterrupted, resume_training, run_training
-from .training import Callback, EarlyStopping, Trainer, TrainingDiverged
+from .callbacks import Callback, EarlyStopping
+from .training import Trainer, TrainingDiverged
 
 __version__ = "0.1.0"
 __all__ = ["Sequential", "load", "layers", "losses", "models", "optim", "initializers", "augment", "datasets", "runs",

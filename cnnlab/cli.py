@@ -305,7 +305,7 @@ def cmd_demo(args) -> int:
         (runs.CHECKPOINT_FILE, "weights and optimizer state to resume from, with state.json"),
         (runs.CONFIG_FILE, "the training settings"),
         (runs.ARCHITECTURE_FILE, "the layers"),
-        (runs.HISTORY_PNG, "loss and accuracy per epoch (also history.csv, history.json)"),
+        (runs.HISTORY_PNG, f"loss and accuracy per epoch (also {runs.HISTORY_CSV}, {runs.HISTORY_JSON})"),
         (runs.FILTERS_FILE, f"the first layer's filters every {config['snapshot_filters']} steps"),
         (runs.EVALUATION_FILE, "test accuracy, per class, and the confusion matrix"),
         (runs.CONFUSION_PNG, "the confusion matrix as a picture"),
@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=_float, metavar="E", help="label smoothing of the softmax loss")
     t.add_argument("--loss", choices=["softmax", "svm"], help="classifier loss (default softmax)")
     t.add_argument("--snapshot-filters", type=_positive_int, metavar="N",
-                   help="save the first convolution's filters every N steps to filters.safetensors")
+                   help=f"save the first convolution's filters every N steps to {runs.FILTERS_FILE}")
     t.add_argument("--limit", type=_positive_int, metavar="N", help="use only the first N training images")
     t.add_argument("--workers", type=_positive_int, metavar="N",
                    help="processes that share each batch (default one per core, at most 4; recorded for --resume)")
@@ -373,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", parents=[common], help="test accuracy, per-class accuracy and confusion matrix",
-                       description="Evaluate a model on a test set; writes evaluation.json and "
-                                   "confusion_matrix.png into the run directory (or --out).")
+                       description=f"Evaluate a model on a test set; writes {runs.EVALUATION_FILE} and "
+                                   f"{runs.CONFUSION_PNG} into the run directory (or --out).")
     e.add_argument("model", metavar="MODEL_OR_RUN", help="a run directory or a .safetensors model")
     e.add_argument("--dataset", metavar="NAME|PATH", help="dataset name or folder (default: the run's)")
     e.add_argument("--data-dir", metavar="DIR", help="where the named datasets are stored")

@@ -273,26 +273,32 @@ class Sequential:
         self.history = trainer.fit(x, y, epochs=epochs, validation_data=validation_data)
         return self.history
 
-    def logits(self, x, batch_size=256, workers=None) -> np.ndarray:
+    def logits(self, x, batch_size=256, workers=None, comm=None) -> np.ndarray:
         """Raw class scores for every example, computed in batches (inference mode).
 
-        ``workers`` cores share each batch (default: one per core, see ``cnnlab.parallel``).
+        ``workers`` cores share each batch (default: one per core, see ``cnnlab.parallel``). With an MPI
+        communicator ``comm``, its ranks split the examples and every rank gets all the scores.
         """
         from .parallel import DataParallel
         x = self.check_input(x)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"{self.name}: batch_size must be a positive integer, received {batch_size!r}")
+        if comm is not None:
+            from . import distributed
+            comm = distributed.world(comm)
+            if comm is not None:
+                return distributed.logits(self, x, comm, batch_size, workers)
         with DataParallel(self, workers, max_batch=batch_size) as dp:
             out = [dp.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0,) + self.output_shape, np.float32)
 
-    def predict(self, x, batch_size=256, workers=None) -> np.ndarray:
+    def predict(self, x, batch_size=256, workers=None, comm=None) -> np.ndarray:
         """Class probabilities (N, classes): the softmax of the scores."""
-        return losses_mod.softmax(self.logits(x, batch_size, workers))
+        return losses_mod.softmax(self.logits(x, batch_size, workers, comm))
 
-    def evaluate(self, x, y, batch_size=256, workers=None) -> dict:
+    def evaluate(self, x, y, batch_size=256, workers=None, comm=None) -> dict:
         """``{"loss": mean loss, "accuracy": fraction correct}`` on (x, y)."""
-        scores = self.logits(x, batch_size, workers)
+        scores = self.logits(x, batch_size, workers, comm)
         y = self.check_labels(y, len(scores))
         return {"loss": self.loss.forward(scores, y), "accuracy": float((scores.argmax(axis=1) == y).mean())}
 
@@ -309,12 +315,8 @@ class Sequential:
 
 def load(path) -> Sequential:
     """Load a model saved by ``Sequential.save`` (a ``.safetensors`` file) or a run directory."""
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / "model.safetensors"
-        if not candidate.is_file():
-            raise CnnlabFileError(f"{path} is a directory without a model.safetensors file (is it a cnnlab run?)")
-        path = candidate
+    from .runs.files import model_file
+    path = model_file(path)                    # a run directory: its model.safetensors
     tensors, meta = read_safetensors(path, "model file")
     if FORMAT_KEY not in meta:
         raise CnnlabFileError(f"{path} is a safetensors file but not a cnnlab model (no architecture in its metadata)")

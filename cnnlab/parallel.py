@@ -56,6 +56,19 @@ def shard_slices(n: int, shards: int) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def shard_count(n: int, shards: int) -> int:
+    """Shards a batch of ``n`` is cut into when ``shards`` can compute it: none smaller than ``MIN_SHARD``."""
+    return min(shards, max(1, n // MIN_SHARD))
+
+
+def shard_seeds(model, count: int, augment=None) -> list[int] | None:
+    """One seed per shard, drawn from the model's generator, when anything is random (augmentation,
+    a stochastic layer such as Dropout); ``None`` (and nothing drawn) otherwise."""
+    if augment is None and not any(layer.stochastic for layer in model.layers):
+        return None
+    return [int(model.rng.integers(2**62)) for _ in range(count)]
+
+
 def train_shard(layers, loss, x, y, weight, seed=None, augment=None):
     """Forward, loss and backward of one shard; ``weight`` = shard size / batch size. Returns (loss, scores).
 
@@ -125,12 +138,11 @@ class DataParallel:
         """Forward, loss and backward of one batch; fills the model's gradients. Returns (loss, scores)."""
         n = len(x)
         slices = self._slices(n)
-        random = self.augment is not None or any(layer.stochastic for layer in self.model.layers)
-        seeds = [int(self.model.rng.integers(2**62)) if random else 0 for _ in slices]
+        seeds = shard_seeds(self.model, len(slices), self.augment)
         for w, sl in enumerate(slices[1:], start=1):
-            self._send(w, _TRAIN, sl, n, seeds[w], x, y)
+            self._send(w, _TRAIN, sl, n, seeds[w] if seeds else 0, x, y)
         loss, scores = train_shard(self.replicas, self.loss, x[slices[0]], y[slices[0]], slices[0].stop / n,
-                                   seeds[0] if random else None, self.augment)
+                                   seeds[0] if seeds else None, self.augment)
         if len(slices) == 1:
             for layer, r in zip(self.model.layers, self.replicas):
                 layer.merge_replicas([r])
@@ -161,7 +173,7 @@ class DataParallel:
         return self.arena["scores"][:n].copy()
 
     def _slices(self, n):
-        shards = min(len(self._procs) + 1, max(1, n // MIN_SHARD))
+        shards = shard_count(n, len(self._procs) + 1)
         if n > self.max_batch:
             shards = 1
         return shard_slices(n, shards)

@@ -14,56 +14,14 @@ import time
 
 import numpy as np
 
-from . import optim
+from . import distributed, optim
+from .callbacks import Callback, EarlyStopping, StopTraining  # noqa: F401  (the loop's callbacks, importable from here)
+from .datasets.split import split_seed_for, split_train_val
 from .parallel import DataParallel
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the weights are those before the bad step."""
-
-
-class StopTraining(Exception):
-    """Raised by a callback to end training after the current epoch."""
-
-
-class Callback:
-    """Hooks into the training loop; override what you need."""
-
-    def on_train_begin(self, trainer): ...
-    def on_batch_end(self, trainer, step, loss): ...
-    def on_epoch_end(self, trainer, epoch, logs): ...
-    def on_train_end(self, trainer): ...
-
-
-class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved for ``patience`` epochs; optionally restore the best weights."""
-
-    def __init__(self, monitor="val_loss", patience=5, restore_best=True):
-        if patience < 1:
-            raise ValueError(f"EarlyStopping: patience must be >= 1, received {patience!r}")
-        self.monitor, self.patience, self.restore_best = monitor, int(patience), restore_best
-        self.best, self.best_epoch, self.best_state = None, None, None
-
-    def _better(self, value):
-        if self.best is None:
-            return True
-        return value > self.best if "accuracy" in self.monitor else value < self.best
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        if self.monitor not in logs:
-            raise ValueError(f"EarlyStopping: {self.monitor!r} is not recorded; available: {sorted(logs)}")
-        value = logs[self.monitor]
-        if self._better(value):
-            self.best, self.best_epoch = value, epoch
-            if self.restore_best:
-                self.best_state = {k: v.copy() for k, v in trainer.model.state_dict().items()}
-        elif epoch - self.best_epoch >= self.patience:
-            raise StopTraining(f"{self.monitor} did not improve for {self.patience} epochs "
-                               f"(best {self.best:.4f} at epoch {self.best_epoch + 1})")
-
-    def on_train_end(self, trainer):
-        if self.restore_best and self.best_state is not None:
-            trainer.model.load_state_dict(self.best_state)
 
 
 class Trainer:
@@ -76,14 +34,18 @@ class Trainer:
         verbose: 0 silent, 1 a progress bar on a terminal (a line per epoch otherwise), 2 a line per epoch.
         shuffle: reshuffle the training set every epoch (seeded by the model's generator).
         augment: a callable ``(x_batch, rng) -> x_batch`` applied to every training batch.
-        validation_split: hold out this fraction (taken after a seeded shuffle) when no validation data is given.
-        callbacks: ``Callback`` objects.
+        validation_split: hold out this fraction when no validation data is given, chosen as ``cnnlab train``
+            chooses it (``cnnlab.datasets.split_train_val`` seeded by ``split_seed_for(model.seed)``).
+        callbacks: ``cnnlab.callbacks.Callback`` objects.
         workers: cores that share each batch (default one per core; 1 computes everything in this process;
-            see ``cnnlab.parallel``).
+            see ``cnnlab.parallel``); under MPI, the shards of each global batch (default one per rank).
+        comm: an ``mpi4py`` communicator to train across its ranks (``cnnlab.distributed``); by default
+            ``MPI.COMM_WORLD`` when started by ``mpiexec`` with several ranks; ``False``: this process only.
+            Only rank 0 prints.
     """
 
     def __init__(self, model, optimizer=None, batch_size=32, verbose=1, shuffle=True, augment=None,
-                 validation_split=0.0, callbacks=(), eval_batch_size=256, workers=None):
+                 validation_split=0.0, callbacks=(), eval_batch_size=256, workers=None, comm=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"fit: batch_size must be a positive integer, received {batch_size!r}")
         if not 0 <= validation_split < 1:
@@ -97,6 +59,9 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.eval_batch_size = eval_batch_size
         self.workers = workers
+        self.comm = distributed.world(comm)
+        if self.comm is not None and not self.comm.is_root:
+            self.verbose = 0
         self.history: dict[str, list] = {}
         self.epoch = 0          # epochs completed
         self.step = 0           # optimizer steps taken
@@ -109,10 +74,10 @@ class Trainer:
         y = model.check_labels(y, len(x))
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
             raise ValueError(f"fit: epochs must be a positive integer, received {epochs!r}")
+        if self.comm is not None:
+            distributed.synchronize(model, x, y, self.comm)     # rank 0's weights and generator everywhere
         if validation_data is None and self.validation_split:
-            cut = int(round(len(x) * (1 - self.validation_split)))
-            order = model.rng.permutation(len(x))
-            x, y, validation_data = x[order[:cut]], y[order[:cut]], (x[order[cut:]], y[order[cut:]])
+            (x, y), validation_data = split_train_val(x, y, self.validation_split, split_seed_for(model.seed))
         if validation_data is not None:
             xv = model.check_input(validation_data[0], "validation images")
             validation_data = (xv, model.check_labels(validation_data[1], len(xv), "validation labels"))
@@ -124,7 +89,8 @@ class Trainer:
             while self.epoch < epochs:
                 logs = self._train_epoch(x, y, epochs)
                 if validation_data is not None:
-                    val = model.evaluate(*validation_data, batch_size=self.eval_batch_size, workers=self.workers)
+                    val = model.evaluate(*validation_data, batch_size=self.eval_batch_size,
+                                         workers=None if self.comm else self.workers, comm=self.comm)
                     logs.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 for k, v in logs.items():
                     self.history.setdefault(k, []).append(v)
@@ -148,7 +114,11 @@ class Trainer:
         steps = -(-n // bs)
         loss_sum, correct, t0 = 0.0, 0, time.perf_counter()
         bar = self._progress_bar(steps, total_epochs)
-        with DataParallel(model, self.workers, max_batch=bs, augment=self.augment) as parallel:
+        if self.comm is not None:
+            engine = distributed.DistributedParallel(model, self.comm, self.workers, max_batch=bs, augment=self.augment)
+        else:
+            engine = DataParallel(model, self.workers, max_batch=bs, augment=self.augment)
+        with engine as parallel:
             for s in range(steps):
                 idx = order[s * bs:(s + 1) * bs]
                 xb, yb = x[idx], y[idx]                          # augmented shard by shard, in parallel

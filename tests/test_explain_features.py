@@ -12,6 +12,7 @@ from cnnlab._io import CnnlabFileError, write_json
 from cnnlab.datasets import load_shapes
 from cnnlab.explain import features as F
 from cnnlab.explain import subject as SUB
+from cnnlab.runs import make_config
 
 SHAPES = {"n_train": 300, "n_test": 40, "seed": 0}
 
@@ -37,7 +38,7 @@ def run_dir(tmp_path_factory, trained):
     model, snaps, _ = trained
     d = tmp_path_factory.mktemp("run")
     model.save(d / "model.safetensors")
-    write_json(d / "config.json", {"dataset": "shapes", "data_dir": None, "dataset_options": SHAPES, "epochs": 1})
+    write_json(d / "config.json", make_config(dataset="shapes", dataset_options=SHAPES, epochs=1))
     save_file({f"step_{s:07d}": np.ascontiguousarray(k) for s, k in snaps.items()}, str(d / "filters.safetensors"))
     return d
 

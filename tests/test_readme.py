@@ -34,7 +34,12 @@ def test_fresh_virtual_environment_runs_the_main_job(tmp_path):
     what is checked is cnnlab's own packaging: the package, its data and the console script.
     """
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "runs", "*.egg-info", "__pycache__", "build"))
+    skip = shutil.ignore_patterns(".git", "*.egg-info", "__pycache__", "build")
+
+    def ignore(folder, names):                  # the checkout's own run directories, not the package cnnlab/runs
+        return skip(folder, names) | ({"runs"} if Path(folder) == ROOT else set())
+
+    shutil.copytree(ROOT, src, ignore=ignore)
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=False)   # pip and setuptools come from this interpreter
     bindir = env_dir / "bin"

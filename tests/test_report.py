@@ -5,12 +5,13 @@ import re
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 from cnnlab._io import CnnlabFileError, write_json
 from cnnlab.datasets import load_shapes
 from cnnlab.explain import report as R
-from cnnlab.explain.subject import FilterSnapshots, demo_model
+from cnnlab.callbacks import FilterSnapshots
+from cnnlab.explain.subject import demo_model
+from cnnlab.runs import files, make_config
 from cnnlab.optim import Adam
 
 SHAPES = {"n_train": 300, "n_test": 80, "seed": 0}
@@ -36,20 +37,19 @@ def run(tmp_path_factory):
     """A run directory written with cnnlab's own functions: model, config, history, state, filter snapshots."""
     (x, y), (xt, yt) = load_shapes(**SHAPES)
     model = demo_model((28, 28, 1), 10, seed=0)
-    snaps = FilterSnapshots(model["conv2d"], every=8)
+    snaps = FilterSnapshots(every=8, layer=model["conv2d"])
     history = model.fit(x, y, epochs=2, batch_size=32, optimizer=Adam(lr=2e-3), verbose=0, callbacks=[snaps],
                         validation_data=(xt[:20], yt[:20]))
     d = tmp_path_factory.mktemp("run")
     model.save(d / "model.safetensors")
     model.save(d / "last.safetensors")
-    write_json(d / "architecture.json", model.get_config())
-    write_json(d / "config.json", {"dataset": "shapes", "data_dir": None, "dataset_options": SHAPES,
-                                   "model": "tiny_cnn", "epochs": 2, "batch_size": 32, "seed": 0,
-                                   "optimizer": {"name": "adam", "lr": 0.002}})
-    write_json(d / "history.json", history)
-    write_json(d / "state.json", {"status": "completed", "epoch": 2})
-    save_file({f"step_{s:07d}": np.ascontiguousarray(k) for s, k in snaps.snapshots.items()},
-              str(d / "filters.safetensors"))
+    files.write_architecture(d, model)
+    files.write_config(d, make_config(dataset="shapes", dataset_options=SHAPES, model="tiny_cnn", epochs=2,
+                                      batch_size=32, seed=0, optimizer={"name": "adam", "lr": 0.002}))
+    files.write_history(d, history, plot=False)
+    files.write_state(d, {"epoch": 2, "step": 20, "rng_state": model.rng.bit_generator.state, "best_metric": None,
+                          "best_epoch": 2, "split_seed": 0, "status": "completed"})
+    files.write_filter_snapshots(d, snaps)
     return d, model, (xt, yt), history, snaps.snapshots
 
 

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -418,3 +419,48 @@ def test_zoo_models_train_a_step(name):
     m.fit(x, np.arange(4) % 7, epochs=1, batch_size=4, verbose=0)
     assert np.isfinite(m.predict(x)).all()
     assert cnnlab.models.get(name.replace("_", "-")) is fn
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("history.json", '{"epoch": [1], "loss": "low", "accuracy": [0.5]}', "history .*history.json: expected an object"),
+    ("history.json", '{"epoch": [1], "loss": [true], "accuracy": [0.5]}', "history .*history.json: 'loss' holds True"),
+    ("state.json", '{"epoch": 1}', "run state .*state.json: missing key"),
+    ("state.json", "[1, 2", "state.json is not valid JSON"),
+    ("evaluation.json", '{"accuracy": 0.5, "confusion_matrix": [[1, 2]]}', "evaluation.json: confusion_matrix must"),
+    ("config.json", '{"dataset": 3}', "config.json: missing key"),
+])
+def test_report_refuses_a_damaged_run_file_in_one_line(finished_run, capsys, name, content, message):
+    from cnnlab.cli import main
+    (finished_run / name).write_text(content)
+    assert main(["report", str(finished_run), "--limit", "5"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnlab: error:") and "\n" not in err and "Traceback" not in err
+    assert re.search(message, err), err
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("config.json", '{"dataset": "shapes"}', "config.json: missing key"),
+    ("filters.safetensors", b"garbage", "filters.safetensors is not a readable safetensors file"),
+])
+def test_explain_features_refuses_a_damaged_run_file_in_one_line(tmp_path, data, capsys, name, content, message):
+    from cnnlab.cli import main
+    run = tmp_path / "run"
+    train(config(epochs=1, snapshot_filters=4), run, data)
+    path = run / name
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    assert main(["explain", "features", "--model", str(run), "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnlab: error:") and "\n" not in err and message in err, err
+    assert not (tmp_path / "out" / "features.json").exists()
+
+
+def test_runs_written_before_still_load(finished_run, data):
+    """A run directory as the earlier single-module layout wrote it (state without best_val_loss, history.png
+    drawn the old way) still loads, reports and resumes."""
+    state = json.loads((finished_run / "state.json").read_text())
+    del state["best_val_loss"], state["best_metric_name"]
+    write_json(finished_run / "state.json", state)
+    assert runs.read_state(finished_run)["epoch"] == 1
+    assert cnnlab.load(finished_run).num_params == cnnlab.models.tiny_cnn().num_params
+    runs.resume_training(finished_run, epochs=2, verbose=0, data=data)
+    assert json.loads((finished_run / "state.json").read_text())["epoch"] == 2

@@ -8,6 +8,7 @@ import pytest
 
 import cnnlab
 from cnnlab._io import write_json
+from cnnlab.runs import make_config
 from cnnlab.datasets import load_shapes
 from cnnlab.explain import saliency as S
 from cnnlab.explain.subject import train_demo_model
@@ -139,7 +140,7 @@ def run_dir(tmp_path_factory):
     model, _ = train_demo_model((x, y), (28, 28, 1), 10, epochs=1)
     d = tmp_path_factory.mktemp("run")
     model.save(d / "model.safetensors")
-    write_json(d / "config.json", {"dataset": "shapes", "data_dir": None, "dataset_options": SHAPES})
+    write_json(d / "config.json", make_config(dataset="shapes", dataset_options=SHAPES))
     return d
 
 

@@ -15,6 +15,7 @@ from .official import (CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES, SO
                        load_cifar10, load_fashion_mnist, load_mnist)
 from .registry import DATASETS, load_dataset
 from .shapes import SHAPES_CLASSES, load_shapes
+from .split import split_seed_for, split_train_val
 
 __all__ = [
     "from_arrays", "find_cifar10_files", "load_cifar10_files", "read_cifar10_bin",
@@ -22,5 +23,5 @@ __all__ = [
     "load_folder_dataset", "load_image_folder", "load_idx_pair", "read_idx",
     "CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "MNIST_CLASSES", "SOURCES", "find_idx_files",
     "load_cifar10", "load_fashion_mnist", "load_mnist", "DATASETS", "load_dataset",
-    "SHAPES_CLASSES", "load_shapes",
+    "SHAPES_CLASSES", "load_shapes", "split_seed_for", "split_train_val",
 ]

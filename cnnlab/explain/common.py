@@ -8,7 +8,6 @@ backend) and every file goes through :func:`cnnlab._io.atomic_write`.
 from __future__ import annotations
 
 import base64
-import functools
 import html
 import io
 import json
@@ -17,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .._io import CnnlabFileError, atomic_write, write_json
+from ..plots import (colorbar, colormap as _colormap, figure_png, figure_rgb, new_figure,  # noqa: F401  (the figure basics)
+                     save_figure, text_colour)
 
 SIGNED_CMAP = "RdBu_r"        # negative blue, zero white, positive red: for weights and responses
 IMAGE_CMAP = "gray"           # grayscale pictures
@@ -26,35 +27,6 @@ HEAT_CMAP = "viridis"         # non-negative maps
 # ---------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------
-def new_figure(width, height, dpi=100):
-    """A matplotlib ``Figure`` with an Agg canvas attached (no pyplot state, works headless)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), dpi=dpi)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def figure_png(fig, dpi=None) -> bytes:
-    """Render a figure to PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": "cnnlab"})
-    return buf.getvalue()
-
-
-def figure_rgb(fig) -> np.ndarray:
-    """Draw a figure and return its pixels as an (H, W, 3) uint8 array (for animation frames)."""
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-
-
-def save_figure(fig, path, dpi=None) -> bytes:
-    """Write a figure as a PNG file (atomically); return the PNG bytes for embedding in a page."""
-    data = figure_png(fig, dpi)
-    atomic_write(path, data)
-    return data
-
-
 def png_bytes(rgb: np.ndarray) -> bytes:
     """Encode an (H, W, 3) uint8 array as PNG with Pillow."""
     from PIL import Image
@@ -127,20 +99,6 @@ def symmetric_limits(a, floor=1e-12):
     return -m, m
 
 
-@functools.lru_cache(maxsize=32)
-def _colormap(name):
-    import matplotlib
-    return matplotlib.colormaps[name]       # (a fresh copy per lookup: cache it)
-
-
-def text_colour(value, vmin, vmax, cmap) -> str:
-    """Black or white, whichever reads better on the colour ``cmap`` gives ``value``."""
-    cm = _colormap(cmap) if isinstance(cmap, str) else cmap
-    t = 0.5 if vmax <= vmin else (float(value) - vmin) / (vmax - vmin)
-    r, g, b, _ = cm(min(max(t, 0.0), 1.0))
-    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-
-
 def format_number(v, integers: bool) -> str:
     """Short text for a grid cell: ``4`` for integer data, ``0.37`` otherwise."""
     if integers:
@@ -154,13 +112,6 @@ def format_number(v, integers: bool) -> str:
 def is_integral(*arrays) -> bool:
     """True when every value of every array is a whole number (then grids print without decimals)."""
     return all(np.all(np.isfinite(a)) and np.allclose(a, np.round(a)) for a in map(np.asarray, arrays))
-
-
-def colorbar(fig, mappable, ax, label=None):
-    cb = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04)
-    if label:
-        cb.set_label(label)
-    return cb
 
 
 def show_image(ax, img, title=None, cmap=IMAGE_CMAP, vmin=None, vmax=None):

@@ -17,86 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import CnnlabFileError, read_json
+from .._io import CnnlabFileError
 from ..layers import Conv2D
 from ..layers.activations import _Elementwise
+from ..plots import plot_confusion, plot_history
+from ..runs import files
+from ..runs.evaluation import confusion_matrix
 from . import common
 from .features import feature_maps, filter_evolution_frames, plot_filters
-from .subject import fit_class_names, load_data, log_to, read_filter_snapshots, run_config, run_data, stderr_log
+from .subject import fit_class_names, load_data, log_to, run_config, run_data, stderr_log
 
 
 # ---------------------------------------------------------------------------
 # Pieces
 # ---------------------------------------------------------------------------
-def plot_history(history):
-    """Loss and accuracy per epoch (training and validation), and the learning rate."""
-    from matplotlib.ticker import MaxNLocator
-    epochs = history.get("epoch") or list(range(1, len(history.get("loss", [])) + 1))
-    has_lr = bool(history.get("lr"))
-    fig = common.new_figure(13 if has_lr else 9.5, 3.7)
-    fig.set_layout_engine("constrained")
-    n = 3 if has_lr else 2
-    for j, (key, label) in enumerate((("loss", "loss"), ("accuracy", "accuracy"))):
-        ax = fig.add_subplot(1, n, j + 1)
-        for prefix, style, name in (("", dict(color="#2c6fbb", marker="o"), "training"),
-                                    ("val_", dict(color="#c0392b", marker="s"), "validation")):
-            ys = history.get(prefix + key)
-            if ys and any(v is not None for v in ys):
-                pts = [(e, v) for e, v in zip(epochs, ys) if v is not None]
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, ms=4, **style)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(label)
-        ax.set_title(f"{label} per epoch", fontsize=10)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    if has_lr:
-        ax = fig.add_subplot(1, n, 3)
-        ax.plot(epochs[:len(history["lr"])], history["lr"], color="#27ae60", marker=".")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("learning rate (end of epoch)")
-        ax.set_title("learning rate", fontsize=10)
-        ax.grid(alpha=0.3)
-    return fig
-
-
-def confusion_from_predictions(y, pred, k):
-    m = np.zeros((k, k), np.int64)
-    np.add.at(m, (np.asarray(y), np.asarray(pred)), 1)
-    return m
-
-
-def plot_confusion(matrix, class_names, title):
-    """Counts in every cell, coloured by the fraction of the true class (row) they hold."""
-    m = np.asarray(matrix, np.int64)
-    k = len(m)
-    rows = m.sum(axis=1, keepdims=True)
-    frac = np.divide(m, rows, out=np.zeros(m.shape, float), where=rows > 0)
-    size = min(max(4.5, 0.55 * k + 2.5), 14)
-    fig = common.new_figure(size + 1.2, size)
-    ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-    if k <= 30:
-        for i in range(k):
-            for j in range(k):
-                if m[i, j]:
-                    ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8 if k <= 12 else 6,
-                            color=common.text_colour(frac[i, j], 0, 1, "Blues"))
-    names = [str(c) for c in class_names]
-    ax.set_xticks(range(k))
-    ax.set_yticks(range(k))
-    ax.set_xticklabels(names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right" if max(map(len, names)) > 2
-                       else "center", fontsize=8)
-    ax.set_yticklabels(names, fontsize=8)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=10)
-    common.colorbar(fig, im, ax, "fraction of the true class")
-    return fig
-
-
 def confident_mistakes(probs, y, n=16):
     """Indices of the wrongly classified examples, most confident (highest predicted probability) first."""
     pred = probs.argmax(axis=1)
@@ -184,13 +118,6 @@ def _out_path(run_dir, out):
     return common.out_dir(out) / "report.html"
 
 
-def _read_optional(path, what):
-    try:
-        return read_json(path, what) if path.is_file() else None
-    except CnnlabFileError:
-        return None
-
-
 def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mistakes=16, samples=3,
                  log=None) -> Path:
     """Write the HTML report of a run directory; returns the path written (``RUN_DIR/report.html`` by default).
@@ -209,9 +136,9 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
         raise ValueError(f"--limit must be a positive integer, received {limit}")
     model = common.load_model(run_dir)
     config = run_config(run_dir)
-    history = _read_optional(run_dir / "history.json", "training history")
-    evaluation = _read_optional(run_dir / "evaluation.json", "evaluation")
-    state = _read_optional(run_dir / "state.json", "run state")
+    history = files.read_history(run_dir, missing_ok=True)
+    evaluation = files.read_evaluation(run_dir, missing_ok=True)
+    state = files.read_state(run_dir, missing_ok=True)
     k = model.num_classes
     notes = []
 
@@ -231,8 +158,9 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
             if dataset is not None:
                 raise
     else:
-        notes.append("No dataset is recorded for this run (config.json is missing); pass --dataset to evaluate.")
-    if evaluation and isinstance(evaluation.get("class_names"), list) and len(evaluation["class_names"]) == k:
+        notes.append(f"No dataset is recorded for this run ({files.CONFIG_FILE} is missing); pass --dataset to "
+                     "evaluate.")
+    if evaluation and evaluation.get("class_names") and len(evaluation["class_names"]) == k:
         class_names = [str(c) for c in evaluation["class_names"]]
 
     data = {"run_dir": str(run_dir), "model": model.name, "num_params": model.num_params,
@@ -264,14 +192,14 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
         pred = probs.argmax(axis=1)
         acc = float(np.mean(pred == test[1]))
         data["evaluated"] = {"num_images": int(len(test[1])), "accuracy": acc}
-    if evaluation and isinstance(evaluation.get("confusion_matrix"), list) and dataset is None and limit is None:
+    if evaluation and dataset is None and limit is None:
         matrix = np.asarray(evaluation["confusion_matrix"], np.int64)
         acc_e = evaluation.get("accuracy")
-        source = (f"from evaluation.json ({evaluation.get('num_images', int(matrix.sum()))} images"
+        source = (f"from {files.EVALUATION_FILE} ({evaluation.get('num_images', int(matrix.sum()))} images"
                   + (f", accuracy {acc_e:.4f}" if isinstance(acc_e, (int, float)) else "") + ")")
         acc = float(acc_e) if isinstance(acc_e, (int, float)) else float(np.trace(matrix) / max(matrix.sum(), 1))
     elif probs is not None:
-        matrix = confusion_from_predictions(test[1], probs.argmax(axis=1), k)
+        matrix = confusion_matrix(test[1], probs.argmax(axis=1), k)
         source = f"computed now on {'the first ' if limit else ''}{len(test[1])} test images of {ds}"
     if acc is not None:
         rows.append((f"test accuracy ({int(matrix.sum()):,} images)", f"{acc:.4f}"))
@@ -280,15 +208,15 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
 
     if history and history.get("loss"):
         sections.append(("Training curves", common.img_tag(common.figure_png(plot_history(history)), "training curves")
-                         + "<p class='note'>From history.json. A validation curve that turns up while the training "
+                         + f"<p class='note'>From {files.HISTORY_JSON}. A validation curve that turns up while the training "
                            "curve keeps falling is the sign of overfitting.</p>"))
         data["history"] = {key: history.get(key) for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")}
     else:
-        sections.append(("Training curves", "<p class='note'>history.json is missing or empty.</p>"))
+        sections.append(("Training curves", f"<p class='note'>{files.HISTORY_JSON} is missing or empty.</p>"))
 
     if matrix is not None:
         if matrix.shape != (k, k):
-            raise CnnlabFileError(f"{run_dir / 'evaluation.json'}: the confusion matrix is {matrix.shape}, "
+            raise CnnlabFileError(f"{run_dir / files.EVALUATION_FILE}: the confusion matrix is {matrix.shape}, "
                                   f"the model has {k} classes")
         png = common.figure_png(plot_confusion(matrix, class_names, f"confusion matrix, accuracy {acc:.2%}"))
         table = common.table_html(["true \\ predicted"] + class_names,
@@ -325,12 +253,11 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
                               "first-layer filters")
         body += ("<p class='note'>Red weights add the pixel, blue subtract it (white = 0). Trained first-layer "
                  "filters are local edge, bar and corner detectors.</p>")
-        snap_file = run_dir / "filters.safetensors"
-        if snap_file.is_file():
+        if files.has_filter_snapshots(run_dir):
             try:
-                snaps = read_filter_snapshots(snap_file)
+                snaps = files.read_filter_snapshots(run_dir)
                 if next(iter(snaps.values())).shape != kern.shape:
-                    raise CnnlabFileError(f"{snap_file}: snapshots do not match {convs[0].name}'s kernel {kern.shape}")
+                    raise CnnlabFileError(f"{run_dir / files.FILTERS_FILE}: snapshots do not match {convs[0].name}'s kernel {kern.shape}")
                 frames = filter_evolution_frames(snaps, convs[0].name)
                 player, script = common.frame_player([common.png_bytes(f) for f in frames], "filters",
                                                      "filter snapshot", [f"step {s:,}" for s in snaps])
@@ -363,7 +290,7 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
                 for key, v in config.items()]
         sections.append(("Training configuration", kv_table(crow)))
     else:
-        sections.append(("Training configuration", "<p class='note'>config.json is missing.</p>"))
+        sections.append(("Training configuration", f"<p class='note'>{files.CONFIG_FILE} is missing.</p>"))
 
     payload = json.dumps(common.to_jsonable(data)).replace("</", "<\\/")
     heading, body = sections[-1]

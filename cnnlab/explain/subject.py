@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import CnnlabFileError, read_json, read_safetensors
-from ..training import Callback
+from ..callbacks import FilterSnapshots
+from ..runs import files
+from ..runs.files import read_filter_snapshots  # noqa: F401  (the explain tools read snapshots from here)
 from . import common
 
 DEFAULT_TRAIN = 5000      # training images for the demo model trained on the spot
@@ -128,25 +129,6 @@ def demo_model(input_shape, num_classes, seed=0):
     return tiny_cnn(input_shape=tuple(input_shape), num_classes=num_classes, seed=seed)
 
 
-class FilterSnapshots(Callback):
-    """Training callback: copies of the first convolution's kernel, keyed by optimizer step (0 = before training).
-
-    ``steps`` (optional) lists the steps to record; default every ``every`` steps and every epoch end.
-    """
-
-    def __init__(self, layer, every=1, steps=None):
-        self.layer, self.every = layer, max(int(every), 1)
-        self.steps = None if steps is None else {int(s) for s in steps}
-        self.snapshots = {0: layer.params["kernel"].copy()}
-
-    def on_batch_end(self, trainer, step, loss):
-        if (step in self.steps) if self.steps is not None else step % self.every == 0:
-            self.snapshots[int(step)] = self.layer.params["kernel"].copy()
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        self.snapshots[int(trainer.step)] = self.layer.params["kernel"].copy()
-
-
 def snapshot_steps(total, frames):
     """About ``frames`` steps in ``[0, total]``, spaced evenly on a square-root scale.
 
@@ -167,7 +149,7 @@ def train_demo_model(train, input_shape, num_classes, epochs=DEFAULT_EPOCHS, see
     x, y = train
     model = demo_model(input_shape, num_classes, seed=seed)
     steps = epochs * -(-len(x) // batch_size)
-    snap = FilterSnapshots(common.pick_conv_layer(model), steps=snapshot_steps(steps, frames))
+    snap = FilterSnapshots(layer=common.pick_conv_layer(model), steps=snapshot_steps(steps, frames))
     model.fit(x, y, epochs=epochs, batch_size=batch_size, optimizer=Adam(lr=2e-3), verbose=0, callbacks=[snap])
     return model, dict(sorted(snap.snapshots.items()))
 
@@ -234,13 +216,9 @@ def check_compatible(model, info, dataset):
 
 
 def run_config(path) -> dict:
-    """``config.json`` of a run directory (``{}`` for a plain model file or a run without one)."""
+    """The checked configuration of a run directory (``{}`` for a plain model file or a run without one)."""
     p = Path(path)
-    cfg = p / "config.json" if p.is_dir() else None
-    if cfg is None or not cfg.is_file():
-        return {}
-    data = read_json(cfg, "run config")
-    return data if isinstance(data, dict) else {}
+    return (files.read_config(p, missing_ok=True) or {}) if p.is_dir() else {}
 
 
 def run_data(path, dataset=None, data_dir=None):
@@ -250,25 +228,6 @@ def run_data(path, dataset=None, data_dir=None):
     dd = data_dir if data_dir is not None else cfg.get("data_dir")
     options = cfg.get("dataset_options") if not dataset and isinstance(cfg.get("dataset_options"), dict) else None
     return ds, dd, options
-
-
-def read_filter_snapshots(path) -> dict:
-    """``filters.safetensors`` -> ``{step: kernel}`` sorted by step (tensors named ``step_0000000``)."""
-    path = Path(path)
-    tensors, _ = read_safetensors(path, "filter snapshot file")
-    out = {}
-    for name, t in tensors.items():
-        if not name.startswith("step_") or not name[5:].isdigit():
-            raise CnnlabFileError(f"{path}: unexpected tensor {name!r}; snapshots are named step_0000000, step_0000100, ...")
-        if t.ndim != 4:
-            raise CnnlabFileError(f"{path}: snapshot {name!r} has shape {t.shape}, expected a kernel (kh, kw, C, F)")
-        out[int(name[5:])] = np.asarray(t)
-    if not out:
-        raise CnnlabFileError(f"{path} holds no filter snapshots")
-    shapes = {t.shape for t in out.values()}
-    if len(shapes) > 1:
-        raise CnnlabFileError(f"{path}: snapshots have different shapes {sorted(shapes)}")
-    return dict(sorted(out.items()))
 
 
 def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRAIN, epochs=DEFAULT_EPOCHS,
@@ -297,8 +256,8 @@ def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRA
             ds, dd = default_data(dd)
         run_dir = path if path.is_dir() else None
         snaps = None
-        if run_dir is not None and (run_dir / "filters.safetensors").is_file():
-            snaps = read_filter_snapshots(run_dir / "filters.safetensors")
+        if run_dir is not None and files.has_filter_snapshots(run_dir):
+            snaps = read_filter_snapshots(run_dir)
         return Subject(loaded, str(path), ds, dd, run_dir, default_names(loaded), snaps, options=options)
     ds = dataset
     if ds is None:

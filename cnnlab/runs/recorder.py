@@ -1,0 +1,97 @@
+"""The run recorder: the callback that keeps a run directory current while training goes on."""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from pathlib import Path
+
+from ..callbacks import ModelCheckpoint
+from . import files
+
+
+@contextlib.contextmanager
+def defer_interrupt():
+    """Hold Ctrl-C back while a group of files is written, so they stay consistent with each other;
+    the interrupt is raised as soon as the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
+
+
+class RunRecorder(ModelCheckpoint):
+    """Keeps the run directory current: at the start (epoch 0) and after every epoch it writes, as one group
+    that Ctrl-C does not split, the checkpoint, ``last.safetensors``, the best model, the filter snapshots
+    (when a ``FilterSnapshots`` callback is given), the history files and ``state.json``.
+
+    The best model (``model.safetensors``) is the one with the highest validation accuracy, ties going to
+    the lower validation loss (a ``ModelCheckpoint`` watching ``val_accuracy`` with ``val_loss`` as
+    tiebreak); without validation data it is the latest model. ``state``: the run state read from
+    ``state.json`` when resuming.
+    """
+
+    def __init__(self, run_dir, split_seed, state=None, snapshots=None, plot=True):
+        self.run_dir = Path(run_dir)
+        super().__init__(self.run_dir / files.MODEL_FILE, monitor="val_accuracy", mode="max", tiebreak="val_loss")
+        self.split_seed, self.snapshots, self.plot = int(split_seed), snapshots, plot
+        state = state or {}
+        self.load_state_dict(monitor_state(state))
+        self.resumed = bool(state)
+        # the state on disk (what a resume would start from); how training ended is added to it
+        self.state = {k: v for k, v in state.items() if k not in ("test", "stop_reason", "error")} or None
+        self.status = "running"
+
+    def make_state(self, trainer):
+        return {"epoch": int(trainer.epoch), "step": int(trainer.step),
+                "rng_state": trainer.model.rng.bit_generator.state,
+                "best_metric": self.best, "best_metric_name": self.monitor,
+                "best_val_loss": self.best_tiebreak, "best_epoch": self.best_epoch,
+                "split_seed": self.split_seed, "status": self.status,
+                "cnnlab_version": files.cnnlab_version()}
+
+    def save(self, trainer, logs=None):
+        model = trainer.model
+        with defer_interrupt():
+            files.write_checkpoint(self.run_dir, model, trainer.optimizer, trainer.epoch, trainer.step)
+            model.save(self.run_dir / files.LAST_FILE)
+            if logs is None:
+                model.save(self.path)                         # before training: the initial weights
+            else:
+                super().on_epoch_end(trainer, trainer.epoch - 1, logs)
+            if self.snapshots is not None:
+                files.write_filter_snapshots(self.run_dir, self.snapshots)
+            files.write_history(self.run_dir, trainer.history, plot=self.plot)
+            self.state = self.make_state(trainer)
+            files.write_state(self.run_dir, self.state)
+
+    def on_train_begin(self, trainer):
+        if not self.resumed:
+            self.save(trainer)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.save(trainer, logs)
+
+    def set_status(self, status, **extra):
+        """Record how training ended in ``state.json`` (the saved state itself is unchanged)."""
+        self.status = status
+        if self.state is not None:
+            self.state = {**self.state, "status": status, **extra}
+            files.write_state(self.run_dir, self.state)
+
+
+def monitor_state(state) -> dict:
+    """The best value, tiebreak and epoch of a run state, as ``MonitorCallback.load_state_dict`` takes them."""
+    return {"best": state.get("best_metric"), "best_tiebreak": state.get("best_val_loss"),
+            "best_epoch": state.get("best_epoch")}
