@@ -108,7 +108,8 @@ def write_index(path, subject, r):
          (_pic(out / "weight-sharing" / "weight_sharing_results.png", "accuracy and parameters") if acc else "") +
          "<p>A convolution is a fully connected layer whose matrix is mostly zeros, with the same few weights "
          "repeated along its diagonals: one small neuron copied over every patch. "
-         + (f"Trained on the same {ws['training']['n_train']:,} {esc(ws['training']['dataset'])} images, the "
+         + (f"This step trains its own three small models, each until its training loss stops falling, on the "
+            f"same {ws['training']['n_train']:,} {esc(ws['training']['dataset'])} images: the "
             f"convolution ({params['conv']:,} parameters) reaches {_pct(acc['conv'])}, the locally connected layer "
             f"(the same sparsity, untied, {params['locally_connected']:,}) {_pct(acc['locally_connected'])} and a "
             f"dense network of about the convolution's size {_pct(acc['dense'])}." if acc else "")
@@ -133,9 +134,10 @@ def write_index(path, subject, r):
         ("6. What the model looks at: saliency",
          _pic(out / "saliency" / "saliency.png", "saliency maps", "90%") +
          f"<p>For {esc(sal['image']['source'])} and the class <b>{esc(sal['class_name'])}</b> "
-         f"(p = {sal['probability']:.2f}): which pixels a tiny change would move the score most (gradient), which "
-         "regions hurt the prediction most when hidden (occlusion), and which regions of the last convolution's "
-         "maps carry the evidence (Grad-CAM).</p>" + _link("saliency", "saliency.html")),
+         f"(p = {sal['probability']:.2f}): which pixels a tiny change would move the score most (gradient; "
+         "speckled, because that slope jumps from pixel to pixel), the same averaged over noisy copies "
+         "(SmoothGrad), which regions hurt the prediction most when hidden (occlusion), and which regions of the "
+         "last convolution's coarser maps carry the evidence (Grad-CAM).</p>" + _link("saliency", "saliency.html")),
     ]
     common.write_html(path, "Why convolution works: a walk through one model", sections, intro=intro)
     return path

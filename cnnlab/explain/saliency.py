@@ -407,8 +407,9 @@ def explain_saliency(out, model=None, image=None, index=0, class_index=None, dat
          "stroke rather than on it.</p>"),
         ("SmoothGrad", common.img_tag(imgs["smoothgrad"], "SmoothGrad") +
          f"<p class='note'>The same gradient, averaged over {smooth_samples} copies of the image with noise of "
-         f"standard deviation {smooth_sigma:g} added (Smilkov et al. 2017): the pixel-to-pixel jumps average "
-         "out, and what stays is the region whose brightness the score really depends on.</p>"),
+         f"standard deviation {smooth_sigma:g} added (Smilkov et al. 2017): the pixel-to-pixel jumps partly "
+         "average out, so what stays bright is where the score depends on the image over a small neighbourhood, "
+         "not at one exact point.</p>"),
         ("Occlusion sensitivity", common.img_tag(imgs["occlusion"], "occlusion sensitivity") +
          f"<p class='note'>A {occ['patch']}\u00d7{occ['patch']} patch of value {occ['fill']:.3g} is centred on "
          f"every {'pixel' if occ['stride'] == 1 else str(occ['stride']) + 'th pixel'}; the colour is how much the "
