@@ -117,6 +117,9 @@ def test_filter_snapshots():
     again = FilterSnapshots(every=2)
     again.restore(snaps.snapshots, snaps.epoch_ends, step=3)
     assert sorted(again.snapshots) == [0, 2, 3] and again.epoch_ends == [3]
+    listed = FilterSnapshots(steps=[1, 5])
+    cnnlab.models.tiny_cnn(seed=0).fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[listed])
+    assert sorted(listed.snapshots) == [0, 1, 3, 5, 6]          # the listed steps and the epoch ends
     with pytest.raises(ValueError, match="positive integer"):
         FilterSnapshots(every=0)
 

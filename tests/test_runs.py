@@ -268,6 +268,18 @@ def test_early_stopping(tmp_path, data):
     assert json.loads((out / "config.json").read_text())["val_split"] == 0.1
 
 
+def test_early_stopping_continues_its_count_on_resume(tmp_path, data):
+    """Interrupted in epoch 2 and resumed, early stopping still counts from the best epoch before the
+    interruption (read back from state.json), so the run stops where an uninterrupted one does."""
+    cfg = config(epochs=6, lr=1e-12, schedule="constant", early_stopping=2)
+    full = train(cfg, tmp_path / "full", data)
+    with pytest.raises(runs.TrainingInterrupted):
+        train(cfg, tmp_path / "part", data, callbacks=[InterruptAt(7 + 3)])    # 7 steps per epoch
+    part = runs.resume_training(tmp_path / "part", verbose=0, data=data)
+    assert (full["epochs"], full["best_epoch"]) == (3, 1)
+    assert (part["epochs"], part["best_epoch"], part["stop_reason"]) == (3, 1, full["stop_reason"])
+
+
 # ---------------------------------------------------------------------------
 # Atomic writes and corrupt files
 # ---------------------------------------------------------------------------
@@ -464,3 +476,18 @@ def test_runs_written_before_still_load(finished_run, data):
     assert cnnlab.load(finished_run).num_params == cnnlab.models.tiny_cnn().num_params
     runs.resume_training(finished_run, epochs=2, verbose=0, data=data)
     assert json.loads((finished_run / "state.json").read_text())["epoch"] == 2
+
+
+@pytest.mark.parametrize("name, change, message", [
+    ("state.json", {"best_metric": "high"}, "best_metric must be a number or null, found 'high'"),
+    ("state.json", {"best_val_loss": [1]}, "best_val_loss must be a number or null"),
+    ("state.json", {"step": -1}, "step must be a non-negative integer, found -1"),
+    ("state.json", {"status": 3}, "status must be a string, found 3"),
+    ("history.json", {"loss": ["x"]}, "'loss' holds 'x', not a number"),
+    ("history.json", {"accuracy": []}, "'accuracy' has 0 entries, the checkpoint is at epoch 1"),
+])
+def test_run_files_with_wrong_types_name_the_field(finished_run, data, name, change, message):
+    path = finished_run / name
+    write_json(path, {**json.loads(path.read_text()), **change})
+    with pytest.raises(CnnlabFileError, match=re.escape(message)):
+        runs.resume_training(finished_run, epochs=2, verbose=0, data=data)
