@@ -154,11 +154,15 @@ class ModelCheckpoint(MonitorCallback):
         self.path, self.save_best_only = path, save_best_only
 
     def on_epoch_end(self, trainer, epoch, logs):
+        if self.track(trainer, logs):
+            trainer.model.save(self.path)
+
+    def track(self, trainer, logs) -> bool:
+        """Record the epoch's ``logs``; whether the model is to be saved now."""
         if self.monitor not in logs:
             self.best_epoch = trainer.epoch
-            trainer.model.save(self.path)
-        elif self.update(logs, trainer.epoch) or not self.save_best_only:
-            trainer.model.save(self.path)
+            return True
+        return self.update(logs, trainer.epoch) or not self.save_best_only
 
 
 def first_conv(model):

@@ -1,4 +1,4 @@
-"""The ``cnnlab`` command: train, evaluate, predict, summary and demo.
+"""The ``cnnlab`` command: train, evaluate, predict, summary, demo, export and import.
 
     cnnlab train --dataset mnist --model lenet5 --epochs 5
     cnnlab train --resume runs/mnist-lenet5-20240101-120000 --epochs 10
@@ -9,8 +9,9 @@
 
 Every failure reaches the user as one message on stderr and a non-zero exit
 status (2 for bad input or files, 1 when training diverges, 130 on Ctrl-C);
-``--debug`` adds the traceback. The explain tools add their subcommands with
-``cnnlab.explain.cli.register(subparsers)``; every subcommand sets ``func``
+``--debug`` adds the traceback. The explain tools and the explorer add their
+subcommands with ``cnnlab.explain.cli.register(subparsers)`` and
+``cnnlab.serve.cli.register(subparsers)``; every subcommand sets ``func``
 and is dispatched as ``args.func(args)``.
 """
 from __future__ import annotations
@@ -23,11 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import optim, runs
+from . import distributed, optim, runs
 from . import models as zoo
+from ._extras import MissingExtra
 from ._io import CnnlabFileError, read_json
 from .augment import SPEC_HELP
 from .explain import cli as explain_cli
+from .onnx import cli as onnx_cli
+from .serve import cli as serve_cli
 from .training import TrainingDiverged
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -120,7 +124,8 @@ def cmd_train(args) -> int:
         out = Path(args.out) if args.out else _unique_dir(
             Path("runs") / f"{_slug(config['dataset'])}-{_slug(config['model'])}-{_timestamp()}")
         result = runs.run_training(config, out, verbose=verbose)
-    _print_result(result)
+    if distributed.is_root():
+        _print_result(result)
     return 0
 
 
@@ -149,7 +154,8 @@ def _load_model(path):
 
 def cmd_evaluate(args) -> int:
     from .datasets import load_dataset
-    model = _load_model(args.model)
+    comm = distributed.world()                          # under mpiexec the ranks share the images
+    model = distributed.agreed_call(comm, _load_model, args.model)
     run_dir = runs.find_run_dir(args.model)
     config = runs.read_config(run_dir) if run_dir is not None else None
     dataset = args.dataset or (config["dataset"] if config else None)
@@ -157,7 +163,7 @@ def cmd_evaluate(args) -> int:
         raise ValueError(f"{args.model} is not in a run directory, so its dataset is unknown: give --dataset")
     options = config["dataset_options"] if config and dataset == config["dataset"] else {}
     data_dir = args.data_dir or (config["data_dir"] if config else None)
-    _, (xt, yt), info = load_dataset(dataset, data_dir=data_dir, **options)
+    _, (xt, yt), info = distributed.agreed_call(comm, load_dataset, dataset, data_dir=data_dir, **options)
     if args.limit:
         xt, yt = xt[:args.limit], yt[:args.limit]
     if tuple(model.input_shape) != tuple(xt.shape[1:]):
@@ -166,7 +172,9 @@ def cmd_evaluate(args) -> int:
     class_names = list(info["class_names"])
     if len(class_names) != model.num_classes:
         raise ValueError(f"the model has {model.num_classes} classes but {dataset} has {len(class_names)}")
-    evaluation = runs.evaluate_model(model, xt, yt, class_names)
+    evaluation = runs.evaluate_model(model, xt, yt, class_names, comm=comm)
+    if comm is not None and not comm.is_root:
+        return 0                                        # rank 0 writes and prints
     evaluation.update(dataset=info["name"], split="test", model=str(args.model))
     p = Path(args.model)
     out = Path(args.out) if args.out else (run_dir or (p if p.is_dir() else p.parent))
@@ -214,8 +222,45 @@ def load_image(path, shape, invert=False) -> np.ndarray:
     return 1.0 - x if invert else x
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+PREDICT_CHUNK = 256                                     # images read and classified at a time
+
+
+def image_paths(items) -> list[Path]:
+    """Image files named, and those in the directory trees named (by suffix, sorted), in order."""
+    paths = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise CnnlabFileError(f"directory {item} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            paths += found
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise CnnlabFileError(f"image {item} does not exist")
+    return paths
+
+
+def _classify(model, paths, invert, progress=None, workers=None) -> np.ndarray:
+    """Rows ``[probabilities..., mean brightness of the border]``, one per image, read in chunks."""
+    shape = tuple(model.input_shape)
+    rows = [np.zeros((0, model.num_classes + 1), np.float32)]
+    for i in range(0, len(paths), PREDICT_CHUNK):
+        chunk = paths[i:i + PREDICT_CHUNK]
+        x = np.stack([load_image(p, shape, invert) for p in chunk])
+        border = np.concatenate([x[:, 0].reshape(len(x), -1), x[:, -1].reshape(len(x), -1),
+                                 x[:, :, 0].reshape(len(x), -1), x[:, :, -1].reshape(len(x), -1)], axis=1)
+        rows.append(np.column_stack([model.predict(x, workers=workers), border.mean(axis=1)]).astype(np.float32))
+        if progress is not None:
+            progress.update(len(chunk))
+    return np.concatenate(rows)
+
+
 def cmd_predict(args) -> int:
-    model = _load_model(args.model)
+    # Under mpiexec every rank classifies its contiguous part of the images; rank 0 writes and prints.
+    comm = distributed.world()
+    model = distributed.agreed_call(comm, _load_model, args.model)
     shape = tuple(model.input_shape)
     if len(shape) != 3 or shape[2] not in (1, 3):
         raise ValueError(f"predict works with image models taking (H, W, 1) or (H, W, 3) inputs; this one takes {shape}")
@@ -227,24 +272,58 @@ def cmd_predict(args) -> int:
         dataset = (config.get("data") or {}).get("name", config["dataset"])
     if not class_names or len(class_names) != model.num_classes:
         class_names = [str(i) for i in range(model.num_classes)]
-    x = np.stack([load_image(p, shape, args.invert) for p in args.images])
+    paths = distributed.agreed_call(comm, image_paths, args.images)
+    mine, _ = distributed.rank_part(paths, comm)
+    root = comm is None or comm.is_root
+    progress = None
+    if root and args.out and sys.stderr.isatty():
+        from tqdm import tqdm
+        progress = tqdm(total=len(mine), unit="image", desc="predict" + (f" (rank 0 of {comm.size})" if comm else ""),
+                        leave=False, file=sys.stderr)
+    rows = distributed.agreed_call(comm, _classify, model, mine, args.invert, progress,
+                                   workers=1 if comm else None)           # one rank per core: no worker processes
+    if progress is not None:
+        progress.close()
+    if comm is not None:
+        rows = comm.gather_rows(rows, len(paths))
+        if not root:
+            return 0
+    probs, border = rows[:, :-1], rows[:, -1]
     if shape[2] == 1 and not args.invert:
-        border = np.concatenate([x[:, 0].reshape(len(x), -1), x[:, -1].reshape(len(x), -1),
-                                 x[:, :, 0].reshape(len(x), -1), x[:, :, -1].reshape(len(x), -1)], axis=1)
-        light = [p for p, b in zip(args.images, border.mean(axis=1)) if b > 0.5]
+        light = [str(p) for p, b in zip(paths, border) if b > 0.5]
         if light:
             trained = f"the model (trained on {dataset})" if dataset else "a model trained on MNIST-like images"
-            print(f"note: {', '.join(map(str, light))} {'has' if len(light) == 1 else 'have'} a light background, "
+            shown = ", ".join(light[:5]) + (f" and {len(light) - 5} more" if len(light) > 5 else "")
+            print(f"note: {shown} {'has' if len(light) == 1 else 'have'} a light background, "
                   f"but {trained} expects light strokes on a dark background: add --invert if the "
                   f"predictions look wrong", file=sys.stderr)
-    probs = model.predict(x)
     k = min(args.top_k, model.num_classes)
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    if args.out:
+        _write_predictions(Path(args.out), paths, probs, top, class_names)
+        print(f"wrote predictions for {len(paths):,} images to {args.out}")
+        return 0
     width = max(len(str(n)) for n in class_names)
-    for path, p in zip(args.images, probs):
+    for path, p, best in zip(paths, probs, top):
         print(path)
-        for rank, i in enumerate(np.argsort(-p, kind="stable")[:k], 1):
+        for rank, i in enumerate(best, 1):
             print(f"  {rank}. {str(class_names[i]).ljust(width)}  {100 * p[i]:6.2f}%")
     return 0
+
+
+def _write_predictions(out: Path, paths, probs, top, class_names):
+    """CSV: ``path, class_1, probability_1, ..., class_k, probability_k`` (best first), written atomically."""
+    import csv
+    import io
+    from ._io import atomic_write
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; give the CSV file to write")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path"] + [f"{c}_{r}" for r in range(1, top.shape[1] + 1) for c in ("class", "probability")])
+    for path, p, best in zip(paths, probs, top):
+        w.writerow([str(path)] + [v for i in best for v in (class_names[i], f"{p[i]:.6f}")])
+    atomic_write(out, buf.getvalue())
 
 
 # ---------------------------------------------------------------------------
@@ -382,11 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=_positive_int, metavar="N", help="evaluate only the first N test images")
     e.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", parents=[common], help="classify image files",
+    p = sub.add_parser("predict", parents=[common], help="classify image files or directory trees of images",
                        description="Classify image files: each is converted to the model's input (grayscale or "
                                    "RGB, resized, scaled to [0, 1]) and the top classes are printed.")
     p.add_argument("model", metavar="MODEL_OR_RUN", help="a run directory or a .safetensors model")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("images", metavar="IMAGE_OR_DIR", nargs="+",
+                   help="image files (PNG, JPEG, ...) or directories (every image file in the tree)")
+    p.add_argument("--out", metavar="CSV", help="write the top classes of every image to this CSV file instead of "
+                                                 "printing them (under mpiexec the ranks share the images)")
     p.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="classes to show (default 3)")
     p.add_argument("--invert", action="store_true",
                    help="invert brightness: MNIST digits are white on black, photos of ink are black on white")
@@ -410,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_demo)
 
     explain_cli.register(sub)
+    onnx_cli.register(sub, common)
+    serve_cli.register(sub)
     return parser
 
 
@@ -428,6 +512,7 @@ def main(argv=None) -> int:
     def fail(code, message):
         if debug:
             traceback.print_exc()
+        distributed.end_job(sys.exc_info()[1], message, code)   # under mpiexec: ends every rank, here
         _err(message)
         return code
 
@@ -443,10 +528,17 @@ def main(argv=None) -> int:
         return fail(EXIT_INTERRUPTED, "interrupted (Ctrl-C)")
     except TrainingDiverged as e:
         return fail(EXIT_FAILED, f"training diverged: {e}")
+    except MissingExtra as e:
+        return fail(EXIT_FAILED, str(e))
     except (CnnlabFileError, ValueError, FileNotFoundError) as e:
         return fail(EXIT_USAGE, str(e))
     except OSError as e:
         return fail(EXIT_FAILED, f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+    except Exception as e:
+        if not distributed.launched_size()[0] > 1:
+            raise
+        traceback.print_exc()                      # an unexpected error on one rank must not leave the others waiting
+        return fail(EXIT_FAILED, f"{type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":

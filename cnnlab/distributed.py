@@ -17,8 +17,8 @@ One step, on every rank::
 
     buffer = 0                                      one flat array, laid out once:
     for each of this rank's shards s:                 [gradients of every layer | BatchNorm's per-shard
-        forward, loss, backward of s                   mean and variance | loss | scores (B, classes)]
-        buffer += (grads_s, stats_s, |s|/B loss_s, scores_s in rows s)
+        forward, loss, backward of s                   mean and variance | loss | correct predictions]
+        buffer += (grads_s, stats_s, |s|/B loss_s, correct_s)
     Allreduce(buffer, SUM)                          the only communication of the step
     grads = buffer's gradients                      = d(mean loss over B)/dw, each shard weighted |s|/B
     running BatchNorm statistics += momentum-update with (sum of shard statistics) / S
@@ -27,8 +27,7 @@ One step, on every rank::
 BatchNorm normalizes each shard with the shard's own statistics (ghost batch
 normalization, as ``cnnlab.parallel`` does across cores); the running
 estimates take the mean of all S shards' statistics, which is why their sums
-travel in the buffer. The scores of the whole batch (a few kilobytes) travel
-too, so the training accuracy is that of the global batch.
+travel in the buffer. The buffer's size does not depend on the batch size or N.
 
 Inside a rank the shards run one after another in the rank's own process: start
 one rank per core (``benchmarks/bench_mpi.py`` measured 2 ranks x 1 process
@@ -61,6 +60,10 @@ class RankFailed(SystemExit):
 
     def __init__(self, code=2):
         super().__init__(code)
+
+
+class JobFailed(ValueError):
+    """Raised on rank 0 when the ranks agreed that the job fails (``Communicator.agree``); names each failed rank."""
 
 
 def find_mpiexec() -> str | None:
@@ -145,15 +148,21 @@ class Communicator:
         each failed rank and its message; the other ranks raise ``RankFailed`` (silent)."""
         message = "" if error is None else (str(error) or type(error).__name__)
         messages = self.allgather_text(message)
-        failed = [(r, m) for r, m in enumerate(messages) if m]
+        failed: dict[str, list[int]] = {}
+        for r, m in enumerate(messages):
+            if m:
+                failed.setdefault(m, []).append(r)
         if not failed:
             return
         if not self.is_root:
             raise RankFailed()
-        text = "; ".join(f"rank {r} of {self.size}: {m}" for r, m in failed)
-        if isinstance(error, ValueError) or error is None:
-            raise ValueError(text) from None                # CnnlabFileError is a ValueError: exit status 2
-        raise RuntimeError(text) from None
+        if len(failed) == 1 and len(next(iter(failed.values()))) == self.size:
+            raise JobFailed(next(iter(failed))) from None      # the same error on every rank
+        raise JobFailed("; ".join(f"{'ranks' if len(rs) > 1 else 'rank'} {', '.join(map(str, rs))} of {self.size}: {m}"
+                                  for m, rs in failed.items())) from None
+
+    def barrier(self):
+        self.comm.Barrier()
 
     def abort(self, code: int = 1):
         """End every rank of the job now (``MPI_Abort``)."""
@@ -184,6 +193,17 @@ def agreed(comm):
     return _Agreement(comm)
 
 
+def agreed_call(comm, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on every rank of ``comm``, then ``agreed``: an error on any rank stops all of
+    them, named on rank 0 (without ``comm``, just the call)."""
+    with agreed(comm):
+        return fn(*args, **kwargs)
+
+
+class MPIUnavailable(ValueError):
+    """Started by an MPI launcher, but mpi4py cannot be imported."""
+
+
 _WORLD = None
 
 
@@ -204,8 +224,8 @@ def world(comm=None) -> Communicator | None:
         try:
             from mpi4py import MPI
         except ImportError:
-            raise RuntimeError(f"this process was started by an MPI launcher ({var}={size}) but mpi4py is not "
-                               f"installed: {INSTALL_HINT}") from None
+            raise MPIUnavailable(f"this process was started by an MPI launcher ({var}={size}) but mpi4py is not "
+                                 f"installed: {INSTALL_HINT}") from None
         _WORLD = Communicator(MPI.COMM_WORLD)
     return _WORLD if _WORLD.size > 1 else None
 
@@ -225,13 +245,18 @@ def default_shards(comm=None) -> int:
     return default_workers()
 
 
-def fail(message: str, code: int) -> None:
-    """Under MPI: print ``message`` naming this rank and end every rank of the job (no rank is left
-    waiting in a collective call). Outside MPI: nothing (the caller reports the error itself)."""
-    comm = world()
-    if comm is None:
+def end_job(error, message: str, code: int) -> None:
+    """A command failed with ``error``. Under MPI, print ``message`` naming this rank (after Ctrl-C, on rank 0
+    only) and end every rank of the job, so that none is left waiting in a collective call. Returns (and the
+    caller reports the error itself) outside MPI, and for an error the ranks agreed on: each ends by itself."""
+    try:
+        comm = world()
+    except ValueError:
         return
-    print(f"cnnlab: error: rank {comm.rank} of {comm.size}: {message}", file=sys.stderr, flush=True)
+    if comm is None or isinstance(error, JobFailed):
+        return
+    if comm.is_root or not isinstance(error, KeyboardInterrupt):
+        print(f"cnnlab: error: rank {comm.rank} of {comm.size}: {message}", file=sys.stderr, flush=True)
     comm.abort(code)
 
 
@@ -259,24 +284,23 @@ def synchronize(model, x, y, comm: Communicator):
 
 class DistributedParallel:
     """Training steps of ``model`` across the ranks of ``comm``: the drop-in for ``DataParallel`` in the
-    training loop (``with ...: loss, scores = dp.train_step(x, y)`` fills the model's gradients).
+    training loop (``with ...: loss, correct = dp.train_batch(x, y)`` fills the model's gradients).
 
     ``shards``: shards per global batch (default: the number of ranks).
     """
 
-    def __init__(self, model, comm: Communicator, shards: int | None = None, max_batch: int = 256, augment=None):
+    def __init__(self, model, comm: Communicator, shards: int | None = None, augment=None):
         self.model, self.comm, self.augment = model, comm, augment
         self.shards = comm.size if shards is None else int(shards)
         if self.shards < 1:
             raise ValueError(f"shards must be >= 1, received {shards!r}")
         self.replicas = [layer.replicate() for layer in model.layers]
-        self.max_batch = int(max_batch)
         shapes = {}
         for i, layer in enumerate(model.layers):
             shapes.update({(i, "grad", k): g.shape for k, g in layer.grads.items()})
             shapes.update({(i, "stat", k): s for k, s in layer.shard_statistics_shapes().items()})
         shapes["loss"] = (1,)
-        shapes["scores"] = (self.max_batch,) + model.output_shape
+        shapes["correct"] = (1,)
         sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes.values()]
         self.buffer = np.zeros(sum(sizes), model.layers[0].dtype)   # the one buffer every step reduces
         offsets = np.cumsum([0] + sizes)
@@ -290,12 +314,10 @@ class DistributedParallel:
     def __exit__(self, *exc):
         return False
 
-    def train_step(self, x, y):
+    def train_batch(self, x, y):
         """Forward, loss and backward of one global batch (identical ``x``, ``y`` on every rank); fills the
-        model's gradients with those of the whole batch. Returns (mean loss, scores of the whole batch)."""
+        model's gradients with those of the whole batch. Returns (mean loss, correct predictions)."""
         n = len(x)
-        if n > self.max_batch:
-            raise ValueError(f"a batch of {n} exceeds max_batch={self.max_batch}")
         slices = shard_slices(n, shard_count(n, self.shards))
         seeds = shard_seeds(self.model, len(slices), self.augment)
         parts, lay = self.parts, self.model.layers
@@ -306,7 +328,7 @@ class DistributedParallel:
             loss, scores = train_shard(self.replicas, self.model.loss, x[sl], y[sl], weight,
                                        seeds[j] if seeds else None, self.augment)
             parts["loss"] += loss * weight
-            parts["scores"][sl] = scores
+            parts["correct"] += np.count_nonzero(scores.argmax(axis=1) == y[sl])
             for i, (layer, r) in enumerate(zip(lay, self.replicas)):
                 for k, g in r.grads.items():
                     parts[i, "grad", k] += g
@@ -316,16 +338,17 @@ class DistributedParallel:
         for i, layer in enumerate(lay):
             stats = tuple(parts[i, "stat", k] / len(slices) for k in layer.shard_statistics_shapes())
             layer.merge_replicas([_ShardResult({k: parts[i, "grad", k] for k in layer.grads}, stats or None)])
-        return float(parts["loss"][0]), parts["scores"][:n].copy()
+        return float(parts["loss"][0]), int(parts["correct"][0])
 
 
 # ---------------------------------------------------------------------------
 # Inference
 # ---------------------------------------------------------------------------
 def logits(model, x, comm: Communicator, batch_size=256, workers=None) -> np.ndarray:
-    """Scores of every row of ``x`` on every rank; rank r computes the r-th of N contiguous parts."""
+    """Scores of every row of ``x`` on every rank; rank r computes the r-th of N contiguous parts (with
+    ``workers`` processes, by default 1: a rank per core)."""
     part = shard_slices(len(x), comm.size)[comm.rank]
-    local = model.logits(x[part], batch_size=batch_size, workers=workers)
+    local = model.logits(x[part], batch_size=batch_size, workers=1 if workers is None else workers)
     return comm.gather_rows(local.astype(model.layers[0].dtype, copy=False), len(x))   # an empty part is float32
 
 

@@ -115,7 +115,7 @@ class Trainer:
         loss_sum, correct, t0 = 0.0, 0, time.perf_counter()
         bar = self._progress_bar(steps, total_epochs)
         if self.comm is not None:
-            engine = distributed.DistributedParallel(model, self.comm, self.workers, max_batch=bs, augment=self.augment)
+            engine = distributed.DistributedParallel(model, self.comm, self.workers, augment=self.augment)
         else:
             engine = DataParallel(model, self.workers, max_batch=bs, augment=self.augment)
         with engine as parallel:
@@ -123,7 +123,7 @@ class Trainer:
                 idx = order[s * bs:(s + 1) * bs]
                 xb, yb = x[idx], y[idx]                          # augmented shard by shard, in parallel
                 opt.set_progress(self.epoch + s / steps, total_epochs)
-                loss, scores = parallel.train_step(xb, yb)     # forward, loss and backward: gradients filled
+                loss, hits = parallel.train_batch(xb, yb)      # forward, loss and backward: gradients filled
                 if not np.isfinite(loss):
                     raise TrainingDiverged(
                         f"the loss became {loss} at epoch {self.epoch + 1}, step {s + 1}; training stopped and "
@@ -131,7 +131,7 @@ class Trainer:
                 opt.step(model.parameters())
                 self.step += 1
                 loss_sum += loss * len(idx)
-                correct += int((scores.argmax(axis=1) == yb).sum())
+                correct += hits
                 for cb in self.callbacks:
                     cb.on_batch_end(self, self.step, loss)
                 if bar is not None:

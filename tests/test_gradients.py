@@ -54,11 +54,11 @@ def test_pool_gradients(cls, cfg, shape):
     assert max(errors.values()) < TOL, errors
 
 
-@pytest.mark.parametrize("layer", [L.ReLU(), L.LeakyReLU(0.1), L.Tanh(), L.Sigmoid(), L.Flatten()])
+@pytest.mark.parametrize("layer", [L.ReLU(), L.LeakyReLU(0.1), L.Tanh(), L.Sigmoid(), L.ClippedReLU(1.0), L.Flatten()])
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (3, 7)])
 def test_elementwise_and_flatten_gradients(layer, shape):
     x = np.random.default_rng(5).standard_normal(shape)
-    x[np.abs(x) < 1e-3] = 0.5                      # keep away from the ReLU kink
+    x[(np.abs(x) < 1e-3) | (np.abs(x - 1) < 1e-3)] = 0.5     # keep away from the kinks of ReLU and ClippedReLU(1)
     errors = check_layer(type(layer)(**layer.get_config()), x)
     assert max(errors.values()) < TOL, errors
 

@@ -22,6 +22,7 @@ from cnnlab import layers as L
     (lambda: L.Dropout(1.0), r"rate must be a number in \[0, 1\), received 1.0"),
     (lambda: L.BatchNorm(momentum=2), r"momentum must be in \[0, 1\], received 2"),
     (lambda: L.LeakyReLU(-1), r"alpha must be a finite number >= 0, received -1"),
+    (lambda: L.ClippedReLU(0), r"max_value must be a finite number > 0, received 0"),
     (lambda: cnnlab.optim.SGD(lr=0), r"lr must be a positive number, received 0"),
     (lambda: cnnlab.optim.SGD(lr=0.1, momentum=1.5), r"momentum must be in \[0, 1\), received 1.5"),
     (lambda: cnnlab.optim.Adam(beta1=1.0), r"beta1 must be in \[0, 1\), received 1.0"),

@@ -2,7 +2,7 @@
 
 Start with ``conv.py``: the convolution, its naive reference and the fast im2col path.
 """
-from .activations import LeakyReLU, ReLU, Sigmoid, Tanh
+from .activations import ClippedReLU, LeakyReLU, ReLU, Sigmoid, Tanh
 from .base import Layer
 from .conv import Conv2D, conv2d_naive
 from .core import Dense, Dropout, Flatten
@@ -11,7 +11,8 @@ from .norm import BatchNorm
 from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D, Subsample
 
 LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, Subsample, GlobalAvgPool2D, ReLU, LeakyReLU,
-                                       Tanh, Sigmoid, Flatten, Dense, Dropout, BatchNorm, LocallyConnected2D)}
+                                       Tanh, Sigmoid, ClippedReLU, Flatten, Dense, Dropout, BatchNorm,
+                                       LocallyConnected2D)}
 
 
 def register(cls):

@@ -24,6 +24,31 @@ class ReLU(_Elementwise):
         return dy * (self._y > 0)                  # y > 0 exactly where x > 0
 
 
+class ClippedReLU(_Elementwise):
+    """``min(max(x, 0), max_value)``: ReLU6 with the default ``max_value=6`` (as in MobileNet).
+
+    The gradient passes where ``0 < x < max_value``.
+    """
+
+    def __init__(self, max_value=6.0, name=None):
+        super().__init__(name)
+        if isinstance(max_value, bool) or not isinstance(max_value, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(max_value) or max_value <= 0:
+            raise ValueError(f"ClippedReLU: max_value must be a finite number > 0, received {max_value!r}")
+        self.max_value = float(max_value)
+
+    def forward(self, x, training=False):
+        x = self._prepare(x)
+        self._mask = (x > 0) & (x < self.max_value)
+        return np.clip(x, 0, self.max_value).astype(self.dtype, copy=False)
+
+    def backward(self, dy):
+        return dy * self._mask
+
+    def get_config(self):
+        return {"max_value": self.max_value}
+
+
 class LeakyReLU(_Elementwise):
     """``x`` where positive, ``alpha * x`` elsewhere."""
 

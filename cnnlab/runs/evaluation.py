@@ -11,9 +11,10 @@ def confusion_matrix(y, pred, num_classes) -> np.ndarray:
     return m
 
 
-def evaluate_model(model, x, y, class_names, batch_size=256) -> dict:
-    """Accuracy, loss, per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
-    scores = model.logits(x, batch_size)
+def evaluate_model(model, x, y, class_names, batch_size=256, comm=None) -> dict:
+    """Accuracy, loss, per-class accuracy and the confusion matrix (rows: true class, columns: predicted).
+    With an MPI communicator ``comm``, its ranks share the images."""
+    scores = model.logits(x, batch_size, comm=comm)
     y = model.check_labels(y, len(scores))
     k = model.num_classes
     if len(class_names) != k:

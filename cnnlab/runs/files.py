@@ -248,7 +248,6 @@ def _plain(v):
 
 def write_history(run_dir, history, plot=True):
     """``history.json``, ``history.csv`` and (``plot``) ``history.png`` from a Trainer history."""
-    from ..plots import plot_history, save_figure
     table = history_table(history)
     write_json(Path(run_dir) / HISTORY_JSON, table)
     buf = io.StringIO()
@@ -257,7 +256,15 @@ def write_history(run_dir, history, plot=True):
     for i in range(len(table["epoch"])):
         w.writerow(["" if table[k][i] is None else repr(table[k][i]) for k in HISTORY_COLUMNS])
     atomic_write(Path(run_dir) / HISTORY_CSV, buf.getvalue())
-    if plot and table["epoch"]:
+    if plot:
+        write_history_plot(run_dir, history)
+
+
+def write_history_plot(run_dir, history):
+    """``history.png`` from a Trainer history (nothing before the first epoch)."""
+    from ..plots import plot_history, save_figure
+    table = history_table(history)
+    if table["epoch"]:
         save_figure(plot_history(table), Path(run_dir) / HISTORY_PNG)
 
 

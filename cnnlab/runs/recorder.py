@@ -42,8 +42,9 @@ class RunRecorder(ModelCheckpoint):
     ``state.json`` when resuming.
     """
 
-    def __init__(self, run_dir, split_seed, state=None, snapshots=None, plot=True):
+    def __init__(self, run_dir, split_seed, state=None, snapshots=None, plot=True, write=True):
         self.run_dir = Path(run_dir)
+        self.write = write              # False on the ranks of an MPI job other than 0: they track, rank 0 writes
         super().__init__(self.run_dir / files.MODEL_FILE, monitor="val_accuracy", mode="max", tiebreak="val_loss")
         self.split_seed, self.snapshots, self.plot = int(split_seed), snapshots, plot
         state = state or {}
@@ -63,18 +64,26 @@ class RunRecorder(ModelCheckpoint):
 
     def save(self, trainer, logs=None):
         model = trainer.model
+        best = logs is None or self.track(trainer, logs)         # before training: the initial weights
+        state = self.make_state(trainer)
+        if not self.write:
+            self.state = state
+            return
         with defer_interrupt():
+            # What a resume reads comes first, back to back: checkpoint, history, state. A process killed
+            # outright (SIGKILL, or MPI ending the job after losing a rank) can only break their agreement
+            # in the milliseconds between them; the models, the snapshots and the plot follow.
             files.write_checkpoint(self.run_dir, model, trainer.optimizer, trainer.epoch, trainer.step)
+            files.write_history(self.run_dir, trainer.history, plot=False)
+            files.write_state(self.run_dir, state)
+            self.state = state                                   # the state on disk
             model.save(self.run_dir / files.LAST_FILE)
-            if logs is None:
-                model.save(self.path)                         # before training: the initial weights
-            else:
-                super().on_epoch_end(trainer, trainer.epoch - 1, logs)
+            if best:
+                model.save(self.path)
             if self.snapshots is not None:
                 files.write_filter_snapshots(self.run_dir, self.snapshots)
-            files.write_history(self.run_dir, trainer.history, plot=self.plot)
-            self.state = self.make_state(trainer)
-            files.write_state(self.run_dir, self.state)
+            if self.plot:
+                files.write_history_plot(self.run_dir, trainer.history)
 
     def on_train_begin(self, trainer):
         if not self.resumed:
@@ -88,7 +97,8 @@ class RunRecorder(ModelCheckpoint):
         self.status = status
         if self.state is not None:
             self.state = {**self.state, "status": status, **extra}
-            files.write_state(self.run_dir, self.state)
+            if self.write:
+                files.write_state(self.run_dir, self.state)
 
 
 def monitor_state(state) -> dict:

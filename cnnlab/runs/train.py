@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import distributed
 from .._io import CnnlabFileError
 from ..augment import Augmenter
 from ..callbacks import EarlyStopping, FilterSnapshots, first_conv
@@ -81,6 +82,9 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
     """
     config = validate_config(config)
     out_dir = Path(out_dir)
+    comm = distributed.world()                   # under mpiexec: the ranks share each batch, rank 0 writes and prints
+    root = comm is None or comm.is_root
+    verbose = verbose if root else 0
     if resume:
         old, state, (model_t, opt_t, ckpt) = _open_run(out_dir, config)
         split_seed = state["split_seed"]
@@ -88,7 +92,7 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
         _check_free(out_dir)
         state, split_seed = None, split_seed_for(config["seed"])
 
-    (x, y), (xt, yt), info = load_data(config, data)
+    (x, y), (xt, yt), info = distributed.agreed_call(comm, load_data, config, data)
     if config["limit"]:
         x, y = x[:config["limit"]], y[:config["limit"]]
     (x, y), val = split_train_val(x, y, config["val_split"], split_seed)
@@ -128,20 +132,21 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
     if config["workers"] is None:
         # recorded, so that a resume on another machine shards batches the same way (BatchNorm statistics
         # are per shard, and summed shard gradients round differently from one whole-batch gradient)
-        config["workers"] = _default_workers()
+        config["workers"] = distributed.default_shards()       # under MPI: one shard per rank
     if not resume and Path(config["model"]).suffix.lower() == ".json":
         config["model"] = str(Path(config["model"]).resolve())
     if not resume and config["dataset"].lower().replace("_", "-") not in _dataset_names() \
             and Path(config["dataset"]).exists():
         config["dataset"] = str(Path(config["dataset"]).resolve())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files.write_config(out_dir, config)
-    if not resume:
-        files.write_architecture(out_dir, model)
+    if root:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        files.write_config(out_dir, config)
+        if not resume:
+            files.write_architecture(out_dir, model)
 
     augment = None if config["augment"] == "none" else Augmenter.from_spec(config["augment"])
     snapshots = _filter_snapshots(out_dir, model, config, state)
-    recorder = RunRecorder(out_dir, split_seed, state=state, snapshots=snapshots, plot=plot)
+    recorder = RunRecorder(out_dir, split_seed, state=state, snapshots=snapshots, plot=plot, write=root)
     cbs = ([snapshots] if snapshots else []) + [recorder, *callbacks]
     if config["early_stopping"]:
         # watches what the recorder watches, and continues from the same saved best on resume
@@ -176,12 +181,15 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
         recorder.set_status("diverged", error=str(e))
         raise TrainingDiverged(f"{e}; {out_dir} keeps the checkpoint of epoch {saved_epoch}") from None
 
+    if comm is not None:
+        comm.barrier()                                   # rank 0 has written the best model
     best = load(files.model_file(out_dir))
-    evaluation = evaluate_model(best, xt, yt, class_names) if len(xt) else None
+    evaluation = evaluate_model(best, xt, yt, class_names, comm=comm) if len(xt) else None
     if evaluation is not None:
         evaluation.update(dataset=info["name"], split="test", model=str(files.model_file(out_dir)),
                           epoch=recorder.best_epoch)
-        files.write_evaluation(out_dir, evaluation)
+        if root:
+            files.write_evaluation(out_dir, evaluation)
     status = "stopped early" if trainer.stop_reason else "completed"
     test = {"accuracy": evaluation["accuracy"], "loss": evaluation["loss"]} if evaluation else None
     recorder.set_status(status, test=test, stop_reason=trainer.stop_reason)
@@ -232,11 +240,6 @@ def _filter_snapshots(out_dir, model, config, state):
                                   f"{snapshots.layer.name} has {shape}")
         snapshots.restore(snaps, ends, state["step"])
     return snapshots
-
-
-def _default_workers() -> int:
-    from ..parallel import default_workers
-    return default_workers()
 
 
 def _dataset_names():

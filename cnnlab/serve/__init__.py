@@ -1,0 +1,11 @@
+"""``cnnlab serve``: explore a model in the browser, down to the numbers, while it trains.
+
+* :mod:`.compute` -- what the pages show, computed with NumPy (reusing ``cnnlab.explain``);
+* :mod:`.jobs` -- training jobs in their own processes, progress events for any run directory;
+* :mod:`.app` -- the Starlette application (``create_app(model)``), JSON errors, safety checks;
+* :mod:`.cli` -- the ``cnnlab serve`` command;
+* ``static/`` -- the page: plain JavaScript modules, SVG and canvas, no build step, no network.
+
+Starlette and uvicorn are the ``serve`` extra (``pip install "cnnlab[serve]"``); only
+:mod:`.app` imports them.
+"""

@@ -1,0 +1,266 @@
+// The explorer page: the input panel, the prediction, the overview of every layer; other views in modules.
+import {getJSON, postImage, query, unpack, at} from "./api.js";
+import {el, fmt, mapCanvas, rgbCanvas} from "./draw.js";
+import {showUnit, showSoftmax} from "./detail.js";
+import {initWhy, refreshWhy} from "./why.js";
+import {initTraining} from "./train.js";
+
+// Everything the views share. ``run`` is "" for the served model, else a run directory's name.
+export const state = {run: "", model: null, input: null, prediction: null, activations: {}, busy: false, dirty: false, version: 0};
+window.explorer = {state, showUnit: (...a) => showUnit(...a)};       // for scripts and tests
+
+const $ = id => document.getElementById(id);
+const canvas = $("draw"), ctx = canvas.getContext("2d");
+
+export function withRun(params = {}) { return query({...params, run: state.run}); }
+
+function setStatus(text) { $("status").textContent = text; }
+function showError(msg) { $("input-error").textContent = msg || ""; }
+
+// ---------------------------------------------------------------------------
+// The model
+// ---------------------------------------------------------------------------
+export async function loadModel() {
+  state.model = await getJSON("/api/model" + withRun());
+  const m = state.model;
+  $("model-name").textContent = `${m.name}: input ${m.input_shape.join("×")}, ${m.layers.length} layers, ${m.num_params.toLocaleString()} parameters`;
+  // drawing canvas: a whole number of screen pixels per model pixel
+  const [h, w] = m.input_shape;
+  const k = Math.max(1, Math.floor(280 / Math.max(h, w)));
+  if (canvas.width !== w * k || canvas.height !== h * k) {
+    canvas.width = w * k; canvas.height = h * k;
+    clearCanvas();
+  }
+  state.scale = k;
+}
+
+// ---------------------------------------------------------------------------
+// Input: drawing, upload, examples
+// ---------------------------------------------------------------------------
+function clearCanvas() {
+  ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height);
+}
+
+function canvasBlob() {
+  return new Promise(resolve => canvas.toBlob(resolve, "image/png"));
+}
+
+let drawing = false, last = null;
+function point(e) {
+  const r = canvas.getBoundingClientRect();
+  return [(e.clientX - r.left) * canvas.width / r.width, (e.clientY - r.top) * canvas.height / r.height];
+}
+function stroke(p) {
+  ctx.strokeStyle = "#fff"; ctx.fillStyle = "#fff"; ctx.lineCap = "round"; ctx.lineJoin = "round";
+  ctx.lineWidth = parseFloat($("brush").value) * state.scale;
+  ctx.beginPath(); ctx.moveTo(...(last || p)); ctx.lineTo(...p); ctx.stroke();
+  last = p;
+}
+canvas.addEventListener("pointerdown", e => { drawing = true; last = null; canvas.setPointerCapture(e.pointerId); stroke(point(e)); useCanvas(); });
+canvas.addEventListener("pointermove", e => { if (drawing) { stroke(point(e)); useCanvas(); } });
+canvas.addEventListener("pointerup", () => { drawing = false; last = null; useCanvas(); });
+$("clear").addEventListener("click", () => { clearCanvas(); useCanvas(); });
+
+function useCanvas() { state.input = null; schedule(); }
+
+// The input as image bytes: the uploaded file or example as it is, else the canvas.
+async function inputBlob() { return state.input || canvasBlob(); }
+
+async function showOnCanvas(blob) {
+  const img = await createImageBitmap(blob);
+  clearCanvas();
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+}
+
+$("upload").addEventListener("change", async e => {
+  const file = e.target.files[0];
+  if (!file) return;
+  state.input = file;
+  await schedule();
+  if (!state.lastError) { try { await showOnCanvas(file); } catch (err) { /* shown by the server's answer */ } }
+});
+
+async function loadExamples() {
+  const box = $("examples");
+  box.textContent = "";
+  try {
+    const d = await getJSON("/api/examples" + withRun({source: $("example-source").value, n: 16}));
+    for (const ex of d.examples) {
+      const img = el("img", {src: `data:image/png;base64,${ex.png}`, title: `${ex.class_name} (${d.source})`, class: "example"});
+      img.addEventListener("click", async () => {
+        const blob = await (await fetch(img.src)).blob();
+        state.input = blob;
+        await showOnCanvas(blob);
+        schedule();
+      });
+      box.append(img);
+    }
+  } catch (err) { box.textContent = err.message; }
+}
+$("example-source").addEventListener("change", loadExamples);
+
+// ---------------------------------------------------------------------------
+// Prediction: one request at a time; changes made meanwhile are sent when it returns
+// ---------------------------------------------------------------------------
+export async function schedule() {
+  state.dirty = true;
+  if (state.busy) return;
+  state.busy = true;
+  while (state.dirty) {
+    state.dirty = false;
+    await predict();
+  }
+  state.busy = false;
+}
+
+async function predict() {
+  const blob = await inputBlob();
+  try {
+    const t0 = performance.now();
+    const p = await postImage("/api/predict" + withRun({activations: "base64"}), blob);
+    state.lastError = null;
+    showError("");
+    state.blob = blob;
+    state.prediction = p;
+    state.activations = {};
+    for (const a of p.activations) state.activations[a.name] = unpack(a);
+    state.activations.__input_array__ = unpack(p.input);
+    state.version += 1;
+    renderPrediction();
+    renderOverview();
+    setStatus(`predicted in ${Math.round(performance.now() - t0)} ms`);
+    document.dispatchEvent(new CustomEvent("prediction"));
+  } catch (err) {
+    state.lastError = err.message;
+    showError(err.message);
+  }
+}
+
+function renderPrediction() {
+  const p = state.prediction, names = state.model.class_names;
+  const box = $("prediction");
+  box.textContent = "";
+  box.append(el("div", {id: "top-class"}, `${names[p.predicted]} (${(100 * p.probabilities[p.predicted]).toFixed(1)}%)`));
+  box.append(probBars(p.probabilities, names));
+  box.append(el("button", {onclick: () => { showSoftmax(p, names); openView("details"); }}, "softmax details"));
+}
+
+export function probBars(probs, names) {
+  const box = el("div", {class: "probs"});
+  const best = probs.indexOf(Math.max(...probs));
+  probs.forEach((v, k) => {
+    box.append(el("div", {class: "bar" + (k === best ? " top" : "")}, el("span", {class: "name"}, names[k]),
+      el("span", {class: "fill", style: `width:${Math.max(1, 120 * v)}px`}), el("span", {}, `${(100 * v).toFixed(1)}%`)));
+  });
+  return box;
+}
+
+// ---------------------------------------------------------------------------
+// Overview: the input, every layer's maps or units, the probabilities
+// ---------------------------------------------------------------------------
+const tooltip = $("tooltip");
+function tip(e, text) {
+  tooltip.hidden = false; tooltip.textContent = text;
+  tooltip.style.left = `${e.clientX + 12}px`; tooltip.style.top = `${e.clientY + 12}px`;
+}
+function untip() { tooltip.hidden = true; }
+
+function layerColumn(layer, a) {
+  const col = el("div", {class: "layer", "data-layer": layer.name});
+  col.append(el("div", {class: "title"}, el("b", {}, layer.name), `${layer.class} ${a.shape.join("×")}`));
+  const maps = el("div", {class: "maps"});
+  if (a.shape.length === 3) {
+    const [h, w, c] = a.shape;
+    const cell = Math.max(1, Math.floor(56 / Math.max(h, w)));
+    maps.style.gridTemplateColumns = `repeat(${Math.min(c, c > 16 ? 4 : 2)}, auto)`;
+    for (let ch = 0; ch < c; ch++) {
+      const cv = mapCanvas(a, ch, a.min, a.max, cell);
+      cv.dataset.channel = ch;
+      const where = e => [Math.min(h - 1, Math.floor(e.offsetY / cell)), Math.min(w - 1, Math.floor(e.offsetX / cell))];
+      cv.addEventListener("mousemove", e => {
+        const [i, j] = where(e);
+        tip(e, `${layer.name} (${layer.class}) output ${a.shape.join("×")} · channel ${ch} · range [${fmt(a.min)}, ${fmt(a.max)}] · (${i}, ${j}) = ${fmt(at(a, i, j, ch))}`);
+      });
+      cv.addEventListener("mouseleave", untip);
+      cv.addEventListener("click", e => { const [i, j] = where(e); untip(); openUnit(layer.name, ch, i, j); });
+      maps.append(cv);
+    }
+  } else {
+    const n = a.shape[0], cols = Math.min(n, 16), cell = 6;
+    const grid = {shape: [Math.ceil(n / cols), cols, 1], values: new Float32Array(Math.ceil(n / cols) * cols).fill(NaN)};
+    grid.values.set(a.values);
+    const cv = mapCanvas(grid, 0, a.min, a.max, cell);
+    const unit = e => Math.min(n - 1, Math.floor(e.offsetY / cell) * cols + Math.floor(e.offsetX / cell));
+    cv.addEventListener("mousemove", e => {
+      const k = unit(e);
+      tip(e, `${layer.name} (${layer.class}) output (${n}) · range [${fmt(a.min)}, ${fmt(a.max)}] · unit ${k} = ${fmt(a.values[k])}`);
+    });
+    cv.addEventListener("mouseleave", untip);
+    cv.addEventListener("click", e => { untip(); openUnit(layer.name, unit(e), 0, 0); });
+    maps.append(cv);
+  }
+  col.append(maps);
+  return col;
+}
+
+// What the model sees: the input after decoding and resizing.
+function inputPreview() {
+  const a = state.activations.__input_array__;
+  const cell = Math.max(1, Math.floor(56 / Math.max(a.shape[0], a.shape[1])));
+  return a.shape[2] === 3 ? rgbCanvas(a, cell) : mapCanvas(a, 0, 0, 1, cell);
+}
+
+async function renderOverview() {
+  const box = $("overview");
+  const cols = [];
+  const inCol = el("div", {class: "layer"}, el("div", {class: "title"}, el("b", {}, "input"), state.model.input_shape.join("×")));
+  inCol.append(inputPreview());
+  cols.push(inCol);
+  for (const layer of state.model.layers) cols.push(layerColumn(layer, state.activations[layer.name]));
+  const out = el("div", {class: "layer"}, el("div", {class: "title"}, el("b", {}, "softmax"), "probabilities"));
+  out.append(probBars(state.prediction.probabilities, state.model.class_names));
+  cols.push(out);
+  box.replaceChildren(...cols);
+}
+
+// ---------------------------------------------------------------------------
+// Views
+// ---------------------------------------------------------------------------
+export function openView(name) {
+  for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === name);
+  for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === `view-${name}`);
+  if (name === "why") refreshWhy();
+}
+for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => openView(b.dataset.view));
+
+export async function openUnit(layer, channel, y, x) {
+  openView("details");
+  await showUnit(layer, channel, y, x);
+}
+
+export async function currentBlob() { return state.blob || inputBlob(); }
+
+// Switch between the served model and a run's latest weights.
+export async function useRun(name) {
+  state.run = name || "";
+  const sel = $("model-source");
+  if (name && ![...sel.options].some(o => o.value === name)) sel.append(el("option", {value: name}, name));
+  sel.value = state.run;
+  await loadModel();
+  await loadExamples();
+  await schedule();
+}
+$("model-source").addEventListener("change", e => useRun(e.target.value));
+
+async function start() {
+  try {
+    await loadModel();
+  } catch (err) { showError(err.message); return; }
+  initWhy();
+  initTraining();
+  await loadExamples();
+  const first = document.querySelector("#examples img");
+  if (first) first.click(); else await schedule();
+}
+start();

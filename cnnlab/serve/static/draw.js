@@ -1,0 +1,144 @@
+// Drawing numbers: maps as canvases, grids of numbers as tables, curves as SVG.
+
+// Colour of v in [lo, hi]: grey for non-negative data, blue-white-red when the range spans zero.
+export function colour(v, lo, hi) {
+  if (lo < 0 && hi > 0) {
+    const m = Math.max(-lo, hi);
+    const t = Math.max(-1, Math.min(1, v / m));
+    return t >= 0 ? [255, Math.round(255 * (1 - t)), Math.round(255 * (1 - t))]
+                  : [Math.round(255 * (1 + t)), Math.round(255 * (1 + t)), 255];
+  }
+  const t = hi > lo ? Math.max(0, Math.min(1, (v - lo) / (hi - lo))) : 0;
+  const g = Math.round(255 * t);
+  return [g, g, g];
+}
+
+// Channel c of an unpacked (H, W, C) array as a canvas of cell-sized pixels.
+export function mapCanvas(a, c, lo, hi, cell = 2) {
+  const [h, w, ch] = a.shape.length === 3 ? a.shape : [a.shape[0], a.shape[1], 1];
+  const canvas = document.createElement("canvas");
+  canvas.width = w; canvas.height = h;
+  canvas.style.width = `${w * cell}px`; canvas.style.height = `${h * cell}px`;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  for (let i = 0; i < h; i++) for (let j = 0; j < w; j++) {
+    const v = a.values[(i * w + j) * ch + c];
+    const [r, g, b] = colour(v, lo, hi);
+    const k = 4 * (i * w + j);
+    img.data[k] = r; img.data[k + 1] = g; img.data[k + 2] = b; img.data[k + 3] = 255;
+  }
+  ctx.putImageData(img, 0, 0);
+  return canvas;
+}
+
+// An (H, W, 3) image (values in [0, 1] after min-max scaling) as a colour canvas.
+export function rgbCanvas(a, cell = 2) {
+  const [h, w] = a.shape;
+  const canvas = document.createElement("canvas");
+  canvas.width = w; canvas.height = h;
+  canvas.style.width = `${w * cell}px`; canvas.style.height = `${h * cell}px`;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  const lo = a.min, span = (a.max - a.min) || 1;
+  for (let p = 0; p < h * w; p++) {
+    for (let k = 0; k < 3; k++) img.data[4 * p + k] = Math.round(255 * (a.values[3 * p + k] - lo) / span);
+    img.data[4 * p + 3] = 255;
+  }
+  ctx.putImageData(img, 0, 0);
+  return canvas;
+}
+
+// A heat map (H, W) over a grey image: both unpacked; alpha-blended, hot colours for large values.
+export function overlayCanvas(image, heat, cell = 4) {
+  const [h, w] = heat.shape;
+  const canvas = document.createElement("canvas");
+  canvas.width = w; canvas.height = h;
+  canvas.style.width = `${w * cell}px`; canvas.style.height = `${h * cell}px`;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  const ch = image.shape[2] || 1;
+  const hm = heat.max > heat.min ? heat.max - heat.min : 1;
+  for (let p = 0; p < h * w; p++) {
+    let g = 0;
+    for (let k = 0; k < ch; k++) g += image.values[p * ch + k] / ch;
+    const t = (heat.values[p] - heat.min) / hm;
+    img.data[4 * p] = Math.round(255 * (0.45 * g + 0.55 * Math.min(1, 2 * t)));
+    img.data[4 * p + 1] = Math.round(255 * (0.45 * g + 0.55 * Math.max(0, 2 * t - 1)));
+    img.data[4 * p + 2] = Math.round(255 * 0.45 * g);
+    img.data[4 * p + 3] = 255;
+  }
+  ctx.putImageData(img, 0, 0);
+  return canvas;
+}
+
+export function fmt(v) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "–";
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-3 || a >= 1e4)) return v.toExponential(2);
+  return v.toFixed(a < 10 ? 3 : 1);
+}
+
+// A grid of numbers (rows x cols, read by get(i, j)) as a table with coloured cells.
+export function numberGrid(rows, cols, get, lo, hi, opts = {}) {
+  const table = document.createElement("table");
+  table.className = "grid";
+  for (let i = 0; i < rows; i++) {
+    const tr = table.insertRow();
+    for (let j = 0; j < cols; j++) {
+      const td = tr.insertCell();
+      const v = get(i, j);
+      const [r, g, b] = colour(v, lo, hi);
+      td.style.background = `rgb(${r},${g},${b})`;
+      td.style.color = (0.299 * r + 0.587 * g + 0.114 * b) > 140 ? "#111" : "#fff";
+      td.textContent = fmt(v);
+      if (opts.mark && opts.mark(i, j)) td.classList.add("mark");
+      if (opts.muted && opts.muted(i, j)) td.classList.add("muted");
+    }
+  }
+  return table;
+}
+
+export function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+// Line chart in SVG: series = [{name, points: [[x, y]], colour, cls}]; points get class cls.
+export function lineChart(series, {width = 420, height = 200, xlabel = "", ylabel = ""} = {}) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", width); svg.setAttribute("height", height);
+  svg.setAttribute("class", "chart");
+  const all = series.flatMap(s => s.points);
+  const m = {l: 48, r: 10, t: 10, b: 30};
+  const xs = all.map(p => p[0]), ys = all.map(p => p[1]).filter(Number.isFinite);
+  const x0 = Math.min(0, ...xs), x1 = Math.max(1, ...xs);
+  const y0 = Math.min(0, ...ys), y1 = Math.max(1e-9, ...ys);
+  const X = x => m.l + (x - x0) / (x1 - x0 || 1) * (width - m.l - m.r);
+  const Y = y => height - m.b - (y - y0) / (y1 - y0 || 1) * (height - m.t - m.b);
+  const add = (tag, attrs, text) => {
+    const e = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    svg.append(e); return e;
+  };
+  add("line", {x1: m.l, y1: height - m.b, x2: width - m.r, y2: height - m.b, stroke: "#999"});
+  add("line", {x1: m.l, y1: m.t, x2: m.l, y2: height - m.b, stroke: "#999"});
+  add("text", {x: m.l - 4, y: m.t + 8, "text-anchor": "end", "font-size": 10}, fmt(y1));
+  add("text", {x: m.l - 4, y: height - m.b, "text-anchor": "end", "font-size": 10}, fmt(y0));
+  add("text", {x: width - m.r, y: height - 8, "text-anchor": "end", "font-size": 10}, `${xlabel} ${fmt(x1)}`);
+  add("text", {x: m.l + 4, y: m.t + 8, "font-size": 10, fill: "#666"}, ylabel);
+  series.forEach((s, k) => {
+    const pts = s.points.filter(p => Number.isFinite(p[1]));
+    if (pts.length > 1) add("polyline", {points: pts.map(p => `${X(p[0])},${Y(p[1])}`).join(" "), fill: "none", stroke: s.colour, "stroke-width": 1.5});
+    if (s.cls) pts.forEach(p => add("circle", {cx: X(p[0]), cy: Y(p[1]), r: 3, fill: s.colour, class: s.cls}));
+    add("text", {x: width - m.r - 4, y: m.t + 12 + 12 * k, "text-anchor": "end", "font-size": 10, fill: s.colour}, s.name);
+  });
+  return svg;
+}
