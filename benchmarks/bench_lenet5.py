@@ -11,70 +11,12 @@ cnnlab / PyTorch (> 1 means cnnlab is faster). Inference is timed the same way
 at batch 256.
 """
 import argparse
-import time
-from pathlib import Path
 
 import numpy as np
 
 import cnnlab
-
-MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-
-
-def load_data(n):
-    if (MNIST / "train-images-idx3-ubyte.gz").is_file():
-        from cnnlab.datasets import load_mnist
-        (x, y), _ = load_mnist(MNIST)
-        source = "MNIST training images"
-    else:
-        rng = np.random.default_rng(0)
-        x, y = rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n)
-        source = "random MNIST-shaped images"
-    reps = -(-n // len(x))
-    return np.concatenate([x] * reps)[:n], np.concatenate([y] * reps)[:n], source
-
-
-def torch_lenet5(torch):
-    nn = torch.nn
-    return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                         nn.Linear(84, 10))
-
-
-def time_cnnlab_train(x, y, bs):
-    model = cnnlab.models.lenet5()
-    opt = cnnlab.optim.SGD(lr=0.01, momentum=0.9)
-    t = time.perf_counter()
-    model.fit(x, y, epochs=1, batch_size=bs, optimizer=opt, verbose=0)
-    return len(x) / (time.perf_counter() - t)
-
-
-def time_torch_train(torch, xt, yt, bs):
-    net = torch_lenet5(torch)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    t = time.perf_counter()
-    perm = torch.randperm(len(xt))                 # shuffle, as cnnlab's fit does
-    for i in range(0, len(xt), bs):
-        idx = perm[i:i + bs]
-        opt.zero_grad()
-        loss_fn(net(xt[idx]), yt[idx]).backward()
-        opt.step()
-    return len(xt) / (time.perf_counter() - t)
-
-
-def time_cnnlab_infer(model, x):
-    t = time.perf_counter()
-    model.predict(x, batch_size=256)
-    return len(x) / (time.perf_counter() - t)
-
-
-def time_torch_infer(torch, net, xt):
-    t = time.perf_counter()
-    with torch.no_grad():
-        for i in range(0, len(xt), 256):
-            torch.softmax(net(xt[i:i + 256]), dim=1)
-    return len(xt) / (time.perf_counter() - t)
+from common import (load_images, time_cnnlab_infer, time_cnnlab_train, time_torch_infer, time_torch_train, to_torch,
+                    torch_lenet5)
 
 
 def main():
@@ -86,19 +28,18 @@ def main():
     args = ap.parse_args()
     import torch
     torch.set_num_threads(2)
-    x, y, source = load_data(args.images)
-    xt = torch.tensor(x.transpose(0, 3, 1, 2).copy())
-    yt = torch.tensor(y, dtype=torch.long)
+    x, y, source = load_images("mnist", args.images)
+    xt, yt = to_torch(torch, x, y)
     print(f"LeNet-5, one epoch of {len(x)} {source}; torch {torch.__version__} with 2 threads; "
           f"median of {args.repeats} alternating runs after a warm-up")
     rows = []
     for bs in args.batch_sizes:
-        time_cnnlab_train(x[:2048], y[:2048], bs)             # warm-up both
-        time_torch_train(torch, xt[:2048], yt[:2048], bs)
+        time_cnnlab_train(cnnlab.models.lenet5(), x[:2048], y[:2048], bs)             # warm-up both
+        time_torch_train(torch, torch_lenet5(torch), xt[:2048], yt[:2048], bs)
         ours, theirs = [], []
         for _ in range(args.repeats):
-            ours.append(time_cnnlab_train(x, y, bs))
-            theirs.append(time_torch_train(torch, xt, yt, bs))
+            ours.append(time_cnnlab_train(cnnlab.models.lenet5(), x, y, bs))
+            theirs.append(time_torch_train(torch, torch_lenet5(torch), xt, yt, bs))
         rows.append((f"train, batch {bs}", ours, theirs))
     model, net = cnnlab.models.lenet5(), torch_lenet5(torch).eval()
     xi, xti = x[:args.infer_images], xt[:args.infer_images]

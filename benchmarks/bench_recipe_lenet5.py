@@ -18,19 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from common import data_dir
 
 TORCH_SCRIPT = r'''
 import sys, numpy as np, torch, torch.nn as nn
 from cnnlab.datasets import load_mnist
+sys.path.insert(0, sys.argv[2])                    # benchmarks/: the PyTorch twin of LeNet-5
+from common import torch_lenet5
 torch.set_num_threads(2)
 torch.manual_seed(0)
 (x, y), (xt, yt) = load_mnist(sys.argv[1])
 x, xt = (torch.tensor(a.transpose(0, 3, 1, 2).copy()) for a in (x, xt))
 y, yt = torch.tensor(y), torch.tensor(yt)
-net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
-                    nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                    nn.Linear(84, 10))
+net = torch_lenet5(torch)
 epochs, bs = 5, 64
 opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
 steps = -(-len(x) // bs)
@@ -64,7 +64,7 @@ def run(cmd):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=str(DATA))
+    ap.add_argument("--data-dir", default=str(data_dir()))
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     mnist = Path(args.data_dir) / "mnist"
@@ -75,7 +75,7 @@ def main():
         for r in range(args.repeats):
             ours.append(run([sys.executable, "-m", "cnnlab", "train", "--dataset", "mnist", "--data-dir", args.data_dir,
                              "--model", "lenet5", "--epochs", "5", "--out", f"{tmp}/run{r}", "--quiet"]))
-            theirs.append(run([sys.executable, str(script), str(mnist)]))
+            theirs.append(run([sys.executable, str(script), str(mnist), str(Path(__file__).resolve().parent)]))
     print("LeNet-5 on MNIST, 5 epochs, end to end (fresh process: imports, data, training, test evaluation)")
     for name, res in (("cnnlab train", ours), ("PyTorch", theirs)):
         secs, accs = zip(*res)

@@ -2,9 +2,10 @@
 
     python benchmarks/onnx_agreement.py [--random 50] [--batch 256]
 
-Export: every zoo model and ``--random`` random Sequential models (the generator of
-tests/test_onnx_export.py: every layer type, every padding kind), onnxruntime against
-``model.predict``. Import: the PyTorch networks of tests/test_onnx_import.py exported with
+Export: every zoo model, ``--random`` random Sequential models (the generator of
+tests/test_onnx_export.py: every layer type, every padding kind) and as many random graph models
+(tests/test_onnx_graph.py: Add and Concatenate), onnxruntime against
+``model.predict``. Import: the PyTorch networks of tests/test_onnx_import.py and test_onnx_graph.py exported with
 ``torch.onnx.export``, PyTorch against the imported cnnlab model. Prints the largest absolute
 difference of the class probabilities over ``--batch`` random images per model.
 """
@@ -25,6 +26,7 @@ import torch  # noqa: E402
 import cnnlab  # noqa: E402
 from cnnlab.onnx import export, load  # noqa: E402
 from test_onnx_export import randomize, random_sequential  # noqa: E402
+from test_onnx_graph import ResNet, random_graph  # noqa: E402
 from test_onnx_import import GlobalPooled, VGGish, lenet5_torch, torch_export, torch_probabilities  # noqa: E402
 
 
@@ -50,8 +52,14 @@ def main():
         model = random_sequential(seed)
         diffs.append(onnxruntime_difference(model, export(model, tmp / "r.onnx"), args.batch, seed))
     worst[f"export {args.random} random Sequential models"] = max(diffs)
+    diffs = []
+    for seed in range(args.random):
+        model = random_graph(seed)
+        diffs.append(onnxruntime_difference(model, export(model, tmp / "g.onnx"), args.batch, seed))
+    worst[f"export {args.random} random graph models"] = max(diffs)
     nets = [("LeNet-5", lenet5_torch(), (1, 28, 28), False), ("VGG-style, BN folded", VGGish(), (3, 16, 16), False),
-            ("VGG-style, BN kept", VGGish(), (3, 16, 16), True), ("global pooling", GlobalPooled(), (2, 9, 7), False)]
+            ("VGG-style, BN kept", VGGish(), (3, 16, 16), True), ("global pooling", GlobalPooled(), (2, 9, 7), False),
+            ("ResNet-20", ResNet(20), (3, 32, 32), True)]
     for name, net, shape, preserve in nets:
         model = load(torch_export(net, tmp / "t.onnx", shape, preserve=preserve))
         x = np.random.default_rng(0).random((args.batch,) + shape, dtype=np.float32)

@@ -1,11 +1,13 @@
-"""Per-layer profile of one LeNet-5 training step: where the time goes.
+"""Per-layer profile of one training step of a zoo model (LeNet-5 by default): where the time goes.
 
-    python benchmarks/profile_step.py [--batch-size 64] [--threads 1] [--repeats 50]
+    python benchmarks/profile_step.py [--model lenet5] [--batch-size 64] [--threads 1] [--repeats 50] [--clock cpu]
 
 Times each layer's forward and backward, the loss and the optimizer step
 separately, over many steps, and prints the median (and minimum) milliseconds.
+``--clock cpu`` times this thread's CPU time instead of the wall clock: with
+``--threads 1`` on a busy machine it leaves out the time spent waiting for a core.
 A ReLU followed by max pooling is timed as one step, the way training runs
-them (``cnnlab.layers.pool.fuse_relu_maxpool``).
+them (``cnnlab.stack``).
 """
 import argparse
 import time
@@ -14,27 +16,29 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import cnnlab
-from cnnlab.layers.pool import fuse_relu_maxpool
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="lenet5", help="a zoo model: " + ", ".join(cnnlab.models.ZOO))
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="BLAS threads (default: cnnlab's choice)")
     ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = ap.parse_args()
-    model = cnnlab.models.lenet5()
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    model = cnnlab.models.get(args.model)()
     opt = cnnlab.optim.SGD(lr=0.01, momentum=0.9)
     rng = np.random.default_rng(0)
-    x = rng.random((args.batch_size, 28, 28, 1), dtype=np.float32)
+    x = rng.random((args.batch_size,) + model.input_shape, dtype=np.float32)
     y = rng.integers(0, 10, args.batch_size)
-    steps = fuse_relu_maxpool(model.layers)              # what training runs: ReLU + max-pool as one step
+    steps = [runner for runner, *_ in model.stack.plan().steps]   # what training runs: ReLU + max-pool as one step
     label = {id(s): f"{s.relu.name}+{s.pool.name}" if hasattr(s, "pool") else s.name for s in steps}
     names = [label[id(s)] for s in steps]
     times = {k: [] for k in [f"fwd {n}" for n in names] + ["loss"] + [f"bwd {n}" for n in reversed(names)] + ["optimizer", "step total"]}
 
     def step(record):
-        t_start = t = time.perf_counter()
+        t_start = t = clock()
         h = x
         for step in steps:
             h = step.forward(h, training=True)
@@ -52,18 +56,18 @@ def main():
         record("step total", t_start)
 
     def record(key, t0):
-        t1 = time.perf_counter()
+        t1 = clock()
         times[key].append(t1 - t0)
         return t1
 
     limits = threadpool_limits(args.threads) if args.threads else None
     for _ in range(5):
-        step(lambda k, t: time.perf_counter())
+        step(lambda k, t: clock())
     for _ in range(args.repeats):
         step(record)
     if limits:
         limits.unregister()
-    print(f"LeNet-5 training step, batch {args.batch_size}: median (min) milliseconds")
+    print(f"{model.name} training step, batch {args.batch_size}: median (min) milliseconds")
     for k, v in times.items():
         if v:
             print(f"  {k:28s} {np.median(v) * 1e3:7.3f}  ({np.min(v) * 1e3:.3f})")

@@ -85,8 +85,17 @@ def read_json(path: PathLike, what: str = "JSON file") -> Any:
     if not path.is_file():
         raise CnnlabFileError(f"{what} {path} does not exist")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise CnnlabFileError(f"{what} {path} is not UTF-8 text: {e}") from None
+    return parse_json(text, f"{what} {path}")
+
+
+def parse_json(text: str, what: str) -> Any:
+    """``json.loads`` whose every failure is a :class:`CnnlabFileError` naming ``what``."""
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise CnnlabFileError(f"{what} {path} is not valid JSON: {e}") from None
+        raise CnnlabFileError(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise CnnlabFileError(f"{what} is nested too deeply to be read as JSON") from None

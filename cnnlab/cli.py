@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import distributed, optim, runs
+from . import distributed, images, optim, runs
 from . import models as zoo
 from ._extras import MissingExtra
 from ._io import CnnlabFileError, read_json
@@ -199,26 +199,8 @@ def _class_table(ev) -> str:
 # predict
 # ---------------------------------------------------------------------------
 def load_image(path, shape, invert=False) -> np.ndarray:
-    """An image file as an (H, W, C) float32 array in [0, 1] for a model taking ``shape``."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-    h, w, c = shape
-    path = Path(path)
-    if not path.is_file():
-        raise CnnlabFileError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA", "P"):                    # transparent areas become white
-                img = img.convert("RGBA")
-                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, img)
-            img = img.convert("L" if c == 1 else "RGB")
-            if img.size != (w, h):
-                img = img.resize((w, h), getattr(Image, "Resampling", Image).BILINEAR)
-            x = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise CnnlabFileError(f"image {path} cannot be read: {e}") from None
-    x = x.reshape(h, w, c)
+    """An image file as (H, W, C) float32 in [0, 1] for a model taking ``shape`` (:func:`cnnlab.images.read_image`)."""
+    x = images.read_image(path, tuple(shape[:2]), shape[2])
     return 1.0 - x if invert else x
 
 
@@ -242,18 +224,21 @@ def image_paths(items) -> list[Path]:
     return paths
 
 
-def _classify(model, paths, invert, progress=None, workers=None) -> np.ndarray:
-    """Rows ``[probabilities..., mean brightness of the border]``, one per image, read in chunks."""
+def _classify(model, paths, options, dataset=None, progress=None, workers=None, log=None) -> np.ndarray:
+    """Class probabilities, one row per image, read in chunks by :func:`cnnlab.images.prepare_input`.
+
+    ``options`` are its ``invert`` and ``center``; the notes saying what was done go to ``log``.
+    """
     shape = tuple(model.input_shape)
-    rows = [np.zeros((0, model.num_classes + 1), np.float32)]
+    rows = [np.zeros((0, model.num_classes), np.float32)]
     for i in range(0, len(paths), PREDICT_CHUNK):
-        chunk = paths[i:i + PREDICT_CHUNK]
-        x = np.stack([load_image(p, shape, invert) for p in chunk])
-        border = np.concatenate([x[:, 0].reshape(len(x), -1), x[:, -1].reshape(len(x), -1),
-                                 x[:, :, 0].reshape(len(x), -1), x[:, :, -1].reshape(len(x), -1)], axis=1)
-        rows.append(np.column_stack([model.predict(x, workers=workers), border.mean(axis=1)]).astype(np.float32))
+        prepared = [images.prepare_input(p, shape, dataset=dataset, **options) for p in paths[i:i + PREDICT_CHUNK]]
+        for _, notes in prepared:
+            for note in notes if log is not None else ():
+                log(f"note: {note}")
+        rows.append(model.predict(np.stack([x for x, _ in prepared]), workers=workers).astype(np.float32))
         if progress is not None:
-            progress.update(len(chunk))
+            progress.update(len(prepared))
     return np.concatenate(rows)
 
 
@@ -272,6 +257,7 @@ def cmd_predict(args) -> int:
         dataset = (config.get("data") or {}).get("name", config["dataset"])
     if not class_names or len(class_names) != model.num_classes:
         class_names = [str(i) for i in range(model.num_classes)]
+    options = images.options_from(args)
     paths = distributed.agreed_call(comm, image_paths, args.images)
     mine, _ = distributed.rank_part(paths, comm)
     root = comm is None or comm.is_root
@@ -280,23 +266,16 @@ def cmd_predict(args) -> int:
         from tqdm import tqdm
         progress = tqdm(total=len(mine), unit="image", desc="predict" + (f" (rank 0 of {comm.size})" if comm else ""),
                         leave=False, file=sys.stderr)
-    rows = distributed.agreed_call(comm, _classify, model, mine, args.invert, progress,
-                                   workers=1 if comm else None)           # one rank per core: no worker processes
+    note = (lambda text: print(text, file=sys.stderr)) if root else None   # under mpiexec: rank 0's images' notes
+    rows = distributed.agreed_call(comm, _classify, model, mine, options, dataset, progress,
+                                   workers=1 if comm else None, log=note)  # one rank per core: no worker processes
     if progress is not None:
         progress.close()
     if comm is not None:
         rows = comm.gather_rows(rows, len(paths))
         if not root:
             return 0
-    probs, border = rows[:, :-1], rows[:, -1]
-    if shape[2] == 1 and not args.invert:
-        light = [str(p) for p, b in zip(paths, border) if b > 0.5]
-        if light:
-            trained = f"the model (trained on {dataset})" if dataset else "a model trained on MNIST-like images"
-            shown = ", ".join(light[:5]) + (f" and {len(light) - 5} more" if len(light) > 5 else "")
-            print(f"note: {shown} {'has' if len(light) == 1 else 'have'} a light background, "
-                  f"but {trained} expects light strokes on a dark background: add --invert if the "
-                  f"predictions look wrong", file=sys.stderr)
+    probs = rows
     k = min(args.top_k, model.num_classes)
     top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     if args.out:
@@ -470,8 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="CSV", help="write the top classes of every image to this CSV file instead of "
                                                  "printing them (under mpiexec the ranks share the images)")
     p.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="classes to show (default 3)")
-    p.add_argument("--invert", action="store_true",
-                   help="invert brightness: MNIST digits are white on black, photos of ink are black on white")
+    images.add_arguments(p)
     p.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("summary", parents=[common], help="layers, shapes, parameters and multiply-adds of a model",

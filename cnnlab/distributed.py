@@ -263,6 +263,13 @@ def end_job(error, message: str, code: int) -> None:
 # ---------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def synchronize(model, x, y, comm: Communicator):
     """Start every rank from rank 0's weights, buffers and random generator; check that all ranks hold
     the same training data (count and checksum), since each computes shards of the same global batches."""
@@ -295,6 +302,7 @@ class DistributedParallel:
         if self.shards < 1:
             raise ValueError(f"shards must be >= 1, received {shards!r}")
         self.replicas = [layer.replicate() for layer in model.layers]
+        self.stack = model.stack.with_layers(self.replicas)          # this rank's shards run through it
         shapes = {}
         for i, layer in enumerate(model.layers):
             shapes.update({(i, "grad", k): g.shape for k, g in layer.grads.items()})
@@ -309,9 +317,17 @@ class DistributedParallel:
                       for (name, shape), a, b in zip(shapes.items(), offsets[:-1], offsets[1:])}
 
     def __enter__(self):
+        # One rank per core computes one shard at a time: BLAS gets the cores of this machine shared out
+        # among the ranks on it (1 thread each when there is a rank per core), as cnnlab.parallel does.
+        from threadpoolctl import threadpool_limits
+        local = self.comm.comm.Split_type(self.comm._MPI.COMM_TYPE_SHARED)
+        ranks_here = local.Get_size()
+        local.Free()
+        self._limits = threadpool_limits(max(1, _cores() // ranks_here), user_api="blas")
         return self
 
     def __exit__(self, *exc):
+        self._limits.unregister()
         return False
 
     def train_batch(self, x, y):
@@ -325,7 +341,7 @@ class DistributedParallel:
         for j in range(self.comm.rank, len(slices), self.comm.size):
             sl = slices[j]
             weight = (sl.stop - sl.start) / n
-            loss, scores = train_shard(self.replicas, self.model.loss, x[sl], y[sl], weight,
+            loss, scores = train_shard(self.stack, self.model.loss, x[sl], y[sl], weight,
                                        seeds[j] if seeds else None, self.augment)
             parts["loss"] += loss * weight
             parts["correct"] += np.count_nonzero(scores.argmax(axis=1) == y[sl])

@@ -32,7 +32,7 @@ import warnings
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .layers.pool import fuse_relu_maxpool
+from .stack import train_step
 
 MIN_SHARD = 16                       # smaller shards cost more in coordination than they gain
 _MSG = struct.Struct("<5q")           # command, shard start, shard stop, batch size, random seed
@@ -69,7 +69,7 @@ def shard_seeds(model, count: int, augment=None) -> list[int] | None:
     return [int(model.rng.integers(2**62)) for _ in range(count)]
 
 
-def train_shard(layers, loss, x, y, weight, seed=None, augment=None):
+def train_shard(stack, loss, x, y, weight, seed=None, augment=None):
     """Forward, loss and backward of one shard; ``weight`` = shard size / batch size. Returns (loss, scores).
 
     With a ``seed``, the shard's randomness comes from it: ``augment(x, rng)`` and every
@@ -78,26 +78,10 @@ def train_shard(layers, loss, x, y, weight, seed=None, augment=None):
     if seed is not None:
         if augment is not None:
             x = augment(x, np.random.default_rng(seed))
-        for i, layer in enumerate(layers):
+        for i, layer in enumerate(stack.layers):
             if layer.stochastic:
                 layer.rng = np.random.default_rng([seed, i])
-    steps = fuse_relu_maxpool(layers)
-    h = x
-    for step in steps:
-        h = step.forward(h, training=True)
-    value = loss.forward(h, y)
-    g = loss.backward() * h.dtype.type(weight)        # gradient of this shard's share of the batch mean
-    for step in reversed(steps):
-        g = step.backward(g)
-        if g is None:
-            break
-    return value, h
-
-
-def forward_shard(layers, x):
-    for step in fuse_relu_maxpool(layers):
-        x = step.forward(x, training=False)
-    return x
+    return train_step(stack, loss, x, y, weight)
 
 
 class _ShardResult:
@@ -128,6 +112,7 @@ class DataParallel:
             self.workers = 1
         self.max_batch = int(max_batch)
         self.replicas = [layer.replicate() for layer in model.layers]   # this process's shard
+        self.stack = model.stack.with_layers(self.replicas)
         self.loss = model.loss
         self._procs: list[tuple[int, int, int]] = []                      # (pid, command fd, reply fd)
         self._shared: list[tuple[dict, str, np.ndarray]] = []            # (params or buffers, key, shared array)
@@ -141,7 +126,7 @@ class DataParallel:
         seeds = shard_seeds(self.model, len(slices), self.augment)
         for w, sl in enumerate(slices[1:], start=1):
             self._send(w, _TRAIN, sl, n, seeds[w] if seeds else 0, x, y)
-        loss, scores = train_shard(self.replicas, self.loss, x[slices[0]], y[slices[0]], slices[0].stop / n,
+        loss, scores = train_shard(self.stack, self.loss, x[slices[0]], y[slices[0]], slices[0].stop / n,
                                    seeds[0] if seeds else None, self.augment)
         if len(slices) == 1:
             for layer, r in zip(self.model.layers, self.replicas):
@@ -170,7 +155,7 @@ class DataParallel:
         slices = self._slices(n)
         for w, sl in enumerate(slices[1:], start=1):
             self._send(w, _INFER, sl, n, 0, x, None)
-        scores = forward_shard(self.replicas, x[slices[0]])
+        scores = self.stack.forward(x[slices[0]])
         if len(slices) == 1:
             return scores
         self._wait(len(slices) - 1)
@@ -301,14 +286,14 @@ class DataParallel:
                 sl = slice(start, stop)
                 if cmd == _TRAIN:
                     random = self.augment is not None or any(r.stochastic for r in self.replicas)
-                    loss, scores = train_shard(self.replicas, self.loss, a["x"][sl], a["y"][sl].astype(np.int64),
+                    loss, scores = train_shard(self.stack, self.loss, a["x"][sl], a["y"][sl].astype(np.int64),
                                                (stop - start) / n, seed if random else None, self.augment)
                     a[f"{w}/loss"][0] = loss
                     for i, r in enumerate(self.replicas):
                         for k, s in zip(r.shard_statistics_shapes(), getattr(r, "_batch_stats", None) or ()):
                             np.copyto(a[f"{w}/{i}/stat/{k}"], s)
                 else:
-                    scores = forward_shard(self.replicas, a["x"][sl])
+                    scores = self.stack.forward(a["x"][sl])
                 a["scores"][sl] = scores
                 os.write(rep_w, b"k")
             except BrokenPipeError:

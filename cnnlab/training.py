@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from . import distributed, optim
+from . import distributed, optim, resources
 from .callbacks import Callback, EarlyStopping, StopTraining  # noqa: F401  (the loop's callbacks, importable from here)
 from .datasets.split import split_seed_for, split_train_val
 from .parallel import DataParallel
@@ -83,6 +83,7 @@ class Trainer:
             validation_data = (xv, model.check_labels(validation_data[1], len(xv), "validation labels"))
         if len(x) == 0:
             raise ValueError("fit: the training set is empty")
+        resources.check_batch(model, min(self.batch_size, len(x)), training=True)
         for cb in self.callbacks:
             cb.on_train_begin(self)
         try:

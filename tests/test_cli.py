@@ -154,14 +154,18 @@ def test_predict(trained, tmp_path, capsys):
     assert any(n in lines[1] for n in names)
     dark = tmp_path / "dark_on_light.png"
     Image.fromarray(255 - (x[0, :, :, 0] * 255).astype(np.uint8)).save(dark)
-    code, _, err = run(capsys, "predict", trained, dark)
-    assert code == 0 and "--invert" in err
-    code, _, err = run(capsys, "predict", trained, dark, "--invert")
-    assert code == 0 and "--invert" not in err
+    code, inverted, err = run(capsys, "predict", trained, dark)
+    assert code == 0 and "inverted" in err and "--keep-background" in err
+    code, forced, err = run(capsys, "predict", trained, dark, "--invert")
+    assert code == 0 and "inverted" in err and forced == inverted
+    code, kept, err = run(capsys, "predict", trained, dark, "--keep-background")
+    assert code == 0 and "inverted" not in err and kept != inverted
+    code, _, err = run(capsys, "predict", trained, dark, "--keep-background", "--invert")
+    assert code == 2 and "contradict" in err
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     code, _, err = run(capsys, "predict", trained, bad)
-    assert code == 2 and "bad.png cannot be read" in err and "Traceback" not in err
+    assert code == 2 and "bad.png is not a picture" in err and "Traceback" not in err
 
 
 def test_summary(trained, tmp_path, capsys):

@@ -225,7 +225,7 @@ def test_image_folder_rejects_bad_content(tmp_path):
     save_image(tmp_path / "a" / "ok.png", np.zeros((5, 5)))
     bad = tmp_path / "a" / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    with pytest.raises(CnnlabFileError, match="broken.png cannot be read"):
+    with pytest.raises(CnnlabFileError, match="broken.png is damaged or truncated"):
         load_image_folder(tmp_path)
     bad.unlink()
 

@@ -139,7 +139,8 @@ def test_user_image_and_kernel_from_a_model(tmp_path):
     d = json.loads((tmp_path / "o" / "conv.json").read_text())
     x, k = np.array(d["input"]), np.array(d["kernel"])
     assert x.shape == (6, 6) and 0 <= x.min() and x.max() <= 1
-    expected_img = np.asarray(Image.fromarray(pic).resize((6, 6), Image.Resampling.BOX), float) / 255
+    expected_img = np.asarray(Image.fromarray(pic.astype(np.float32) / 255, "F").resize(
+        (6, 6), Image.Resampling.BILINEAR), float)                    # cnnlab.images' one filter, on float pixels
     np.testing.assert_allclose(x, expected_img, atol=1e-6)
     np.testing.assert_allclose(k, model["c1"].params["kernel"][:, :, 0, 1], rtol=1e-6)
     assert d["bias"] == pytest.approx(-0.2)

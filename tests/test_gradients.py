@@ -27,7 +27,24 @@ def test_conv2d_band_by_band_gradients(cfg, shape):
     layer = L.Conv2D(**cfg)
     layer.BAND_BYTES = 1
     errors = check_layer(layer, x)
-    assert len(layer._cache[2]) == layer.output_shape[0] > 1 or layer.output_shape[0] == 1
+    assert len(layer._cache[3]) == layer.output_shape[0] > 1 or layer.output_shape[0] == 1
+    assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.parametrize("shape,padding,use_bias", [((2, 6, 6, 3), "same", True), ((1, 7, 5, 2), "valid", False),
+                                                    ((2, 5, 8, 1), (2, 1), True), ((1, 4, 3, 2), 1, False)])
+@pytest.mark.parametrize("block_bytes", [None, 1], ids=["one-block", "tile-by-tile"])
+def test_conv2d_winograd_gradients(shape, padding, use_bias, block_bytes):
+    # Stride-1 3x3 layers with many channels run Winograd's F(2x2, 3x3); forced here on a few channels
+    # (and filters), with even and odd outputs (odd ones overhang the last tile), in one block of tiles
+    # or one block per tile (every block boundary crossed).
+    x = np.random.default_rng(4).standard_normal(shape)
+    layer = L.Conv2D(3, 3, padding=padding, use_bias=use_bias)
+    layer._uses_winograd = lambda channels: True
+    if block_bytes:
+        layer.WINOGRAD_BAND_BYTES = block_bytes
+    errors = check_layer(layer, x)
+    assert layer._cache[0] == "winograd"
     assert max(errors.values()) < TOL, errors
 
 
@@ -129,7 +146,7 @@ def test_gradcheck_catches_a_wrong_backward():
 def test_relu_then_maxpool_run_pooled_first_gives_identical_results(cfg):
     # Training runs ReLU + MaxPool2D as pool-then-ReLU; outputs and gradients must be exactly equal,
     # including windows whose values are all negative and windows with tied maxima.
-    from cnnlab.layers.pool import ReLUMaxPool, fuse_relu_maxpool
+    from cnnlab.stack import ReLUMaxPool, Stack
     rng = np.random.default_rng(4)
     x = rng.integers(-3, 3, (3, 7, 8, 2)).astype(np.float64)      # small integers: many ties and dead windows
     dy_shape = L.MaxPool2D(**cfg).compute_output_shape(x.shape[1:])
@@ -137,7 +154,8 @@ def test_relu_then_maxpool_run_pooled_first_gives_identical_results(cfg):
     relu, pool = L.ReLU(), L.MaxPool2D(**cfg)
     y_ref = pool.forward(relu.forward(x, True), True)
     dx_ref = relu.backward(pool.backward(dy))
-    steps = fuse_relu_maxpool([L.Dense(3), relu, pool, L.ReLU()])
+    stack = Stack([L.Dense(3, name="d"), relu, pool, L.ReLU(name="r")])
+    steps = [runner for runner, *_ in stack.plan().steps]
     assert [type(s) for s in steps] == [L.Dense, ReLUMaxPool, L.ReLU]
     y = steps[1].forward(x, True)
     np.testing.assert_array_equal(y, y_ref)

@@ -30,8 +30,9 @@ def test_readme_gives_install_test_and_main_job_and_ci_runs_them():
 def test_fresh_virtual_environment_runs_the_main_job(tmp_path):
     """Install a copy of the source (not editable) into a new virtual environment and run the main job.
 
-    The environment sees this interpreter's packages (NumPy, Pillow, ...), so no network is needed;
-    what is checked is cnnlab's own packaging: the package, its data and the console script.
+    The environment sees the packages of the interpreter running the tests (NumPy, Pillow, pip, the
+    setuptools the test extra installs...), whether that is a virtual environment or not, so no network
+    is needed; what is checked is cnnlab's own packaging: the package, its data and the console script.
     """
     src = tmp_path / "src"
     skip = shutil.ignore_patterns(".git", "*.egg-info", "__pycache__", "build")
@@ -41,9 +42,16 @@ def test_fresh_virtual_environment_runs_the_main_job(tmp_path):
 
     shutil.copytree(ROOT, src, ignore=ignore)
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=False)   # pip and setuptools come from this interpreter
+    venv.create(env_dir, with_pip=False)
     bindir = env_dir / "bin"
     python = bindir / "python"
+    # ``system_site_packages`` would show the *base* interpreter's packages, not those of a virtual
+    # environment the tests run in: list this interpreter's package folders instead, after the new
+    # environment's own (plain paths: their .pth files, e.g. an editable cnnlab, are not run).
+    inner = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    outer = [p for p in sys.path if p and Path(p).is_dir() and Path(p).name in ("site-packages", "dist-packages")]
+    Path(inner, "outer-packages.pth").write_text("".join(f"{p}\n" for p in outer))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
     install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",

@@ -74,6 +74,7 @@ def test_model_description(client):
     assert [x["name"] for x in d["layers"]] == [l.name for l in model.layers]
     assert [x["output_shape"] for x in d["layers"]] == [list(l.output_shape) for l in model.layers]
     assert d["layers"][0]["class"] == "Conv2D" and d["layers"][0]["config"]["dilation"] == [2, 1]
+    assert [x["inputs"] for x in d["layers"][:3]] == [["input"], ["conv2d"], ["batch_norm"]]
 
 
 def test_predict_probabilities_and_activations(client, image):
@@ -104,7 +105,10 @@ def test_rgb_and_jpeg_inputs_are_converted(client, image):
 
 
 def layer_outputs(model, x):
-    """Every layer's output for one image from a plain forward pass, layer by layer: {name: array}."""
+    """Every layer's output for one image: {name: array}; a chain layer by layer, a graph by its own forward."""
+    if hasattr(model, "inbound_names") and not isinstance(model, cnnlab.Sequential):
+        _, acts = model.forward(x[None], capture=True)
+        return {k: np.array(v[0]) for k, v in acts.items()}
     out, h = {}, x[None]
     for layer in model.layers:
         h = layer.forward(h)
@@ -357,7 +361,7 @@ def test_events_of_a_run_written_elsewhere(tmp_path):
         assert [e["type"] for e in sse(c, "/api/runs/outside/events", {"Last-Event-ID": "1"})] == ["epoch", "end"]
 
 
-@pytest.mark.parametrize("name", ["lenet5", "mnist_fast", "cifar_small"])
+@pytest.mark.parametrize("name", ["lenet5", "mnist_fast", "cifar_small", "resnet8"])
 def test_zoo_models_every_layer_unit_matches_the_forward_pass(name, tmp_path):
     """The explorer's routes on the zoo's models (BatchNorm, dropout, global average pooling, RGB input):
     one unit of every layer, recomputed from its parts, equals the forward pass."""

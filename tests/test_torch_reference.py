@@ -212,3 +212,49 @@ def test_lenet5_training_step_matches_torch():
     np.testing.assert_allclose(model.history["loss"][0], loss.item(), rtol=1e-10)
     np.testing.assert_allclose(model["conv2d"].params["kernel"], convs[0].weight.detach().numpy().transpose(2, 3, 1, 0), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(model["dense_2"].params["kernel"], linears[2].weight.detach().numpy().T, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("cin,filters,strides", [(4, 4, 1), (3, 6, 2)])
+def test_residual_block_matches_torch(cin, filters, strides):
+    # The zoo's basic block (identity shortcut, and strided 1x1 projection) against the same block in PyTorch,
+    # with the same weights, in training mode: outputs, input gradient and every parameter gradient.
+    from cnnlab.models import _basic_block
+    rng = np.random.default_rng(700 + strides)
+    inputs = cnnlab.Input((8, 8, cin))
+    model = cnnlab.Model(inputs, _basic_block(inputs, filters, strides)).astype(np.float64)
+    nn = torch.nn
+    convs = [nn.Conv2d(cin, filters, 3, strides, 1, bias=False), nn.Conv2d(filters, filters, 3, 1, 1, bias=False)]
+    bns = [nn.BatchNorm2d(filters), nn.BatchNorm2d(filters)]
+    if strides != 1:
+        convs.append(nn.Conv2d(cin, filters, 1, strides, bias=False))
+        bns.append(nn.BatchNorm2d(filters))
+    ours_conv = [layer for layer in model.layers if isinstance(layer, L.Conv2D)]
+    ours_bn = [layer for layer in model.layers if isinstance(layer, L.BatchNorm)]
+    assert len(ours_conv) == len(convs) and len(ours_bn) == len(bns)
+    with torch.no_grad():
+        for layer, conv in zip(ours_conv, convs):
+            conv.weight.copy_(torch.tensor(layer.params["kernel"].transpose(3, 2, 0, 1)))   # HWIO -> OIHW
+        for layer, bn in zip(ours_bn, bns):
+            layer.params["gamma"][...] = rng.uniform(0.5, 2, filters)
+            layer.params["beta"][...] = rng.standard_normal(filters)
+            bn.weight.copy_(torch.tensor(layer.params["gamma"]))
+            bn.bias.copy_(torch.tensor(layer.params["beta"]))
+    x = rng.standard_normal((3, 8, 8, cin))
+    for layer in model.layers:
+        layer.needs_input_grad = True                  # the input gradient too (in training mode)
+    y = model.forward(x, training=True)
+    dy = rng.standard_normal(y.shape)
+    dx = model.backward(dy)
+    xt = to_torch(x)
+    h = F.relu(bns[0](convs[0](xt)))
+    h = bns[1](convs[1](h))
+    yt = F.relu(h + (bns[2](convs[2](xt)) if strides != 1 else xt))
+    yt.backward(torch.tensor(np.ascontiguousarray(dy.transpose(0, 3, 1, 2))))
+    np.testing.assert_allclose(y, from_torch(yt), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(dx, from_torch(xt.grad), rtol=1e-8, atol=1e-10)
+    for layer, conv in zip(ours_conv, convs):
+        np.testing.assert_allclose(layer.grads["kernel"], conv.weight.grad.numpy().transpose(2, 3, 1, 0),
+                                   rtol=1e-8, atol=1e-10)
+    for layer, bn in zip(ours_bn, bns):
+        np.testing.assert_allclose(layer.grads["gamma"], bn.weight.grad.numpy(), rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(layer.grads["beta"], bn.bias.grad.numpy(), rtol=1e-8, atol=1e-10)

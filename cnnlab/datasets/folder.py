@@ -1,34 +1,32 @@
 """Datasets stored as image files, one subfolder per class.
 
 ``root/cat/001.png, root/dog/xyz.jpg, ...``: the sorted subfolder names are the
-class names and their positions the labels. Images are read with Pillow;
-an alpha channel is dropped.
+class names and their positions the labels. Images are read by
+:mod:`cnnlab.images` (transparency composited on white, 16-bit kept, one resize filter).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .._io import CnnlabFileError, PathLike
+from ..images import open_image, resize, to_array
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 COLOR_MODES = ("auto", "grayscale", "rgb")
-_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+_GRAY_MODES = ("1", "L", "LA", "La", "I", "F")          # prefixes: "I" covers I;16, I;16B...
 
 
 def _read_image(file: Path, color_mode: str, size):
-    """Return the image as uint8 (H, W) or (H, W, 3), resized to ``size`` (H, W) if given."""
+    """The image as float32 (H, W, 1) or (H, W, 3) in [0, 1], resized to ``size`` (H, W) if given (cnnlab.images)."""
+    img = open_image(file)
     try:
-        with Image.open(file) as img:
-            gray = color_mode == "grayscale" or (color_mode == "auto" and img.mode in _GRAY_MODES)
-            img = img.convert("L" if gray else "RGB")
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise CnnlabFileError(f"image {file} cannot be read: {e}") from None
+        gray = color_mode == "grayscale" or (color_mode == "auto" and img.mode.startswith(_GRAY_MODES))
+        x = to_array(img, 1 if gray else 3, f"image {file}")
+    finally:
+        img.close()
+    return x if size is None else resize(x, size[0], size[1])
 
 
 def _class_folders(root: Path):
@@ -73,12 +71,9 @@ def load_image_folder(path: PathLike, image_size=None, color_mode: str = "auto")
                 )
             images.append(img)
             labels.append(label)
-    if any(img.ndim == 3 for img in images):
-        images = [img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2) for img in images]
-    x = np.stack(images)
-    if x.ndim == 3:
-        x = x[..., None]
-    return x.astype(np.float32) / 255, np.array(labels, dtype=np.int64), [d.name for d in classes]
+    if any(img.shape[2] == 3 for img in images):
+        images = [img if img.shape[2] == 3 else np.repeat(img, 3, axis=2) for img in images]
+    return np.stack(images), np.array(labels, dtype=np.int64), [d.name for d in classes]
 
 
 def load_folder_dataset(path: PathLike, image_size=None, color_mode: str = "auto",

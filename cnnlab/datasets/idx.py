@@ -8,6 +8,7 @@ order. Files may be gzip-compressed.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import zlib
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import CnnlabFileError, PathLike
+from ..resources import available_memory
 
 IDX_TYPES = {
     0x08: np.dtype("u1"),
@@ -26,24 +28,32 @@ IDX_TYPES = {
 }
 
 
-def _read_maybe_gzip(path: PathLike, what: str) -> bytes:
-    """Return the content of ``path``, decompressed when it is gzip data."""
+def _read_maybe_gzip(path: PathLike, what: str, limit: int | None = None) -> bytes:
+    """Return the content of ``path``, decompressed when it is gzip data, at most ``limit`` bytes of it.
+
+    Decompression stops after ``limit`` bytes, so a small archive that inflates to more than a
+    file of its kind can hold (a gzip bomb) is never inflated whole; a longer content is refused.
+    """
     path = Path(path)
     if not path.is_file():
         raise CnnlabFileError(f"{what} {path} does not exist")
     raw = path.read_bytes()
     if path.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
         try:
-            raw = gzip.decompress(raw)
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+                raw = f.read(-1 if limit is None else limit + 1)
         except (OSError, EOFError, zlib.error) as e:
             raise CnnlabFileError(f"{what} {path} is not a valid gzip file: {e}") from None
+    if limit is not None and len(raw) > limit:
+        raise CnnlabFileError(f"{what} {path} holds more than {limit:,} bytes, more than cnnlab reads "
+                              f"(the memory available)")
     return raw
 
 
 def read_idx(path: PathLike) -> np.ndarray:
     """Read an IDX file (raw or ``.gz``) into an array in native byte order."""
     path = Path(path)
-    raw = _read_maybe_gzip(path, "IDX file")
+    raw = _read_maybe_gzip(path, "IDX file", limit=available_memory() // 2)
     if len(raw) < 4:
         raise CnnlabFileError(f"IDX file {path} is {len(raw)} bytes long, too short for an IDX header")
     if raw[0] != 0 or raw[1] != 0:

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._io import PathLike
+from .._io import CnnlabFileError, PathLike
 from .cifar import TEST_FILE, TRAIN_FILES, find_cifar10_files, load_cifar10_files
 from .download import DatasetNotFoundError, cache_dir, download_file, extract_tar
 from .idx import load_idx_pair
@@ -84,17 +84,21 @@ SOURCES = {
 }
 
 
-def find_idx_files(folder: PathLike):
-    """Paths of the four MNIST-style IDX files in ``folder`` (raw or ``.gz``), or None."""
-    found = []
+def find_idx_files(folder: PathLike, partial: bool = False):
+    """Paths of the four MNIST-style IDX files in ``folder`` (raw or ``.gz``), or None.
+
+    With ``partial``, a folder holding some of the four but not all is an error naming the missing ones.
+    """
+    found, missing = [], []
     for name in IDX_FILES:
         variants = (name, name.replace("-idx", ".idx"))
         paths = [Path(folder) / (v + ext) for v in variants for ext in (".gz", "")]
         path = next((p for p in paths if p.is_file()), None)
-        if path is None:
-            return None
-        found.append(path)
-    return found
+        (found if path is not None else missing).append(path or name)
+    if missing and found and partial:
+        raise CnnlabFileError(f"IDX folder {folder} has {', '.join(p.name for p in found)} but lacks "
+                              f"{', '.join(missing)} (raw or .gz)")
+    return None if missing else found
 
 
 def load_idx_folder(files, num_classes: int = 10):

@@ -22,7 +22,7 @@ def _load_path(path: Path, **kw):
     """Load a folder of IDX files, CIFAR-10 binary files or class subfolders of images."""
     if not path.is_dir():
         raise CnnlabFileError(f"dataset path {path} is not a folder")
-    idx_files = find_idx_files(path)
+    idx_files = find_idx_files(path, partial=True)
     if idx_files:
         return (*load_idx_folder(idx_files, **kw), [str(i) for i in range(kw.get("num_classes", 10))])
     cifar_files = find_cifar10_files(path)

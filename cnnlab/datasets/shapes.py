@@ -77,9 +77,9 @@ def load_shapes(n_train: int = 6000, n_test: int = 1000, image_size: int = 28, s
     The training and test sets come from independent streams of the same seed,
     so one does not change with the size of the other.
     """
-    if image_size < 12:
-        raise ValueError(f"image_size must be at least 12; got {image_size}")
-    if n_train < 1 or n_test < 1:
-        raise ValueError(f"n_train and n_test must be positive; got {n_train} and {n_test}")
+    for name, value, least in (("image_size", image_size, 12), ("n_train", n_train, 1), ("n_test", n_test, 1),
+                               ("seed", seed, 0)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"shapes: {name} must be an integer >= {least}; got {value!r}")
     train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     return _generate(n_train, image_size, train_rng), _generate(n_test, image_size, test_rng)

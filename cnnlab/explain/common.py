@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import CnnlabFileError, atomic_write, write_json
+from .._io import CnnlabFileError, atomic_write, parse_json, read_json, write_json
 from ..plots import (colorbar, colormap as _colormap, figure_png, figure_rgb, new_figure,  # noqa: F401  (the figure basics)
                      save_figure, text_colour)
 
@@ -256,29 +256,9 @@ def save_json(path, obj) -> Path:
 
 
 def load_image(path, size=None, channels: int = 1) -> np.ndarray:
-    """Read a user's image with Pillow as float32 (H, W, channels) in [0, 1].
-
-    ``size`` is an int (square) or ``(height, width)``; the picture is resized
-    with area averaging. ``channels`` is 1 (grayscale) or 3 (RGB).
-    """
-    from PIL import Image, UnidentifiedImageError
-    path = Path(path)
-    if not path.is_file():
-        raise CnnlabFileError(f"image {path} does not exist")
-    if channels not in (1, 3):
-        raise ValueError(f"load_image: channels must be 1 or 3, received {channels!r}")
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            if size is not None:
-                h, w = (size, size) if isinstance(size, (int, np.integer)) else size
-                if int(h) < 1 or int(w) < 1:
-                    raise ValueError(f"load_image: size must be positive, received {size!r}")
-                im = im.resize((int(w), int(h)), Image.Resampling.BOX)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
-        raise CnnlabFileError(f"image {path} could not be read as a picture: {e}") from None
-    return arr[..., None] if arr.ndim == 2 else arr
+    """A picture as float32 (H, W, channels) in [0, 1]: :func:`cnnlab.images.read_image`."""
+    from ..images import read_image
+    return read_image(path, size, channels)
 
 
 def load_model(path):
@@ -307,15 +287,16 @@ def parse_array_text(text, what="array"):
     """A nested list given as JSON text (or the path of a JSON file) -> float64 array."""
     src = str(text)
     if Path(src).suffix.lower() == ".json" or (not src.lstrip().startswith("[") and Path(src).is_file()):
-        p = Path(src)
-        if not p.is_file():
-            raise CnnlabFileError(f"{what} file {p} does not exist")
-        src = p.read_text(encoding="utf-8")
+        source = f"{what} file {src}"
+        data = read_json(src, f"{what} file")
+    else:
+        source = what
+        data = parse_json(src, what)
     try:
-        arr = np.array(json.loads(src), dtype=np.float64)
-    except (json.JSONDecodeError, ValueError, TypeError) as e:
-        raise ValueError(f"{what} must be a nested list of numbers such as [[1, 0], [0, 1]], "
+        arr = np.array(data, dtype=np.float64)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{source} must be a nested list of numbers such as [[1, 0], [0, 1]], "
                          f"received {str(text)[:80]!r} ({e})") from None
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{what} contains non-finite values")
+        raise ValueError(f"{source} contains non-finite values")
     return arr

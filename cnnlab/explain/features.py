@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import images
 from .._io import CnnlabFileError
 from . import common
 from .subject import (add_common_arguments, pick_input, read_filter_snapshots, resolve_subject, shape_text, softmax1,
@@ -36,11 +37,8 @@ def feature_maps(model, x) -> list:
     x = model.check_input(x)
     if len(x) != 1:
         raise ValueError(f"feature_maps: expected one image, received a batch of {len(x)}")
-    out = []
-    for layer in model.layers:
-        x = layer.forward(x, training=False)
-        out.append((layer, np.array(x[0], copy=True)))
-    return out
+    _, caught = model.forward(x, capture=True)
+    return [(layer, np.array(caught[layer.name][0], copy=True)) for layer in model.layers]
 
 
 def layer_statistics(layer, a) -> dict:
@@ -260,7 +258,7 @@ def _safe(name):
 
 
 def explain_features(out, model=None, image=None, index=0, dataset=None, data_dir=None, snapshots=None,
-                     max_maps=64, invert="auto", seed=0, log=None) -> dict:
+                     max_maps=64, invert="auto", center="auto", seed=0, log=None) -> dict:
     """Feature maps of every layer, the first-layer filters and their evolution, for one image.
 
     Args:
@@ -278,7 +276,7 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
     out = common.out_dir(out)
     subject = resolve_subject(model, dataset, data_dir, seed=seed, log=log)
     net = subject.model
-    x, label, source = pick_input(subject, image, index, invert)
+    x, label, source = pick_input(subject, image, index, invert, center)
     if isinstance(snapshots, (str, Path)):
         snapshots = read_filter_snapshots(snapshots)
     elif snapshots is None:
@@ -410,7 +408,7 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
 def _cli(args):
     result = explain_features(args.out, model=args.model, image=args.image, index=args.index, dataset=args.dataset,
                               data_dir=args.data_dir, snapshots=args.snapshots, max_maps=args.max_maps,
-                              invert=args.invert, seed=args.seed, log=stderr_log)
+                              **images.options_from(args), seed=args.seed, log=stderr_log)
     p = result["prediction"]
     print(f"predicted {p['class_name']} ({p['probability']:.3f}); {len(result['layers'])} layers; "
           f"wrote {Path(args.out) / 'features.html'}")

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import images
 from ..augment import affine
 from ..layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
 from ..model import Sequential
@@ -177,11 +178,9 @@ def forward_capture(model, x, capture=(), batch_size=250):
     """Logits and the outputs of the layers with the indices in ``capture``, in batches (inference mode)."""
     logits, caught = [], {i: [] for i in capture}
     for s in range(0, len(x), batch_size):
-        h = x[s:s + batch_size]
-        for i, layer in enumerate(model.layers):
-            h = layer.forward(h, training=False)
-            if i in caught:
-                caught[i].append(np.array(h, np.float32, copy=True))
+        h, got = model.forward(x[s:s + batch_size], capture=[model.layers[i].name for i in caught])
+        for i in caught:
+            caught[i].append(np.array(got[model.layers[i].name], np.float32, copy=True))
         logits.append(h)
     return np.concatenate(logits), {i: np.concatenate(v) for i, v in caught.items()}
 
@@ -453,7 +452,7 @@ def _resolve(model, dataset, data_dir, options):
 
 def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None, image=None, index=0,
                           max_shift=8, max_degrees=30, degree_step=10, n_train=5000, n_test=500, epochs=3,
-                          canvas=True, canvas_size=None, canvas_step=4, invert="auto", seed=0, log=None) -> dict:
+                          canvas=True, canvas_size=None, canvas_step=4, invert="auto", center="auto", seed=0, log=None) -> dict:
     """Shift and rotation robustness, equivariance and pooling invariance, and the canvas experiment.
 
     Args:
@@ -482,6 +481,8 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
     (xtr, ytr), val = (xtr[:n_train], ytr[:n_train]), (xtr[n_train:], ytr[n_train:])
     k = max(len(info["class_names"]), int(ytr.max()) + 1)
     shape = tuple(info["input_shape"])
+    # The user's picture is read first, so that a bad file fails before any training.
+    x_user = prepare_image(image, shape, invert, center, info["name"], log) if image is not None else None
     log_to(log, f"data: {len(xtr)} training and {len(xte)} test images of {info['name']} {shape}")
     for m in (cnn, given_mlp):
         if m is not None:
@@ -552,7 +553,7 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
 
     # the example image
     if image is not None:
-        x_ex, ex_label, ex_source = prepare_image(image, shape, invert), None, f"image {image}"
+        x_ex, ex_label, ex_source = x_user, None, f"image {image}"
     else:
         if not 0 <= index < len(xte):
             raise ValueError(f"--index must lie in [0, {len(xte) - 1}], received {index}")
@@ -725,7 +726,7 @@ def _cli(args):
                               image=args.image, index=args.index, max_shift=args.max_shift,
                               max_degrees=args.max_degrees, degree_step=args.degree_step, n_train=args.n_train,
                               n_test=args.n_test, epochs=args.epochs, canvas=not args.no_canvas,
-                              canvas_size=args.canvas_size, invert=args.invert, seed=args.seed, log=stderr_log)
+                              canvas_size=args.canvas_size, **images.options_from(args), seed=args.seed, log=stderr_log)
     print("shift  " + "  ".join(f"{n:>11}" for n in r["accuracy"]))
     for i, s in enumerate(r["shifts"]):
         print(f"{s:>5}  " + "  ".join(f"{r['accuracy'][n][i]:>11.3f}" for n in r["accuracy"]))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..images import resize
 from .conv import convolve
 from .common import (HEAT_CMAP, IMAGE_CMAP, SIGNED_CMAP, colorbar, esc, img_tag, load_image,
                      new_figure, out_dir, pick_conv_layer, save_figure, save_json, symmetric_limits, table_html,
@@ -129,14 +130,10 @@ def _second_peak(resp, peak, radius):
 # ---------------------------------------------------------------------------
 def _layer_input(model, layer, x, batch=256):
     """What ``layer`` receives for images ``x``: the image itself for a first layer."""
-    idx = model.layers.index(layer)
-    outs = []
-    for s in range(0, len(x), batch):
-        h = x[s:s + batch]
-        for l in model.layers[:idx]:
-            h = l.forward(h, training=False)
-        outs.append(h)
-    return np.concatenate(outs)
+    below = model.inbound_names()[model.layers.index(layer)][0]
+    if below == model.input_name:
+        return x
+    return np.concatenate([model.forward(x[s:s + batch], capture=[below])[1][below] for s in range(0, len(x), batch)])
 
 
 def top_patches(layer, x, k=5, per_image=1, random_patches=2000, seed=0):
@@ -345,12 +342,10 @@ def explain_matched_filter(out=tool_out("matched-filter"), image=None, template=
         source["template"] = "given"
     if image is not None:
         if isinstance(image, (str, Path)):
-            from PIL import Image
-            with Image.open(image) as im:
-                w0, h0 = im.size
+            full = load_image(image, channels=1)
+            h0, w0 = full.shape[:2]
             scale = size / max(w0, h0)
-            img0 = load_image(image, size=(max(1, round(h0 * scale)), max(1, round(w0 * scale))),
-                              channels=1)[:, :, 0].astype(np.float64)
+            img0 = resize(full, max(1, round(h0 * scale)), max(1, round(w0 * scale)))[:, :, 0].astype(np.float64)
             source["image"] = str(image)
         else:
             img0 = np.array(image, np.float64)

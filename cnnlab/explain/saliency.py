@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import images
 from ..layers import Conv2D
 from . import common
 from .subject import add_common_arguments, pick_input, resolve_subject, shape_text, softmax1, stderr_log
@@ -219,23 +220,10 @@ def grad_cam(model, x, k, layer=None) -> dict:
         raise ValueError(f"layer {getattr(target, 'name', target)!r} is not part of the model")
     if len(target.output_shape) != 3:
         raise ValueError(f"Grad-CAM needs feature maps (H, W, C); layer {target.name!r} outputs {target.output_shape}")
-    saved = [l.needs_input_grad for l in model.layers]
-    for l in model.layers:
-        l.needs_input_grad = True
-    try:
-        h = x
-        for i, l in enumerate(model.layers):
-            h = l.forward(h, training=False)
-            if i == idx:
-                a = np.array(h[0], np.float64, copy=True)
-        dy = np.zeros((1, model.num_classes), x.dtype)
-        dy[0, k] = 1.0
-        for l in reversed(model.layers[idx + 1:]):
-            dy = l.backward(dy)
-    finally:
-        for l, s in zip(model.layers, saved):
-            l.needs_input_grad = s
-    grads = np.asarray(dy[0], np.float64)
+    a = np.array(model.forward(x, capture=[target.name])[1][target.name][0], np.float64)
+    dy = np.zeros((1, model.num_classes), x.dtype)
+    dy[0, k] = 1.0
+    grads = np.asarray(model.input_gradient(x, dy, at=target.name)[0], np.float64)
     alpha = grads.mean(axis=(0, 1))
     cam = np.maximum((a * alpha).sum(axis=-1), 0.0)
     return {"layer": target.name, "activations": a, "gradients": grads, "weights": alpha, "cam": cam,
@@ -293,7 +281,7 @@ def _method_figure(x, m, title, cmap, vmin, vmax, label, caption):
 
 
 def explain_saliency(out, model=None, image=None, index=0, class_index=None, dataset=None, data_dir=None,
-                     patch=None, stride=1, fill=0.0, layer=None, invert="auto", seed=0, log=None,
+                     patch=None, stride=1, fill=0.0, layer=None, invert="auto", center="auto", seed=0, log=None,
                      smooth_samples=32, smooth_sigma=0.15) -> dict:
     """Gradient saliency, occlusion sensitivity and Grad-CAM for one image and one class.
 
@@ -313,7 +301,7 @@ def explain_saliency(out, model=None, image=None, index=0, class_index=None, dat
     out = common.out_dir(out)
     subject = resolve_subject(model, dataset, data_dir, seed=seed, log=log)
     net = subject.model
-    x, label, source = pick_input(subject, image, index, invert)
+    x, label, source = pick_input(subject, image, index, invert, center)
     x = x.astype(np.float32)
     logits = net.logits(x[None])[0]
     probs = softmax1(logits)
@@ -440,7 +428,7 @@ def _cli(args):
     result = explain_saliency(args.out, model=args.model, image=args.image, index=args.index,
                               class_index=args.class_index, dataset=args.dataset, data_dir=args.data_dir,
                               patch=args.patch, stride=args.stride, fill=_fill_arg(args.fill), layer=args.layer,
-                              invert=args.invert, seed=args.seed, log=stderr_log)
+                              **images.options_from(args), seed=args.seed, log=stderr_log)
     print(f"class {result['class_name']} (p = {result['probability']:.3f}); "
           f"wrote {Path(args.out) / 'saliency.html'}")
     return 0

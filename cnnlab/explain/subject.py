@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import images
 from ..callbacks import FilterSnapshots
 from ..runs import files
 from ..runs.files import read_filter_snapshots  # noqa: F401  (the explain tools read snapshots from here)
@@ -276,30 +277,22 @@ def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRA
 # ---------------------------------------------------------------------------
 # The input
 # ---------------------------------------------------------------------------
-def prepare_image(path, input_shape, invert="auto") -> np.ndarray:
-    """Read a user's picture as one model input (H, W, C) in [0, 1].
+def prepare_image(path, input_shape, invert="auto", center="auto", dataset=None, log=stderr_log) -> np.ndarray:
+    """Read a user's picture as one model input (H, W, C) in [0, 1], by the rules of :mod:`cnnlab.images`.
 
-    The picture is converted to the model's channels and resized to its input
-    size. ``invert``: ``"yes"``, ``"no"``, or ``"auto"``: invert a grayscale
-    picture whose border is light, since MNIST-style data are light strokes on
-    a dark background (a digit written on paper is the opposite).
+    ``invert`` and ``center`` are ``"auto"``, ``"yes"`` or ``"no"`` (see
+    :func:`cnnlab.images.prepare_input`); what was done is said through ``log``.
     """
-    h, w, c = input_shape
-    if c not in (1, 3):
-        raise ValueError(f"the model takes {c}-channel images; only 1 (grayscale) or 3 (RGB) can be read from a file")
-    x = common.load_image(path, size=(h, w), channels=c)
-    if invert not in ("auto", "yes", "no"):
-        raise ValueError(f"invert must be 'auto', 'yes' or 'no', received {invert!r}")
-    border = np.concatenate([x[0].ravel(), x[-1].ravel(), x[:, 0].ravel(), x[:, -1].ravel()])
-    if invert == "yes" or (invert == "auto" and c == 1 and border.mean() > 0.5):
-        x = 1.0 - x
-    return x.astype(np.float32)
+    x, notes = images.prepare_input(path, input_shape, invert=invert, center=center, dataset=dataset)
+    for note in notes:
+        log_to(log, f"note: {note}")
+    return x
 
 
-def pick_input(subject, image=None, index=0, invert="auto"):
+def pick_input(subject, image=None, index=0, invert="auto", center="auto"):
     """``(x, label, description)``: the user's image, else test image ``index`` of the subject's dataset."""
     if image is not None:
-        return prepare_image(image, subject.model.input_shape, invert), None, f"image {image}"
+        return prepare_image(image, subject.model.input_shape, invert, center, subject.dataset), None, f"image {image}"
     x, y = subject.test_split(None if subject.test is not None else max(index + 1, 100))
     if not 0 <= index < len(x):
         raise ValueError(f"--index must lie in [0, {len(x) - 1}], received {index}")
@@ -324,7 +317,7 @@ def add_common_arguments(p, tool, image=True, model=True, data=True):
     """``--out`` (default ``explain/<tool>``), ``--seed`` and, as asked, the subject's and the input's options.
 
     ``model``: ``--model``; ``data``: ``--dataset --data-dir``; ``image``:
-    ``--image --index --invert``.
+    ``--image --index --invert --keep-background --no-center``.
     """
     if model:
         p.add_argument("--model", metavar="RUN_OR_FILE", help="a run directory or .safetensors model file "
@@ -339,6 +332,7 @@ def add_common_arguments(p, tool, image=True, model=True, data=True):
         p.add_argument("--index", type=int, default=0, help="which test image when --image is not given (default 0)")
         p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                        help="invert the picture's gray levels; auto: when its border is light (default)")
+        images.add_arguments(p, invert_flag=False)          # --keep-background, --no-center
     p.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
     p.add_argument("--out", default=tool_out(tool), metavar="DIR",
                    help=f"output folder (default ./{tool_out(tool)})")

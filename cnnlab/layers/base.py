@@ -76,6 +76,14 @@ class Layer:
     def build_params(self, input_shape) -> None:
         """Create ``self.params`` (and ``self.buffers``); layers without weights keep the default."""
 
+    def param_shapes(self, input_shape) -> dict:
+        """``{name: shape}`` of the parameters and buffers ``build_params`` creates for ``input_shape``.
+
+        Known before anything is allocated, so a model too large for memory is refused first
+        (``cnnlab.resources``); layers with weights override it and build from it.
+        """
+        return {}
+
     def compute_output_shape(self, input_shape) -> tuple:
         return tuple(input_shape)
 
@@ -113,13 +121,20 @@ class Layer:
             )
 
     # ---- the contract ---------------------------------------------------
+    # A layer that joins branches (``Add``) reads a list of arrays and returns a list of input gradients.
+    joins = False
+
     def forward(self, x, training: bool = False) -> np.ndarray:
         raise NotImplementedError
 
     def backward(self, dy: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
 
-    def __call__(self, x, training: bool = False) -> np.ndarray:
+    def __call__(self, x, training: bool = False):
+        """Run the layer on a batch; on symbolic tensors (``cnnlab.Input``), add it to a graph model."""
+        from ..graph import connect, is_symbolic
+        if is_symbolic(x):
+            return connect(self, x)
         return self.forward(x, training)
 
     # ---- data parallelism -----------------------------------------------

@@ -40,6 +40,10 @@ class Dense(Layer):
                              f"{tuple(input_shape)} (add a Flatten layer before it)")
         return (self.units,)
 
+    def param_shapes(self, input_shape):
+        shape = {"kernel": (input_shape[0], self.units)}
+        return {**shape, "bias": (self.units,)} if self.use_bias else shape
+
     def build_params(self, input_shape):
         d = input_shape[0]
         self.params["kernel"] = self.kernel_initializer((d, self.units), d, self.units, self.rng).astype(self.dtype)

@@ -69,13 +69,19 @@ class LocallyConnected2D(Layer):
         wo = output_size(w, kw, sw, pads[2] + pads[3], dw, self.label, "width")
         return (ho, wo, self.filters)
 
-    def build_params(self, input_shape):
+    def param_shapes(self, input_shape):
         kh, kw = self.kernel_size
-        ho, wo, f = self.output_shape
-        k = kh * kw * input_shape[2]
-        self.params["kernel"] = self.kernel_initializer((ho, wo, k, f), k, kh * kw * f, self.rng).astype(self.dtype)
+        ho, wo, f = self.compute_output_shape(input_shape)
+        shape = {"kernel": (ho, wo, kh * kw * input_shape[2], f)}
+        return {**shape, "bias": (ho, wo, f)} if self.use_bias else shape
+
+    def build_params(self, input_shape):
+        shapes = self.param_shapes(input_shape)
+        ho, wo, k, f = shapes["kernel"]
+        kh, kw = self.kernel_size
+        self.params["kernel"] = self.kernel_initializer(shapes["kernel"], k, kh * kw * f, self.rng).astype(self.dtype)
         if self.use_bias:
-            self.params["bias"] = np.zeros((ho, wo, f), self.dtype)
+            self.params["bias"] = np.zeros(shapes["bias"], self.dtype)
 
     def forward(self, x, training=False):
         x = self._prepare(x)

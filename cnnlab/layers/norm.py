@@ -25,6 +25,10 @@ class BatchNorm(Layer):
             raise ValueError(f"BatchNorm: eps must be > 0, received {eps!r}")
         self.momentum, self.eps = float(momentum), float(eps)
 
+    def param_shapes(self, input_shape):
+        c = (input_shape[-1],)
+        return {"gamma": c, "beta": c, "running_mean": c, "running_var": c}
+
     def build_params(self, input_shape):
         c = input_shape[-1]
         self.params["gamma"] = np.ones(c, self.dtype)
@@ -32,25 +36,41 @@ class BatchNorm(Layer):
         self.buffers["running_mean"] = np.zeros(c, self.dtype)
         self.buffers["running_var"] = np.ones(c, self.dtype)
 
+    # Computed on the channels-first matrix (C, everything else) behind the batch: for images the
+    # (C, H, W, N) array convolution and pooling already hand over (a view, no copy), for (N, C) a
+    # transposed copy. Per-channel sums are one matrix-vector product; the normalized batch is formed
+    # in two passes (centre, then scale and shift) and the backward pass in four.
+    @staticmethod
+    def _channels_first(a):
+        """``a`` (N, ..., C) as a contiguous (C, ..., N) array (a view when it already lives that way), and
+        the axis order that turns it back (the same order: swapping the first and last axes is its own inverse)."""
+        order = (a.ndim - 1, *range(1, a.ndim - 1), 0)
+        return np.ascontiguousarray(a.transpose(order)), order
+
     def forward(self, x, training=False):
         x = self._prepare(x)
-        axes = tuple(range(x.ndim - 1))                     # every axis but the channels
+        xc, order = self._channels_first(x)
+        c = xc.shape[0]
+        flat = xc.reshape(c, -1)                            # view: (C, M), one row per channel
+        count = flat.shape[1]
         self._batch_stats = None
         if training:
-            count = x.size // x.shape[-1]
             if count < 2:
                 raise ValueError(f"{self.label}: training needs more than one value per channel, received input {x.shape}")
-            mean = x.mean(axis=axes)
-            var = x.var(axis=axes)
+            mean = flat @ np.ones(count, self.dtype) / self.dtype.type(count)
+            xm = flat - mean[:, None]
+            var = np.einsum("ij,ij->i", xm, xm) / self.dtype.type(count)
             self._batch_stats = (mean, var * (count / (count - 1)))   # unbiased variance for the running estimate
             if not self.is_replica:                 # replicas leave the shared buffers to merge_replicas
                 self._update_running(*self._batch_stats)
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+            xm = flat - mean[:, None]
         inv_std = (1 / np.sqrt(var + self.eps)).astype(self.dtype)
-        x_hat = (x - mean) * inv_std
-        self._cache = (x_hat, inv_std, axes, training)
-        return x_hat * self.params["gamma"] + self.params["beta"]
+        self._cache = (xm, inv_std, order, training)      # x - mean: x_hat = (x - mean) * inv_std
+        y = np.multiply(xm, (self.params["gamma"] * inv_std)[:, None])
+        y += self.params["beta"][:, None]
+        return y.reshape(xc.shape).transpose(order)
 
     def _update_running(self, mean, unbiased_var):
         m = self.momentum
@@ -72,16 +92,26 @@ class BatchNorm(Layer):
             self._update_running(np.mean([s[0] for s in stats], axis=0), np.mean([s[1] for s in stats], axis=0))
 
     def backward(self, dy):
-        x_hat, inv_std, axes, training = self._cache
-        self.grads["gamma"][...] = (dy * x_hat).sum(axis=axes)
-        self.grads["beta"][...] = dy.sum(axis=axes)
+        xm, inv_std, order, training = self._cache
+        c, count = xm.shape
+        dyc, _ = self._channels_first(np.asarray(dy, dtype=self.dtype))
+        shape = dyc.shape
+        dyc = dyc.reshape(c, -1)                            # view: (C, M)
+        sum_dy = dyc @ np.ones(count, self.dtype)
+        sum_dy_xm = np.einsum("ij,ij->i", dyc, xm)
+        self.grads["gamma"][...] = sum_dy_xm * inv_std      # sum(dy * x_hat)
+        self.grads["beta"][...] = sum_dy
         if not self.needs_input_grad:
             return None
-        dx_hat = dy * self.params["gamma"]
-        if not training:                                    # statistics are constants
-            return dx_hat * inv_std
-        # Through the batch statistics: dx = (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)) / std
-        return (dx_hat - dx_hat.mean(axis=axes) - x_hat * (dx_hat * x_hat).mean(axis=axes)) * inv_std
+        scale = self.params["gamma"] * inv_std
+        dx = np.multiply(dyc, scale[:, None])
+        if training:
+            # Through the batch statistics: dx = gamma inv_std (dy - mean(dy) - x_hat mean(dy x_hat)), with
+            # x_hat = xm inv_std: dx = scale dy - xm (scale inv_std^2 sum(dy xm) / M) - scale sum(dy) / M
+            shift = np.multiply(xm, (scale * inv_std * inv_std * sum_dy_xm / count)[:, None])
+            shift += (scale * sum_dy / count)[:, None]
+            dx -= shift
+        return dx.reshape(shape).transpose(order)
 
     def get_config(self):
         return {"momentum": self.momentum, "eps": self.eps}

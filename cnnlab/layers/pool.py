@@ -18,7 +18,6 @@ import functools
 
 import numpy as np
 
-from .activations import ReLU
 from .base import Layer, check_pair
 from .conv import from_chwn, output_size, pad_hw, resolve_padding, to_chwn, validate_padding, window_slice
 
@@ -196,36 +195,3 @@ class GlobalAvgPool2D(Layer):
         n, h, w, c = self._shape
         return np.broadcast_to((dy / (h * w))[:, None, None, :], self._shape).astype(self.dtype)
 
-
-class ReLUMaxPool:
-    """A ``ReLU`` followed by a ``MaxPool2D``, run in the cheaper order: pool first, then ReLU.
-
-    ReLU and max commute exactly: ``max(relu(a), relu(b)) = relu(max(a, b))``. So do
-    their gradients: both orders send a window's gradient to its first maximum when
-    that maximum is positive, and nowhere when it is not. Pooling first leaves the
-    ReLU a quarter of the numbers (2x2 windows). Training and inference run this
-    way (``cnnlab.parallel``); the two layers keep their own caches, and run one
-    after the other as usual everywhere else.
-    """
-
-    def __init__(self, relu, pool):
-        self.relu, self.pool = relu, pool
-
-    def forward(self, x, training=False):
-        return self.relu.forward(self.pool.forward(x, training), training)
-
-    def backward(self, dy):
-        return self.pool.backward(self.relu.backward(dy))
-
-
-def fuse_relu_maxpool(layers):
-    """The steps that run ``layers``: every ``ReLU`` directly followed by a ``MaxPool2D`` becomes one ``ReLUMaxPool``."""
-    steps, i = [], 0
-    while i < len(layers):
-        if i + 1 < len(layers) and type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2D:
-            steps.append(ReLUMaxPool(layers[i], layers[i + 1]))
-            i += 2
-        else:
-            steps.append(layers[i])
-            i += 1
-    return steps

@@ -18,7 +18,8 @@ while cnnlab computes on ``(N, H, W, C)``. Three things change with the layout:
 Every layer of ``cnnlab.layers`` has a translation (``Dropout`` is the identity at inference and
 is left out; ``BatchNorm`` is ``BatchNormalization`` with the running statistics);
 ``LocallyConnected2D`` becomes a ``Conv`` with 0/1 weights that copies each patch out, then one
-batched ``MatMul`` with the per-position weights.
+batched ``MatMul`` with the per-position weights. In graph models (``cnnlab.Model``) every layer
+reads the tensors its inbound list names; ``Add`` and ``Concatenate`` become ``Add`` and ``Concat``.
 """
 from __future__ import annotations
 
@@ -159,6 +160,18 @@ def _locally_connected(g, layer, x):
     return g.node("Reshape", [y, g.const(f"{layer.name}.out_shape", [0, f, ho, wo], np.int64)], layer.name)
 
 
+def _add(g, layer, xs):
+    y = xs[0]
+    for k, x in enumerate(xs[1:], 1):
+        y = g.node("Add", [y, x], layer.name if k == len(xs) - 1 else f"{layer.name}.partial")
+    return y
+
+
+def _concatenate(g, layer, xs):
+    rank = len(layer.input_shape[0])           # cnnlab joins the last axis: channels (ONNX axis 1 of NCHW) or features
+    return g.node("Concat", xs, layer.name, axis=1 if rank == 3 else rank)
+
+
 def _simple(op, **attrs):
     return lambda g, layer, x: g.node(op, [x], layer.name, **attrs)
 
@@ -178,6 +191,8 @@ EXPORTERS = {
     "ClippedReLU": _clipped_relu,
     "Dropout": lambda g, layer, x: x,                            # the identity at inference
     "LocallyConnected2D": _locally_connected,
+    "Add": _add,                                                 # graph models: these two read a list of tensors
+    "Concatenate": _concatenate,
 }
 EXPORTERS["LeakyReLU"] = lambda g, layer, x: g.node("LeakyRelu", [x], layer.name, alpha=layer.alpha)
 
@@ -239,10 +254,13 @@ def to_onnx(model, channels_last=False, opset=DEFAULT_OPSET, class_names=None):
 
 
 def _export_body(g, model, x):
-    """The layers' nodes in order (graph models: in topological order, adding the branches' inputs)."""
-    for layer in model.layers:
-        x = export_layer(g, layer, x)
-    return x
+    """The layers' nodes in order, each reading the tensors its inbound list names (0: the input,
+    ``i + 1``: the output of layer ``i``); returns the name of the model's output tensor."""
+    tensors = [x]
+    for layer, sources in zip(model.layers, model.stack.inbound):
+        inputs = [tensors[t] for t in sources]
+        tensors.append(export_layer(g, layer, inputs if layer.joins else inputs[0]))
+    return tensors[model.stack.output]
 
 
 def export(model, path, channels_last=False, opset=DEFAULT_OPSET, class_names=None) -> Path:

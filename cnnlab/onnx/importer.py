@@ -383,14 +383,28 @@ class _Importer:
         if a in self.consts or b in self.consts:
             x, c = (b, self.consts[a]) if a in self.consts else (a, self.consts[b])
             return self.add_bias(node, self.value(node, x), np.asarray(c, np.float32))
-        self.refuse(node, "adds two branches; cnnlab imports such graphs once graph models are available")
+        self.join(node, L.Add(), [self.value(node, a), self.value(node, b)])
+
+    def join(self, node, layer, values):
+        """A layer reading several values (a graph model's ``Add`` or ``Concatenate``): same layout and feature order."""
+        first = values[0]
+        for v in values[1:]:
+            same_order = (v.perm is None and first.perm is None) or (v.perm is not None and first.perm is not None
+                                                                     and np.array_equal(v.perm, first.perm))
+            if v.layout != first.layout or not same_order:
+                self.refuse(node, f"joins {_describe(first)} and {_describe(v)}; cnnlab joins tensors of one layout")
+        try:
+            shape = layer.compute_output_shape([v.shape for v in values])
+        except ValueError as e:
+            self.refuse(node, f"cannot join these inputs: {e}")
+        step = self.add_step(node, layer, [v.step for v in values], shape)
+        self.values[node.output[0]] = _Value(step, first.layout, tuple(shape), first.perm)
 
     def add_bias(self, node, v, c):
         """Fold ``x + constant`` into the bias of the Conv or Dense computing ``x``."""
         step = self.steps[v.step] if v.step >= 0 else None
         src = node.input[0] if node.input[0] in self.values else node.input[1]
-        if step is None or step.op not in ("Conv", "Gemm", "MatMul") or self.consumers.get(src, 0) != 1 \
-                or self.values[src].step != len(self.steps) - 1:
+        if step is None or step.op not in ("Conv", "Gemm", "MatMul") or self.consumers.get(src, 0) != 1:
             self.refuse(node, "adds a constant; cnnlab folds a constant only into the bias of the Conv, Gemm or "
                               "MatMul right before it")
         if v.layout == "nchw":
@@ -495,7 +509,16 @@ class _Importer:
                           f"imports only the reshape to (N, features) before a Gemm/MatMul")
 
     def op_Concat(self, node):
-        self.refuse(node, "joins branches; cnnlab imports such graphs once graph models are available")
+        values = [self.value(node, name) for name in node.input]
+        axis = _attr(node, "axis", None)
+        rank = len(_onnx_shape(values[0]))
+        if axis is None or axis % rank != (1 if values[0].layout in ("nchw", "pooled", "flat") else rank - 1) \
+                or (values[0].layout == "flat" and values[0].perm is not None):
+            self.refuse(node, f"joins along axis {axis} of {_describe(values[0])}; cnnlab concatenates channels "
+                              f"(or the features of flat tensors)")
+        if len(values) == 1:
+            return self.same(node, values[0])
+        self.join(node, L.Concatenate(), values)
 
     def op_Identity(self, node):
         self.same(node, self.value(node, node.input[0]))
@@ -616,19 +639,26 @@ def load_with_class_names(path, name=None):
 
 
 def _assemble(steps, last, input_shape, name, source):
-    """A ``Sequential`` when the steps form a chain, with the ONNX weights loaded."""
-    from ..model import Sequential
-    chain, k = [], last
-    while k >= 0:
-        chain.append(k)
-        if len(steps[k].inputs) != 1:
-            raise Unsupported(f"{source}: the graph branches; cnnlab imports branching graphs once graph models "
-                              f"are available")
-        k = steps[k].inputs[0]
-    chain.reverse()
-    model = Sequential([steps[i].layer for i in chain], input_shape=input_shape, name=name)
-    for i, layer in zip(chain, model.layers):
-        _load_weights(layer, steps[i], source)
+    """A ``Sequential`` when the steps the output needs form a chain, else a graph ``Model``; ONNX weights loaded."""
+    from ..graph import Input
+    from ..model import Model, Sequential
+    needed, todo = set(), [last]
+    while todo:                                   # the steps the output depends on (others are dead ends)
+        k = todo.pop()
+        if k >= 0 and k not in needed:
+            needed.add(k)
+            todo += steps[k].inputs
+    order = sorted(needed)                        # ONNX nodes come in topological order, and so do the steps
+    if all(steps[k].inputs == [prev] for prev, k in zip([-1] + order, order)):
+        model = Sequential([steps[k].layer for k in order], input_shape=input_shape, name=name)
+    else:
+        tensors = {-1: Input(input_shape)}
+        for k in order:
+            inputs = [tensors[i] for i in steps[k].inputs]
+            tensors[k] = steps[k].layer(inputs if steps[k].layer.joins else inputs[0])
+        model = Model(tensors[-1], tensors[last], name=name)
+    for k in order:
+        _load_weights(steps[k].layer, steps[k], source)
     return model
 
 

@@ -76,13 +76,15 @@ def layer_kind(layer) -> str:
 def describe(model, class_names=None) -> dict:
     """``{"name", "input_shape", "class_names", "num_params", "layers": [...]}``.
 
-    Each layer: ``name``, ``class``, ``kind`` (see :func:`layer_kind`), ``input_shape``,
-    ``output_shape``, ``params`` (name -> shape) and ``config`` (its ``get_config()``).
+    Each layer: ``name``, ``class``, ``kind`` (see :func:`layer_kind`), ``inputs`` (the layers it reads,
+    ``"input"`` for the image), ``input_shape``, ``output_shape``, ``params`` (name -> shape) and
+    ``config`` (its ``get_config()``).
     """
     layers = []
     for layer in model.layers:
         layers.append({"name": layer.name, "class": type(layer).__name__, "kind": layer_kind(layer),
                        "input_shape": list(layer.input_shape), "output_shape": list(layer.output_shape),
+                       "inputs": [("input" if src is None else src.name) for src in sources(model, layer)],
                        "params": {k: list(v.shape) for k, v in layer.params.items()},
                        "num_params": int(layer.num_params), "config": _plain(layer.get_config())})
     k = model.num_classes
@@ -113,14 +115,25 @@ def capture(model, x) -> tuple[np.ndarray, dict]:
     return np.asarray(maps[-1][1]), {layer.name: a for layer, a in maps}
 
 
-def layer_input(model, x, acts, layer):
-    """What ``layer`` received: the image for the first layer, else the previous layer's output."""
-    inbound = getattr(model, "inbound", None)
-    if callable(inbound):                                 # graph models name a layer's input themselves
-        src = inbound(layer.name)
-        return x if src is None else acts[src]
+def sources(model, layer) -> list:
+    """The layers whose outputs ``layer`` reads, in order; ``None`` stands for the model's input.
+
+    Graph models name them (``model.inbound_names()``); in a chain it is the layer before.
+    """
     i = model.layers.index(layer)
-    return x if i == 0 else acts[model.layers[i - 1].name]
+    names = getattr(model, "inbound_names", None)
+    if callable(names):
+        by_name = {l.name: l for l in model.layers}
+        return [by_name.get(n) for n in names()[i]]
+    return [model.layers[i - 1] if i else None]
+
+
+def layer_input(model, x, acts, layer):
+    """What ``layer`` received (the image, or another layer's output); ``None`` for a layer reading several."""
+    src = sources(model, layer)
+    if len(src) != 1:
+        return None
+    return x if src[0] is None else acts[src[0].name]
 
 
 def predict(model, x, activations=None, class_names=None) -> dict:
@@ -162,24 +175,30 @@ def receptive_field(model, layer, y0, y1, x0, x1):
     that output rows ``y0..y1`` and columns ``x0..x1`` of ``layer`` depend on.
 
     Walking back through a window layer with kernel ``k``, stride ``s``, dilation ``d`` and leading
-    padding ``p``: output index ``i`` reads input ``i*s - p .. i*s - p + d*(k-1)``.
+    padding ``p``: output index ``i`` reads input ``i*s - p .. i*s - p + d*(k-1)``. A layer that reads
+    several others (a residual sum) depends on the union of their boxes.
     """
-    i = model.layers.index(layer)
-    box = [y0, y1, x0, x1]
-    for l in reversed(model.layers[:i + 1]):
+    memo = {}
+
+    def back(l, box):
+        key = (l.name, box)
+        if key in memo:
+            return memo[key]
         k = getattr(l, "kernel_size", getattr(l, "pool_size", None))
         s = getattr(l, "strides", getattr(l, "stride", None))
-        if s is None or len(l.input_shape) != 3:
-            continue                                          # element-wise: same positions
-        k = k or (1, 1)
-        d = getattr(l, "dilation", (1, 1))
-        pads = resolve_padding(getattr(l, "padding", "valid"), l.input_shape[:2], k, s, d)
-        for axis in (0, 1):
-            lo, hi = box[2 * axis], box[2 * axis + 1]
-            p = pads[2 * axis]
-            box[2 * axis] = lo * s[axis] - p
-            box[2 * axis + 1] = hi * s[axis] - p + d[axis] * (k[axis] - 1)
-    return {"top": box[0], "bottom": box[1], "left": box[2], "right": box[3]}
+        if s is not None:
+            k = k or (1, 1)
+            d = getattr(l, "dilation", (1, 1))
+            pads = resolve_padding(getattr(l, "padding", "valid"), l.input_shape[:2], k, s, d)
+            box = tuple(v for axis in (0, 1) for v in (box[2 * axis] * s[axis] - pads[2 * axis],
+                        box[2 * axis + 1] * s[axis] - pads[2 * axis] + d[axis] * (k[axis] - 1)))
+        boxes = [box if src is None else back(src, box) for src in sources(model, l)]
+        memo[key] = out = (min(b[0] for b in boxes), max(b[1] for b in boxes),
+                           min(b[2] for b in boxes), max(b[3] for b in boxes))
+        return out
+
+    top, bottom, left, right = back(layer, (y0, y1, x0, x1))
+    return {"top": top, "bottom": bottom, "left": left, "right": right}
 
 
 def conv_unit(layer, inp, channel, y, x) -> dict:
@@ -278,7 +297,7 @@ def unit_detail(model, x, layer_name, channel, y=0, x_pos=0) -> dict:
     out = acts[layer.name]
     model_value = float(out[y, x_pos, channel] if out.ndim == 3 else out[channel])
     inp = layer_input(model, np.asarray(x, np.float32), acts, layer)
-    kind = layer_kind(layer)
+    kind = layer_kind(layer) if inp is not None else "other"
     if kind == "conv":
         detail = conv_unit(layer, inp, channel, y, x_pos)
     elif kind == "pool":

@@ -135,8 +135,8 @@ function conv(d) {
 
 // The layer's input (first channel of the group) with zero padding drawn and the kernel's taps outlined.
 function layerInputView(d) {
-  const idx = state.model.layers.findIndex(l => l.name === d.layer);
-  const a = idx === 0 ? state.activations.__input_array__ : state.activations[state.model.layers[idx - 1].name];
+  const src = state.model.layers.find(l => l.name === d.layer).inputs[0];      // the layer it reads
+  const a = src === "input" ? state.activations.__input_array__ : state.activations[src];
   if (!a || a.shape.length !== 3) return el("span");
   const [h, w] = a.shape;
   const [t, b, l, r] = d.pads;
@@ -154,7 +154,7 @@ function layerInputView(d) {
   }
   ctx.strokeStyle = "#e00"; ctx.lineWidth = 2;
   for (const rr of d.rows) for (const cc of d.cols) ctx.strokeRect((cc + l) * cell + 1, (rr + t) * cell + 1, cell - 2, cell - 2);
-  return el("div", {}, el("div", {class: "note"}, `${idx === 0 ? "input image" : `input (output of ${state.model.layers[idx - 1].name})`}, channel ${ch}, zero padding in orange, the taps outlined in red`), cv);
+  return el("div", {}, el("div", {class: "note"}, `${src === "input" ? "input image" : `input (output of ${src})`}, channel ${ch}, zero padding in orange, the taps outlined in red`), cv);
 }
 
 function pool(d) {

@@ -1,0 +1,221 @@
+"""Running the layers of a model: forward, backward, per-layer captures and fused steps.
+
+Every pass through a model goes through :class:`Stack`: training in this process
+and in every worker of ``cnnlab.parallel``, inference, input gradients (saliency,
+Grad-CAM) and the per-layer captures of the explain tools.
+
+A stack is a directed acyclic graph of layers. Tensors are numbered: tensor 0 is
+the model's input and tensor ``i + 1`` is the output of layer ``i``;
+``inbound[i]`` lists the tensors layer ``i`` reads (one, or several for a layer
+that joins branches such as ``Add``). The layers are listed so that each comes
+after the layers it reads; a ``Sequential`` model is the chain
+``inbound[i] = (i,)``.
+
+Forward runs the layers in that order, dropping each tensor after its last
+reader. Backward runs them in reverse: the gradient of a tensor read by several
+layers is the sum of what each reader sends back,
+``dL/dt = sum over readers r of (dL/d out_r)(d out_r/dt)``.
+
+Fused steps: a ``ReLU`` whose output only a ``MaxPool2D`` reads runs as one
+:class:`ReLUMaxPool` step (pool first, then ReLU: exactly the same numbers, a
+quarter of the work for the ReLU), unless the ReLU's output is captured.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .layers.activations import ReLU
+from .layers.pool import MaxPool2D
+
+
+class ReLUMaxPool:
+    """A ``ReLU`` followed by a ``MaxPool2D``, run in the cheaper order: pool first, then ReLU.
+
+    ReLU and max commute exactly: ``max(relu(a), relu(b)) = relu(max(a, b))``. So do
+    their gradients: both orders send a window's gradient to its first maximum when
+    that maximum is positive, and nowhere when it is not. Pooling first leaves the
+    ReLU a quarter of the numbers (2x2 windows). The two layers keep their own
+    caches; the ReLU's cache then holds the pooled values.
+    """
+
+    def __init__(self, relu, pool):
+        self.relu, self.pool = relu, pool
+
+    def forward(self, x, training=False):
+        return self.relu.forward(self.pool.forward(x, training), training)
+
+    def backward(self, dy):
+        return self.pool.backward(self.relu.backward(dy))
+
+
+def _fuses(first, second) -> bool:
+    return type(first) is ReLU and type(second) is MaxPool2D
+
+
+class _Plan:
+    """The steps one forward pass runs, for one set of kept tensors.
+
+    ``steps[k] = (runner, sources, destination, joins)``: ``runner`` is a layer or a
+    fused pair; ``frees[k]`` lists the tensors nobody reads after step ``k``.
+    """
+
+    def __init__(self, stack: "Stack", keep: frozenset):
+        layers, inbound = stack.layers, stack.inbound
+        absorbed = {}                                    # pool index -> the ReLU index it absorbs
+        for i, layer in enumerate(layers):
+            srcs = inbound[i]
+            if len(srcs) == 1 and srcs[0] > 0:
+                r = srcs[0] - 1
+                if _fuses(layers[r], layer) and stack.readers[srcs[0]] == [i] and srcs[0] not in keep:
+                    absorbed[i] = r
+        skipped = set(absorbed.values())
+        self.steps, self.produced = [], {}
+        for i, layer in enumerate(layers):
+            if i in skipped:
+                continue
+            if i in absorbed:
+                r = absorbed[i]
+                self.steps.append((ReLUMaxPool(layers[r], layer), inbound[r], i + 1, False))
+            else:
+                self.steps.append((layer, inbound[i], i + 1, layer.joins))
+            self.produced[i + 1] = len(self.steps) - 1
+        last_read = {}
+        for k, (_, srcs, _, _) in enumerate(self.steps):
+            for s in srcs:
+                last_read[s] = k
+        kept = set(keep) | {stack.output}
+        self.frees = [[] for _ in self.steps]
+        for t, k in last_read.items():
+            if t not in kept:
+                self.frees[k].append(t)
+
+
+class Stack:
+    """Layers wired as a graph, with the one forward and backward every model and shard uses.
+
+    ``layers``: built layers in an order where each follows the layers it reads;
+    ``inbound[i]``: the tensors layer ``i`` reads (0 = the model input); ``output``:
+    the tensor the model returns (default: the last layer's).
+    """
+
+    def __init__(self, layers, inbound=None, output=None):
+        self.layers = list(layers)
+        n = len(self.layers)
+        self.inbound = [(i,) for i in range(n)] if inbound is None else [tuple(int(t) for t in s) for s in inbound]
+        self.output = n if output is None else int(output)
+        self.index = {layer.name: i for i, layer in enumerate(self.layers)}
+        self.readers: list[list[int]] = [[] for _ in range(n + 1)]
+        for i, srcs in enumerate(self.inbound):
+            for s in srcs:
+                self.readers[s].append(i)
+        self._plans: dict[frozenset, _Plan] = {}
+        self._last: _Plan | None = None                  # the plan of the latest forward pass (for backward)
+
+    def with_layers(self, layers) -> "Stack":
+        """The same wiring over other layers (replicas for a shard)."""
+        return Stack(layers, self.inbound, self.output)
+
+    def tensor(self, name) -> int:
+        """The tensor a layer name writes."""
+        if name not in self.index:
+            raise ValueError(f"no layer named {name!r}; the layers are {list(self.index)}")
+        return self.index[name] + 1
+
+    def mark_input_gradients(self):
+        """Let a layer skip its input gradient where nothing trainable lies upstream of it (it would be thrown away)."""
+        upstream = [False] * (len(self.layers) + 1)      # per tensor: a layer with parameters produced or precedes it
+        for i, layer in enumerate(self.layers):
+            layer.needs_input_grad = any(upstream[s] for s in self.inbound[i])
+            upstream[i + 1] = layer.needs_input_grad or bool(layer.params)
+
+    def plan(self, keep: frozenset = frozenset()) -> _Plan:
+        """The steps a forward pass that keeps the tensors ``keep`` runs (made once, then reused)."""
+        plan = self._plans.get(keep)
+        if plan is None:
+            plan = self._plans[keep] = _Plan(self, keep)
+        return plan
+
+    def forward(self, x, training=False, capture=None):
+        """The output for input ``x``; with ``capture``, also ``{layer name: that layer's output}``.
+
+        ``capture`` is ``True`` (every layer) or an iterable of layer names.
+        """
+        if capture is None:
+            names = ()
+        elif capture is True:
+            names = list(self.index)
+        elif isinstance(capture, str):
+            raise ValueError(f"capture must be True or a list of layer names, received the string {capture!r}")
+        else:
+            names = list(capture)
+        keep = frozenset(self.tensor(name) for name in names)
+        plan = self._last = self.plan(keep)
+        values = {0: x}
+        for (runner, srcs, dst, joins), frees in zip(plan.steps, plan.frees):
+            values[dst] = runner.forward([values[s] for s in srcs] if joins else values[srcs[0]], training)
+            for t in frees:
+                del values[t]
+        out = values[self.output]
+        if capture is None:
+            return out
+        return out, {name: values[self.tensor(name)] for name in names}
+
+    def backward(self, dy, stop_at=None):
+        """Backpropagate ``dL/d(output)`` through the latest forward pass.
+
+        Returns ``dL/d(model input)`` (``None`` where the layers reading the input
+        compute no input gradient) or, with ``stop_at`` a layer name, ``dL/d(output
+        of that layer)``, running only the steps after it. Every layer passed fills
+        its ``grads``.
+        """
+        plan = self._last
+        if plan is None:
+            raise ValueError("backward needs a forward pass first")
+        stop = 0 if stop_at is None else self.tensor(stop_at)
+        if stop and stop not in plan.produced:
+            raise ValueError(f"the latest forward pass ran layer {stop_at!r} fused with the next one; "
+                             f"run forward(x, capture=[{stop_at!r}]) to keep its output")
+        grads = {self.output: dy}
+        missing = set()                                  # tensors some reader sent no gradient to
+        for k in range(len(plan.steps) - 1, -1, -1):
+            runner, srcs, dst, joins = plan.steps[k]
+            if dst == stop:
+                break
+            g = grads.pop(dst, None)
+            if g is None or dst in missing:
+                continue
+            d = runner.backward(g)
+            for s, ds in zip(srcs, d if joins else (d,)):
+                if ds is None:
+                    missing.add(s)
+                elif s in grads:
+                    grads[s] = grads[s] + ds             # a tensor read twice: the gradients add up
+                else:
+                    grads[s] = ds
+        return None if stop in missing else grads.get(stop)
+
+    def input_gradient(self, x, dy_out, at=None):
+        """``dL/dx`` (or ``dL/d(output of layer at)``) for the output gradient ``dy_out``.
+
+        Every layer is made to pass its input gradient for the duration, then put back.
+        """
+        saved = [layer.needs_input_grad for layer in self.layers]
+        for layer in self.layers:
+            layer.needs_input_grad = True
+        try:
+            self.forward(x, training=False, capture=None if at is None else [at])
+            return self.backward(dy_out, stop_at=at)
+        finally:
+            for layer, s in zip(self.layers, saved):
+                layer.needs_input_grad = s
+
+
+def train_step(stack: Stack, loss, x, y, weight=1.0):
+    """Forward (training mode), loss and backward of one batch; returns ``(loss value, scores)``.
+
+    ``weight`` scales the loss gradient: a shard's share of the batch (shard size / batch size).
+    """
+    h = stack.forward(x, training=True)
+    value = loss.forward(h, y)
+    stack.backward(loss.backward() * h.dtype.type(weight))
+    return value, h

@@ -1,0 +1,143 @@
+"""The one path that runs a model's layers: fused steps, captures, backward to a layer, input gradients."""
+import numpy as np
+import pytest
+
+import cnnlab
+from cnnlab import layers as L
+from cnnlab.gradcheck import numeric_gradient, relative_error
+from cnnlab.stack import ReLUMaxPool
+
+
+def small_model(seed=0):
+    """conv -> ReLU -> max-pool -> conv -> BatchNorm -> ReLU -> max-pool -> flatten -> dense, in float64."""
+    model = cnnlab.Sequential([L.Conv2D(3, 3, padding="same"), L.ReLU(), L.MaxPool2D(2),
+                               L.Conv2D(4, 3, padding="same"), L.BatchNorm(), L.ReLU(), L.MaxPool2D(2),
+                               L.Flatten(), L.Dense(5)], input_shape=(8, 8, 2), seed=seed).astype(np.float64)
+    rng = np.random.default_rng(seed + 1)
+    bn = model["batch_norm"]
+    bn.buffers["running_mean"][...] = rng.standard_normal(bn.buffers["running_mean"].shape)
+    bn.buffers["running_var"][...] = rng.uniform(0.5, 2, bn.buffers["running_var"].shape)
+    return model
+
+
+def by_hand(model, x, training=False):
+    """Every layer's output, running the layers one after another."""
+    outs = {}
+    for layer in model.layers:
+        x = outs[layer.name] = layer.forward(x, training)
+    return outs
+
+
+def test_plain_forward_fuses_relu_and_max_pool_and_capturing_the_relu_unfuses_it():
+    model = small_model()
+    kinds = lambda keep: [type(r).__name__ for r, *_ in model.stack.plan(keep).steps]  # noqa: E731
+    assert kinds(frozenset()).count("ReLUMaxPool") == 2
+    keep = frozenset({model.stack.tensor("relu")})
+    assert kinds(keep).count("ReLUMaxPool") == 1 and "ReLU" in kinds(keep)
+    # Capturing the pool keeps the fused step: its output is the pool's exact output.
+    assert kinds(frozenset({model.stack.tensor("max_pool2d")})).count("ReLUMaxPool") == 2
+
+
+def test_fused_and_unfused_passes_are_bit_identical():
+    model = small_model()
+    x = np.random.default_rng(3).integers(-2, 3, (4, 8, 8, 2)).astype(np.float64)   # ties and dead windows
+    dy = np.random.default_rng(4).standard_normal((4, 5))
+    for training in (False, True):
+        y_fused = model.forward(x, training)
+        model.backward(dy)
+        g_fused = {k: g.copy() for k, _, g in model.parameters()}
+        y_exact, caught = model.forward(x, training, capture=["relu", "relu_1"])
+        model.backward(dy)
+        np.testing.assert_array_equal(y_fused, y_exact)
+        for k, _, g in model.parameters():
+            np.testing.assert_array_equal(g, g_fused[k])
+        assert caught["relu"].shape == (4, 8, 8, 3) and caught["relu_1"].shape == (4, 4, 4, 4)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_capture_returns_exactly_what_each_layer_computes(training):
+    model = small_model()
+    x = np.random.default_rng(5).standard_normal((3, 8, 8, 2))
+    ref = by_hand(model, x, training)
+    out, caught = model.forward(x, training, capture=True)
+    assert list(caught) == [layer.name for layer in model.layers]
+    for name, a in ref.items():
+        np.testing.assert_array_equal(caught[name], a)
+    np.testing.assert_array_equal(out, ref["dense"])
+    out2, some = model.forward(x, training, capture=("conv2d_1", "flatten"))
+    assert list(some) == ["conv2d_1", "flatten"]
+    np.testing.assert_array_equal(some["conv2d_1"], ref["conv2d_1"])
+    np.testing.assert_array_equal(out2, out)
+
+
+def test_capture_refuses_unknown_names():
+    model = small_model()
+    x = np.zeros((1, 8, 8, 2))
+    with pytest.raises(ValueError, match="no layer named 'nope'"):
+        model.forward(x, capture=["nope"])
+    with pytest.raises(ValueError, match="the string 'dense'"):
+        model.forward(x, capture="dense")
+
+
+@pytest.mark.parametrize("at", ["conv2d", "relu", "max_pool2d", "batch_norm", "flatten"])
+def test_backward_to_a_layer_matches_finite_differences(at):
+    model = small_model()
+    model["conv2d"].params["bias"][...] = 5.0     # the first ReLU's outputs all positive: no max-pool ties at 0
+    x = np.random.default_rng(6).standard_normal((2, 8, 8, 2))
+    r = np.random.default_rng(7).standard_normal((2, 5))
+    _, caught = model.forward(x, capture=[at])
+    analytic = model.backward(r, stop_at=at)
+    h = caught[at].copy()
+    after = model.layers[[layer.name for layer in model.layers].index(at) + 1:]
+
+    def loss():
+        a = h
+        for layer in after:
+            a = layer.forward(a, False)
+        return float(np.sum(a * r))
+    assert analytic.shape == h.shape
+    assert relative_error(analytic, numeric_gradient(loss, h)) < 1e-7
+
+
+def test_backward_to_a_fused_relu_asks_for_a_capture():
+    model = small_model()
+    model.forward(np.zeros((1, 8, 8, 2)))
+    with pytest.raises(ValueError, match=r"capture=\['relu'\]"):
+        model.backward(np.ones((1, 5)), stop_at="relu")
+
+
+def test_backward_without_a_trainable_layer_below_returns_none_as_before():
+    model = small_model()
+    model.forward(np.zeros((1, 8, 8, 2)), training=True)
+    assert model.backward(np.ones((1, 5))) is None
+    assert not model["conv2d"].needs_input_grad and model["relu"].needs_input_grad
+
+
+@pytest.mark.parametrize("at", [None, "conv2d", "relu_1"])
+def test_input_gradient_equals_the_layer_by_layer_computation(at):
+    model = small_model()
+    x = np.random.default_rng(8).standard_normal((2, 8, 8, 2))
+    dy = np.random.default_rng(9).standard_normal((2, 5))
+    saved = [layer.needs_input_grad for layer in model.layers]
+    got = model.input_gradient(x, dy, at=at)
+    assert [layer.needs_input_grad for layer in model.layers] == saved
+    idx = -1 if at is None else [layer.name for layer in model.layers].index(at)
+    for layer in model.layers:
+        layer.needs_input_grad = True
+    by_hand(model, x)
+    g = dy
+    for layer in reversed(model.layers[idx + 1:]):
+        g = layer.backward(g)
+    np.testing.assert_array_equal(got, g)
+    assert got.shape == (x.shape if at is None else (2,) + model[at].output_shape)
+
+
+def test_training_runs_the_fused_steps_of_the_stack():
+    model = small_model()
+    steps = model.stack.plan().steps
+    assert sum(isinstance(runner, ReLUMaxPool) for runner, *_ in steps) == 2
+    x = np.random.default_rng(10).standard_normal((32, 8, 8, 2))
+    y = np.random.default_rng(11).integers(0, 5, 32)
+    before = model["conv2d"].params["kernel"].copy()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, workers=1)
+    assert not np.array_equal(before, model["conv2d"].params["kernel"])
