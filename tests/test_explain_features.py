@@ -139,6 +139,12 @@ def test_filter_snapshot_errors(tmp_path, trained):
 def test_no_model_trains_the_demo_model_and_records_its_filters(tmp_path):
     r = F.explain_features(tmp_path / "out", dataset="shapes", index=1)
     assert "tiny_cnn trained now" in r["model"]
+    html = (tmp_path / "out" / "features.html").read_text()
+    assert "Data: <b>shapes</b>" in html and "digit" not in html.lower()
+    assert (tmp_path / "out" / "filters_change.png").is_file()
+    ev = r["evolution"]
+    assert len(ev["relative_change_per_filter"]) == 8 and ev["steps"][0] <= ev["half_step"] <= ev["steps"][-1]
+    assert f"moved by {ev['relative_change']:.0%} of their initial size" in html
     assert r["evolution"]["steps"][0] == 0 and len(r["evolution"]["steps"]) >= 8
     assert r["evolution"]["relative_change"] > 0.05
 
@@ -150,3 +156,33 @@ def test_cli(tmp_path, run_dir, capsys):
     assert "features.html" in capsys.readouterr().out
     r = json.loads((tmp_path / "cli" / "features.json").read_text())
     assert r["image"]["source"] == "test image #1 of shapes"
+
+
+def write_idx(path, array):
+    """An uncompressed IDX file: magic (0, 0, 0x08 = uint8, ndim), big-endian int32 sizes, the bytes."""
+    a = np.asarray(array, np.uint8)
+    path.write_bytes(bytes([0, 0, 8, a.ndim]) + np.array(a.shape, ">i4").tobytes() + a.tobytes())
+
+
+def test_default_subject_is_mnist_when_at_hand_else_shapes(tmp_path, monkeypatch):
+    monkeypatch.delenv("CNNLAB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))      # an empty cache
+    monkeypatch.chdir(tmp_path)                                          # no ./data
+    (x, y), (xt, yt) = load_shapes(n_train=120, n_test=30, seed=1)     # stand-ins for digits, in MNIST's files
+    folder = tmp_path / "d" / "mnist"
+    folder.mkdir(parents=True)
+    for prefix, images, labels in (("train", x, y), ("t10k", xt, yt)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", (images[..., 0] * 255).round())
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+    assert SUB.default_data(tmp_path / "d") == ("mnist", tmp_path / "d")
+    assert SUB.default_data(tmp_path / "empty") == ("shapes", tmp_path / "empty")
+    assert SUB.default_data()[0] == "shapes"
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "d"))
+    assert SUB.default_data()[0] == "mnist"
+    (xtr, ytr), (xte, yte), info = SUB.load_data(None, n_train=50, n_test=7)
+    assert info["name"] == "mnist" and len(xtr) == 50 and len(xte) == 7
+    np.testing.assert_array_equal(ytr, y[:50])                         # the first examples, in file order
+    np.testing.assert_allclose(xte, (xt[:7] * 255).round() / 255, atol=1e-6)
+    r = F.explain_features(tmp_path / "out", index=2)
+    assert "120 mnist images" in r["model"] and r["image"]["source"] == "test image #2 of mnist"
+    assert "Data: <b>mnist</b>" in (tmp_path / "out" / "features.html").read_text()

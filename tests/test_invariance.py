@@ -144,6 +144,28 @@ def test_files_and_page(experiment):
         assert attr.startswith("data:")
     assert "http://" not in html and "https://" not in html
     assert f"{100 * r['accuracy']['cnn'][0]:.1f}%" in html
+    # the texts name the data used, its classes, and say what the numbers show
+    assert "digit" not in html.lower() and "5000 shapes" not in html and "400 shapes images" in html
+    assert "(true class: " + r["class_names"][r["example"]["label"]] + ")" in html
+    ch = {n: v[-1] for n, v in r["feature_change"].items()}
+    if ch["cnn_gap"] < 0.5 * min(v for n, v in ch.items() if n != "cnn_gap"):
+        assert "Only the CNN with global average pooling keeps its features nearly unchanged" in html
+    else:
+        assert "No model keeps its features unchanged" in html
+
+
+def test_mlp_baseline_is_trained_until_it_matches_or_says_it_did_not(experiment):
+    out, r = experiment
+    mt = r["mlp_training"]
+    assert SMALL["epochs"] <= mt["epochs"] <= mt["max_epochs"]
+    assert mt["matched"] == (mt["validation_accuracy"] >= mt["cnn_validation_accuracy"] - 0.02)
+    if not mt["matched"]:
+        assert mt["epochs"] == mt["max_epochs"]
+    mlp = cnnlab.load(out / r["models"]["mlp"]["file"])
+    (x, y), _ = load_shapes(n_train=400 + mt["validation_images"], n_test=1, seed=0)
+    assert mt["validation_accuracy"] == pytest.approx(mlp.evaluate(x[400:], y[400:])["accuracy"])
+    html = (out / "invariance.html").read_text()
+    assert f"trained for {mt['epochs']} epochs" in html
 
 
 def test_given_models_are_used_as_they_are(tmp_path, experiment):

@@ -44,6 +44,17 @@ def test_gradient_saliency_equals_finite_differences():
     np.testing.assert_allclose(S.gradient_saliency(m, x, k), np.abs(g).max(axis=-1))
 
 
+def test_smoothgrad_is_the_mean_gradient_of_the_noisy_copies():
+    m = tiny_model(channels=2)
+    x = np.random.default_rng(6).uniform(0, 1, (8, 8, 2)).astype(np.float32)
+    got = S.smoothgrad(m, x, 2, samples=5, sigma=0.2, seed=3)
+    spread = float(x.max() - x.min())
+    noisy = x + np.random.default_rng(3).normal(0.0, 0.2 * spread, (5, 8, 8, 2))
+    want = np.mean([S.score_gradient(m, n.astype(np.float32), 2) for n in noisy], axis=0)   # one image at a time
+    np.testing.assert_allclose(got, np.abs(want).max(axis=-1), rtol=1e-4, atol=1e-7)
+    assert not np.allclose(got, S.gradient_saliency(m, x, 2))          # the noise did change the map
+
+
 def test_occlusion_values_equal_a_direct_recomputation():
     m = tiny_model()
     x = np.random.default_rng(2).uniform(0, 1, (8, 8, 1))
@@ -151,6 +162,8 @@ def test_explain_saliency_end_to_end(tmp_path, run_dir):
     assert r["grad_cam"]["layer"] == "conv2d_1"
     np.testing.assert_allclose(r["grad_cam"]["map"], cam["map"], rtol=1e-5, atol=1e-7)
     assert r["grad_cam"]["min"] >= 0
+    np.testing.assert_allclose(r["smoothgrad"]["map"], S.smoothgrad(model, x, 3, r["smoothgrad"]["samples"],
+                                                                  r["smoothgrad"]["sigma"]), rtol=1e-4, atol=1e-7)
     top = r["gradient"]["top_pixels"][0]
     assert top[2] == pytest.approx(float(np.max(r["gradient"]["map"])))
     saved = json.loads((out / "saliency.json").read_text())

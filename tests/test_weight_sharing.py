@@ -107,7 +107,8 @@ def test_locally_connected_saves_and_loads(tmp_path):
 
 
 def test_explain_weight_sharing(tmp_path):
-    res = explain_weight_sharing(out=tmp_path, n_train=400, n_test=200, epochs=2, image_size=16, demo_size=6)
+    res = explain_weight_sharing(out=tmp_path, dataset="shapes", n_train=400, n_test=200, epochs=4, image_size=16,
+                                 demo_size=6)
     d = json.loads((tmp_path / "weight_sharing.json").read_text())
     assert d["max_abs_difference"] < 1e-5
     keys = {"conv", "locally_connected", "dense"}
@@ -127,3 +128,17 @@ def test_explain_weight_sharing(tmp_path):
     assert "http://" not in text and "https://" not in text
     assert not re.search(r'(src|href)="(?!data:|#)', text)
     assert res["files"]["matrix_png"].endswith("weight_sharing_matrix.png")
+    # the page quotes the JSON's numbers; each model trained until its loss stopped falling, or to the limit
+    assert f"{d['demo']['max_abs_difference']:.2e}" in text and d["demo"]["max_abs_difference"] == pytest.approx(
+        res["demo"]["max_abs_difference"], rel=1e-9, abs=0)
+    t = d["training"]
+    for k in keys:
+        loss = t["history"][k]["loss"]
+        assert len(loss) == t["epochs"][k] <= 4
+        if t["converged"][k]:
+            assert t["history"][k]["accuracy"][-1] == 1.0 or loss[-2] - loss[-1] < 0.03 * loss[-2]
+        else:
+            assert t["epochs"][k] == 4 and all(a - b >= 0.03 * a for a, b in zip(loss, loss[1:]))
+        assert t["train_accuracy"][k] == t["history"][k]["accuracy"][-1]
+    assert ("lack of structure" in text) == bool(t["converged"]["dense"] and d["accuracy"]["dense"] <
+                                                 d["accuracy"]["conv"] - 0.01)

@@ -3,13 +3,15 @@
 Every tool module in this package contributes its own ``add_parser(subparsers)``,
 which adds one sub-command and sets ``func`` (called as ``args.func(args)``).
 :func:`register` adds them: the modules of :data:`TOOLS` become ``cnnlab
-explain <tool>``, the run report the top-level ``cnnlab report``.
+explain <tool>``, ``cnnlab explain all`` (or ``cnnlab explain`` alone) runs them all
+and writes the index page (:mod:`.index`), and the run report is the top-level
+``cnnlab report``.
 """
 from __future__ import annotations
 
 import argparse
 
-from . import conv, features, invariance, matched_filter, report, saliency, weight_sharing
+from . import conv, features, index, invariance, matched_filter, report, saliency, weight_sharing
 
 TOOLS = (conv, weight_sharing, matched_filter, features, invariance, saliency)
 
@@ -25,9 +27,10 @@ def register(subparsers):
         description="Tools that show why convolutional networks work. Each writes PNG/GIF pictures, a "
                     "self-contained HTML page and a JSON file of the numbers to --out.")
     tools = explain.add_subparsers(dest="explain_command", metavar="TOOL")
-    tools.required = True
     for module in TOOLS:
         module.add_parser(tools)
+    everything = index.add_parser(tools)          # "cnnlab explain" alone runs "cnnlab explain all"
+    explain.set_defaults(func=lambda args: everything.get_default("func")(everything.parse_args([])))
     report.add_parser(subparsers)
     return explain
 

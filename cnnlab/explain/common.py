@@ -245,7 +245,7 @@ def to_jsonable(obj):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
         v = float(obj)
-        return round(v, 10) if np.isfinite(v) else None
+        return float(f"{v:.10g}") if np.isfinite(v) else None     # 10 significant digits: 8.88e-16 stays 8.88e-16
     if isinstance(obj, Path):
         return str(obj)
     return obj

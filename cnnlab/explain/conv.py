@@ -165,10 +165,25 @@ def conv_steps(x, kernel, bias=0.0, stride=1, padding="valid", dilation=1):
 # ---------------------------------------------------------------------------
 # Drawing
 # ---------------------------------------------------------------------------
+WINDOW_COLOUR = "#1a9e3f"     # the kernel's window and the output cell being filled (padding is orange)
+
+
+def _input_scale(x, photo):
+    """``(cmap, (vmin, vmax))`` for an input, the same in the animation and the summary picture.
+
+    Small-number examples: ink on paper, the largest value dark grey (numbers
+    stay readable); pictures: as they look, black to white; signed inputs:
+    the diverging map centred at zero.
+    """
+    if x.min() < 0:
+        return SIGNED_CMAP, symmetric_limits(x)
+    return ("gray" if photo else "Greys"), (0.0, max(float(np.abs(x).max()), 1e-12) * (1.0 if photo else 1.4))
+
+
 class _Animator:
     """One figure, redrawn per output position by updating its artists (fast: no new figure per frame)."""
 
-    def __init__(self, xp, pads, kernel, y, records, integers, photo=False, dpi=80):
+    def __init__(self, xp, pads, kernel, y, records, integers, photo=False, dpi=100):
         from matplotlib.patches import Rectangle
         self.xp, self.pads, self.kernel, self.y, self.records = xp, pads, kernel, y, records
         self.integers = integers
@@ -177,7 +192,7 @@ class _Animator:
         ho, wo = y.shape
         rows = c
         self.show_numbers = max(hp, wp, ho, wo) <= 16
-        cell = 0.42 if self.show_numbers else 0.2
+        cell = (0.5 if integers else 0.62) if self.show_numbers else 0.25
         fs = 9 if integers else 7
         self.fs = fs
         width = cell * (wp + 2 * max(kw, 3) + wo) + 3.6
@@ -191,15 +206,11 @@ class _Animator:
         self.equation = fig.text(0.5, 1 - 0.62 / height, "", ha="center", va="top", fontsize=10, family="monospace")
         t, _, l, _ = pads
         h, w = hp - pads[0] - pads[1], wp - pads[2] - pads[3]
-        # Small-number examples: ink on paper, the largest value dark grey (numbers stay readable);
-        # pictures: as they look, black to white.
-        xmax = max(float(np.abs(xp).max()), 1e-12) * (1.0 if photo else 1.4)
         self.klim = symmetric_limits(kernel)
         self.plim = symmetric_limits(np.stack([r["products"] for r in records]))
         self.ylim = (float(y.min()), float(y.max()) if y.max() > y.min() else float(y.min()) + 1)
         self.taps, self.prod_images, self.prod_texts = [], [], []
-        xcmap = ("gray" if photo else "Greys") if xp.min() >= 0 else SIGNED_CMAP
-        xlim = (0.0, xmax) if xp.min() >= 0 else symmetric_limits(xp)
+        xcmap, xlim = _input_scale(xp, photo)
         for ch in range(c):
             cl = f" (channel {ch})" if c > 1 else ""
             ax = fig.add_subplot(gs[ch, 0])
@@ -214,7 +225,7 @@ class _Animator:
             ax.set_title("input" + cl + (" + zero padding" if pad_mask.any() else ""), fontsize=10)
             ax.set_xlabel("column")
             ax.set_ylabel("row")
-            taps = [ax.add_patch(Rectangle((0, 0), 1, 1, fill=False, edgecolor="#ff7f0e", lw=2.2))
+            taps = [ax.add_patch(Rectangle((0, 0), 1, 1, fill=False, edgecolor=WINDOW_COLOUR, lw=2.6))
                     for _ in range(kh * kw)]
             self.taps.append(taps)
             ax = fig.add_subplot(gs[ch, 1])
@@ -242,7 +253,7 @@ class _Animator:
         ax.set_title("output (feature map)", fontsize=10)
         ax.set_xlabel("output column")
         ax.set_ylabel("output row")
-        self.cursor = ax.add_patch(Rectangle((-0.5, -0.5), 1, 1, fill=False, edgecolor="#ff7f0e", lw=2.5))
+        self.cursor = ax.add_patch(Rectangle((-0.5, -0.5), 1, 1, fill=False, edgecolor=WINDOW_COLOUR, lw=3))
         # Blitting: the static parts (input numbers, kernel, axes) are drawn once into a background; each
         # frame adds its output cell to that background, then draws only the artists that move or change.
         self.dynamic = [self.title, self.equation, self.cursor, *sum(self.taps, []), *self.prod_images,
@@ -331,11 +342,10 @@ def _summary_figure(x, kernel, y, bias, integers, photo=False):
     rows = c if c > 1 else 1
     gs = fig.add_gridspec(rows, 3, wspace=0.7, hspace=0.5)
     klim = symmetric_limits(kernel)
-    xlim = (float(x.min()), float(x.max()) if x.max() > x.min() else float(x.min()) + 1)
+    xcmap, xlim = _input_scale(x, photo)          # the colours of the animation's input
     for ch in range(rows):
         cl = f" (channel {ch})" if c > 1 else ""
         ax = fig.add_subplot(gs[ch, 0])
-        xcmap = ("gray" if photo else "Greys") if x.min() >= 0 else SIGNED_CMAP
         im = ax.imshow(x[:, :, ch], cmap=xcmap, vmin=xlim[0], vmax=xlim[1],
                        interpolation="nearest")
         colorbar(fig, im, ax, "pixel value")
@@ -535,8 +545,9 @@ def _write_page(path, result, frames_png, gif_bytes, summary_png, records, integ
         "Zero padding (orange cells) lets the window reach the border; a stride skips positions; dilation "
         "spreads the taps apart.</p>")
     sections = [
-        ("Step through it", "<p>Use the buttons, the slider or the arrow keys. The orange squares are the input "
-                            "pixels the kernel touches; the orange box in the output is the cell being filled.</p>"
+        ("Step through it", "<p>Use the buttons, the slider or the arrow keys. The green squares are the input "
+                            "pixels the kernel touches; the green box in the output is the cell being filled. "
+                            "Orange cells are zero padding.</p>"
                             + player),
         ("The result", img_tag(summary_png, "input, kernel and output")),
         ("Settings", params),

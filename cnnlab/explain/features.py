@@ -77,14 +77,6 @@ def _labels_above(ax, labels, h, w, cols, top, gap=1, fontsize=7):
                 ha="center", va="center", color="#333")
 
 
-def _tile_labels(ax, labels, h, w, cols, gap=1, fontsize=7):
-    from matplotlib import patheffects
-    for i, text in enumerate(labels):
-        r, c = divmod(i, cols)
-        ax.text(c * (w + gap) - 0.4, r * (h + gap) - 0.4, text, fontsize=fontsize, color="white", va="top",
-                ha="left", path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")])
-
-
 def value_scale(a):
     """``(cmap, vmin, vmax)``: diverging and centred at 0 when ``a`` has both signs, else sequential from 0."""
     lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
@@ -109,8 +101,9 @@ def plot_feature_maps(layer, a, max_maps=64, class_names=None):
         cmap, vmin, vmax = value_scale(a)
         import matplotlib
         cm = matplotlib.colormaps[cmap].with_extremes(bad="white")
-        im = ax.imshow(mosaic(tiles, cols), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
-        _tile_labels(ax, [str(i) for i in range(shown)], a.shape[0], a.shape[1], cols)
+        top = max(1, -(-a.shape[0] // 6))                 # a blank band above each map for its channel number
+        im = ax.imshow(mosaic(tiles, cols, top=top), cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
+        _labels_above(ax, [f"ch {i}" for i in range(shown)], a.shape[0], a.shape[1], cols, top)
         ax.set_xticks([])
         ax.set_yticks([])
         more = f", first {shown} of {c} channels" if shown < c else ""
@@ -143,8 +136,11 @@ def plot_feature_maps(layer, a, max_maps=64, class_names=None):
     cm = matplotlib.colormaps[cmap].with_extremes(bad="white")
     im = ax.imshow(strip.reshape(rows, width), cmap=cm, vmin=vmin, vmax=vmax, aspect="auto",
                    interpolation="nearest")
-    ax.set_xlabel(f"unit index mod {width}")
-    ax.set_ylabel(f"unit index // {width}")
+    ax.set_xlabel(f"position in the row (unit = row start + 0..{width - 1})")
+    ticks = np.arange(0, rows, max(1, rows // 6))
+    ax.set_yticks(ticks)
+    ax.set_yticklabels([str(t * width) for t in ticks])
+    ax.set_ylabel("row start (unit index)")
     ax.set_title(f"{layer.name} ({kind}): output {shape_txt} (vector, {width} per row)", fontsize=10)
     common.colorbar(fig, im, ax, "activation")
     return fig
@@ -161,13 +157,13 @@ def filter_tiles(kernel):
     return tiles, labels
 
 
-def _draw_filters(fig, kernel, title, limits=None):
+def _draw_filters(fig, kernel, title, limits=None, where=(1, 1, 1), label="weight (0 = white)"):
     import matplotlib
     kernel = np.asarray(kernel, np.float64)
     tiles, labels = filter_tiles(kernel)
     c = kernel.shape[2]
     cols = c * max(1, min(kernel.shape[3], max(1, 16 // c))) if c > 1 else grid_shape(len(tiles), 8)[1]
-    ax = fig.add_subplot(1, 1, 1)
+    ax = fig.add_subplot(*where)
     vmin, vmax = limits if limits is not None else common.symmetric_limits(kernel)
     cm = matplotlib.colormaps[common.SIGNED_CMAP].with_extremes(bad="white")
     top = max(1.0, kernel.shape[0] / 4)
@@ -177,7 +173,7 @@ def _draw_filters(fig, kernel, title, limits=None):
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=10)
-    common.colorbar(fig, im, ax, "weight (0 = white)")
+    common.colorbar(fig, im, ax, label)
     return ax
 
 
@@ -197,18 +193,59 @@ def plot_filters(kernel, title):
     return fig
 
 
+def filter_change(snapshots) -> dict:
+    """How far each filter has moved from its initialization, per snapshot.
+
+    For filter ``f`` at step ``t``: ``||k_t[..., f] - k_0[..., f]|| / ||k_0[..., f]||``
+    (Frobenius norms over ``kh x kw x C``). Returns ``{"steps", "per_filter"
+    (steps x F), "total" (the same for the whole kernel), "half_step"}``, where
+    ``half_step`` is the first snapshot whose total change reaches half the final one.
+    """
+    steps = [int(s) for s in snapshots]
+    k = np.stack([np.asarray(snapshots[s], np.float64) for s in snapshots])     # (T, kh, kw, C, F)
+    d = k - k[0]
+    per = np.sqrt((d ** 2).sum(axis=(1, 2, 3))) / np.maximum(np.sqrt((k[0] ** 2).sum(axis=(0, 1, 2))), 1e-12)
+    total = np.sqrt((d ** 2).sum(axis=(1, 2, 3, 4))) / max(float(np.sqrt((k[0] ** 2).sum())), 1e-12)
+    half = next((s for s, v in zip(steps, total) if v >= total[-1] / 2), steps[-1])
+    return {"steps": steps, "per_filter": per, "total": total, "half_step": int(half)}
+
+
+def plot_filter_change(change, layer_name="conv"):
+    """One line per filter: its relative change from initialization against the optimizer step."""
+    fig = common.new_figure(6.5, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    steps, per = change["steps"], np.asarray(change["per_filter"])
+    for f in range(per.shape[1]):
+        ax.plot(steps, per[:, f], lw=1, alpha=0.7, marker=".", ms=3)
+    ax.plot(steps, change["total"], color="black", lw=2.2, label="all filters together")
+    ax.axvline(change["half_step"], color="gray", ls=":", lw=1, label=f"half the change by step {change['half_step']:,}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("||k_t - k_0|| / ||k_0||")
+    ax.set_title(f"{layer_name}: how far each filter moved from its random start (one line per filter)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def filter_evolution_frames(snapshots, layer_name="conv"):
-    """One RGB frame per snapshot: the filter grid on one colour scale shared by all frames, step in the title."""
+    """One RGB frame per snapshot: the filters (left) and what training added so far, ``k_t - k_0`` (right).
+
+    Each half has one colour scale shared by all frames, so a colour means the
+    same weight in every frame; the step is in the title.
+    """
     steps = list(snapshots)
     kernels = [np.asarray(snapshots[s], np.float64) for s in steps]
     limits = common.symmetric_limits(np.stack(kernels))
-    size = _filters_figsize(kernels[0])
+    d_limits = common.symmetric_limits(np.stack(kernels) - kernels[0])
+    w, h = _filters_figsize(kernels[0])
     frames = []
     for i, (s, k) in enumerate(zip(steps, kernels)):
-        fig = common.new_figure(size[0], size[1] + 0.3)
-        fig.set_layout_engine("constrained")          # frames are drawn whole: keep the colour bar inside
+        fig = common.new_figure(2 * w, h + 0.4)
+        fig.set_layout_engine("constrained")          # frames are drawn whole: keep the colour bars inside
         when = "before training" if s == 0 else f"snapshot {i + 1} of {len(steps)}"
-        _draw_filters(fig, k, f"{layer_name}, step {s:,}\n({when})", limits)
+        _draw_filters(fig, k, f"{layer_name} at step {s:,} ({when})", limits, where=(1, 2, 1))
+        _draw_filters(fig, k - kernels[0], f"change since step 0: k(step {s:,}) \u2212 k(0)", d_limits,
+                      where=(1, 2, 2), label="weight change")
         frames.append(common.figure_rgb(fig))
     return frames
 
@@ -305,10 +342,13 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
         n = common.save_gif(frames, out / "filters_evolution.gif", duration_ms=500, last_ms=2000)
         gif_bytes = (out / "filters_evolution.gif").read_bytes()
         files.append("filters_evolution.gif")
-        steps = list(snapshots)
-        k0, k1 = np.asarray(snapshots[steps[0]], np.float64), np.asarray(snapshots[steps[-1]], np.float64)
-        evolution = {"gif": "filters_evolution.gif", "steps": steps, "frames": n,
-                     "relative_change": float(np.linalg.norm(k1 - k0) / max(np.linalg.norm(k0), 1e-12))}
+        change = filter_change(snapshots)
+        change_png = common.save_figure(plot_filter_change(change, conv.name), out / "filters_change.png")
+        files.append("filters_change.png")
+        per_final = np.asarray(change["per_filter"])[-1]
+        evolution = {"gif": "filters_evolution.gif", "change_png": "filters_change.png", "steps": change["steps"],
+                     "frames": n, "relative_change": float(change["total"][-1]), "half_step": change["half_step"],
+                     "relative_change_per_filter": [float(v) for v in per_final]}
 
     result = {
         "model": subject.description, "input_shape": list(net.input_shape), "num_params": net.num_params,
@@ -322,7 +362,8 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
 
     # the page
     esc = common.esc
-    intro = (f"<p>What <b>{esc(subject.description)}</b> computes for {esc(source)}. Each layer turns its input "
+    intro = (f"<p>Model: <b>{esc(subject.description)}</b>. Data: <b>{esc(subject.data_name)}</b>. "
+             f"Input: {esc(source)}.</p><p>Each layer turns its input "
              "into a stack of <i>feature maps</i>: a convolution slides the same small filter over every position, "
              "so a map is bright wherever the filter's pattern occurs. Pooling shrinks the maps and keeps the "
              "strongest responses; dense layers combine everything into class scores.</p>")
@@ -332,12 +373,21 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
         body = common.img_tag(filters_png, "first-layer filters") + (
             "<p class='note'>Red weights add the pixel under them, blue ones subtract it, white is zero. A filter "
             "with a red band next to a blue band responds to an edge in that direction; an L-shaped pattern to a "
-            "corner. Trained on digits, the first layer learns such local edge, bar and corner detectors.</p>")
+            f"corner. These filters were trained on {esc(subject.data_name)}; look for such patterns among them, "
+            "and see below how much of each is learned and how much is left of its random start.</p>")
         if gif_bytes is not None:
+            ev = evolution
+            moved = ev["relative_change_per_filter"]
             body += ("<h3>How the filters were learned</h3>" + common.img_tag(gif_bytes, "filter evolution",
-                     mime="image/gif") + f"<p class='note'>{len(evolution['steps'])} snapshots from step "
-                     f"{evolution['steps'][0]} to {evolution['steps'][-1]}, one colour scale for all frames: "
-                     "random noise at initialization turns into structured detectors.</p>")
+                     mime="image/gif") + f"<p class='note'>{len(ev['steps'])} snapshots from step "
+                     f"{ev['steps'][0]} to {ev['steps'][-1]:,}, closer together in the first steps. Left: the filters, one colour scale for all frames. Right: what training has "
+                     "added so far (the filter minus its random start, on its own scale). By the last step the "
+                     f"filters moved by {ev['relative_change']:.0%} of their initial size (each filter between "
+                     f"{min(moved):.0%} and {max(moved):.0%}); half of that change happened by step "
+                     f"{ev['half_step']:,}. " + ("So the filters on the left still look much like their random start: "
+                     "the structure training added is in the right half." if ev["relative_change"] < 0.6 else
+                     "Training has reshaped them: the random start is mostly gone.") + "</p>" +
+                     common.img_tag(change_png, "change per filter"))
         else:
             body += "<p class='note'>No filter snapshots were recorded for this model (train with " \
                     "<code>--snapshot-filters N</code> to see their evolution).</p>"

@@ -26,7 +26,7 @@ many parameters as the CNN):
   strip that enters the shifted map is filled with the layer's response to a
   blank image (what the blank strip entering the shifted input produces), next
   to the same error without shifting the map back, ``||F(T_s x) - F(x)|| / ||F(T_s x)||``;
-* the *canvas* experiment: digits pasted in the top-left corner of a larger
+* the *canvas* experiment: images pasted in the top-left corner of a larger
   canvas for training, tested in the bottom-right corner (and on a grid of
   positions), for a CNN with global average pooling and an MLP.
 
@@ -45,13 +45,14 @@ from ..augment import affine
 from ..layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
 from ..model import Sequential
 from . import common
-from .subject import (add_common_arguments, check_compatible, default_data, demo_model, load_data, log_to,
-                      prepare_image, run_data, stderr_log)
+from .subject import (add_common_arguments, check_compatible, data_noun, default_data, demo_model, fit_class_names,
+                      load_data, log_to, prepare_image, run_data, stderr_log, Subject)
 
+MLP_MAX_EPOCHS_FACTOR = 8    # the MLP baseline may train this many times the CNN's epochs to match its accuracy
 DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
 MODEL_LABELS = {
     "cnn": "CNN (conv + max-pool, dense on top)",
-    "mlp": "MLP (one hidden layer, similar size)",
+    "mlp": "MLP (one hidden layer, similar parameter count)",
     "cnn_strided": "CNN without pooling (stride-2 convs)",
     "cnn_gap": "CNN with global average pooling",
 }
@@ -144,6 +145,25 @@ def train(model, x, y, epochs, seed=0, lr=None, batch_size=64):
         lr = 3e-3 if any(isinstance(layer, GlobalAvgPool2D) for layer in model.layers) else 2e-3
     model.fit(x, y, epochs=epochs, batch_size=batch_size, optimizer=Adam(lr=lr), verbose=0)
     return model
+
+
+def train_to_match(model, x, y, val, target, min_epochs, max_epochs, tolerance=0.02):
+    """Train epoch by epoch until accuracy on ``val = (x_val, y_val)`` reaches ``target - tolerance``.
+
+    At least ``min_epochs``, at most ``max_epochs``. Returns ``(model, epochs,
+    validation accuracy)``: a weak baseline is then weak for lack of structure,
+    not for lack of training (or the page says it never got there).
+    """
+    from ..optim import Adam
+    opt = Adam(lr=2e-3)
+    acc, epochs = 0.0, 0
+    while epochs < max_epochs:
+        model.fit(x, y, epochs=1, batch_size=64, optimizer=opt, verbose=0)     # one more epoch; same optimizer
+        epochs += 1
+        acc = float(model.evaluate(*val)["accuracy"])
+        if epochs >= min_epochs and acc >= target - tolerance:
+            break
+    return model, epochs, acc
 
 
 def penultimate_index(model):
@@ -353,26 +373,28 @@ def plot_equivariance_picture(model, x, s, layers):
         cmap = common.SIGNED_CMAP if lo < 0 else common.HEAT_CMAP
         if lo < 0:
             lo, hi = common.symmetric_limits(np.stack([f0[..., c], f1[..., c]]))
-        panels = [(x[..., 0] if x.shape[-1] == 1 else x, "input x", "gray", 0, 1),
-                  (xs[0, ..., 0] if x.shape[-1] == 1 else xs[0], f"T x: shifted {s} px right, {s} down", "gray", 0, 1),
-                  (f0[..., c], f"F(x): {layer.name} ch {c}", cmap, lo, hi),
-                  (f1[..., c], "F(T x)", cmap, lo, hi),
-                  (tf[..., c], f"T F(x): map shifted {s // r} px", cmap, lo, hi),
-                  (np.abs(f1[..., c] - tf[..., c]), f"|F(Tx) - T F(x)|, rel. err {err:.2g}", "magma", 0, max(hi - lo, 1e-12) / 2)]
+        panels = [(x[..., 0] if x.shape[-1] == 1 else x, "the image", "gray", 0, 1),
+                  (xs[0, ..., 0] if x.shape[-1] == 1 else xs[0], f"the image moved\n{s} px right, {s} px down", "gray", 0, 1),
+                  (f0[..., c], f"map of the image\n({layer.name}, channel {c})", cmap, lo, hi),
+                  (f1[..., c], "map of the\nmoved image", cmap, lo, hi),
+                  (tf[..., c], f"map of the image,\nmoved {s // r} px (= {s} / {r})", cmap, lo, hi),
+                  (np.abs(f1[..., c] - tf[..., c]), f"difference of the two\nbefore it ({err:.0%} of the map)", "magma",
+                   0, max(hi - lo, 1e-12) / 2)]
         for j, (img, title, cm, vmin, vmax) in enumerate(panels):
             ax = fig.add_subplot(len(layers), cols, row * cols + j + 1)
             if img.ndim == 3:
                 im = common.show_image(ax, img)
             else:
                 im = ax.imshow(img, cmap=cm, vmin=vmin, vmax=vmax, interpolation="nearest")
-            ax.set_title(title, fontsize=8)
+            ax.set_title(title, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
             if j >= 2 and j in (4, 5):
                 common.colorbar(fig, im, ax)
             if j == 0:
-                ax.set_ylabel(f"{layer.name}\n(map size /{r})", fontsize=8)
-    fig.suptitle("equivariance: F(shifted input) equals the shifted feature map (zero = exact)", fontsize=10)
+                ax.set_ylabel(layer.name + (f"\n(map {r}x smaller)" if r > 1 else ""), fontsize=9)
+    fig.suptitle("Move the image and its feature maps move with it: the 4th and 5th columns agree, so their "
+                 "difference (last column) is small", fontsize=11)
     return fig
 
 
@@ -401,8 +423,8 @@ def plot_canvas(canvas, examples):
         ax.set_xticklabels(pos)
         ax.set_yticks(range(len(pos)))
         ax.set_yticklabels(pos)
-        ax.set_xlabel("digit's left edge on the canvas (px)")
-        ax.set_ylabel("digit's top edge (px)")
+        ax.set_xlabel("image's left edge on the canvas (px)")
+        ax.set_ylabel("image's top edge (px)")
         ax.set_title(f"{r['label']}\n{r['params']:,} params; trained at (0, 0) only", fontsize=9)
         common.colorbar(fig, im, ax, "test accuracy")
     fig.suptitle(f"train in the top-left corner of a {canvas['size']}x{canvas['size']} canvas, test everywhere",
@@ -419,6 +441,9 @@ def _resolve(model, dataset, data_dir, options):
         return None, None, dataset, data_dir, options
     if isinstance(model, Sequential):
         return model, f"model {model.name!r}", dataset, data_dir, options
+    if isinstance(model, Subject):
+        return (model.model, model.description, dataset or model.dataset,
+                data_dir if data_dir is not None else model.data_dir, options if dataset else model.options)
     loaded = common.load_model(model)
     if dataset is None:
         dataset, data_dir, options = run_data(model, None, data_dir)
@@ -450,8 +475,10 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
     given_mlp, mlp_desc, dataset, data_dir, options = _resolve(mlp, dataset, data_dir, options)
     if dataset is None:
         dataset, data_dir = default_data(data_dir)
-    (xtr, ytr), (xte, yte), info = load_data(dataset, data_dir, n_train=n_train, n_test=n_test, seed=seed,
+    n_val = max(50, min(500, n_train // 10))       # the images after the training ones: the MLP's stopping check
+    (xtr, ytr), (xte, yte), info = load_data(dataset, data_dir, n_train=n_train + n_val, n_test=n_test, seed=seed,
                                              options=options)
+    (xtr, ytr), val = (xtr[:n_train], ytr[:n_train]), (xtr[n_train:], ytr[n_train:])
     k = max(len(info["class_names"]), int(ytr.max()) + 1)
     shape = tuple(info["input_shape"])
     # The user's picture is read first, so that a bad file fails before any training.
@@ -467,12 +494,24 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
         return train(net, xtr, ytr, epochs, seed)
 
     models = {"cnn": cnn if cnn is not None else fit(lambda: demo_model(shape, k, seed), "cnn")}
-    models["mlp"] = given_mlp if given_mlp is not None else fit(
-        lambda: mlp_like(shape, k, params=models["cnn"].num_params, seed=seed), "mlp")
+    cnn_val = float(models["cnn"].evaluate(*val)["accuracy"])
+    mlp_training = None
+    if given_mlp is not None:
+        models["mlp"] = given_mlp
+    else:
+        mlp = mlp_like(shape, k, params=models["cnn"].num_params, seed=seed)
+        log_to(log, f"training mlp ({mlp.num_params:,} parameters) until it matches the CNN's {cnn_val:.3f} on "
+                    f"{len(val[0])} held-out training images (at most {MLP_MAX_EPOCHS_FACTOR * epochs} epochs) ...")
+        models["mlp"], mlp_epochs, mlp_val = train_to_match(mlp, xtr, ytr, val, cnn_val, epochs,
+                                                            MLP_MAX_EPOCHS_FACTOR * epochs)
+        mlp_training = {"epochs": mlp_epochs, "validation_accuracy": mlp_val, "cnn_validation_accuracy": cnn_val,
+                        "validation_images": int(len(val[0])), "max_epochs": MLP_MAX_EPOCHS_FACTOR * epochs,
+                        "matched": bool(mlp_val >= cnn_val - 0.02)}
     models["cnn_strided"] = fit(lambda: cnn_strided(shape, k, seed), "cnn_strided")
     models["cnn_gap"] = fit(lambda: cnn_gap(shape, k, seed), "cnn_gap")
     descriptions = {name: (cnn_desc if name == "cnn" and cnn_desc else mlp_desc if name == "mlp" and mlp_desc
-                           else f"{MODEL_LABELS[name]}, trained here for {epochs} epochs on {len(xtr)} images")
+                           else f"{MODEL_LABELS[name]}, trained here for "
+                                f"{mlp_training['epochs'] if name == 'mlp' else epochs} epochs on {len(xtr)} images")
                     for name in models}
     mdir = out / "models"
     models_json = {}
@@ -565,7 +604,8 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
         "rotation": {"degrees": degrees, "accuracy": rot},
         "equivariance": equi_json, "canvas": canvas_json, "models": models_json,
         "example": {"source": ex_source, "label": ex_label, "shifts_right": shifts, **per_image},
-        "chance": chance,
+        "chance": chance, "mlp_training": mlp_training, "noun": data_noun(info["name"]),
+        "class_names": fit_class_names(info.get("class_names"), k),
         "files": files + ["invariance.json", "invariance.html"] + [f"models/{n}.safetensors" for n in models],
     }
     common.save_json(out / "invariance.json", result)
@@ -586,6 +626,35 @@ def _write_page(out, r, pngs):
                 for i, d in enumerate(r["rotation"]["degrees"])]
     change_rows = [[s] + [f"{r['feature_change'][n][i]:.3f}" for n in names] for i, s in enumerate(r["shifts"])]
     last = r["shifts"][-1]
+    noun, names_k = r["noun"], r["class_names"]
+    mt = r["mlp_training"]
+    if mt is None:
+        mlp_note = "The MLP was given, not trained here."
+    elif mt["matched"]:
+        mlp_note = (f"The MLP was trained for {mt['epochs']} epochs, until it matched the CNN's accuracy on "
+                    f"{mt['validation_images']} held-out training images ({_pct(mt['validation_accuracy'])} against "
+                    f"{_pct(mt['cnn_validation_accuracy'])}), so what it loses under a shift is missing invariance, "
+                    "not weak fitting.")
+    else:
+        mlp_note = (f"The MLP was trained for {mt['epochs']} epochs (the most allowed) and reached "
+                    f"{_pct(mt['validation_accuracy'])} on {mt['validation_images']} held-out training images against "
+                    f"the CNN's {_pct(mt['cnn_validation_accuracy'])}: with about as many parameters it cannot fit "
+                    "this data as well, so part of its loss is weaker fitting, not only missing invariance.")
+    ch = {n: r["feature_change"][n][-1] for n in names}
+    order = sorted(names, key=ch.get)
+    change_text = ", ".join(f"{MODEL_LABELS.get(n, n)}: {ch[n]:.2f}" for n in order)
+    lowest = order[0]
+    others = [ch[n] for n in order[1:]]
+    if others and ch[lowest] < 0.5 * min(others):
+        verdict = (f"Only the {MODEL_LABELS.get(lowest, lowest)} keeps its features nearly unchanged: each of its "
+                   "features is an average over the whole map, so it does not care where a pattern is.")
+    else:
+        verdict = ("No model keeps its features unchanged: each still ties features to positions, "
+                   "so invariance here is partial.")
+    if "cnn" in ch and "mlp" in ch:
+        verdict += (f" The max-pooling CNN's features change {'less than' if ch['cnn'] < 0.8 * ch['mlp'] else 'about as much as'}"
+                    " the MLP's: pooling over 2\u00d72 windows buys invariance only to shifts smaller than its "
+                    "window, and the dense layer on top of the flattened maps still reads each position separately.")
     intro = (f"<p>Models trained on {r['n_train']} {esc(r['dataset'])} images, tested on {esc(r['test_subset'])}. "
              "A convolution applies one filter at every position, so when the input moves its feature maps move "
              "with it (<b>equivariance</b>); pooling, and most of all averaging each map over the image, makes "
@@ -595,16 +664,15 @@ def _write_page(out, r, pngs):
         ("Accuracy against shift", common.img_tag(pngs["invariance_shift.png"], "accuracy against shift") +
          f"<p>At {last} px the CNN keeps {_pct(r['accuracy']['cnn'][-1])} (from {_pct(r['accuracy']['cnn'][0])}), "
          f"the MLP {_pct(r['accuracy']['mlp'][-1])} (from {_pct(r['accuracy']['mlp'][0])}). Each value is the mean "
-         "over shifts right, left, down and up; pixels that enter are black.</p>" + common.table_html(head, shift_rows)),
+         f"over shifts right, left, down and up; pixels that enter are black. {esc(mlp_note)}</p>" +
+         common.table_html(head, shift_rows)),
         ("Accuracy against rotation", common.img_tag(pngs["invariance_rotation.png"], "accuracy against rotation") +
          "<p class='note'>Convolution is not built to be rotation-equivariant: small rotations are tolerated "
-         "because the filters are small and the digits varied, large ones are not.</p>" +
+         f"because the filters are small and the {noun}s varied, large ones are not.</p>" +
          common.table_html(["degrees"] + head[1:], rot_rows)),
         ("Invariance of the classifier's features", common.img_tag(pngs["invariance_features.png"], "feature change") +
-         "<p>The mean relative change of the penultimate features (the input of the last dense layer). With "
-         "global average pooling each feature is an average over the whole map, so moving the digit barely "
-         "changes it; with max pooling the features move on a coarser grid; without pooling (stride-2 "
-         "convolutions) or in an MLP every feature is tied to a position.</p>" +
+         "<p>The mean relative change of the penultimate features (the input of the last dense layer) when the "
+         f"{noun} moves. At {last} px: {esc(change_text)}. {esc(verdict)}</p>" +
          common.table_html(["shift (px)"] + head[1:], change_rows)),
     ]
     eq = r["equivariance"]
@@ -632,7 +700,7 @@ def _write_page(out, r, pngs):
                 for n, v in m.items()]
         sections.append((f"Train in one corner, test in another ({c['size']}\u00d7{c['size']} canvas)",
                          common.img_tag(pngs["canvas.png"], "canvas experiment") +
-                         f"<p>Every training digit sits in the top-left corner of a {c['size']}\u00d7{c['size']} "
+                         f"<p>Every training {noun} sits in the top-left corner of a {c['size']}\u00d7{c['size']} "
                          f"canvas. Tested in the bottom-right corner (offset {c['test_position'][0]} px), the CNN with "
                          f"global average pooling scores {_pct(m['cnn_gap']['test_position'])}, the MLP "
                          f"{_pct(m['mlp']['test_position'])} (chance {_pct(r['chance'])}): the MLP's weights for "
@@ -640,9 +708,13 @@ def _write_page(out, r, pngs):
                              ["model", "parameters", "accuracy at the training position",
                               "accuracy in the bottom-right corner"], rows)))
     ex = r["example"]
-    ex_rows = [[s, f"{ex['cnn']['predicted'][i]} ({ex['cnn']['probability'][i]:.2f})",
-                f"{ex['mlp']['predicted'][i]} ({ex['mlp']['probability'][i]:.2f})"] for i, s in enumerate(ex["shifts_right"])]
-    sections.append((f"One image, shifted right: {ex['source']}", common.table_html(
+    def cname(k):
+        return names_k[k] if 0 <= k < len(names_k) else str(k)
+    ex_rows = [[s, f"{cname(ex['cnn']['predicted'][i])} ({ex['cnn']['probability'][i]:.2f})",
+                f"{cname(ex['mlp']['predicted'][i])} ({ex['mlp']['probability'][i]:.2f})"]
+               for i, s in enumerate(ex["shifts_right"])]
+    truth = f" (true class: {cname(ex['label'])})" if ex["label"] is not None else ""
+    sections.append((f"One image, shifted right: {ex['source']}{truth}", common.table_html(
         ["shift (px)", "CNN: class (probability)", "MLP: class (probability)"], ex_rows)))
     mrows = [[n, v["label"], f"{v['params']:,}", ", ".join(v["layers"]), v["file"]] for n, v in r["models"].items()]
     sections.append(("Models", common.table_html(["key", "model", "parameters", "layers", "file"], mrows)))
@@ -672,7 +744,7 @@ def add_parser(subparsers):
         "invariance", help="shift/rotation robustness of a CNN vs an MLP, equivariance, pooling, canvas experiment",
         description="Measure how accuracy falls as test images are shifted or rotated for a CNN and an MLP of "
                     "similar size, show that feature maps move with the input while pooled features barely change, "
-                    "and train digits in one corner of a larger canvas to test them in another. Writes PNGs, "
+                    "and train images in one corner of a larger canvas to test them in another. Writes PNGs, "
                     "invariance.json and a self-contained invariance.html.")
     add_common_arguments(p, "invariance")  # --model (the CNN to test), --dataset, --data-dir, --image, ... --out
     p.add_argument("--mlp", metavar="RUN_OR_FILE", help="the MLP to compare (default: train one now, of similar size)")

@@ -193,6 +193,7 @@ def top_patches(layer, x, k=5, per_image=1, random_patches=2000, seed=0):
 # ---------------------------------------------------------------------------
 def _scene_figure(img, template, resp, ncc, true_pos, peak, ncc_peak):
     from matplotlib.patches import Rectangle
+    from matplotlib.ticker import MaxNLocator
     th, tw = template.shape
     fig = new_figure(20, 5.6, dpi=90)
     axes = fig.subplots(1, 4, gridspec_kw={"wspace": 0.6, "width_ratios": [1, 0.55, 1, 1]})
@@ -225,6 +226,9 @@ def _scene_figure(img, template, resp, ncc, true_pos, peak, ncc_peak):
     ax.set_title(f"template = kernel ({th}\u00d7{tw})")
     ax.set_xlabel("column")
     ax.set_ylabel("row")
+    for a in axes:                                     # pixel positions are whole numbers
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.yaxis.set_major_locator(MaxNLocator(integer=True))
     for ax, m, title, pk, label in ((axes[2], resp, "cross-correlation (what Conv2D computes)", peak, "response"),
                                     (axes[3], ncc, "normalized cross-correlation", ncc_peak, "NCC")):
         lim = symmetric_limits(m)
@@ -248,8 +252,11 @@ def _legend_below(ax):
 def _filters_figure(filters, layer_name):
     rows = len(filters)
     k = max(len(f["top_patches"]) for f in filters) if filters else 0
-    fig = new_figure(1.45 * (k + 1) + 0.6, 1.75 * rows + 0.8, dpi=90)
-    gs = fig.add_gridspec(rows, k + 1, hspace=0.75, wspace=0.25, top=1 - 0.65 / (1.75 * rows + 0.8))
+    height = 1.75 * rows + 1.7
+    fig = new_figure(max(1.45 * (k + 1) + 0.6, 7.5), height, dpi=90)
+    # one row per filter, then a thin row for the two colour keys
+    gs = fig.add_gridspec(rows + 1, k + 1, hspace=0.75, wspace=0.25, top=1 - 0.65 / height,
+                          height_ratios=[1] * rows + [0.12])
     fig.suptitle(f"layer {layer_name!r}: each filter (left) and the {k} input patches that activate it most",
                  fontsize=11)
     klim = symmetric_limits(np.stack([f["kernel"] for f in filters]))
@@ -264,7 +271,7 @@ def _filters_figure(filters, layer_name):
         else:
             ax.imshow(kern.mean(axis=2), cmap=SIGNED_CMAP, vmin=klim[0], vmax=klim[1], interpolation="nearest")
         ax.set_title(f"filter {f['index']}", fontsize=9)
-        ax.set_xlabel(f"random cos {f['random_cosine_mean']:+.2f}", fontsize=7)
+        ax.set_xlabel(f"cosine with random\npatches: {f['random_cosine_mean']:+.2f}", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
         for c, p in enumerate(f["top_patches"]):
@@ -276,9 +283,19 @@ def _filters_figure(filters, layer_name):
                 ax.imshow(patch.mean(axis=2), cmap=IMAGE_CMAP, vmin=plo, vmax=phi, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_xlabel(f"cos {p['cosine']:.2f}\nact {p['activation']:.2f}", fontsize=8)
+            ax.set_xlabel(f"cosine {p['cosine']:.2f}\noutput {p['activation']:.2f}", fontsize=8)
             if r == 0:
                 ax.set_title(f"#{c + 1}", fontsize=9)
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    half = max((k + 1) // 2, 1)
+    for cols, cmap, lim, label in (
+            (slice(0, half), SIGNED_CMAP, klim, "filter weight: red adds the pixel, blue subtracts it"),
+            (slice(half, k + 1), IMAGE_CMAP, (plo, phi), "patch pixel: dark to bright")):
+        cax = fig.add_subplot(gs[rows, cols])
+        fig.colorbar(ScalarMappable(Normalize(*lim), cmap), cax=cax, orientation="horizontal")
+        cax.set_xlabel(label, fontsize=8)
+        cax.tick_params(labelsize=7)
     return fig
 
 
@@ -390,6 +407,20 @@ def explain_matched_filter(out=tool_out("matched-filter"), image=None, template=
     return result
 
 
+def _why_cosines(r) -> str:
+    """Why a top-patch cosine well below 1 still means "matching": compared with random patches' cosines."""
+    fs = [f for f in r["filters"] if f["top_patches"]]
+    if not fs:
+        return ""
+    top = float(np.mean([f["mean_top_cosine"] for f in fs]))
+    rnd = float(np.mean([f["random_cosine_mean"] for f in fs]))
+    sd = float(np.mean([f["random_cosine_std"] for f in fs]))
+    z = (top - rnd) / sd if sd > 0 else float("inf")
+    return (f"A mean cosine of {top:.2f} is a clear match even though it is far from 1: the same filters give "
+            f"random patches {rnd:+.2f} \u00b1 {sd:.2f} on average, so the top patches stand about {z:.1f} standard "
+            "deviations above chance.")
+
+
 def _write_page(path, r, response_png, filters_png):
     tp = tuple(r["true_position"]) if r["true_position"] else "unknown"
     found = r["true_position"] is not None and r["peak_position"] == r["true_position"]
@@ -422,7 +453,9 @@ def _write_page(path, r, response_png, filters_png):
           + img_tag(filters_png, "filters and their most activating patches")
           + table_html(["filter", "mean cosine, top patches", "cosine, random patches", "top activation"], rows)
           + "<p>The most activating patches point the same way as the kernel (high cosine), unlike random "
-            "patches: a trained filter is a template for the local pattern it detects.</p>")
+            f"patches: a trained filter is a template for the local pattern it detects. {_why_cosines(r)} They do "
+            "not reach 1 because a filter is not a picture of one patch: it is a compromise among all the patches "
+            "it must respond to, and a patch also holds parts of other strokes.</p>")
     write_html(path, "Convolution as template matching", [("Finding a planted template", s1),
                                                           ("Trained filters are learned templates", s2),
                                                           ("Numbers", "<p>Everything above is in "

@@ -1,6 +1,6 @@
-r"""Which pixels a prediction depends on: gradient saliency, occlusion sensitivity and Grad-CAM.
+r"""Which pixels a prediction depends on: gradient saliency, SmoothGrad, occlusion sensitivity and Grad-CAM.
 
-Three answers to "where does the network look?" for one image and one class
+Four answers to "where does the network look?" for one image and one class
 ``k`` (default: the predicted class), each a map over the image:
 
 * **Gradient saliency** (Simonyan, Vedaldi & Zisserman 2014): ``|dS_k/dx|``,
@@ -9,6 +9,9 @@ Three answers to "where does the network look?" for one image and one class
   One backward pass: ``model.input_gradient(x, e_k)`` with ``e_k`` the one-hot
   vector of class ``k`` as the gradient of the scores. It says how much a tiny
   change of each pixel would move the score: local, and often noisy.
+* **SmoothGrad** (Smilkov et al. 2017): the same gradient averaged over noisy
+  copies ``x + e_n``, ``e_n ~ N(0, sigma^2)``, before taking its magnitude;
+  the averaging removes the pixel-to-pixel jumps of the plain gradient.
 * **Occlusion sensitivity** (Zeiler & Fergus 2014): cover a ``p x p`` patch
   centred on each pixel (on a grid with the given stride) with a constant,
   run the model, and record the *drop* of the class probability,
@@ -69,6 +72,25 @@ def score_gradient(model, x, k) -> np.ndarray:
 def gradient_saliency(model, x, k) -> np.ndarray:
     """``max_c |dS_k/dx_ijc|``: an (H, W) map of how strongly each pixel moves the class score."""
     return np.abs(score_gradient(model, x, k)).max(axis=-1)
+
+
+def smoothgrad(model, x, k, samples=32, sigma=0.15, seed=0) -> np.ndarray:
+    """SmoothGrad (Smilkov et al. 2017): ``max_c |mean_n dS_k/dx (x + e_n)|``, ``e_n ~ N(0, (sigma * range)^2)``.
+
+    The gradient of ``samples`` noisy copies of the image, averaged, then its
+    magnitude maximized over channels: an (H, W) map. ``range`` is the image's
+    max minus min (1 for an image in [0, 1]). The copies go through the network
+    as one batch; each row's output gradient is the one-hot vector of ``k``.
+    """
+    x = _one_image(model, x)
+    k = _class_index(model, k)
+    rng = np.random.default_rng(seed)
+    spread = float(x.max() - x.min()) or 1.0
+    noisy = (x + rng.normal(0.0, sigma * spread, (int(samples),) + x.shape[1:])).astype(x.dtype)
+    dy = np.zeros((len(noisy), model.num_classes), x.dtype)
+    dy[:, k] = 1.0
+    g = np.asarray(model.input_gradient(noisy, dy)).mean(axis=0)
+    return np.abs(g).max(axis=-1)
 
 
 def occlusion_masks(height, width, patch, stride=1):
@@ -259,7 +281,8 @@ def _method_figure(x, m, title, cmap, vmin, vmax, label, caption):
 
 
 def explain_saliency(out, model=None, image=None, index=0, class_index=None, dataset=None, data_dir=None,
-                     patch=None, stride=1, fill=0.0, layer=None, invert="auto", center="auto", seed=0, log=None) -> dict:
+                     patch=None, stride=1, fill=0.0, layer=None, invert="auto", center="auto", seed=0, log=None,
+                     smooth_samples=32, smooth_sigma=0.15) -> dict:
     """Gradient saliency, occlusion sensitivity and Grad-CAM for one image and one class.
 
     Args:
@@ -270,8 +293,9 @@ def explain_saliency(out, model=None, image=None, index=0, class_index=None, dat
         patch, stride, fill: occlusion patch side (default a fifth of the image), grid stride, value
             (a number or ``"mean"``).
         layer: Grad-CAM layer name (default: the last convolution).
+        smooth_samples, smooth_sigma: SmoothGrad's noisy copies and noise (relative to the image's range).
 
-    Writes ``saliency_gradient.png``, ``saliency_occlusion.png``, ``saliency_gradcam.png``,
+    Writes ``saliency_gradient.png``, ``saliency_smoothgrad.png``, ``saliency_occlusion.png``, ``saliency_gradcam.png``,
     ``saliency.png`` (all three), ``saliency.json`` and ``saliency.html``; returns the JSON content.
     """
     out = common.out_dir(out)
@@ -286,6 +310,7 @@ def explain_saliency(out, model=None, image=None, index=0, class_index=None, dat
     cname = subject.class_name(k)
 
     grad = gradient_saliency(net, x, k)
+    smooth = smoothgrad(net, x, k, samples=smooth_samples, sigma=smooth_sigma, seed=seed)
     occ = occlusion_sensitivity(net, x, k, patch=patch, stride=stride, fill=fill)
     occ_img = np.repeat(np.repeat(occ["map"], occ["stride"], 0), occ["stride"], 1)[:x.shape[0], :x.shape[1]]
     cam = grad_cam(net, x, k, layer)
@@ -297,6 +322,9 @@ def explain_saliency(out, model=None, image=None, index=0, class_index=None, dat
     figs = {
         "gradient": _method_figure(x, grad, f"gradient saliency |dS/dx| for {what}", "inferno", 0,
                                    float(grad.max()) or 1.0, "|d score / d pixel|", "|dS_k/dx| per pixel"),
+        "smoothgrad": _method_figure(x, smooth, f"SmoothGrad: |dS/dx| averaged over {smooth_samples} noisy copies "
+                                     f"(noise {smooth_sigma:g}) for {what}", "inferno", 0, float(smooth.max()) or 1.0,
+                                     "|mean d score / d pixel|", "averaged over noisy copies"),
         "occlusion": _method_figure(x, occ_img, f"occlusion: drop of p({cname}) when a {occ['patch']}\u00d7"
                                     f"{occ['patch']} patch (value {occ['fill']:.2g}) is centred here",
                                     common.SIGNED_CMAP, *common.symmetric_limits(occ_img), "probability drop",
@@ -311,19 +339,21 @@ def explain_saliency(out, model=None, image=None, index=0, class_index=None, dat
         files.append(name)
 
     # all three side by side
-    fig = common.new_figure(14, 3.6)
+    fig = common.new_figure(17, 3.6)
     fig.set_layout_engine("constrained")
-    ax = fig.add_subplot(1, 4, 1)
+    ax = fig.add_subplot(1, 5, 1)
     common.show_image(ax, _gray(x), cmap="gray", vmin=0, vmax=1)
     truth = f"true {subject.class_name(label)}, " if label is not None else ""
     ax.set_title(f"{truth}predicted {subject.class_name(pred)} ({probs[pred]:.1%})", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
-    _overlay(fig, fig.add_subplot(1, 4, 2), x, grad, "gradient |dS/dx|", "inferno", 0, float(grad.max()) or 1.0,
+    _overlay(fig, fig.add_subplot(1, 5, 2), x, grad, "gradient |dS/dx|", "inferno", 0, float(grad.max()) or 1.0,
              "|dS/dx|")
-    _overlay(fig, fig.add_subplot(1, 4, 3), x, occ_img, f"occlusion ({occ['patch']}px patch)", common.SIGNED_CMAP,
+    _overlay(fig, fig.add_subplot(1, 5, 3), x, smooth, "SmoothGrad", "inferno", 0, float(smooth.max()) or 1.0,
+             "|mean dS/dx|")
+    _overlay(fig, fig.add_subplot(1, 5, 4), x, occ_img, f"occlusion ({occ['patch']}px patch)", common.SIGNED_CMAP,
              *common.symmetric_limits(occ_img), "drop of p")
-    _overlay(fig, fig.add_subplot(1, 4, 4), x, cam_norm, f"Grad-CAM ({cam['layer']})", "inferno", 0, 1,
+    _overlay(fig, fig.add_subplot(1, 5, 5), x, cam_norm, f"Grad-CAM ({cam['layer']})", "inferno", 0, 1,
              "relative")
     fig.suptitle(f"where the network looks for {what}, p = {probs[k]:.3f}", fontsize=10)
     summary_png = common.save_figure(fig, out / "saliency.png")
@@ -337,6 +367,8 @@ def explain_saliency(out, model=None, image=None, index=0, class_index=None, dat
         "predicted": pred, "predicted_name": subject.class_name(pred),
         "probabilities": [float(p) for p in probs],
         "gradient": {**map_stats(grad), "top_pixels": top_pixels(grad), "map": grad},
+        "smoothgrad": {**map_stats(smooth), "samples": int(smooth_samples), "sigma": float(smooth_sigma),
+                       "top_pixels": top_pixels(smooth), "map": smooth},
         "occlusion": {**map_stats(occ["map"]), "patch": occ["patch"], "stride": occ["stride"], "fill": occ["fill"],
                       "top_pixels": top_pixels(occ["map"]), "map": occ["map"],
                       "note": "map[i][j]: p(class) of the image minus p(class) with the patch centred on pixel "
@@ -352,24 +384,32 @@ def explain_saliency(out, model=None, image=None, index=0, class_index=None, dat
     top = common.table_html(["class", "probability"], [(subject.class_name(int(i)), f"{probs[i]:.4f}")
                                                        for i in order[:5]])
     intro = (f"<p>Where does <b>{esc(subject.description)}</b> look when it scores {esc(source)} as "
-             f"<b>{esc(cname)}</b> (probability {probs[k]:.3f})? Three independent answers, each a map over the "
+             f"<b>{esc(cname)}</b> (probability {probs[k]:.3f})? Four answers, each a map over the "
              "image drawn on top of it.</p>")
     sections = [
         ("Summary", common.img_tag(summary_png, "all three maps") + top),
         ("Gradient saliency", common.img_tag(imgs["gradient"], "gradient saliency") +
-         "<p class='note'>|dS<sub>k</sub>/dx|: one backward pass from the class score to the pixels. Bright "
-         "pixels are those whose small change would change the score most. It is exact but local, and so often "
-         "speckled.</p>"),
+         "<p class='note'>|dS<sub>k</sub>/dx|, one backward pass from the class score to the pixels: a bright "
+         "pixel is one whose tiny change would move the score most. That slope is exact but local, and with ReLUs "
+         "it jumps from pixel to pixel, so the map is speckled and its brightest pixels can sit beside the "
+         "stroke rather than on it.</p>"),
+        ("SmoothGrad", common.img_tag(imgs["smoothgrad"], "SmoothGrad") +
+         f"<p class='note'>The same gradient, averaged over {smooth_samples} copies of the image with noise of "
+         f"standard deviation {smooth_sigma:g} added (Smilkov et al. 2017): the pixel-to-pixel jumps partly "
+         "average out, so what stays bright is where the score depends on the image over a small neighbourhood, "
+         "not at one exact point.</p>"),
         ("Occlusion sensitivity", common.img_tag(imgs["occlusion"], "occlusion sensitivity") +
          f"<p class='note'>A {occ['patch']}\u00d7{occ['patch']} patch of value {occ['fill']:.3g} is centred on "
          f"every {'pixel' if occ['stride'] == 1 else str(occ['stride']) + 'th pixel'}; the colour is how much the "
          "class probability falls. Red: the patch hid evidence for the class; blue: it hid evidence against it. "
-         f"{len(occ['centres'])} occluded copies, run through the network in batches.</p>"),
+         f"{len(occ['centres'])} occluded copies, one forward pass each: slow, but honest, since it measures what "
+         "the model does when that part of the image is really gone.</p>"),
         ("Grad-CAM", common.img_tag(imgs["gradcam"], "Grad-CAM") +
          f"<p class='note'>Feature maps of <code>{esc(cam['layer'])}</code> "
          f"({shape_text(cam['activations'].shape)}) weighted by the mean gradient of the score "
-         "over each map, summed, rectified and upsampled. Coarser than the other two, it shows the regions whose "
-         "features carry the class evidence.</p>"),
+         "over each map, summed, rectified and upsampled. Its cells are coarse because it is computed at that "
+         f"layer's resolution ({cam['cam'].shape[0]}\u00d7{cam['cam'].shape[1]}), not the image's: it shows "
+         "which regions carry the class evidence, not which pixels.</p>"),
     ]
     common.write_html(out / "saliency.html", f"Saliency: why {cname}?", sections, intro=intro)
     return result
@@ -399,7 +439,7 @@ def add_parser(subparsers):
     p = subparsers.add_parser(
         "saliency", help="gradient saliency, occlusion sensitivity and Grad-CAM for one image",
         description="Show which pixels a prediction depends on: the gradient of the class score, the drop in "
-                    "probability when patches are hidden, and Grad-CAM. Writes PNGs, saliency.json and a "
+                    "probability when patches are hidden, SmoothGrad and Grad-CAM. Writes PNGs, saliency.json and a "
                     "self-contained saliency.html.")
     add_common_arguments(p, "saliency")
     p.add_argument("--class", dest="class_index", type=int, metavar="K",

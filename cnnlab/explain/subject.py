@@ -133,8 +133,8 @@ def demo_model(input_shape, num_classes, seed=0):
 def snapshot_steps(total, frames):
     """About ``frames`` steps in ``[0, total]``, spaced evenly on a square-root scale.
 
-    Filters change fastest in the first steps of training, so the frames
-    crowd there (0, 1, 4, 9, ... times a constant) and thin out later.
+    The frames crowd at the start (0, 1, 4, 9, ... times a constant), where a
+    learner first looks for the random filters to take shape, and thin out later.
     """
     t = np.linspace(0.0, 1.0, max(int(frames), 2)) ** 2
     return sorted({int(round(v)) for v in t * total})
@@ -233,7 +233,7 @@ def run_data(path, dataset=None, data_dir=None):
 
 def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRAIN, epochs=DEFAULT_EPOCHS,
                     seed=0, log=None) -> Subject:
-    """The model to explain: a ``Sequential``, a run directory or ``.safetensors`` file, or ``None``.
+    """The model to explain: a :class:`Subject`, a ``Sequential``, a run directory or ``.safetensors`` file, or ``None``.
 
     With ``None`` the demo model (:func:`demo_model`) is trained now on the
     first ``n_train`` images of ``dataset`` (default: :func:`default_data`),
@@ -242,6 +242,8 @@ def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRA
     bare model file of 28x28x1 images it defaults as above.
     """
     from ..model import Sequential
+    if isinstance(model, Subject):          # resolved once, shared by several tools (``cnnlab explain all``)
+        return model
     if isinstance(model, Sequential):
         ds = dataset
         if ds is None and tuple(model.input_shape) == (28, 28, 1):

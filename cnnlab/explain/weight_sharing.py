@@ -172,6 +172,35 @@ def build_models(input_shape, num_classes=10, filters=8, kernel_size=5, hidden=N
 
 
 # ---------------------------------------------------------------------------
+# Training to convergence
+# ---------------------------------------------------------------------------
+CONVERGED = 0.03     # stop when an epoch lowers the training loss by less than this fraction
+
+
+def fit_to_convergence(model, x, y, test, max_epochs, batch_size=32, lr=2e-3, verbose=0):
+    """Train epoch by epoch with Adam until the training loss stops falling; return ``(history, converged)``.
+
+    Stops after an epoch that lowers the training loss by less than
+    :data:`CONVERGED` (relative), or when the training accuracy reaches 100%,
+    or after ``max_epochs``. ``history`` has per-epoch ``loss``, ``accuracy``,
+    ``val_loss``, ``val_accuracy`` (on ``test``). A model then loses for lack
+    of structure, not for lack of training (``converged`` says whether it got there).
+    """
+    opt = optim.Adam(lr=lr)
+    hist = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    converged = False
+    for _ in range(int(max_epochs)):
+        h = model.fit(x, y, epochs=1, batch_size=batch_size, optimizer=opt, validation_data=test, verbose=verbose)
+        for key in hist:
+            hist[key].append(float(h[key][-1]))
+        loss = hist["loss"]
+        if hist["accuracy"][-1] >= 1.0 or (len(loss) > 1 and loss[-2] - loss[-1] < CONVERGED * loss[-2]):
+            converged = True
+            break
+    return hist, converged
+
+
+# ---------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------
 def _matrix_figure(mats, names, kernel, demo_shape, out_hw):
@@ -240,8 +269,8 @@ def _white_bad(name):
 
 
 def _results_figure(params, acc, histories):
-    fig = new_figure(15, 4.6, dpi=100)
-    axes = fig.subplots(1, 3, gridspec_kw={"wspace": 0.35})
+    fig = new_figure(19, 4.6, dpi=100)
+    axes = fig.subplots(1, 4, gridspec_kw={"wspace": 0.35})
     ax = axes[0]
     for key in MODEL_KEYS:
         ax.scatter(params[key], acc[key], s=90, color=MODEL_COLOURS[key], label=MODEL_LABELS[key], zorder=3)
@@ -267,20 +296,26 @@ def _results_figure(params, acc, histories):
     ax.set_ylim(min(params.values()) / 3, max(params.values()) * 3)
     ax.set_ylabel("trainable parameters (log scale)")
     ax.set_title("parameters")
-    ax = axes[2]
-    for key in MODEL_KEYS:
-        hist = histories[key]
-        ep = np.arange(1, len(hist["loss"]) + 1)
-        ax.plot(ep, hist["loss"], "-o", color=MODEL_COLOURS[key], label=f"{key} train loss")
-        if "val_accuracy" in hist:
-            ax.plot(ep, 1 - np.asarray(hist["val_accuracy"]), "--s", color=MODEL_COLOURS[key], alpha=0.7,
-                    label=f"{key} test error")
-    ax.set_xlabel("epoch")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel("loss / error")
-    ax.set_title("training")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+    for ax, (title, ylabel) in zip(axes[2:], (("training loss (until it stops falling)", "training loss"),
+                                              ("error: training (solid) and test (dashed)", "error rate"))):
+        for key in MODEL_KEYS:
+            hist = histories[key]
+            ep = np.arange(1, len(hist["loss"]) + 1)
+            if ax is axes[2]:
+                ax.plot(ep, hist["loss"], "-o", color=MODEL_COLOURS[key], label=MODEL_LABELS[key])
+            else:
+                ax.plot(ep, 1 - np.asarray(hist["accuracy"]), "-o", color=MODEL_COLOURS[key], ms=4,
+                        label=f"{key}: training")
+                ax.plot(ep, 1 - np.asarray(hist["val_accuracy"]), "--s", color=MODEL_COLOURS[key], ms=4,
+                        label=f"{key}: test")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return fig
 
 
@@ -288,7 +323,7 @@ def _results_figure(params, acc, histories):
 # The tool
 # ---------------------------------------------------------------------------
 def explain_weight_sharing(out=tool_out("weight-sharing"), dataset=None, data_dir=None, n_train=3000, n_test=1000,
-                           epochs=3, batch_size=32, lr=2e-3, filters=8, kernel_size=5, hidden=None,
+                           epochs=12, batch_size=32, lr=2e-3, filters=8, kernel_size=5, hidden=None,
                            image_size=28, demo_size=7, seed=0, train=True, verbose=0) -> dict:
     """Show a convolution as a tied sparse dense matrix and compare conv, locally connected and dense models.
 
@@ -299,7 +334,8 @@ def explain_weight_sharing(out=tool_out("weight-sharing"), dataset=None, data_di
     Args:
         dataset: a name or folder (default: MNIST when on disk, else the generated ``shapes``); the first
             ``n_train`` / ``n_test`` examples are used (:func:`cnnlab.explain.subject.load_data`).
-        epochs, batch_size, lr: the same training (Adam) for all three models.
+        epochs, batch_size, lr: the same training (Adam) for all three models, each until its training loss
+            stops falling (:func:`fit_to_convergence`), at most ``epochs`` epochs.
         filters, kernel_size: the conv / locally connected layer; ``hidden``: units of the dense
             model (default: as many as give it the conv model's parameter count).
         image_size: side of the generated shapes images.
@@ -355,20 +391,24 @@ def explain_weight_sharing(out=tool_out("weight-sharing"), dataset=None, data_di
                    "dense_layer_parameters": int(w_big.size + w_big.shape[1])}
     del w_big
     acc, histories, seconds = {}, {}, {}
+    converged, train_acc = {}, {}
     if train:
         for key, m in models.items():
             t0 = time.perf_counter()
-            histories[key] = m.fit(xtr, ytr, epochs=epochs, batch_size=batch_size, optimizer=optim.Adam(lr=lr),
-                                   validation_data=(xte, yte), verbose=verbose)
+            histories[key], converged[key] = fit_to_convergence(m, xtr, ytr, (xte, yte), epochs, batch_size, lr,
+                                                                verbose)
             seconds[key] = time.perf_counter() - t0
             acc[key] = float(m.evaluate(xte, yte)["accuracy"])
+            train_acc[key] = histories[key]["accuracy"][-1]
     result = {
         "max_abs_difference": max(diff_demo, diff_model),
         "parameters": params, "accuracy": acc if train else None,
         "demo": demo_info, "model_conv_layer": model_dense,
         "models": {k: [f"{l.name} ({type(l).__name__})" for l in m.layers] for k, m in models.items()},
         "training": {"dataset": data_name, "n_train": int(len(xtr)), "n_test": int(len(xte)),
-                     "input_shape": list(xtr.shape[1:]), "epochs": epochs, "batch_size": batch_size,
+                     "input_shape": list(xtr.shape[1:]), "max_epochs": epochs, "batch_size": batch_size,
+                     "epochs": {k: len(h["loss"]) for k, h in histories.items()}, "converged": converged,
+                     "train_accuracy": train_acc,
                      "optimizer": f"Adam(lr={lr})", "seed": seed, "seconds": seconds,
                      "history": {k: {kk: vv for kk, vv in h.items() if kk in ("loss", "accuracy", "val_loss",
                                                                                "val_accuracy")}
@@ -379,6 +419,24 @@ def explain_weight_sharing(out=tool_out("weight-sharing"), dataset=None, data_di
     _write_page(files["html"], result, matrix_png, results_png, models)
     result["files"] = {k: str(v) for k, v in files.items() if k != "results_png" or train}
     return result
+
+
+def _verdict(r) -> str:
+    """Whether the dense model lost for lack of training or for lack of structure, from the numbers."""
+    t, acc = r["training"], r["accuracy"]
+    if not t["converged"].get("dense", False):
+        return (f"The dense model had not stopped improving after {t['epochs']['dense']} epochs, so part of its gap "
+                "may be lack of training.")
+    gap = t["train_accuracy"]["dense"] - acc["dense"]
+    if acc["dense"] >= acc["conv"] - 0.01:
+        return "Trained until its loss stopped falling, the dense model does as well as the convolution here."
+    if gap > 0.05:
+        return (f"The dense model was trained until its loss stopped falling and fits its training images "
+                f"({t['train_accuracy']['dense']:.1%}) far better than new ones ({acc['dense']:.1%}): it lost for lack "
+                "of structure, not of training.")
+    return (f"The dense model was trained until its loss stopped falling and still reaches only "
+            f"{t['train_accuracy']['dense']:.1%} on its own training images: with this parameter budget and no notion "
+            "of neighbourhood it cannot fit the data as well; it lost for lack of structure, not of training.")
 
 
 def _write_page(path, r, matrix_png, results_png, models):
@@ -408,14 +466,16 @@ def _write_page(path, r, matrix_png, results_png, models):
     if results_png is not None:
         t = r["training"]
         shape_txt = " \u00d7 ".join(map(str, t["input_shape"]))
-        rows = [[MODEL_LABELS[k], f"{r['parameters'][k]:,}", f"{r['accuracy'][k]:.1%}",
+        rows = [[MODEL_LABELS[k], f"{r['parameters'][k]:,}", f"{t['train_accuracy'][k]:.1%}",
+                 f"{r['accuracy'][k]:.1%}", f"{t['epochs'][k]}" + ("" if t["converged"][k] else " (limit)"),
                  f"{t['seconds'][k]:.1f} s", " \u2192 ".join(x.split(" ")[0] for x in r["models"][k])]
                 for k in MODEL_KEYS]
         sections.append(("What the constraints buy", img_tag(results_png, "accuracy against parameters") + table_html(
-            ["model", "parameters", "test accuracy", "training time", "layers"], rows)
+            ["model", "parameters", "training accuracy", "test accuracy", "epochs", "training time", "layers"], rows)
             + f"<p>All three were trained on the same {t['n_train']:,} {esc(t['dataset'])} images "
-              f"({shape_txt}) for {t['epochs']} epochs with {esc(t['optimizer'])}, "
-              f"batch {t['batch_size']}, and tested on {t['n_test']:,} others. The locally connected model has the "
+              f"({shape_txt}) with {esc(t['optimizer'])}, batch {t['batch_size']}, each until its training loss "
+              f"stopped falling (at most {t['max_epochs']} epochs), and tested on {t['n_test']:,} others. "
+              + _verdict(r) + " The locally connected model has the "
               "conv model's connectivity but a separate kernel at every position, so it has many times the "
               "parameters and must learn each feature at each place separately. The dense model has the conv "
               "model's parameter count but no notion of neighbourhood or position.</p>"))
@@ -437,7 +497,8 @@ def add_parser(subparsers):
     p.add_argument("--data-dir", help="where the dataset's files are")
     p.add_argument("--n-train", type=int, default=3000, help="training examples (default 3000)")
     p.add_argument("--n-test", type=int, default=1000, help="test examples (default 1000)")
-    p.add_argument("--epochs", type=int, default=3, help="epochs for each model (default 3)")
+    p.add_argument("--epochs", type=int, default=12, help="at most this many epochs for each model; each stops "
+                   "earlier when its training loss stops falling (default 12)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 0.002)")
     p.add_argument("--filters", type=int, default=8, help="filters of the conv / locally connected layer (default 8)")

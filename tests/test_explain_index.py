@@ -1,0 +1,42 @@
+"""``cnnlab explain all``: every tool on one model, and the index page that leads through them."""
+import re
+
+import numpy as np
+
+from cnnlab.explain import index as X
+
+SMALL = {"subject": {"n_train": 300, "epochs": 1},
+         "weight-sharing": {"n_train": 200, "n_test": 60, "epochs": 1, "image_size": 16, "demo_size": 6},
+         "matched-filter": {"n_samples": 30, "top_k": 2},
+         "invariance": {"n_train": 200, "n_test": 40, "epochs": 1, "max_shift": 2, "max_degrees": 10,
+                        "canvas": False},
+         "saliency": {"stride": 4, "smooth_samples": 4}}
+
+
+def test_index_page_leads_from_how_to_why_to_what(tmp_path):
+    r = X.explain_all(tmp_path, dataset="shapes", options=SMALL)
+    html = (tmp_path / "index.html").read_text()
+    steps = [html.index(h) for h in ("1. How: the convolution step", "2. How: feature maps", "3. Why: weight sharing",
+                                      "4. Why: matched filtering", "5. Why: invariance", "6. What the model looks at")]
+    assert steps == sorted(steps)
+    links = re.findall(r'href="([^"]+)"', html)
+    assert sorted(links) == sorted(["conv/conv.html", "features/features.html", "weight-sharing/weight_sharing.html",
+                                    "matched-filter/matched_filter.html", "invariance/invariance.html",
+                                    "saliency/saliency.html"])
+    for link in links:
+        assert (tmp_path / link).is_file(), link
+    assert all(src.startswith("data:") for src in re.findall(r'src="([^"]+)"', html))
+    # one model for every tool, named on the page with its data; no word that belongs to another dataset
+    desc = r["features"]["model"]
+    assert desc.startswith("tiny_cnn trained now on 300 shapes images")
+    assert r["saliency"]["model"] == r["matched-filter"]["model"] == desc
+    assert r["invariance"]["models"]["cnn"]["description"] == desc
+    assert desc in html and "<b>shapes</b>" in html and "digit" not in html.lower()
+    assert r["weight-sharing"]["training"]["dataset"] == r["invariance"]["dataset"] == "shapes"
+    # the numbers quoted are the tools' own
+    ws = r["weight-sharing"]
+    assert f"reaches {100 * ws['accuracy']['conv']:.1f}%" in html
+    inv = r["invariance"]
+    assert f"{100 * inv['accuracy']['cnn'][-1]:.1f}% of the time by this CNN" in html
+    cos = [f["mean_top_cosine"] for f in r["matched-filter"]["filters"]]
+    assert f"between {np.min(cos):.2f} and {np.max(cos):.2f}" in html
