@@ -13,62 +13,47 @@ export function colour(v, lo, hi) {
   return [g, g, g];
 }
 
-// Channel c of an unpacked (H, W, C) array as a canvas of cell-sized pixels.
-export function mapCanvas(a, c, lo, hi, cell = 2) {
-  const [h, w, ch] = a.shape.length === 3 ? a.shape : [a.shape[0], a.shape[1], 1];
+// A canvas of w x h pixels shown cell-sized; pixel(p) returns the [r, g, b] of pixel p = i * w + j.
+function pixelCanvas(h, w, cell, pixel) {
   const canvas = document.createElement("canvas");
   canvas.width = w; canvas.height = h;
   canvas.style.width = `${w * cell}px`; canvas.style.height = `${h * cell}px`;
   const ctx = canvas.getContext("2d");
   const img = ctx.createImageData(w, h);
-  for (let i = 0; i < h; i++) for (let j = 0; j < w; j++) {
-    const v = a.values[(i * w + j) * ch + c];
-    const [r, g, b] = colour(v, lo, hi);
-    const k = 4 * (i * w + j);
-    img.data[k] = r; img.data[k + 1] = g; img.data[k + 2] = b; img.data[k + 3] = 255;
+  for (let p = 0; p < h * w; p++) {
+    const [r, g, b] = pixel(p);
+    img.data[4 * p] = r; img.data[4 * p + 1] = g; img.data[4 * p + 2] = b; img.data[4 * p + 3] = 255;
   }
   ctx.putImageData(img, 0, 0);
   return canvas;
+}
+
+// Channel c of an unpacked (H, W, C) array as a canvas of cell-sized pixels.
+export function mapCanvas(a, c, lo, hi, cell = 2) {
+  const [h, w, ch] = a.shape.length === 3 ? a.shape : [a.shape[0], a.shape[1], 1];
+  return pixelCanvas(h, w, cell, p => colour(a.values[p * ch + c], lo, hi));
 }
 
 // An (H, W, 3) image (values in [0, 1] after min-max scaling) as a colour canvas.
 export function rgbCanvas(a, cell = 2) {
   const [h, w] = a.shape;
-  const canvas = document.createElement("canvas");
-  canvas.width = w; canvas.height = h;
-  canvas.style.width = `${w * cell}px`; canvas.style.height = `${h * cell}px`;
-  const ctx = canvas.getContext("2d");
-  const img = ctx.createImageData(w, h);
   const lo = a.min, span = (a.max - a.min) || 1;
-  for (let p = 0; p < h * w; p++) {
-    for (let k = 0; k < 3; k++) img.data[4 * p + k] = Math.round(255 * (a.values[3 * p + k] - lo) / span);
-    img.data[4 * p + 3] = 255;
-  }
-  ctx.putImageData(img, 0, 0);
-  return canvas;
+  return pixelCanvas(h, w, cell, p => [0, 1, 2].map(k => Math.round(255 * (a.values[3 * p + k] - lo) / span)));
 }
 
 // A heat map (H, W) over a grey image: both unpacked; alpha-blended, hot colours for large values.
 export function overlayCanvas(image, heat, cell = 4) {
   const [h, w] = heat.shape;
-  const canvas = document.createElement("canvas");
-  canvas.width = w; canvas.height = h;
-  canvas.style.width = `${w * cell}px`; canvas.style.height = `${h * cell}px`;
-  const ctx = canvas.getContext("2d");
-  const img = ctx.createImageData(w, h);
   const ch = image.shape[2] || 1;
   const hm = heat.max > heat.min ? heat.max - heat.min : 1;
-  for (let p = 0; p < h * w; p++) {
+  return pixelCanvas(h, w, cell, p => {
     let g = 0;
     for (let k = 0; k < ch; k++) g += image.values[p * ch + k] / ch;
     const t = (heat.values[p] - heat.min) / hm;
-    img.data[4 * p] = Math.round(255 * (0.45 * g + 0.55 * Math.min(1, 2 * t)));
-    img.data[4 * p + 1] = Math.round(255 * (0.45 * g + 0.55 * Math.max(0, 2 * t - 1)));
-    img.data[4 * p + 2] = Math.round(255 * 0.45 * g);
-    img.data[4 * p + 3] = 255;
-  }
-  ctx.putImageData(img, 0, 0);
-  return canvas;
+    return [Math.round(255 * (0.45 * g + 0.55 * Math.min(1, 2 * t))),
+            Math.round(255 * (0.45 * g + 0.55 * Math.max(0, 2 * t - 1))),
+            Math.round(255 * 0.45 * g)];
+  });
 }
 
 export function fmt(v) {
