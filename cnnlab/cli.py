@@ -198,12 +198,6 @@ def _class_table(ev) -> str:
 # ---------------------------------------------------------------------------
 # predict
 # ---------------------------------------------------------------------------
-def load_image(path, shape, invert=False) -> np.ndarray:
-    """An image file as (H, W, C) float32 in [0, 1] for a model taking ``shape`` (:func:`cnnlab.images.read_image`)."""
-    x = images.read_image(path, tuple(shape[:2]), shape[2])
-    return 1.0 - x if invert else x
-
-
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 PREDICT_CHUNK = 256                                     # images read and classified at a time
 
