@@ -1,6 +1,6 @@
 """Per-layer profile of one training step of a zoo model (LeNet-5 by default): where the time goes.
 
-    python benchmarks/profile_step.py [--model lenet5] [--batch-size 64] [--threads 1] [--repeats 50] [--clock cpu]
+    python benchmarks/profile_step.py [--model lenet5] [--batch-size 64] [--threads 1] [--repeats 50] [--clock cpu] [--inference]
 
 Times each layer's forward and backward, the loss and the optimizer step
 separately, over many steps, and prints the median (and minimum) milliseconds.
@@ -25,6 +25,7 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="BLAS threads (default: cnnlab's choice)")
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    ap.add_argument("--inference", action="store_true", help="time the inference forward pass instead of a training step")
     args = ap.parse_args()
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     model = cnnlab.models.get(args.model)()
@@ -38,6 +39,8 @@ def main():
     times = {k: [] for k in [f"fwd {n}" for n in names] + ["loss"] + [f"bwd {n}" for n in reversed(names)] + ["optimizer", "step total"]}
 
     def step(record):
+        if args.inference:
+            return infer(record)
         t_start = t = clock()
         h = x
         for step in steps:
@@ -55,6 +58,14 @@ def main():
         record("optimizer", t)
         record("step total", t_start)
 
+    def infer(record):
+        t_start = t = clock()
+        h = x
+        for step in steps:
+            h = step.forward(h, training=False)
+            t = record(f"fwd {label[id(step)]}", t)
+        record("step total", t_start)
+
     def record(key, t0):
         t1 = clock()
         times[key].append(t1 - t0)
@@ -67,7 +78,8 @@ def main():
         step(record)
     if limits:
         limits.unregister()
-    print(f"{model.name} training step, batch {args.batch_size}: median (min) milliseconds")
+    what = "inference forward pass" if args.inference else "training step"
+    print(f"{model.name} {what}, batch {args.batch_size}: median (min) milliseconds")
     for k, v in times.items():
         if v:
             print(f"  {k:28s} {np.median(v) * 1e3:7.3f}  ({np.min(v) * 1e3:.3f})")

@@ -1,5 +1,6 @@
 """Shared test helpers."""
 import numpy as np
+import pytest
 
 from cnnlab import layers as L
 
@@ -26,3 +27,10 @@ def random_conv_configs(count, seed, groups=(1, 1, 2, 3), max_kernel=3, max_stri
             continue
         out.append((cfg, shape))
     return out
+
+
+@pytest.fixture(params=["numpy", "compiled"])
+def winograd_impl(request, monkeypatch):
+    """Run a test with Winograd's transforms in NumPy and with the compiled loops (cnnlab.layers.compiled)."""
+    monkeypatch.setenv("CNNLAB_COMPILED", "0" if request.param == "numpy" else "1")
+    return request.param

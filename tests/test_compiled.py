@@ -1,0 +1,61 @@
+"""The compiled Winograd loops (numba) against the NumPy functions of conv.py they replace.
+
+The forward transforms add the same terms in the same order, so they must agree to the last bit; the input
+adjoint adds overlapping tiles onto shared pixels in another order, so it agrees to rounding. The layers
+with either implementation are checked against the naive loops and finite differences in
+test_conv_reference.py and test_gradients.py (the ``winograd_impl`` fixture runs them with both).
+"""
+import numpy as np
+import pytest
+
+from cnnlab.layers import compiled, conv
+
+
+def blocks(rng, tiles):
+    """A random block of tiles and the whole range, as (r0, r1, c0, c1)."""
+    r0, c0 = rng.integers(0, tiles[0]), rng.integers(0, tiles[1])
+    return [(0, tiles[0], 0, tiles[1]),
+            (int(r0), int(rng.integers(r0 + 1, tiles[0] + 1)), int(c0), int(rng.integers(c0 + 1, tiles[1] + 1)))]
+
+
+CASES = [(c, f, ty, tx, n, dtype) for c, f, ty, tx, n in [(3, 2, 1, 1, 1), (5, 4, 3, 2, 7), (16, 8, 4, 5, 3),
+                                                          (2, 6, 6, 6, 32)]
+         for dtype in (np.float32, np.float64)]
+
+
+@pytest.mark.parametrize("c,f,ty,tx,n,dtype", CASES)
+def test_compiled_winograd_matches_numpy(c, f, ty, tx, n, dtype):
+    rng = np.random.default_rng([c, f, ty, tx, n])
+    xq = rng.standard_normal((c, 2, 2, ty + 1, tx + 1, n)).astype(dtype)
+    dyq = rng.standard_normal((f, 2, 2, ty, tx, n)).astype(dtype)
+    for r0, r1, c0, c1 in blocks(rng, (ty, tx)):
+        block, k = (r1 - r0, c1 - c0), (r1 - r0) * (c1 - c0) * n
+        v = np.empty((4, 4, c, *block, n), dtype)
+        expected = conv.winograd_input(xq[:, :, :, r0:r1 + 1, c0:c1 + 1], block)
+        assert np.array_equal(compiled.winograd_input(xq, r0, r1, c0, c1, v).reshape(16, c, k), expected)
+
+        m = rng.standard_normal((16, f, k)).astype(dtype)
+        y, y_ref = np.zeros((f, 2 * ty, 2 * tx, n), dtype), np.zeros((f, 2 * ty, 2 * tx, n), dtype)
+        conv.winograd_output(m, y_ref[:, 2 * r0:2 * r1, 2 * c0:2 * c1], block)
+        compiled.winograd_output(m.reshape(4, 4, f, *block, n), y, r0, r1, c0, c1)
+        assert np.array_equal(y, y_ref)
+
+        dm = np.empty((4, 4, f, *block, n), dtype)
+        expected = conv.winograd_output_adjoint(dyq[:, :, :, r0:r1, c0:c1], block)
+        assert np.array_equal(compiled.winograd_output_adjoint(dyq, r0, r1, c0, c1, dm).reshape(16, f, k), expected)
+
+        dv = rng.standard_normal((16, c, k)).astype(dtype)
+        start = rng.standard_normal(xq.shape).astype(dtype)          # the adjoint adds onto what is there
+        dxq, dxq_ref = start.copy(), start.copy()
+        conv.winograd_input_adjoint(dv, dxq_ref[:, :, :, r0:r1 + 1, c0:c1 + 1], block)
+        compiled.winograd_input_adjoint(dv.reshape(4, 4, c, *block, n), dxq, r0, r1, c0, c1)
+        tol = 1e-12 if dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(dxq, dxq_ref, rtol=tol, atol=tol)
+        assert not np.array_equal(dxq, start)
+
+
+def test_compiled_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("CNNLAB_COMPILED", "0")
+    assert not compiled.enabled()
+    monkeypatch.setenv("CNNLAB_COMPILED", "1")
+    assert compiled.enabled()
