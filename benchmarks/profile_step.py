@@ -34,7 +34,8 @@ def main():
     x = rng.random((args.batch_size,) + model.input_shape, dtype=np.float32)
     y = rng.integers(0, 10, args.batch_size)
     steps = [runner for runner, *_ in model.stack.plan().steps]   # what training runs: ReLU + max-pool as one step
-    label = {id(s): f"{s.relu.name}+{s.pool.name}" if hasattr(s, "pool") else s.name for s in steps}
+    label = {id(s): "+".join(layer.name for layer in vars(s).values()) if not hasattr(s, "name") else s.name
+             for s in steps}                                         # a fused step: its layers joined by +
     names = [label[id(s)] for s in steps]
     times = {k: [] for k in [f"fwd {n}" for n in names] + ["loss"] + [f"bwd {n}" for n in reversed(names)] + ["optimizer", "step total"]}
 

@@ -18,13 +18,18 @@ layers is the sum of what each reader sends back,
 
 Fused steps: a ``ReLU`` whose output only a ``MaxPool2D`` reads runs as one
 :class:`ReLUMaxPool` step (pool first, then ReLU: exactly the same numbers, a
-quarter of the work for the ReLU), unless the ReLU's output is captured.
+quarter of the work for the ReLU), unless the ReLU's output is captured. With the
+compiled loops (``cnnlab.layers.compiled``, numba), a ``BatchNorm`` whose output
+only a ``ReLU`` reads runs with it as one :class:`BatchNormReLU` step; in a chain
+BatchNorm -> ReLU -> MaxPool the first pair fuses.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .layers import compiled
 from .layers.activations import ReLU
+from .layers.norm import BatchNorm
 from .layers.pool import MaxPool2D
 
 
@@ -48,8 +53,29 @@ class ReLUMaxPool:
         return self.pool.backward(self.relu.backward(dy))
 
 
-def _fuses(first, second) -> bool:
-    return type(first) is ReLU and type(second) is MaxPool2D
+class BatchNormReLU:
+    """A ``BatchNorm`` followed by a ``ReLU``, run as one step by the compiled loops (``BatchNorm.forward_relu``).
+
+    The ReLU keeps no cache of its own: the step's backward pass is the pair's.
+    """
+
+    def __init__(self, norm, relu):
+        self.norm, self.relu = norm, relu
+
+    def forward(self, x, training=False):
+        return self.norm.forward_relu(x, training)
+
+    def backward(self, dy):
+        return self.norm.backward_relu(dy)
+
+
+def _fused(first, second):
+    """The step that runs layer ``first`` and then ``second`` together, or None where they run one by one."""
+    if type(first) is ReLU and type(second) is MaxPool2D:
+        return ReLUMaxPool
+    if type(first) is BatchNorm and type(second) is ReLU and compiled.enabled():
+        return BatchNormReLU
+    return None
 
 
 class _Plan:
@@ -61,21 +87,22 @@ class _Plan:
 
     def __init__(self, stack: "Stack", keep: frozenset):
         layers, inbound = stack.layers, stack.inbound
-        absorbed = {}                                    # pool index -> the ReLU index it absorbs
+        absorbed = {}                                    # second layer's index -> (first layer's index, fused step)
         for i, layer in enumerate(layers):
             srcs = inbound[i]
             if len(srcs) == 1 and srcs[0] > 0:
                 r = srcs[0] - 1
-                if _fuses(layers[r], layer) and stack.readers[srcs[0]] == [i] and srcs[0] not in keep:
-                    absorbed[i] = r
-        skipped = set(absorbed.values())
+                fused = _fused(layers[r], layer)
+                if fused and r not in absorbed and stack.readers[srcs[0]] == [i] and srcs[0] not in keep:
+                    absorbed[i] = (r, fused)             # BatchNorm -> ReLU -> MaxPool: the first pair fuses
+        skipped = {r for r, _ in absorbed.values()}
         self.steps, self.produced = [], {}
         for i, layer in enumerate(layers):
             if i in skipped:
                 continue
             if i in absorbed:
-                r = absorbed[i]
-                self.steps.append((ReLUMaxPool(layers[r], layer), inbound[r], i + 1, False))
+                r, fused = absorbed[i]
+                self.steps.append((fused(layers[r], layer), inbound[r], i + 1, False))
             else:
                 self.steps.append((layer, inbound[i], i + 1, layer.joins))
             self.produced[i + 1] = len(self.steps) - 1

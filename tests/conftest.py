@@ -30,7 +30,7 @@ def random_conv_configs(count, seed, groups=(1, 1, 2, 3), max_kernel=3, max_stri
 
 
 @pytest.fixture(params=["numpy", "compiled"])
-def winograd_impl(request, monkeypatch):
-    """Run a test with Winograd's transforms in NumPy and with the compiled loops (cnnlab.layers.compiled)."""
+def compiled_loops(request, monkeypatch):
+    """Run a test with the NumPy code and with the compiled loops of cnnlab.layers.compiled (Winograd, BatchNorm + ReLU)."""
     monkeypatch.setenv("CNNLAB_COMPILED", "0" if request.param == "numpy" else "1")
     return request.param

@@ -3,7 +3,7 @@
 The forward transforms add the same terms in the same order, so they must agree to the last bit; the input
 adjoint adds overlapping tiles onto shared pixels in another order, so it agrees to rounding. The layers
 with either implementation are checked against the naive loops and finite differences in
-test_conv_reference.py and test_gradients.py (the ``winograd_impl`` fixture runs them with both).
+test_conv_reference.py and test_gradients.py (the ``compiled_loops`` fixture runs them with both).
 """
 import numpy as np
 import pytest

@@ -29,7 +29,7 @@ def test_fast_conv_equals_naive_loops(cfg, shape, band_bytes):
 @pytest.mark.parametrize("shape,padding", [((2, 8, 8, 3), "same"), ((3, 7, 9, 2), "valid"), ((1, 5, 4, 4), (2, 1)),
                                            ((2, 3, 3, 1), 0), ((1, 6, 11, 5), (0, 2))])
 @pytest.mark.parametrize("block_bytes", [None, 1], ids=["one-block", "tile-by-tile"])
-def test_winograd_conv_equals_naive_loops(shape, padding, block_bytes, winograd_impl):
+def test_winograd_conv_equals_naive_loops(shape, padding, block_bytes, compiled_loops):
     rng = np.random.default_rng(9)
     x = rng.standard_normal(shape)
     layer = L.Conv2D(4, 3, padding=padding)
@@ -44,7 +44,7 @@ def test_winograd_conv_equals_naive_loops(shape, padding, block_bytes, winograd_
     assert layer._cache[0] == "winograd"
 
 
-def test_winograd_float32_error_bound(winograd_impl):
+def test_winograd_float32_error_bound(compiled_loops):
     """In float32 Winograd F(2x2, 3x3) stays within 4 units of roundoff of the float64 result, scaled by the
     sum of |x| |w| over each output's 9 C taps (the bound of a direct dot product is 9 C such units);
     its worst case here is measured against that of im2col (the direct sum) on the same data."""

@@ -34,7 +34,7 @@ def test_conv2d_band_by_band_gradients(cfg, shape):
 @pytest.mark.parametrize("shape,padding,use_bias", [((2, 6, 6, 3), "same", True), ((1, 7, 5, 2), "valid", False),
                                                     ((2, 5, 8, 1), (2, 1), True), ((1, 4, 3, 2), 1, False)])
 @pytest.mark.parametrize("block_bytes", [None, 1], ids=["one-block", "tile-by-tile"])
-def test_conv2d_winograd_gradients(shape, padding, use_bias, block_bytes, winograd_impl):
+def test_conv2d_winograd_gradients(shape, padding, use_bias, block_bytes, compiled_loops):
     # Stride-1 3x3 layers with many channels run Winograd's F(2x2, 3x3); forced here on a few channels
     # (and filters), with even and odd outputs (odd ones overhang the last tile), in one block of tiles
     # or one block per tile (every block boundary crossed).

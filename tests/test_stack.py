@@ -5,7 +5,7 @@ import pytest
 import cnnlab
 from cnnlab import layers as L
 from cnnlab.gradcheck import numeric_gradient, relative_error
-from cnnlab.stack import ReLUMaxPool
+from cnnlab.stack import BatchNormReLU, ReLUMaxPool
 
 
 def small_model(seed=0):
@@ -28,14 +28,18 @@ def by_hand(model, x, training=False):
     return outs
 
 
-def test_plain_forward_fuses_relu_and_max_pool_and_capturing_the_relu_unfuses_it():
+def test_plain_forward_fuses_relu_and_max_pool_and_capturing_the_relu_unfuses_it(compiled_loops):
     model = small_model()
-    kinds = lambda keep: [type(r).__name__ for r, *_ in model.stack.plan(keep).steps]  # noqa: E731
-    assert kinds(frozenset()).count("ReLUMaxPool") == 2
-    keep = frozenset({model.stack.tensor("relu")})
-    assert kinds(keep).count("ReLUMaxPool") == 1 and "ReLU" in kinds(keep)
+    kinds = lambda *names: [type(r).__name__ for r, *_ in model.stack.plan(  # noqa: E731
+        frozenset(model.stack.tensor(n) for n in names)).steps]
+    if compiled_loops == "numpy":
+        assert kinds() == ["Conv2D", "ReLUMaxPool", "Conv2D", "BatchNorm", "ReLUMaxPool", "Flatten", "Dense"]
+    else:                                    # BatchNorm -> ReLU -> MaxPool: the first pair fuses
+        assert kinds() == ["Conv2D", "ReLUMaxPool", "Conv2D", "BatchNormReLU", "MaxPool2D", "Flatten", "Dense"]
+        assert kinds("batch_norm")[3:5] == ["BatchNorm", "ReLUMaxPool"]     # capturing BatchNorm unfuses it
+    assert kinds("relu").count("ReLUMaxPool") == kinds().count("ReLUMaxPool") - 1 and "ReLU" in kinds("relu")
     # Capturing the pool keeps the fused step: its output is the pool's exact output.
-    assert kinds(frozenset({model.stack.tensor("max_pool2d")})).count("ReLUMaxPool") == 2
+    assert kinds("max_pool2d") == kinds()
 
 
 def test_fused_and_unfused_passes_are_bit_identical():
@@ -67,7 +71,8 @@ def test_capture_returns_exactly_what_each_layer_computes(training):
     out2, some = model.forward(x, training, capture=("conv2d_1", "flatten"))
     assert list(some) == ["conv2d_1", "flatten"]
     np.testing.assert_array_equal(some["conv2d_1"], ref["conv2d_1"])
-    np.testing.assert_array_equal(out2, out)
+    # BatchNorm + ReLU run fused now (with the compiled loops): a batch's statistics are summed in another order
+    np.testing.assert_allclose(out2, out, rtol=1e-12, atol=1e-12)
 
 
 def test_capture_refuses_unknown_names():
@@ -132,12 +137,55 @@ def test_input_gradient_equals_the_layer_by_layer_computation(at):
     assert got.shape == (x.shape if at is None else (2,) + model[at].output_shape)
 
 
-def test_training_runs_the_fused_steps_of_the_stack():
+def test_training_runs_the_fused_steps_of_the_stack(compiled_loops):
     model = small_model()
     steps = model.stack.plan().steps
-    assert sum(isinstance(runner, ReLUMaxPool) for runner, *_ in steps) == 2
+    fused = 1 if compiled_loops == "compiled" else 0
+    assert sum(isinstance(runner, ReLUMaxPool) for runner, *_ in steps) == 2 - fused
+    assert sum(isinstance(runner, BatchNormReLU) for runner, *_ in steps) == fused
     x = np.random.default_rng(10).standard_normal((32, 8, 8, 2))
     y = np.random.default_rng(11).integers(0, 5, 32)
     before = model["conv2d"].params["kernel"].copy()
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, workers=1)
     assert not np.array_equal(before, model["conv2d"].params["kernel"])
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("shape", [(3, 5, 4, 6), (7, 3)], ids=["images", "features"])
+def test_fused_batchnorm_relu_matches_the_two_layers_and_finite_differences(training, shape):
+    """The fused step against BatchNorm then ReLU (float64), and its gradients against central differences."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(shape) + 0.3
+    dy = rng.standard_normal(shape)
+    norm, relu = L.BatchNorm(), L.ReLU()
+    for layer in (norm, relu):
+        layer.build(shape[1:], rng=rng, dtype=np.float64)
+        layer.needs_input_grad = True
+    norm.params["gamma"][...] = rng.uniform(0.5, 2, shape[-1])
+    norm.params["beta"][...] = rng.standard_normal(shape[-1]) * 0.5
+    norm.buffers["running_mean"][...] = rng.standard_normal(shape[-1]) * 0.2
+    norm.buffers["running_var"][...] = rng.uniform(0.5, 2, shape[-1])
+    running = {k: v.copy() for k, v in norm.buffers.items()}
+    y_ref = relu.forward(norm.forward(x, training), training)
+    dx_ref = norm.backward(relu.backward(dy))
+    g_ref = {k: g.copy() for k, g in norm.grads.items()}
+    after = {k: v.copy() for k, v in norm.buffers.items()}
+    for k, v in running.items():                   # the fused step updates the running estimates once, the same way
+        norm.buffers[k][...] = v
+    step = BatchNormReLU(norm, relu)
+    y = step.forward(x, training)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    dx = step.backward(dy)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
+    for k, g in norm.grads.items():
+        np.testing.assert_allclose(g, g_ref[k], rtol=1e-10, atol=1e-12)
+    for k, v in norm.buffers.items():
+        np.testing.assert_allclose(v, after[k], rtol=1e-12)
+
+    def loss():                                    # sum(dy * step(x)); the running estimates are put back each time
+        for k, v in after.items():
+            norm.buffers[k][...] = v
+        return float(np.sum(dy * step.forward(x, training)))
+    assert relative_error(numeric_gradient(loss, x), dx) < 1e-6
+    for k in ("gamma", "beta"):
+        assert relative_error(numeric_gradient(loss, norm.params[k]), g_ref[k]) < 1e-6

@@ -158,3 +158,68 @@ def winograd_input_adjoint(dv, dxq, r0, r1, c0, c1):
                         p2[k] += s1[k] - s0[k] + s2[k]
                         p3[k] -= s3[k]
     return dxq
+
+
+# BatchNorm followed by ReLU (cnnlab/layers/norm.py, BatchNorm.forward_relu): one pass for the statistics'
+# two sums, one for the output; the backward pass recomputes x - mean and the ReLU's mask from the input
+# instead of keeping them. Arrays are (C, M): one row per channel, contiguous. Sums are accumulated in
+# float64; ``reassoc`` lets them run as vector sums (their order of addition is then the compiler's).
+
+@(numba.njit(cache=True, nogil=True, fastmath={"reassoc"}) if numba is not None else (lambda f: f))
+def batchnorm_stats(x):
+    """Per-row mean and (biased) variance of ``x`` (C, M), two passes, in float64."""
+    c, m = x.shape
+    mean, var = np.empty(c), np.empty(c)
+    for i in range(c):
+        row = x[i]
+        s = 0.0
+        for k in range(m):
+            s += row[k]
+        mu = s / m
+        q = 0.0
+        for k in range(m):
+            d = row[k] - mu
+            q += d * d
+        mean[i], var[i] = mu, q / m
+    return mean, var
+
+
+@_jit
+def batchnorm_relu(x, mean, scale, shift, y):
+    """``y = max((x - mean) * scale + shift, 0)`` row by row; ``mean``, ``scale``, ``shift`` in ``x``'s dtype."""
+    for i in range(x.shape[0]):
+        row, out, mu, s, b = x[i], y[i], mean[i], scale[i], shift[i]
+        for k in range(x.shape[1]):
+            z = (row[k] - mu) * s + b
+            out[k] = z if z > 0 else 0
+    return y
+
+
+@(numba.njit(cache=True, nogil=True, fastmath={"reassoc"}) if numba is not None else (lambda f: f))
+def batchnorm_relu_sums(x, dy, mean, scale, shift):
+    """Per row: ``sum(g)`` and ``sum(g (x - mean))``, where ``g = dy`` where the output was positive, else 0."""
+    c, m = x.shape
+    sum_g, sum_gxm = np.zeros(c), np.zeros(c)
+    for i in range(c):
+        row, d, mu, s, b = x[i], dy[i], mean[i], scale[i], shift[i]
+        s1 = 0.0
+        s2 = 0.0
+        for k in range(m):
+            xm = row[k] - mu
+            if xm * s + b > 0:
+                s1 += d[k]
+                s2 += d[k] * xm
+        sum_g[i], sum_gxm[i] = s1, s2
+    return sum_g, sum_gxm
+
+
+@_jit
+def batchnorm_relu_input_grad(x, dy, mean, scale, shift, a, b, dx):
+    """``dx = g scale - (x - mean) a - b`` row by row (``g`` as in ``batchnorm_relu_sums``)."""
+    for i in range(x.shape[0]):
+        row, d, out, mu, s, sh, ai, bi = x[i], dy[i], dx[i], mean[i], scale[i], shift[i], a[i], b[i]
+        for k in range(x.shape[1]):
+            xm = row[k] - mu
+            g = d[k] if xm * s + sh > 0 else 0
+            out[k] = g * s - xm * ai - bi
+    return dx

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import compiled
 from .base import Layer
 
 
@@ -60,9 +61,7 @@ class BatchNorm(Layer):
             mean = flat @ np.ones(count, self.dtype) / self.dtype.type(count)
             xm = flat - mean[:, None]
             var = np.einsum("ij,ij->i", xm, xm) / self.dtype.type(count)
-            self._batch_stats = (mean, var * (count / (count - 1)))   # unbiased variance for the running estimate
-            if not self.is_replica:                 # replicas leave the shared buffers to merge_replicas
-                self._update_running(*self._batch_stats)
+            self._record(mean, var, count)
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
             xm = flat - mean[:, None]
@@ -71,6 +70,57 @@ class BatchNorm(Layer):
         y = np.multiply(xm, (self.params["gamma"] * inv_std)[:, None])
         y += self.params["beta"][:, None]
         return y.reshape(xc.shape).transpose(order)
+
+    def _record(self, mean, var, count):
+        """Keep a training batch's statistics (for merging shards) and update the running estimates."""
+        self._batch_stats = (mean, var * (count / (count - 1)))   # unbiased variance for the running estimate
+        if not self.is_replica:                 # replicas leave the shared buffers to merge_replicas
+            self._update_running(*self._batch_stats)
+
+    # ``BatchNorm`` followed by ``ReLU`` as one step (cnnlab.stack runs them so when the compiled loops of
+    # compiled.py are there): ``relu(forward(x))`` in two passes over memory instead of seven, and a backward
+    # pass in two instead of eight. It keeps only its input (the normalized batch and the ReLU's mask are
+    # recomputed from it), where the two layers keep x - mean and the output.
+    def forward_relu(self, x, training=False):
+        """``max(self.forward(x, training), 0)``, computed by the compiled loops."""
+        x = self._prepare(x)
+        xc, order = self._channels_first(x)
+        c = xc.shape[0]
+        flat = xc.reshape(c, -1)                            # view: (C, M), one row per channel
+        count = flat.shape[1]
+        self._batch_stats = None
+        if training:
+            if count < 2:
+                raise ValueError(f"{self.label}: training needs more than one value per channel, received input {x.shape}")
+            mean, var = (a.astype(self.dtype) for a in compiled.batchnorm_stats(flat))
+            self._record(mean, var, count)
+        else:
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        inv_std = (1 / np.sqrt(var + self.eps)).astype(self.dtype)
+        scale = (self.params["gamma"] * inv_std).astype(self.dtype)
+        y = compiled.batchnorm_relu(flat, mean, scale, self.params["beta"], np.empty_like(flat))
+        self._cache = (flat, mean, inv_std, scale, order, training)
+        return y.reshape(xc.shape).transpose(order)
+
+    def backward_relu(self, dy):
+        """The gradient of ``forward_relu``: the ReLU's, then BatchNorm's (see ``backward``), in two passes."""
+        flat, mean, inv_std, scale, order, training = self._cache
+        c, count = flat.shape
+        dyc, _ = self._channels_first(np.asarray(dy, dtype=self.dtype))
+        shape = dyc.shape
+        dyc = dyc.reshape(c, -1)                            # view: (C, M)
+        beta = self.params["beta"]
+        sum_g, sum_gxm = compiled.batchnorm_relu_sums(flat, dyc, mean, scale, beta)   # g: dy where the output > 0
+        self.grads["gamma"][...] = sum_gxm * inv_std
+        self.grads["beta"][...] = sum_g
+        if not self.needs_input_grad:
+            return None
+        a = b = np.zeros(c, self.dtype)
+        if training:                                        # through the batch statistics, as in backward
+            a = (scale * inv_std * inv_std * sum_gxm / count).astype(self.dtype)
+            b = (scale * sum_g / count).astype(self.dtype)
+        dx = compiled.batchnorm_relu_input_grad(flat, dyc, mean, scale, beta, a, b, np.empty_like(dyc))
+        return dx.reshape(shape).transpose(order)
 
     def _update_running(self, mean, unbiased_var):
         m = self.momentum
