@@ -25,8 +25,6 @@ BatchNorm -> ReLU -> MaxPool the first pair fuses.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .layers import compiled
 from .layers.activations import ReLU
 from .layers.norm import BatchNorm
