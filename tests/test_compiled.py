@@ -59,3 +59,31 @@ def test_compiled_can_be_switched_off(monkeypatch):
     assert not compiled.enabled()
     monkeypatch.setenv("CNNLAB_COMPILED", "1")
     assert compiled.enabled()
+
+
+POOLS = [dict(pool_size=2), dict(pool_size=3, strides=2, padding="same"), dict(pool_size=(2, 3), strides=1, padding=1),
+         dict(pool_size=3, strides=1), dict(pool_size=(3, 2), strides=(2, 1))]
+
+
+@pytest.mark.parametrize("cfg", POOLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_max_pool_matches_numpy(cfg, dtype, monkeypatch):
+    """Same outputs and gradients, bit for bit, with ties (small integers) and overlapping or padded windows."""
+    from cnnlab import layers as L
+    rng = np.random.default_rng(len(str(cfg)))
+    x = rng.integers(-3, 4, (3, 7, 8, 5)).astype(dtype)
+    results = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("CNNLAB_COMPILED", flag)
+        pool = L.MaxPool2D(**cfg)
+        pool.build(x.shape[1:], dtype=dtype)
+        y = pool.forward(x, training=True)
+        assert pool._cache[0] == ("compiled" if flag == "1" else "numpy")
+        dy = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
+        results[flag] = (y, pool.backward(dy))
+    np.testing.assert_array_equal(results["1"][0], results["0"][0])
+    if pool.strides == pool.pool_size and pool.padding == "valid":
+        np.testing.assert_array_equal(results["1"][1], results["0"][1])
+    else:                                       # overlapping windows: a pixel's shares are added in another order
+        tol = 1e-12 if dtype == np.float64 else 1e-6
+        np.testing.assert_allclose(results["1"][1], results["0"][1], rtol=tol, atol=tol)

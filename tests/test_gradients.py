@@ -65,7 +65,7 @@ POOL_CASES = [
 
 @pytest.mark.parametrize("cls,cfg", POOL_CASES)
 @pytest.mark.parametrize("shape", [(1, 7, 7, 3), (2, 6, 9, 2)])
-def test_pool_gradients(cls, cfg, shape):
+def test_pool_gradients(cls, cfg, shape, compiled_loops):
     x = np.random.default_rng(4).standard_normal(shape)
     errors = check_layer(cls(**cfg), x)
     assert max(errors.values()) < TOL, errors
@@ -143,7 +143,7 @@ def test_gradcheck_catches_a_wrong_backward():
 
 @pytest.mark.parametrize("cfg", [dict(pool_size=2), dict(pool_size=3, strides=2, padding="same"),
                                  dict(pool_size=(2, 3), strides=1, padding=1)])
-def test_relu_then_maxpool_run_pooled_first_gives_identical_results(cfg):
+def test_relu_then_maxpool_run_pooled_first_gives_identical_results(cfg, compiled_loops):
     # Training runs ReLU + MaxPool2D as pool-then-ReLU; outputs and gradients must be exactly equal,
     # including windows whose values are all negative and windows with tied maxima.
     from cnnlab.stack import ReLUMaxPool, Stack

@@ -73,7 +73,7 @@ def pool_configs(count, seed):
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("k,s,p,shape", pool_configs(15, seed=200))
-def test_pools_match_torch(kind, k, s, p, shape):
+def test_pools_match_torch(kind, k, s, p, shape, compiled_loops):
     rng = np.random.default_rng(201)
     x = rng.standard_normal(shape)
     layer = (L.MaxPool2D if kind == "max" else L.AvgPool2D)(k, strides=s, padding=p)
@@ -90,7 +90,7 @@ def test_pools_match_torch(kind, k, s, p, shape):
     np.testing.assert_allclose(dx, from_torch(xt.grad), rtol=1e-12, atol=1e-12)
 
 
-def test_maxpool_ties_route_gradient_like_torch():
+def test_maxpool_ties_route_gradient_like_torch(compiled_loops):
     x = np.zeros((1, 4, 4, 1))                      # every window is a tie
     layer = L.MaxPool2D(2)
     layer.forward(x)

@@ -223,3 +223,61 @@ def batchnorm_relu_input_grad(x, dy, mean, scale, shift, a, b, dx):
             g = d[k] if xm * s + sh > 0 else 0
             out[k] = g * s - xm * ai - bi
     return dx
+
+
+# Max pooling (cnnlab/layers/pool.py, MaxPool2D): one pass forward, keeping which tap of each window won
+# (one byte per output: the first maximum in row-major order, as the NumPy code picks it), one pass
+# backward. Arrays are (C, H, W, N); taps that fall on padding are skipped.
+
+@_jit
+def max_pool(x, kh, kw, sh, sw, top, left, y, tap):
+    """``y`` (C, Ho, Wo, N): the max of each window of ``x``; ``tap`` (uint8, like ``y``): the winning tap ``p * kw + q``."""
+    c_, h, w, n = x.shape
+    for c in range(c_):
+        for i in range(y.shape[1]):
+            for j in range(y.shape[2]):
+                best, won = y[c, i, j], tap[c, i, j]
+                first = True
+                for p in range(kh):
+                    r = i * sh + p - top
+                    if r < 0 or r >= h:
+                        continue
+                    for q in range(kw):
+                        s = j * sw + q - left
+                        if s < 0 or s >= w:
+                            continue
+                        v, t = x[c, r, s], p * kw + q
+                        if first:
+                            for k in range(n):
+                                best[k] = v[k]
+                                won[k] = t
+                            first = False
+                        else:
+                            for k in range(n):     # a NaN wins and stays, as in np.maximum
+                                if v[k] > best[k] or (v[k] != v[k] and best[k] == best[k]):
+                                    best[k] = v[k]
+                                    won[k] = t
+    return y
+
+
+@_jit
+def max_pool_backward(dy, tap, kh, kw, sh, sw, top, left, dx):
+    """Add each output's gradient ``dy`` onto the input pixel that won its window; ``dx`` (C, H, W, N)."""
+    c_, h, w, n = dx.shape
+    for c in range(c_):
+        for i in range(dy.shape[1]):
+            for j in range(dy.shape[2]):
+                d, won = dy[c, i, j], tap[c, i, j]
+                for p in range(kh):
+                    r = i * sh + p - top
+                    if r < 0 or r >= h:
+                        continue
+                    for q in range(kw):
+                        s = j * sw + q - left
+                        if s < 0 or s >= w:
+                            continue
+                        out, t = dx[c, r, s], p * kw + q
+                        for k in range(n):
+                            if won[k] == t:
+                                out[k] += d[k]
+    return dx

@@ -18,6 +18,7 @@ import functools
 
 import numpy as np
 
+from . import compiled
 from .base import Layer, check_pair
 from .conv import from_chwn, output_size, pad_hw, resolve_padding, to_chwn, validate_padding, window_slice
 
@@ -67,24 +68,37 @@ class MaxPool2D(_Pool2D):
     ``kw`` columns, then across the ``kh`` rows. Backward routes each output
     gradient to the first row holding the maximum, then within that row to
     the first column holding it: the first maximum in row-major order, as in
-    PyTorch.
+    PyTorch. With the compiled loops (``compiled.py``, numba) both passes are
+    one loop over the windows, which keeps only the winning tap of each window.
     """
 
     def forward(self, x, training=False):
         x = self._prepare(x)
         pads, (ho, wo) = self._geometry(x)
         (kh, kw), (sh, sw) = self.pool_size, self.strides
+        if compiled.enabled() and kh * kw <= 255:                             # one pass (compiled.py)
+            xc = to_chwn(x)                                                   # (C, H, W, N)
+            y = np.empty((xc.shape[0], ho, wo, xc.shape[3]), self.dtype)
+            tap = np.empty(y.shape, np.uint8)                                 # which tap of each window won
+            compiled.max_pool(xc, kh, kw, sh, sw, pads[0], pads[2], y, tap)
+            self._cache = ("compiled", xc.shape, tap, pads)
+            return from_chwn(y)
         xp = pad_hw(to_chwn(x), pads, value=-np.inf)                          # (C, Hp, Wp, N)
         cols = [xp[:, :, q:q + sw * (wo - 1) + 1:sw] for q in range(kw)]      # tap q of every window: (C, Hp, Wo, N)
         row_max = functools.reduce(np.maximum, cols)
         rows = [row_max[:, p:p + sh * (ho - 1) + 1:sh] for p in range(kh)]   # row p of every window: (C, Ho, Wo, N)
         y = functools.reduce(np.maximum, rows)
-        self._cache = (xp, row_max, y, pads)
+        self._cache = ("numpy", xp, row_max, y, pads)
         return from_chwn(y)
 
     def backward(self, dy):
-        xp, row_max, y, pads = self._cache
         (kh, kw), (sh, sw) = self.pool_size, self.strides
+        if self._cache[0] == "compiled":
+            _, shape, tap, pads = self._cache
+            dx = np.zeros(shape, self.dtype)
+            compiled.max_pool_backward(to_chwn(np.asarray(dy, dtype=self.dtype)), tap, kh, kw, sh, sw, pads[0], pads[2], dx)
+            return from_chwn(dx)
+        _, xp, row_max, y, pads = self._cache
         ho, wo = y.shape[1:3]
         dy = to_chwn(np.asarray(dy, dtype=self.dtype))
         d_row_max = _route_to_first_max(dy, [row_max[:, p:p + sh * (ho - 1) + 1:sh] for p in range(kh)], y,
