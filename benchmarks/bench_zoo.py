@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 # Training images per epoch and inference images, per model: about 10 s of training per batch size on 2 cores.
-IMAGES = {"lenet5": (30000, 20000), "mnist_fast": (8000, 8000), "cifar_small": (2048, 3072)}
+IMAGES = {"lenet5": (30000, 20000), "mnist_fast": (8000, 8000), "cifar_small": (2048, 3072), "resnet20": (2048, 3072)}
 WARMUP_BATCHES = 3                       # batches run before each timed epoch (and before the timed inference)
 
 

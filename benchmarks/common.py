@@ -86,9 +86,32 @@ def torch_cifar_small(torch):
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
 
 
+def torch_resnet20(torch):
+    """He et al.'s CIFAR ResNet-20 as cnnlab.models.resnet20 builds it (projection shortcuts where the shape changes)."""
+    nn = torch.nn
+
+    class Block(nn.Module):
+        def __init__(self, c_in, c_out, stride):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                                      nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + self.shortcut(x))
+
+    layers, c_in = _torch_conv_bn_relu(nn, 3, 16), 16
+    for stage, filters in enumerate((16, 32, 64)):
+        for block in range(3):
+            layers.append(Block(c_in, filters, 2 if stage > 0 and block == 0 else 1))
+            c_in = filters
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+
+
 # name -> (PyTorch twin, the images it trains on)
 TWINS = {"lenet5": (torch_lenet5, "mnist"), "mnist_fast": (torch_mnist_fast, "mnist"),
-         "cifar_small": (torch_cifar_small, "cifar10")}
+         "cifar_small": (torch_cifar_small, "cifar10"), "resnet20": (torch_resnet20, "cifar10")}
 
 
 def check_twin(name, model, net):
