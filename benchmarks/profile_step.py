@@ -38,45 +38,48 @@ def main():
              for s in steps}                                         # a fused step: its layers joined by +
     names = [label[id(s)] for s in steps]
     times = {k: [] for k in [f"fwd {n}" for n in names] + ["loss"] + [f"bwd {n}" for n in reversed(names)] + ["optimizer", "step total"]}
+    recording = [False]
+
+    def timed(key, fn):
+        """``fn`` that adds its duration to ``times[key]`` while recording."""
+        def run(*a, **k):
+            t = clock()
+            out = fn(*a, **k)
+            if recording[0]:
+                times[key].append(clock() - t)
+            return out
+        return run
+
+    # The stack runs these same step objects (its plan is made once): time each step's passes where it runs,
+    # so graphs (resnet20's branches) go through the stack's own forward and backward.
+    for s in steps:
+        s.forward, s.backward = timed(f"fwd {label[id(s)]}", s.forward), timed(f"bwd {label[id(s)]}", s.backward)
 
     def step(record):
+        recording[0] = record
+        t_start = clock()
         if args.inference:
-            return infer(record)
-        t_start = t = clock()
-        h = x
-        for step in steps:
-            h = step.forward(h, training=True)
-            t = record(f"fwd {label[id(step)]}", t)
-        model.loss.forward(h, y)
-        g = model.loss.backward()
-        t = record("loss", t)
-        for step in reversed(steps):
-            g = step.backward(g)
-            t = record(f"bwd {label[id(step)]}", t)
-            if g is None:
-                break
-        opt.step(model.parameters())
-        record("optimizer", t)
-        record("step total", t_start)
-
-    def infer(record):
-        t_start = t = clock()
-        h = x
-        for step in steps:
-            h = step.forward(h, training=False)
-            t = record(f"fwd {label[id(step)]}", t)
-        record("step total", t_start)
-
-    def record(key, t0):
-        t1 = clock()
-        times[key].append(t1 - t0)
-        return t1
+            model.stack.forward(x, training=False)
+        else:
+            h = model.stack.forward(x, training=True)
+            t = clock()
+            model.loss.forward(h, y)
+            g = model.loss.backward()
+            if record:
+                times["loss"].append(clock() - t)
+            model.stack.backward(g)
+            t = clock()
+            opt.step(model.parameters())
+            if record:
+                times["optimizer"].append(clock() - t)
+        if record:
+            times["step total"].append(clock() - t_start)
 
     limits = threadpool_limits(args.threads) if args.threads else None
     for _ in range(5):
-        step(lambda k, t: clock())
+        step(False)
     for _ in range(args.repeats):
-        step(record)
+        step(True)
     if limits:
         limits.unregister()
     what = "inference forward pass" if args.inference else "training step"
