@@ -87,3 +87,20 @@ def test_compiled_max_pool_matches_numpy(cfg, dtype, monkeypatch):
     else:                                       # overlapping windows: a pixel's shares are added in another order
         tol = 1e-12 if dtype == np.float64 else 1e-6
         np.testing.assert_allclose(results["1"][1], results["0"][1], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_col2im_matches_numpy(seed, monkeypatch):
+    """Random kernels, strides, dilations and a band's row offset; the sums reach a pixel in another order."""
+    rng = np.random.default_rng(seed)
+    kh, kw, sh, sw, dh, dw = (int(v) for v in rng.integers(1, 4, 6))
+    c, n, ho, wo, row0 = (int(v) for v in rng.integers(1, 5, 5))
+    hp, wp = row0 + (ho - 1) * sh + (kh - 1) * dh + 1 + int(rng.integers(0, 3)), (wo - 1) * sw + (kw - 1) * dw + 1
+    dcols = rng.standard_normal((c * kh * kw, ho * wo * n))
+    start = rng.standard_normal((c, hp, wp, n))
+    out = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("CNNLAB_COMPILED", flag)
+        out[flag] = conv.col2im(dcols, start.copy(), (kh, kw), (ho, wo), (sh, sw), (dh, dw), row0=row0)
+    np.testing.assert_allclose(out["1"], out["0"], rtol=1e-12, atol=1e-12)
+    assert np.array_equal(out["1"][:, :row0], start[:, :row0])      # rows above the band are left alone

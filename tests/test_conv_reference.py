@@ -10,7 +10,7 @@ from conftest import random_conv_configs
 @pytest.mark.parametrize("cfg,shape", random_conv_configs(30, seed=7, max_kernel=5, max_stride=3, sizes=(3, 13),
                                                              max_batch=3, max_channels_per_group=3))
 @pytest.mark.parametrize("band_bytes", [None, 1], ids=["whole", "row-by-row"])
-def test_fast_conv_equals_naive_loops(cfg, shape, band_bytes):
+def test_fast_conv_equals_naive_loops(cfg, shape, band_bytes, compiled_loops):
     rng = np.random.default_rng(8)
     x = rng.standard_normal(shape)
     layer = L.Conv2D(**cfg)

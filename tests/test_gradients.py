@@ -11,7 +11,7 @@ TOL = 1e-6
 
 
 @pytest.mark.parametrize("cfg,shape", random_conv_configs(24, seed=1))
-def test_conv2d_gradients(cfg, shape):
+def test_conv2d_gradients(cfg, shape, compiled_loops):
     x = np.random.default_rng(2).standard_normal(shape)
     layer = L.Conv2D(**cfg)
     errors = check_layer(layer, x)
@@ -20,7 +20,7 @@ def test_conv2d_gradients(cfg, shape):
 
 
 @pytest.mark.parametrize("cfg,shape", random_conv_configs(12, seed=11, sizes=(5, 10)))
-def test_conv2d_band_by_band_gradients(cfg, shape):
+def test_conv2d_band_by_band_gradients(cfg, shape, compiled_loops):
     # Layers with few filters build the patch matrix in bands of output rows and rebuild them in
     # backward; one row per band here, so every band boundary is crossed.
     x = np.random.default_rng(3).standard_normal(shape)

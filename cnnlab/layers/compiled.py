@@ -281,3 +281,24 @@ def max_pool_backward(dy, tap, kh, kw, sh, sw, top, left, dx):
                             if won[k] == t:
                                 out[k] += d[k]
     return dx
+
+
+# col2im (cnnlab/layers/conv.py): add every row of the patch-matrix gradient back onto the pixels it came
+# from. NumPy adds one kernel tap at a time over the whole image (kh * kw passes over memory); here the
+# taps of one output row are added while the input rows they touch are in cache.
+
+@_jit
+def col2im(dcols, dxp, row0, kh, kw, ho, wo, sh, sw, dh, dw):
+    """Add ``dcols`` (C*kh*kw, Ho*Wo*N), rows ``(c, p, q)``, columns ``(i, j, n)``, onto ``dxp`` (C, Hp, Wp, N) from row ``row0``."""
+    n = dxp.shape[3]
+    for c in range(dxp.shape[0]):
+        for i in range(ho):
+            for p in range(kh):
+                for q in range(kw):
+                    row = dcols[(c * kh + p) * kw + q]
+                    for j in range(wo):
+                        out = dxp[c, row0 + i * sh + p * dh, j * sw + q * dw]
+                        base = (i * wo + j) * n
+                        for k in range(n):
+                            out[k] += row[base + k]
+    return dxp

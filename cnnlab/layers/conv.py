@@ -165,20 +165,26 @@ def im2col(xp, kernel_hw, out_hw, strides, dilation):
     return np.ascontiguousarray(view).reshape(c * kh * kw, ho * wo * n)  # reshape of a contiguous copy: a view
 
 
-def col2im(dcols, dxp, kernel_hw, out_hw, strides, dilation):
+def col2im(dcols, dxp, kernel_hw, out_hw, strides, dilation, row0=0):
     """The adjoint of ``im2col``: add every row of ``dcols`` (C*kh*kw, Ho*Wo*N) back onto the pixels of ``dxp`` it came from.
 
-    ``dxp`` is the padded input's gradient (C, Hp, Wp, N), added to in place.
+    ``dxp`` is the padded input's gradient (C, Hp, Wp, N), added to in place
+    from row ``row0`` on (a band of output rows reads the input from there).
     One strided add per tap ``(p, q)``, each over all channels at once: no
     scattered writes, and ``np.add.at`` is not needed because within one tap
-    no two output pixels read the same input pixel.
+    no two output pixels read the same input pixel. With the compiled loops
+    (``compiled.py``) the taps of one output row are added while the input
+    rows they touch are in cache.
     """
     c, n = dxp.shape[0], dxp.shape[3]
     (kh, kw), (ho, wo) = kernel_hw, out_hw
+    if compiled.enabled():
+        return compiled.col2im(np.ascontiguousarray(dcols), dxp, row0, kh, kw, ho, wo, *strides, *dilation)
     taps = dcols.reshape(c, kh, kw, ho, wo, n)                   # view: rows back to (channel, tap), columns to images
+    band = dxp[:, row0:]                                         # a view
     for p in range(kh):
         for q in range(kw):
-            dxp[window_slice(p, q, out_hw, strides, dilation)] += taps[:, p, q]
+            band[window_slice(p, q, out_hw, strides, dilation)] += taps[:, p, q]
     return dxp
 
 
@@ -616,8 +622,7 @@ class Conv2D(Layer):
                 else:
                     dcols = np.matmul(wt, d).reshape(-1, d.shape[2])            # (g, K_g, M) -> (C*kh*kw, M)
                 sh = self.strides[0]                                            # the band's rows of dxp (a view)
-                col2im(dcols, dxp[:, r0 * sh:r0 * sh + band.shape[1]], self.kernel_size, (r1 - r0, wo),
-                       self.strides, self.dilation)
+                col2im(dcols, dxp, self.kernel_size, (r1 - r0, wo), self.strides, self.dilation, row0=r0 * sh)
         # rows (c, p, q) of each group -> kernel (kh, kw, C_g, F)
         self.grads["kernel"][...] = dw.reshape(g, cg, kh, kw, f // g).transpose(2, 3, 1, 0, 4).reshape(kh, kw, cg, f)
         if dxp is None:
