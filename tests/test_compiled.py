@@ -8,7 +8,7 @@ test_conv_reference.py and test_gradients.py (the ``compiled_loops`` fixture run
 import numpy as np
 import pytest
 
-from cnnlab.layers import compiled, conv
+from cnnlab.layers import compiled, conv, winograd
 
 
 def blocks(rng, tiles):
@@ -31,23 +31,23 @@ def test_compiled_winograd_matches_numpy(c, f, ty, tx, n, dtype):
     for r0, r1, c0, c1 in blocks(rng, (ty, tx)):
         block, k = (r1 - r0, c1 - c0), (r1 - r0) * (c1 - c0) * n
         v = np.empty((4, 4, c, *block, n), dtype)
-        expected = conv.winograd_input(xq[:, :, :, r0:r1 + 1, c0:c1 + 1], block)
+        expected = winograd.winograd_input(xq[:, :, :, r0:r1 + 1, c0:c1 + 1], block)
         assert np.array_equal(compiled.winograd_input(xq, r0, r1, c0, c1, v).reshape(16, c, k), expected)
 
         m = rng.standard_normal((16, f, k)).astype(dtype)
         y, y_ref = np.zeros((f, 2 * ty, 2 * tx, n), dtype), np.zeros((f, 2 * ty, 2 * tx, n), dtype)
-        conv.winograd_output(m, y_ref[:, 2 * r0:2 * r1, 2 * c0:2 * c1], block)
+        winograd.winograd_output(m, y_ref[:, 2 * r0:2 * r1, 2 * c0:2 * c1], block)
         compiled.winograd_output(m.reshape(4, 4, f, *block, n), y, r0, r1, c0, c1)
         assert np.array_equal(y, y_ref)
 
         dm = np.empty((4, 4, f, *block, n), dtype)
-        expected = conv.winograd_output_adjoint(dyq[:, :, :, r0:r1, c0:c1], block)
+        expected = winograd.winograd_output_adjoint(dyq[:, :, :, r0:r1, c0:c1], block)
         assert np.array_equal(compiled.winograd_output_adjoint(dyq, r0, r1, c0, c1, dm).reshape(16, f, k), expected)
 
         dv = rng.standard_normal((16, c, k)).astype(dtype)
         start = rng.standard_normal(xq.shape).astype(dtype)          # the adjoint adds onto what is there
         dxq, dxq_ref = start.copy(), start.copy()
-        conv.winograd_input_adjoint(dv, dxq_ref[:, :, :, r0:r1 + 1, c0:c1 + 1], block)
+        winograd.winograd_input_adjoint(dv, dxq_ref[:, :, :, r0:r1 + 1, c0:c1 + 1], block)
         compiled.winograd_input_adjoint(dv.reshape(4, 4, c, *block, n), dxq, r0, r1, c0, c1)
         tol = 1e-12 if dtype == np.float64 else 1e-5
         np.testing.assert_allclose(dxq, dxq_ref, rtol=tol, atol=tol)
