@@ -134,3 +134,18 @@ def test_cli(run, tmp_path, capsys):
     assert "cli.html" in capsys.readouterr().out
     assert page_data((tmp_path / "cli.html").read_text())["evaluated"]["num_images"] == 40
     assert main(["report", str(tmp_path / "missing")]) != 0
+
+
+def test_mistake_captions_are_readable(run):
+    _, model, (xt, yt), _, _ = run
+    probs = model.predict(xt)
+    idx = R.confident_mistakes(probs, yt, 6)
+    names = [f"class {i}" for i in range(10)]
+    fig = R.plot_mistakes(xt, yt, probs, idx, names)
+    assert len(fig.axes) == len(idx) > 0
+    for ax, i in zip(fig.axes, idx):
+        label = ax.xaxis.label
+        p = int(probs[i].argmax())
+        assert label.get_fontsize() >= 9
+        assert label.get_text() == f"true: {names[yt[i]]}\npred: {names[p]} ({probs[i, p]:.1%})"
+

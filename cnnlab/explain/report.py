@@ -39,19 +39,25 @@ def confident_mistakes(probs, y, n=16):
     return wrong[order][:n]
 
 
+MISTAKE_FONT = 10        # points: the captions under each mistake stay readable when the page is read
+
+
 def plot_mistakes(x, y, probs, idx, class_names):
-    cols = min(8, max(len(idx), 1))
+    """The misclassified images, each captioned with its true class, the predicted one and its probability."""
+    cols = min(5, max(len(idx), 1))
     rows = -(-len(idx) // cols)
-    fig = common.new_figure(1.7 * cols, 2.0 * rows + 0.4)
+    fig = common.new_figure(2.2 * cols, 2.8 * rows + 0.5)        # 11 inches: about the page's width at 100 dpi
     fig.set_layout_engine("constrained")
     for j, i in enumerate(idx):
         ax = fig.add_subplot(rows, cols, j + 1)
         common.show_image(ax, x[i], cmap="gray", vmin=0, vmax=1)
         p = int(probs[i].argmax())
-        ax.set_title(f"#{i} true {class_names[int(y[i])]}\npred {class_names[p]} ({probs[i, p]:.2f})", fontsize=7)
+        ax.set_xlabel(f"true: {class_names[int(y[i])]}\npred: {class_names[p]} ({probs[i, p]:.1%})",
+                      fontsize=MISTAKE_FONT, color="#b00000")
+        ax.set_title(f"test #{i}", fontsize=MISTAKE_FONT - 1, color="#555555")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("most confident mistakes: test index, true class, predicted class (probability)", fontsize=9)
+    fig.suptitle("Most confident mistakes: true class, predicted class (its probability)", fontsize=12)
     return fig
 
 
