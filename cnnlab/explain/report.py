@@ -24,7 +24,8 @@ from ..plots import plot_confusion, plot_history
 from ..runs import files
 from ..runs.evaluation import confusion_matrix
 from . import common
-from .features import feature_maps, filter_evolution_frames, plot_filters
+from .features import (describe_filters, feature_maps, filter_change, filter_evolution_frames, filters_caption,
+                       filters_table, plot_filters)
 from .subject import fit_class_names, load_data, log_to, run_config, run_data, stderr_log
 
 
@@ -257,8 +258,11 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
         body = common.img_tag(common.figure_png(plot_filters(kern, f"{convs[0].name}: {kern.shape[3]} filters of "
                                                                    f"{kern.shape[0]}x{kern.shape[1]}x{kern.shape[2]}")),
                               "first-layer filters")
-        body += ("<p class='note'>Red weights add the pixel, blue subtract it (white = 0). Trained first-layer "
-                 "filters are local edge, bar and corner detectors.</p>")
+        described = describe_filters(kern)
+        data["first_layer_filters"] = described
+        body += (f"<p>{esc(filters_caption(described))}</p><p class='note'>Red weights add the pixel, blue subtract "
+                 "it (white = 0).</p>")
+        body += f"<details><summary>each filter's best match</summary>{filters_table(described)}</details>"
         if files.has_filter_snapshots(run_dir):
             try:
                 snaps = files.read_filter_snapshots(run_dir)
@@ -267,7 +271,10 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
                 frames = filter_evolution_frames(snaps, convs[0].name)
                 player, script = common.frame_player([common.png_bytes(f) for f in frames], "filters",
                                                      "filter snapshot", [f"step {s:,}" for s in snaps])
-                body += f"<h3>How they were learned ({len(snaps)} snapshots)</h3>{player}"
+                moved = filter_change(snaps)
+                body += (f"<h3>How they were learned ({len(snaps)} snapshots)</h3>{player}<p class='note'>From step "
+                         f"{moved['steps'][0]:,} to step {moved['steps'][-1]:,} the filters moved by "
+                         f"{moved['total'][-1]:.0%} of their size at the first snapshot.</p>")
                 scripts.append(script)
                 data["filter_snapshots"] = list(snaps)
             except CnnlabFileError as e:
