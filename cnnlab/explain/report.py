@@ -125,7 +125,7 @@ def _out_path(run_dir, out):
     return common.out_dir(out) / "report.html"
 
 
-def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mistakes=16, samples=3,
+def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mistakes=15, samples=3,
                  log=None) -> Path:
     """Write the HTML report of a run directory; returns the path written (``RUN_DIR/report.html`` by default).
 
