@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cnnlab.datasets import SHAPES_CLASSES, load_shapes
 from cnnlab.explain import explain_conv
 from cnnlab.explain.cli import TOOLS, register
-from cnnlab.explain.conv import NAMED_KERNELS
+from cnnlab.explain.conv import NAMED_KERNELS, edge_detector
+from test_explain_features import write_idx
 
 
 def reference_conv(x, k, bias, stride, pads, dilation):
@@ -182,3 +184,64 @@ def test_bad_inputs_are_explained(tmp_path):
         explain_conv(out=tmp_path, image=np.zeros((30, 30)), max_frames=100)
     with pytest.raises(ValueError, match="channels"):
         explain_conv(out=tmp_path, kernel=np.ones((3, 3, 2)), channels=3)
+
+
+def ink_border_by_hand(x, threshold=0.5):
+    """Pixels whose 3x3 neighbourhood (background outside the picture) holds both ink and background."""
+    h, w = x.shape
+    out = np.zeros((h, w), bool)
+    for i in range(h):
+        for j in range(w):
+            around = [0 <= a < h and 0 <= b < w and x[a, b] > threshold
+                      for a in range(i - 1, i + 2) for b in range(j - 1, j + 2)]
+            out[i, j] = any(around) and not all(around)
+    return out
+
+
+def test_edge_detector_on_the_default_subject_matches_a_float64_convolution(tmp_path, monkeypatch):
+    monkeypatch.delenv("CNNLAB_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))      # an empty cache
+    monkeypatch.chdir(tmp_path)                                          # no ./data: the default subject is shapes
+    explain_conv(out=tmp_path / "o", index=3)
+    e = json.loads((tmp_path / "o" / "conv.json").read_text())["edges"]
+    _, (xt, yt) = load_shapes(n_train=1, n_test=4, seed=0)
+    x = xt[3, :, :, 0].astype(np.float64)
+    assert e["dataset"] == "shapes" and e["index"] == 3 and e["class_name"] == SHAPES_CLASSES[yt[3]]
+    np.testing.assert_allclose(e["image"], x, atol=1e-7)
+    found = edge_detector(x)                       # the numbers behind the picture, before JSON rounds them
+    border = ink_border_by_hand(x)
+    np.testing.assert_array_equal(found["border"], border)
+    assert [k["name"] for k in e["kernels"]] == ["horizontal edges", "vertical edges"]
+    for i, k in enumerate(e["kernels"]):
+        expected = reference_conv(x, NAMED_KERNELS[k["kernel_name"]], 0.0, (1, 1), (1, 1, 1, 1), (1, 1))
+        np.testing.assert_allclose(found["maps"][i], expected, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(e["maps"][i], expected, atol=1e-8)
+        strong = np.abs(expected) >= 0.5 * np.abs(expected).max()
+        assert k["strong"] == strong.sum()
+        assert k["on_border"] == pytest.approx((strong & border).sum() / strong.sum())
+        assert k["border_share"] == pytest.approx(border.mean())
+        assert k["on_border"] > 2 * k["border_share"]          # the kernels fire where the ink has edges
+    with Image.open(tmp_path / "o" / "edge_detector.png") as im:
+        assert im.format == "PNG" and im.size[0] > 1000
+    page = check_page(tmp_path / "o" / "conv.html")
+    assert "Why: edge detectors on test image #3 of shapes" in page
+    assert "shape's ink" in page and "digit" not in page.lower()
+    for k in e["kernels"]:
+        assert f"{k['strong']} strong responses" in page and f"<b>{k['on_border']:.0%}</b>" in page
+
+
+def test_edge_detector_names_mnist_when_it_is_the_data(tmp_path):
+    (x, y), (xt, yt) = load_shapes(n_train=20, n_test=5, seed=2)       # stand-ins for digits, in MNIST's files
+    folder = tmp_path / "d" / "mnist"
+    folder.mkdir(parents=True)
+    for prefix, images, labels in (("train", x, y), ("t10k", xt, yt)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", (images[..., 0] * 255).round())
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+    res = explain_conv(out=tmp_path / "o", data_dir=tmp_path / "d", index=1)
+    e = res["edges"]
+    assert e["dataset"] == "mnist" and e["class_name"] == str(yt[1])
+    np.testing.assert_allclose(e["image"], (xt[1, :, :, 0] * 255).round() / 255, atol=1e-6)
+    page = (tmp_path / "o" / "conv.html").read_text()
+    assert "test image #1 of mnist" in page and "digit's ink" in page
+    with pytest.raises(ValueError, match="index"):
+        explain_conv(out=tmp_path / "o", data_dir=tmp_path / "d", index=5)

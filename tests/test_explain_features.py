@@ -1,4 +1,5 @@
 """``cnnlab explain features``: feature maps, layer statistics, filters and their evolution."""
+import html as html_mod
 import json
 import re
 
@@ -84,6 +85,7 @@ def test_explain_features_from_a_run(tmp_path, run_dir, trained):
     assert r["image"]["source"] == "test image #2 of shapes"
     # filters and their evolution: one GIF frame per snapshot, in step order
     assert r["filters"]["shape"] == list(loaded["conv2d"].params["kernel"].shape)
+    assert r["filters"]["described"] == F.describe_filters(loaded["conv2d"].params["kernel"])  # this model's filters
     assert r["evolution"]["steps"] == sorted(snaps)
     with Image.open(out / "filters_evolution.gif") as gif:
         assert gif.n_frames == len(snaps)
@@ -98,6 +100,7 @@ def test_explain_features_from_a_run(tmp_path, run_dir, trained):
     with Image.open(out / "filters.png") as im:
         assert im.size[0] > 200 and im.size[1] > 100
     html = (out / "features.html").read_text()
+    assert html_mod.escape(F.filters_caption(r["filters"]["described"])) in html
     assert_self_contained(html)
     assert "data:image/gif;base64," in html
     for s in r["layers"]:

@@ -40,3 +40,9 @@ def test_index_page_leads_from_how_to_why_to_what(tmp_path):
     assert f"{100 * inv['accuracy']['cnn'][-1]:.1f}% of the time by this CNN" in html
     cos = [f["mean_top_cosine"] for f in r["matched-filter"]["filters"]]
     assert f"between {np.min(cos):.2f} and {np.max(cos):.2f}" in html
+    # the "why" of the convolution step: edge kernels on the subject's own test image, with their measured numbers
+    edges = r["conv"]["edges"]
+    assert edges["dataset"] == "shapes" and "hand-made edge kernels slid over test image #0 of shapes" in html
+    assert html.index("edge kernels on a real picture") < html.index("2. How: feature maps")
+    for k in edges["kernels"]:
+        assert f"{100 * k['on_border']:.1f}% of the strong responses of the kernel for {k['name']}" in html

@@ -10,6 +10,7 @@ from cnnlab._io import CnnlabFileError, write_json
 from cnnlab.datasets import load_shapes
 from cnnlab.explain import report as R
 from cnnlab.callbacks import FilterSnapshots
+from cnnlab.explain.features import describe_filters, filters_caption
 from cnnlab.explain.subject import demo_model
 from cnnlab.runs import files, make_config
 from cnnlab.optim import Adam
@@ -69,7 +70,7 @@ def test_report_without_evaluation_computes_the_confusion_matrix(run):
     assert "computed now" in data["confusion_source"]
     # the most confident mistakes: wrong, and in decreasing order of confidence
     ms = data["mistakes"]
-    assert len(ms) == min(16, int(np.sum(pred != yt)))
+    assert len(ms) == min(15, int(np.sum(pred != yt)))
     for m in ms:
         assert m["true"] == yt[m["index"]] != m["predicted"] == pred[m["index"]]
         assert m["probability"] == pytest.approx(float(probs[m["index"]].max()), rel=1e-5)
@@ -134,3 +135,61 @@ def test_cli(run, tmp_path, capsys):
     assert "cli.html" in capsys.readouterr().out
     assert page_data((tmp_path / "cli.html").read_text())["evaluated"]["num_images"] == 40
     assert main(["report", str(tmp_path / "missing")]) != 0
+
+
+def test_mistake_captions_are_readable(run):
+    _, model, (xt, yt), _, _ = run
+    probs = model.predict(xt)
+    idx = R.confident_mistakes(probs, yt, 6)
+    names = [f"class {i}" for i in range(10)]
+    fig = R.plot_mistakes(xt, yt, probs, idx, names)
+    assert len(fig.axes) == len(idx) > 0
+    for ax, i in zip(fig.axes, idx):
+        label = ax.xaxis.label
+        p = int(probs[i].argmax())
+        assert label.get_fontsize() >= 9
+        assert label.get_text() == f"true: {names[yt[i]]}\npred: {names[p]} ({probs[i, p]:.1%})"
+
+
+def crafted_report(tmp_path, kernel):
+    """The report of a bare run whose first convolution has the given filters (5, 5, 1, 8)."""
+    model = demo_model((28, 28, 1), 10, seed=0)
+    model["conv2d"].params["kernel"][...] = kernel
+    d = tmp_path / "run"
+    d.mkdir()
+    model.save(d / "model.safetensors")
+    text = R.write_report(d).read_text()
+    return page_data(text)["first_layer_filters"], html_mod.unescape(text)
+
+
+def test_filter_caption_of_vertical_edges(tmp_path):
+    rng = np.random.default_rng(0)
+    across = np.array([-2.0, -1, 0, 1, 2])                    # dark on the left, bright on the right, every row
+    signs, scales = rng.choice([-1, 1], 8), rng.uniform(0.2, 1.0, 8)
+    kernel = np.stack([s * a * np.tile(across, (5, 1)) for s, a in zip(signs, scales)], axis=-1)[:, :, None, :]
+    kernel += rng.normal(0, 0.03, kernel.shape)
+    described, page = crafted_report(tmp_path, kernel)
+    assert [f["kind"] for f in described["filters"]] == ["edge"] * 8
+    assert {f["direction"] for f in described["filters"]} == {"vertical"}
+    caption = filters_caption(described)
+    assert "8 oriented edges (8 vertical)" in caption and caption in page
+    assert "horizontal" not in caption and "no clear" not in caption
+    # the same filters turned by 90 degrees are horizontal edges
+    assert filters_caption(describe_filters(np.rot90(kernel, axes=(0, 1)))).count("8 horizontal") == 1
+
+
+def test_filter_caption_of_horizontal_bars_and_of_random_filters(tmp_path):
+    rng = np.random.default_rng(1)
+    down = np.array([-1.0, -1, 4, -1, -1])[:, None]           # a bright line along the middle row
+    kernel = np.stack([a * np.tile(down, (1, 5)) for a in rng.uniform(0.2, 1.0, 8)], axis=-1)[:, :, None, :]
+    described, page = crafted_report(tmp_path, kernel + rng.normal(0, 0.03, kernel.shape))
+    assert [(f["kind"], f["direction"]) for f in described["filters"]] == [("bar", "horizontal")] * 8
+    assert "8 oriented bars (8 horizontal)" in page and "vertical" not in filters_caption(described)
+    noise = describe_filters(rng.normal(size=(5, 5, 1, 8)))  # random filters: mostly no clear shape
+    caption = filters_caption(noise)
+    none = sum(f["kind"] == "none" for f in noise["filters"])
+    assert none >= 6 and f"{none} with no clear edge, bar or blob" in caption and "8 oriented" not in caption
+    # a blob: all weights of one sign, largest in the middle
+    y, x = np.mgrid[-2:3, -2:3]
+    blob = describe_filters(np.exp(-(x ** 2 + y ** 2) / 3.0)[:, :, None, None] * np.array([1.0, -1.0]))
+    assert [f["kind"] for f in blob["filters"]] == ["bright blob", "dark blob"]

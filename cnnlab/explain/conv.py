@@ -13,6 +13,12 @@ flipped.) :func:`explain_conv` computes the output with cnnlab's ``Conv2D``,
 re-derives every cell from its element-wise products, and draws one frame
 per output position: the input with the window highlighted, the kernel, the
 products, the sum, and the output filling up.
+
+That is the *how*. The *why* is :func:`edge_detector`: two hand-made 3x3
+Sobel kernels run over a real test image of the default subject (MNIST when
+it is at hand, else ``shapes``) light up on the borders of the ink, each on
+the edges of its own orientation; the page says how many of the strong
+responses lie there, measured on that image.
 """
 from __future__ import annotations
 
@@ -21,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from ..layers.conv import Conv2D, pad_hw, resolve_padding, validate_padding
-from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, format_number, frame_player, image_png,
+from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, esc, format_number, frame_player, image_png,
                      quantize_frames, img_tag, is_integral, load_image, load_model, new_figure, out_dir, parse_array_text,
                      pick_conv_layer, save_figure, save_gif, save_json, symmetric_limits, table_html, text_colour,
                      write_html)
-from .subject import tool_out
+from .subject import data_noun, load_data, tool_out
 
 CLASSIC_IMAGE = [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]]
 CLASSIC_KERNEL = [[1, 0, 1], [0, 1, 0], [1, 0, 1]]
@@ -315,9 +321,9 @@ class _Animator:
         return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def _bad_white(name):
+def _bad_white(name, bad="white"):
     import matplotlib
-    return matplotlib.colormaps[name].with_extremes(bad="white")
+    return matplotlib.colormaps[name].with_extremes(bad=bad)
 
 
 def equation_text(rec, integers=False) -> str:
@@ -385,12 +391,143 @@ def _annotate(ax, values, integers, cmap, lim):
 
 
 # ---------------------------------------------------------------------------
+# Why: an edge detector on a real picture
+# ---------------------------------------------------------------------------
+EDGE_KERNELS = {"horizontal edges": "sobel-y", "vertical edges": "sobel-x"}
+EDGE_SIGNS = {"sobel-y": "red where the picture gets brighter downwards (the top edges of the ink), blue where it "
+                         "gets darker (the bottom edges)",
+              "sobel-x": "red where the picture gets brighter to the right (the left edges of the ink), blue where "
+                         "it gets darker (the right edges)"}
+INK = 0.5         # a pixel brighter than this (in [0, 1]) is ink
+STRONG = 0.5      # a response is strong when |y| reaches this fraction of the largest |y| of its map
+
+
+def ink_border(x, threshold=INK):
+    """The pixels within one pixel of where ink (``x > threshold``) meets background: their 3x3 holds both."""
+    ink = np.pad(np.asarray(x) > threshold, 1)
+    h, w = np.shape(x)
+    around = np.stack([ink[i:i + h, j:j + w] for i in range(3) for j in range(3)])
+    return around.any(axis=0) & ~around.all(axis=0)
+
+
+def edge_detector(x, kernels=EDGE_KERNELS):
+    """Run hand-made edge kernels over a grayscale picture ``x`` (H, W) with ``Conv2D``; measure where they fire.
+
+    Each kernel goes through :func:`convolve` ("same" padding, so every map is
+    H x W like the picture). Returns ``{"maps" (K, H, W), "border" (H, W), "kernels":
+    [{"name", "kernel", "strong", "on_border", "border_share", "ratio_to_others"}]}``: ``strong`` counts
+    the responses with ``|y| >= STRONG * max |y|``, ``on_border`` is the fraction of them on
+    :func:`ink_border`, ``border_share`` the fraction of the picture the border covers (where
+    strong responses would land by chance), ``ratio_to_others`` the mean ``|y|`` of this map over
+    the mean ``|y|`` of the other maps at this map's strong responses (orientation selectivity).
+    """
+    x = np.asarray(x, np.float64)
+    names = list(kernels)
+    ks = [NAMED_KERNELS[kernels[n]] for n in names]
+    maps = np.stack([convolve(x[:, :, None], k[:, :, None], padding="same") for k in ks])
+    border = ink_border(x)
+    stats = []
+    for i, name in enumerate(names):
+        a = np.abs(maps[i])
+        strong = a >= STRONG * a.max() if a.max() > 0 else np.zeros_like(a, bool)
+        others = np.abs(np.delete(maps, i, axis=0)).mean(axis=0)
+        ratio = float(a[strong].mean() / max(others[strong].mean(), 1e-12)) if strong.any() and len(ks) > 1 else None
+        stats.append({"name": name, "kernel_name": kernels[name], "kernel": ks[i], "strong": int(strong.sum()),
+                      "on_border": float((strong & border).sum() / max(strong.sum(), 1)),
+                      "border_share": float(border.mean()), "ratio_to_others": ratio, "strong_mask": strong})
+    return {"maps": maps, "border": border, "kernels": stats}
+
+
+def edge_subject(dataset=None, data_dir=None, index=0, seed=0):
+    """``(x (H, W), label, class name, dataset name)``: test image ``index`` of the default subject's data, in gray.
+
+    Colour pictures become gray as the mean of their channels.
+    """
+    if index < 0:
+        raise ValueError(f"index must be >= 0, received {index}")
+    _, (xte, yte), info = load_data(dataset, data_dir, n_train=1, n_test=index + 1, seed=seed)
+    if index >= len(xte):
+        raise ValueError(f"index must lie in [0, {len(xte) - 1}] for the {info['name']} test split, received {index}")
+    names = info.get("class_names") or []
+    label = int(yte[index])
+    return (np.asarray(xte[index], np.float64).mean(axis=2), label,
+            names[label] if label < len(names) else str(label), info["name"])
+
+
+def _edge_figure(x, found, caption):
+    """The picture, then per kernel: the kernel, its feature map, and its strong responses over the picture."""
+    rows = len(found["kernels"])
+    fig = new_figure(16, 3.5 * rows + 0.9, dpi=100)
+    gs = fig.add_gridspec(rows, 4, width_ratios=[1.15, 0.75, 1, 1], left=0.04, right=0.97,
+                          top=1 - 0.75 / fig.get_figheight(), bottom=0.05, wspace=0.45, hspace=0.4)
+    fig.suptitle(caption, fontsize=12)
+    ax = fig.add_subplot(gs[:, 0])
+    im = ax.imshow(x, cmap="gray", vmin=0, vmax=max(1.0, float(x.max())), interpolation="nearest")
+    colorbar(fig, im, ax, "pixel value")
+    ax.set_title("the picture", fontsize=11)
+    lim = symmetric_limits(found["maps"])
+    klim = symmetric_limits(np.stack([s["kernel"] for s in found["kernels"]]))
+    for r, s in enumerate(found["kernels"]):
+        ax = fig.add_subplot(gs[r, 1])
+        im = ax.imshow(s["kernel"], cmap=SIGNED_CMAP, vmin=klim[0], vmax=klim[1], interpolation="nearest")
+        _annotate(ax, s["kernel"], True, SIGNED_CMAP, klim)
+        colorbar(fig, im, ax, "weight")
+        ax.set_title(f"kernel for {s['name']}\n({s['kernel_name']})", fontsize=10)
+        ax = fig.add_subplot(gs[r, 2])
+        im = ax.imshow(found["maps"][r], cmap=SIGNED_CMAP, vmin=lim[0], vmax=lim[1], interpolation="nearest")
+        colorbar(fig, im, ax, "response")
+        ax.set_title(f"feature map: {s['name']}", fontsize=10)
+        ax = fig.add_subplot(gs[r, 3])
+        ax.imshow(x, cmap="Greys", vmin=0, vmax=3 * max(1.0, float(x.max())), interpolation="nearest")  # faint ink
+        im = ax.imshow(np.where(s["strong_mask"], found["maps"][r], np.nan), cmap=_bad_white(SIGNED_CMAP, (0, 0, 0, 0)),
+                       vmin=lim[0], vmax=lim[1], interpolation="nearest")       # the weak responses left clear
+        ax.contour(x, levels=[INK], colors=WINDOW_COLOUR, linewidths=1.2)
+        colorbar(fig, im, ax, "response")
+        ax.set_title(f"strong responses: {s['on_border']:.0%} on the ink's border\n(green line: ink outline)",
+                     fontsize=10)
+    for ax in fig.axes:
+        ax.tick_params(labelsize=7)
+    return fig
+
+
+def edge_text(found, what, noun) -> str:
+    """One paragraph (HTML) on what the edge picture shows, every number measured on it."""
+    parts = []
+    for s in found["kernels"]:
+        ratio = (f"; there its response is {s['ratio_to_others']:.1f} times as strong as the other kernel's"
+                 if s["ratio_to_others"] is not None else "")
+        parts.append(f"the kernel for <b>{s['name']}</b> ({s['kernel_name']}) has {s['strong']} strong responses "
+                     f"(|response| at least {STRONG:.0%} of its largest), <b>{s['on_border']:.0%}</b> of them on "
+                     f"the ink's border{ratio}")
+    share = found["kernels"][0]["border_share"]
+    least = min(s["on_border"] for s in found["kernels"])
+    chance = ("far more often than" if least > 2 * share else "more often than" if least > share
+              else "no more often than")
+    sums = " and ".join(sorted({format_number(s["kernel"].sum(), True) for s in found["kernels"]}))
+    signs = "; ".join(f"{s['name']}: {EDGE_SIGNS[s['kernel_name']]}" for s in found["kernels"]
+                      if s["kernel_name"] in EDGE_SIGNS)
+    what, noun = esc(what), esc(noun)
+    return (f"<p>Why convolve at all? Two hand-made 3\u00d73 kernels, run by cnnlab's <code>Conv2D</code> over "
+            f"{what} ('same' padding, so each feature map is as large as the picture), each subtract the pixels "
+            f"on one side of the centre from those on the other (the weights of each add up to {sums}). Where both "
+            f"sides are alike the products cancel and the map stays near zero (white); where the {noun}'s ink "
+            f"meets the background they do not, and the map lights up. Measured on this picture: "
+            f"{'; '.join(parts)}. The border (pixels within one pixel of where ink, value above {INK}, meets "
+            f"background) covers {share:.0%} of the picture, so strong responses land there {chance} by chance. "
+            f"Colours: {signs}.</p>")
+
+
+# ---------------------------------------------------------------------------
 # The tool
 # ---------------------------------------------------------------------------
 def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, padding=None, dilation=None, channels=None,
                  size=8, bias=None, model=None, layer=None, filter=0, seed=0, frame_ms=700,
-                 max_frames=400) -> dict:
+                 max_frames=400, dataset=None, data_dir=None, index=0) -> dict:
     """Animate one convolution step by step; write ``conv.gif``, ``conv.html``, ``conv.json`` and PNGs to ``out``.
+
+    Then the *why*: two edge kernels on test image ``index`` of ``dataset``
+    (default: MNIST when at hand, else ``shapes``), drawn in ``edge_detector.png``
+    (:func:`edge_detector`).
 
     Args:
         out: output folder.
@@ -410,6 +547,7 @@ def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, pad
         seed: seed of the random examples.
         frame_ms: display time of one frame in the GIF and the page's player.
         max_frames: refuse inputs with more output positions than this (one frame each).
+        dataset, data_dir, index: the data and test image of the edge detector.
 
     Returns the content of ``conv.json`` plus ``"files"`` (name -> path).
     """
@@ -487,11 +625,23 @@ def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, pad
                              colormap_colours([SIGNED_CMAP, HEAT_CMAP, "gray" if photo else "Greys", "Oranges"]))
     frames_png = [image_png(f) for f in frames]
     files = {"gif": out / "conv.gif", "html": out / "conv.html", "json": out / "conv.json",
-             "output_png": out / "conv_output.png", "first_step_png": out / "conv_step_first.png"}
+             "output_png": out / "conv_output.png", "first_step_png": out / "conv_step_first.png",
+             "edge_png": out / "edge_detector.png"}
     n_frames = save_gif(frames, files["gif"], duration_ms=frame_ms, last_ms=max(frame_ms, 2500))
     from .._io import atomic_write
     atomic_write(files["first_step_png"], frames_png[0])
     summary_png = save_figure(_summary_figure(x, kernel, y, bias, integers, photo), files["output_png"])
+
+    # The why: hand-made edge kernels on a real picture of the default subject.
+    picture, label, class_name, data_name = edge_subject(dataset, data_dir, int(index), seed)
+    found = edge_detector(picture)
+    what = f"test image #{index} of {data_name} (class {class_name}, {picture.shape[0]}\u00d7{picture.shape[1]})"
+    edge_png = save_figure(_edge_figure(picture, found, f"Edge detectors on {what}"), files["edge_png"])
+    edges = {"dataset": data_name, "index": int(index), "label": label, "class_name": class_name,
+             "description": what, "image": picture, "maps": found["maps"], "ink_threshold": INK,
+             "strong_fraction": STRONG,
+             "kernels": [{k: v for k, v in st.items() if k != "strong_mask"} for st in found["kernels"]],
+             "text": edge_text(found, what, data_noun(data_name))}
 
     squeeze = (lambda a: a[..., 0]) if c == 1 else (lambda a: a)  # noqa: E731
     result = {
@@ -499,7 +649,7 @@ def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, pad
         "stride": list(stride), "padding": padding if isinstance(padding, str) else padding,
         "pads": list(pads), "dilation": list(dilation), "channels": c,
         "input_shape": list(x.shape), "kernel_shape": list(kernel.shape), "output_shape": list(y.shape),
-        "frames": n_frames, "source": source,
+        "frames": n_frames, "source": source, "edges": edges,
         "positions": [{"row": r["row"], "col": r["col"], "window_rows": r["window_rows"],
                        "window_cols": r["window_cols"], "products": squeeze(r["products"]),
                        "sum": r["sum"], "bias": r["bias"], "value": r["value"]} for r in records],
@@ -508,12 +658,12 @@ def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, pad
     }
     save_json(files["json"], result)
     gif_bytes = files["gif"].read_bytes()
-    _write_page(files["html"], result, frames_png, gif_bytes, summary_png, records, integers, frame_ms)
+    _write_page(files["html"], result, frames_png, gif_bytes, summary_png, edge_png, records, integers, frame_ms)
     result["files"] = {k: str(v) for k, v in files.items()}
     return result
 
 
-def _write_page(path, result, frames_png, gif_bytes, summary_png, records, integers, frame_ms):
+def _write_page(path, result, frames_png, gif_bytes, summary_png, edge_png, records, integers, frame_ms):
     fmt = lambda v: format_number(v, integers)  # noqa: E731
     player, script = frame_player(frames_png, "conv", "convolution step",
                                   [f"step {i + 1} of {len(records)}: output ({r['row']}, {r['col']}) = "
@@ -543,18 +693,22 @@ def _write_page(path, result, frames_png, gif_bytes, summary_png, records, integ
         "\nH_out = \u230a(H + pad_top + pad_bottom \u2212 d_h\u00b7(kh \u2212 1) \u2212 1) / s_h\u230b + 1</pre>"
         "<p class=\"note\">As in every deep-learning library, the kernel is not flipped (this is cross-correlation). "
         "Zero padding (orange cells) lets the window reach the border; a stride skips positions; dilation "
-        "spreads the taps apart.</p>")
+        "spreads the taps apart.</p><p>That is how a convolution computes. Why it is useful is shown below the "
+        f"steps: two edge kernels on a real {data_noun(result['edges']['dataset'])} light up where its ink has "
+        "edges.</p>")
     sections = [
         ("Step through it", "<p>Use the buttons, the slider or the arrow keys. The green squares are the input "
                             "pixels the kernel touches; the green box in the output is the cell being filled. "
                             "Orange cells are zero padding.</p>"
                             + player),
         ("The result", img_tag(summary_png, "input, kernel and output")),
+        (f"Why: edge detectors on {result['edges']['description']}",
+         img_tag(edge_png, "edge kernels and their feature maps") + result["edges"]["text"]),
         ("Settings", params),
         ("Every position", steps + more),
         ("Animated GIF", img_tag(gif_bytes, "convolution animation", mime="image/gif")
          + f'<p class="note">{result["frames"]} frames, one per output position. Files: conv.gif, conv_output.png, '
-           "conv_step_first.png, conv.json.</p>"),
+           "conv_step_first.png, edge_detector.png, conv.json.</p>"),
     ]
     write_html(path, "Convolution, one step at a time", sections, intro, script)
 
@@ -566,7 +720,8 @@ def add_parser(subparsers):
     p = subparsers.add_parser(
         "conv", help="animate the convolution step (kernel sliding, products, sums, output)",
         description="Animate a convolution: at each output position show the window, the element-wise products, "
-                    "their sum plus bias and the output filling up. Writes conv.gif, conv.html, conv.json, PNGs.")
+                    "their sum plus bias and the output filling up; then two edge kernels on a test image of the "
+                    "default data (MNIST when on disk, else shapes). Writes conv.gif, conv.html, conv.json, PNGs.")
     p.add_argument("--out", default=tool_out("conv"), help=f"output folder (default ./{tool_out('conv')})")
     p.add_argument("--image", help="a picture file (resized to --size) or a nested list as JSON text")
     p.add_argument("--size", type=int, default=8, help="side of a loaded picture in pixels (default 8)")
@@ -582,6 +737,10 @@ def add_parser(subparsers):
     p.add_argument("--seed", type=int, default=0, help="seed of the random examples (default 0)")
     p.add_argument("--frame-ms", type=int, default=700, help="milliseconds per frame (default 700)")
     p.add_argument("--max-frames", type=int, default=400, help="refuse more output positions than this (default 400)")
+    p.add_argument("--dataset", help="data of the edge detector's picture: mnist, fashion-mnist, cifar10, shapes or a "
+                   "folder (default: MNIST when on disk, else shapes)")
+    p.add_argument("--data-dir", help="where the dataset's files are")
+    p.add_argument("--index", type=int, default=0, help="which test image the edge detector runs on (default 0)")
     p.set_defaults(func=run_cli)
     return p
 
@@ -590,10 +749,14 @@ def run_cli(args):
     res = explain_conv(out=args.out, image=args.image, kernel=args.kernel, stride=args.stride, padding=args.padding,
                        dilation=args.dilation, channels=args.channels, size=args.size, bias=args.bias,
                        model=args.model, layer=args.layer, filter=args.filter, seed=args.seed,
-                       frame_ms=args.frame_ms, max_frames=args.max_frames)
+                       frame_ms=args.frame_ms, max_frames=args.max_frames, dataset=args.dataset,
+                       data_dir=args.data_dir, index=args.index)
     ho, wo = res["output_shape"]
     print(f"convolution: input {tuple(res['input_shape'])}, kernel {tuple(res['kernel_shape'])}, "
           f"output {ho}x{wo}, {res['frames']} frames")
+    e = res["edges"]
+    print(f"edge detectors on {e['description']}: " + ", ".join(
+        f"{k['name']} {k['on_border']:.0%} of strong responses on the ink's border" for k in e["kernels"]))
     for k, v in res["files"].items():
         print(f"  {k:15s} {v}")
     return 0

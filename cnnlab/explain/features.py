@@ -6,9 +6,9 @@ scale shared by the whole layer, so tiles can be compared), then the learned
 first-layer filters (a diverging colour map centred at zero: red where the
 filter adds the pixel, blue where it subtracts it) and, when snapshots taken
 during training exist, an animation of those filters from their random
-initialization to the end of training. On MNIST the filters end up as small
-oriented edge, bar and corner detectors: the first layer measures local
-contrast in a few directions, and every later layer combines those responses.
+initialization to the end of training. :func:`describe_filters` says what
+each first-layer filter is, measured from its weights: an oriented edge, a
+bar, a blob, or none of these clearly (as at a random start).
 """
 from __future__ import annotations
 
@@ -193,6 +193,114 @@ def plot_filters(kernel, title):
     return fig
 
 
+# What a filter is, measured: each filter's cosine similarity with templates of oriented edges, bars and a blob.
+ANGLES = np.arange(0.0, 180.0, 22.5)     # template orientations, degrees anticlockwise from horizontal (as drawn)
+DIRECTIONS = {0: "horizontal", 45: "diagonal /", 90: "vertical", 135: "diagonal \\"}
+CHANCE = 95                               # a match counts when it beats this percentile of random filters' matches
+
+
+def shape_templates(kh, kw):
+    """Unit-norm templates of a ``kh x kw`` filter: ``([(kind, angle, array)], blob)``.
+
+    On a Gaussian window ``g`` of width ``s = max(kh, kw) / 4`` around the centre,
+    with ``u`` the signed distance across a line at ``angle``: an *edge* is ``u g``
+    (dark on one side, bright on the other), a *bar* is ``(1 - u^2 / s^2) g`` minus
+    its mean (a bright line on dark), the *blob* is ``g`` itself (a bright spot).
+    """
+    r, c = np.mgrid[0:kh, 0:kw]
+    x, y = c - (kw - 1) / 2, (kh - 1) / 2 - r                 # y points up, as the picture is seen
+    s = max(kh, kw) / 4
+    g = np.exp(-(x ** 2 + y ** 2) / (2 * s * s))
+    out = []
+    for angle in ANGLES:
+        t = np.radians(angle + 90)                            # the direction across the line
+        u = x * np.cos(t) + y * np.sin(t)
+        for kind, tm in (("edge", u * g), ("bar", (1 - u ** 2 / s ** 2) * g)):
+            tm = tm - tm.mean()
+            out.append((kind, float(angle), tm / np.linalg.norm(tm)))
+    return out, g / np.linalg.norm(g)
+
+
+def _matches(k, templates, blob):
+    """``(|cosine| with each oriented template, signed cosine with the blob)`` of one 2-D filter."""
+    k = k / max(float(np.linalg.norm(k)), 1e-12)
+    return np.array([abs(float((k * t).sum())) for _, _, t in templates]), float((k * blob).sum())
+
+
+def chance_levels(kh, kw, samples=2000, seed=0):
+    """The ``CHANCE``-th percentile of the best oriented match and of the blob match of random Gaussian filters."""
+    templates, blob = shape_templates(kh, kw)
+    rng = np.random.default_rng(seed)
+    found = [_matches(rng.standard_normal((kh, kw)), templates, blob) for _ in range(samples)]
+    return (float(np.percentile([m.max() for m, _ in found], CHANCE)),
+            float(np.percentile([abs(b) for _, b in found], CHANCE)))
+
+
+def describe_filters(kernel) -> dict:
+    """What each filter of a convolution (kh, kw, C, F) is, measured from its weights.
+
+    Each filter (summed over its input channels: its response to gray
+    patterns) is compared with :func:`shape_templates` by cosine similarity. It
+    is an ``edge`` or a ``bar`` at the best template's orientation when that
+    match beats ``CHANCE`` % of random filters of its size, a ``blob`` when its
+    match with the blob does (whichever beats its chance level by more), and
+    ``none`` otherwise. ``direction`` is the nearest of horizontal, vertical and
+    the two diagonals (``angle`` is the template's own). Returns ``{"filters": [{"filter", "kind", "angle",
+    "direction", "oriented_cosine", "blob_cosine"}], "chance": {"oriented",
+    "blob"}, "channels"}``.
+    """
+    kernel = np.asarray(kernel, np.float64)
+    kh, kw, c, f = kernel.shape
+    templates, blob = shape_templates(kh, kw)
+    t_or, t_blob = chance_levels(kh, kw)
+    rows = []
+    for j in range(f):
+        scores, b = _matches(kernel[:, :, :, j].sum(axis=2), templates, blob)
+        best = int(scores.argmax())
+        kind, angle, _ = templates[best]
+        if not (scores[best] >= t_or and scores[best] - t_or >= abs(b) - t_blob):
+            kind = ("bright blob" if b > 0 else "dark blob") if abs(b) >= t_blob else "none"
+        direction = DIRECTIONS[int(45 * round(angle / 45)) % 180]      # ties (22.5, 67.5, ...) round to 0 or 90
+        rows.append({"filter": j, "kind": kind, "angle": angle, "direction": direction,
+                     "oriented_cosine": float(scores[best]), "blob_cosine": b})
+    return {"filters": rows, "chance": {"oriented": t_or, "blob": t_blob}, "channels": c}
+
+
+def filters_caption(described) -> str:
+    """One paragraph (plain text) saying what the filters are, with the counts of :func:`describe_filters`."""
+    rows = described["filters"]
+    parts = []
+    for kind, plural in (("edge", "edges"), ("bar", "bars")):
+        found = [r["direction"] for r in rows if r["kind"] == kind]
+        if found:
+            ways = found[0] if len(found) == 1 else ", ".join(
+                f"{found.count(d)} {d}" for d in DIRECTIONS.values() if d in found)
+            parts.append(f"{len(found)} oriented {kind if len(found) == 1 else plural} ({ways})")
+    for kind in ("bright blob", "dark blob"):
+        n = sum(r["kind"] == kind for r in rows)
+        if n:
+            parts.append(f"{n} {kind}{'s' if n > 1 else ''}")
+    none = sum(r["kind"] == "none" for r in rows)
+    if none:
+        parts.append(f"{none} with no clear edge, bar or blob (they match the templates no better than most random "
+                     "filters do)")
+    listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+    ch = described["chance"]
+    summed = f", each summed over its {described['channels']} input channels" if described["channels"] > 1 else ""
+    return (f"What these {len(rows)} filters are, measured from their weights{summed}: {listed}. A filter counts as "
+            f"an edge, a bar or a blob when its cosine similarity with the best-matching template of that shape "
+            f"beats {CHANCE}% of random filters of its size ({ch['oriented']:.2f} for the oriented templates, "
+            f"{ch['blob']:.2f} for the blob).")
+
+
+def filters_table(described) -> str:
+    """Each filter's best match, as an HTML table."""
+    return common.table_html(
+        ["filter", "what it is", "best orientation", "cosine with that edge or bar", "cosine with the blob"],
+        [[r["filter"], r["kind"], f"{r['direction']} ({r['angle']:g}\u00b0)", f"{r['oriented_cosine']:.2f}",
+          f"{r['blob_cosine']:+.2f}"] for r in described["filters"]])
+
+
 def filter_change(snapshots) -> dict:
     """How far each filter has moved from its initialization, per snapshot.
 
@@ -333,7 +441,7 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
         filters_png = common.save_figure(fig, out / "filters.png")
         files.append("filters.png")
         filters_json = {"layer": conv.name, "shape": list(k.shape), "min": float(k.min()), "max": float(k.max()),
-                        "png": "filters.png"}
+                        "png": "filters.png", "described": describe_filters(k)}
 
     # evolution
     evolution, gif_bytes = None, None
@@ -373,8 +481,10 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
         body = common.img_tag(filters_png, "first-layer filters") + (
             "<p class='note'>Red weights add the pixel under them, blue ones subtract it, white is zero. A filter "
             "with a red band next to a blue band responds to an edge in that direction; an L-shaped pattern to a "
-            f"corner. These filters were trained on {esc(subject.data_name)}; look for such patterns among them, "
-            "and see below how much of each is learned and how much is left of its random start.</p>")
+            f"corner. These filters were trained on {esc(subject.data_name)}; see below how much of each is learned "
+            "and how much is left of its random start.</p>"
+            f"<p>{esc(filters_caption(filters_json['described']))}</p>"
+            f"<details><summary>each filter's best match</summary>{filters_table(filters_json['described'])}</details>")
         if gif_bytes is not None:
             ev = evolution
             moved = ev["relative_change_per_filter"]

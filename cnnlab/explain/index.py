@@ -40,7 +40,7 @@ def explain_all(out=DEFAULT_OUT, model=None, dataset=None, data_dir=None, image=
     ds, dd = subject.dataset, subject.data_dir
     r = {}
     log_to(log, "conv: the convolution step ...")
-    r["conv"] = explain_conv(out=out / "conv", seed=seed, **opt["conv"])
+    r["conv"] = explain_conv(out=out / "conv", seed=seed, dataset=ds, data_dir=dd, index=index, **opt["conv"])
     log_to(log, "features: every layer's maps ...")
     r["features"] = explain_features(out / "features", model=subject, image=image, index=index, invert=invert,
                                      seed=seed, **opt["features"])
@@ -84,6 +84,9 @@ def write_index(path, subject, r):
     cos = [x["mean_top_cosine"] for x in mf["filters"]]
     last = inv["shifts"][-1]
     ch = {n: v[-1] for n, v in inv["feature_change"].items()}
+    edges = cv["edges"]
+    fired = " and ".join(f"{_pct(k['on_border'])} of the strong responses of the kernel for {k['name']}"
+                         for k in edges["kernels"])
     intro = (f"<p>One model, <b>{esc(subject.description)}</b>, on <b>{esc(subject.data_name)}</b>, seen six ways. "
              "Read from top to bottom: first <i>how</i> a convolutional network computes, then <i>why</i> that "
              "works, then <i>what</i> this model looks at. Each step links to its tool's full page.</p>")
@@ -93,7 +96,11 @@ def write_index(path, subject, r):
          f"<p>A small kernel ({cv['kernel_shape'][0]}\u00d7{cv['kernel_shape'][1]}) slides over the image; at each "
          "position the pixels under it are multiplied by its weights and summed, plus a bias. Every output cell is "
          f"that one sum: here a {cv['input_shape'][0]}\u00d7{cv['input_shape'][1]} input gives a "
-         f"{cv['output_shape'][0]}\u00d7{cv['output_shape'][1]} output.</p>" + _link("conv", "conv.html")),
+         f"{cv['output_shape'][0]}\u00d7{cv['output_shape'][1]} output.</p>" +
+         _pic(out / "conv" / "edge_detector.png", "edge kernels on a real picture", "90%") +
+         f"<p>Why that is useful: two hand-made edge kernels slid over {esc(edges['description'])} light up where "
+         f"its ink meets the background: {fired} lie on the ink's border, which covers "
+         f"{_pct(edges['kernels'][0]['border_share'])} of the picture.</p>" + _link("conv", "conv.html")),
         ("2. How: feature maps",
          _pic(out / "features" / f["layers"][first["index"]]["png"], "first layer's feature maps") +
          _pic(out / "features" / "filters.png", "learned filters") +

@@ -24,7 +24,8 @@ from ..plots import plot_confusion, plot_history
 from ..runs import files
 from ..runs.evaluation import confusion_matrix
 from . import common
-from .features import feature_maps, filter_evolution_frames, plot_filters
+from .features import (describe_filters, feature_maps, filter_change, filter_evolution_frames, filters_caption,
+                       filters_table, plot_filters)
 from .subject import fit_class_names, load_data, log_to, run_config, run_data, stderr_log
 
 
@@ -39,19 +40,25 @@ def confident_mistakes(probs, y, n=16):
     return wrong[order][:n]
 
 
+MISTAKE_FONT = 10        # points: the captions under each mistake stay readable when the page is read
+
+
 def plot_mistakes(x, y, probs, idx, class_names):
-    cols = min(8, max(len(idx), 1))
+    """The misclassified images, each captioned with its true class, the predicted one and its probability."""
+    cols = min(5, max(len(idx), 1))
     rows = -(-len(idx) // cols)
-    fig = common.new_figure(1.7 * cols, 2.0 * rows + 0.4)
+    fig = common.new_figure(2.2 * cols, 2.8 * rows + 0.5)        # 11 inches: about the page's width at 100 dpi
     fig.set_layout_engine("constrained")
     for j, i in enumerate(idx):
         ax = fig.add_subplot(rows, cols, j + 1)
         common.show_image(ax, x[i], cmap="gray", vmin=0, vmax=1)
         p = int(probs[i].argmax())
-        ax.set_title(f"#{i} true {class_names[int(y[i])]}\npred {class_names[p]} ({probs[i, p]:.2f})", fontsize=7)
+        ax.set_xlabel(f"true: {class_names[int(y[i])]}\npred: {class_names[p]} ({probs[i, p]:.1%})",
+                      fontsize=MISTAKE_FONT, color="#b00000")
+        ax.set_title(f"test #{i}", fontsize=MISTAKE_FONT - 1, color="#555555")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("most confident mistakes: test index, true class, predicted class (probability)", fontsize=9)
+    fig.suptitle("Most confident mistakes: true class, predicted class (its probability)", fontsize=12)
     return fig
 
 
@@ -118,7 +125,7 @@ def _out_path(run_dir, out):
     return common.out_dir(out) / "report.html"
 
 
-def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mistakes=16, samples=3,
+def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mistakes=15, samples=3,
                  log=None) -> Path:
     """Write the HTML report of a run directory; returns the path written (``RUN_DIR/report.html`` by default).
 
@@ -251,8 +258,11 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
         body = common.img_tag(common.figure_png(plot_filters(kern, f"{convs[0].name}: {kern.shape[3]} filters of "
                                                                    f"{kern.shape[0]}x{kern.shape[1]}x{kern.shape[2]}")),
                               "first-layer filters")
-        body += ("<p class='note'>Red weights add the pixel, blue subtract it (white = 0). Trained first-layer "
-                 "filters are local edge, bar and corner detectors.</p>")
+        described = describe_filters(kern)
+        data["first_layer_filters"] = described
+        body += (f"<p>{esc(filters_caption(described))}</p><p class='note'>Red weights add the pixel, blue subtract "
+                 "it (white = 0).</p>")
+        body += f"<details><summary>each filter's best match</summary>{filters_table(described)}</details>"
         if files.has_filter_snapshots(run_dir):
             try:
                 snaps = files.read_filter_snapshots(run_dir)
@@ -261,7 +271,10 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
                 frames = filter_evolution_frames(snaps, convs[0].name)
                 player, script = common.frame_player([common.png_bytes(f) for f in frames], "filters",
                                                      "filter snapshot", [f"step {s:,}" for s in snaps])
-                body += f"<h3>How they were learned ({len(snaps)} snapshots)</h3>{player}"
+                moved = filter_change(snaps)
+                body += (f"<h3>How they were learned ({len(snaps)} snapshots)</h3>{player}<p class='note'>From step "
+                         f"{moved['steps'][0]:,} to step {moved['steps'][-1]:,} the filters moved by "
+                         f"{moved['total'][-1]:.0%} of their size at the first snapshot.</p>")
                 scripts.append(script)
                 data["filter_snapshots"] = list(snaps)
             except CnnlabFileError as e:
