@@ -189,3 +189,16 @@ def test_fused_batchnorm_relu_matches_the_two_layers_and_finite_differences(trai
     assert relative_error(numeric_gradient(loss, x), dx) < 1e-6
     for k in ("gamma", "beta"):
         assert relative_error(numeric_gradient(loss, norm.params[k]), g_ref[k]) < 1e-6
+
+
+def test_input_gradient_through_a_winograd_layer_matches_finite_differences(compiled_loops):
+    """Saliency runs backward after an inference-mode forward: a Winograd layer must keep its input for it."""
+    model = cnnlab.Sequential([L.Conv2D(8, 3, padding="same"), L.ReLU(), L.Conv2D(4, 3, padding="same"),
+                               L.Flatten(), L.Dense(3)], input_shape=(6, 6, 2), seed=3).astype(np.float64)
+    model["conv2d_1"]._uses_winograd = lambda channels: True
+    x = np.random.default_rng(13).standard_normal((1, 6, 6, 2))
+    dy = np.random.default_rng(14).standard_normal((1, 3))
+    got = model.input_gradient(x, dy)
+    assert model["conv2d_1"]._cache[0] == "winograd"
+    numeric = numeric_gradient(lambda: float(np.sum(dy * model.forward(x))), x)
+    assert relative_error(got, numeric) < 1e-6

@@ -392,7 +392,7 @@ class Conv2D(Layer):
             winograd.winograd_output_block(m, y, r0, r1, c0, c1)
         if self.use_bias:
             y += self.params["bias"][:, None, None, None]
-        self._cache = ("winograd", xq if training else None, x.shape[1:3], pads, tiles)
+        self._cache = ("winograd", xq, x.shape[1:3], pads, tiles)           # kept: input gradients follow inference too
         return from_chwn(y[:, :out_hw[0], :out_hw[1]])                          # (N, Ho, Wo, F), a view
 
     def _backward_winograd(self, dy):
