@@ -48,16 +48,21 @@ class BatchNorm(Layer):
         order = (a.ndim - 1, *range(1, a.ndim - 1), 0)
         return np.ascontiguousarray(a.transpose(order)), order
 
-    def forward(self, x, training=False):
+    def _rows(self, x, training):
+        """The batch as channels-first ``xc``, its axis ``order`` and the (C, M) view ``flat``, one row per
+        channel; checks a training batch has more than one value per channel."""
         x = self._prepare(x)
         xc, order = self._channels_first(x)
-        c = xc.shape[0]
-        flat = xc.reshape(c, -1)                            # view: (C, M), one row per channel
-        count = flat.shape[1]
+        flat = xc.reshape(xc.shape[0], -1)                  # view: (C, M)
         self._batch_stats = None
+        if training and flat.shape[1] < 2:
+            raise ValueError(f"{self.label}: training needs more than one value per channel, received input {x.shape}")
+        return xc, order, flat
+
+    def forward(self, x, training=False):
+        xc, order, flat = self._rows(x, training)
+        count = flat.shape[1]
         if training:
-            if count < 2:
-                raise ValueError(f"{self.label}: training needs more than one value per channel, received input {x.shape}")
             mean = flat @ np.ones(count, self.dtype) / self.dtype.type(count)
             xm = flat - mean[:, None]
             var = np.einsum("ij,ij->i", xm, xm) / self.dtype.type(count)
@@ -83,15 +88,9 @@ class BatchNorm(Layer):
     # recomputed from it), where the two layers keep x - mean and the output.
     def forward_relu(self, x, training=False):
         """``max(self.forward(x, training), 0)``, computed by the compiled loops."""
-        x = self._prepare(x)
-        xc, order = self._channels_first(x)
-        c = xc.shape[0]
-        flat = xc.reshape(c, -1)                            # view: (C, M), one row per channel
+        xc, order, flat = self._rows(x, training)
         count = flat.shape[1]
-        self._batch_stats = None
         if training:
-            if count < 2:
-                raise ValueError(f"{self.label}: training needs more than one value per channel, received input {x.shape}")
             mean, var = (a.astype(self.dtype) for a in compiled.batchnorm_stats(flat))
             self._record(mean, var, count)
         else:
