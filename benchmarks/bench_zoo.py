@@ -14,15 +14,21 @@ alternates too); the table gives the median of the runs, their spread
 (lowest-highest) and the ratio of the medians, cnnlab / PyTorch (> 1: cnnlab
 is faster, or for memory: cnnlab uses more).
 
-Memory is the peak of each run, two ways: ``PSS``, the proportional set size
-of the process and its worker processes summed, sampled every 50 ms from
-outside (memory that a forked worker shares with its parent is counted once,
-split between them); and ``maxrss``, ``ru_maxrss`` of the process plus that of
-its largest finished child (exact peaks, but a forked worker's copy of its
-parent's pages is counted twice). Both include the interpreter, the imported
-libraries and the training images. ``--scale`` multiplies the number of
-images (the defaults take 10-30 s per run on 2 cores); ``--quick`` is one run
-of each at a quarter of the images.
+Memory is measured in runs of its own, which load the same images and do the
+same work on a quarter of them (a step's buffers are the same at every step, so
+the peak comes early and stays): reading a process's memory
+from outside takes kernel time on the same cores and holds the process's
+memory-map lock while it walks the page tables, so the timed runs are left
+alone (in one comparison, sampling every 50 ms made LeNet-5's training at batch
+128 13-14% slower in both libraries). The peak is taken two ways: ``PSS``, the
+proportional set size of the process and its worker processes summed, sampled
+every 50 ms (memory that a forked worker shares with its parent is counted
+once, split between them); and ``maxrss``, ``ru_maxrss`` of the process plus
+that of its largest finished child (exact peaks, but a forked worker's copy of
+its parent's pages is counted twice). Both include the interpreter, the
+imported libraries and the training images. ``--scale`` multiplies the number
+of images (the defaults take 10-30 s per run on 2 cores); ``--quick`` is one
+run of each at a quarter of the images.
 
 ``--one-core`` compares the engines on one core: PyTorch with one thread,
 cnnlab with one process and one BLAS thread, and speeds in images per second
@@ -46,20 +52,28 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 # Training images per epoch and inference images, per model: about 10 s of training per batch size on 2 cores.
-IMAGES = {"lenet5": (30000, 20000), "mnist_fast": (8000, 8000), "cifar_small": (2048, 3072), "resnet20": (2048, 3072)}
+IMAGES = {"lenet5": (30000, 20000), "mnist_fast": (8000, 8000), "mnist_accurate": (5000, 6000),
+          "cifar_small": (2048, 3072), "resnet20": (2048, 3072)}
 WARMUP_BATCHES = 3                       # batches run before each timed epoch (and before the timed inference)
+MEMORY_SHARE = 4                         # a memory run times 1/4 of the images: 0.4 s or more per phase, 8+ samples
 
 
 # ---------------------------------------------------------------------------
 # One run: a fresh process, one library, one model
 # ---------------------------------------------------------------------------
-def run_one(side, name, images, infer_images, batch_sizes, infer_batch, one_core=False):
-    """Time ``name`` in library ``side``; return a dict of images/s and this process's memory figures."""
+def run_one(side, name, images, infer_images, batch_sizes, infer_batch, one_core=False, memory=False):
+    """Time ``name`` in library ``side``; return a dict of images/s and this process's memory figures.
+
+    A ``memory`` run loads the same images but runs each phase on ``1 / MEMORY_SHARE`` of them.
+    """
     import cnnlab
     from common import (TWINS, check_twin, load_images, time_cnnlab_infer, time_cnnlab_train, time_torch_infer,
                         time_torch_train, to_torch)
     twin, kind = TWINS[name]
     x, y, source = load_images(kind, max(images, infer_images))
+    if memory:
+        images = max(max(batch_sizes), images // MEMORY_SHARE)
+        infer_images = max(infer_batch, infer_images // MEMORY_SHARE)
     build = cnnlab.models.get(name)
     shape = x.shape[1:]
     result = {"source": source, "baseline_pss_mb": pss_mb(os.getpid())}
@@ -132,10 +146,13 @@ def counts(name, args):
     return max(max(args.batch_sizes), int(train * args.scale)), max(args.infer_batch, int(infer * args.scale))
 
 
-def spawn(side, name, args):
-    """Run one measurement in a fresh process while sampling its memory; return its result dict."""
+def spawn(side, name, args, memory=False):
+    """Run one measurement in a fresh process; return its result dict.
+
+    A ``memory`` run is sampled from outside every 50 ms for its peak PSS (``pss_mb``); a timed run is not.
+    """
     images, infer_images = counts(name, args)
-    spec = json.dumps([side, name, images, infer_images, args.batch_sizes, args.infer_batch, args.one_core])
+    spec = json.dumps([side, name, images, infer_images, args.batch_sizes, args.infer_batch, args.one_core, memory])
     proc = subprocess.Popen([sys.executable, __file__, "--run", spec], stdout=subprocess.PIPE, text=True)
     peak, done = [0.0], threading.Event()
 
@@ -145,14 +162,24 @@ def spawn(side, name, args):
             done.wait(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    if memory:
+        sampler.start()
     out, _ = proc.communicate()
     done.set()
-    sampler.join()
+    if memory:
+        sampler.join()
     if proc.returncode != 0:
         sys.exit(f"bench_zoo: the {side} run of {name} failed (exit {proc.returncode})")
     result = json.loads(out.strip().splitlines()[-1])
     result["pss_mb"] = peak[0]
+    return result
+
+
+def measure(side, name, args):
+    """One timed run and one memory run of ``name`` in ``side``: speeds from the first, memory from the second."""
+    result = spawn(side, name, args)
+    mem = spawn(side, name, args, memory=True)
+    result.update(pss_mb=mem["pss_mb"], maxrss_mb=mem["maxrss_mb"])
     return result
 
 
@@ -216,7 +243,7 @@ def main():
     for r in range(args.repeats):
         for m in args.models:
             for side in (("cnnlab", "torch") if r % 2 == 0 else ("torch", "cnnlab")):
-                runs[m][side].append(spawn(side, m, args))
+                runs[m][side].append(measure(side, m, args))
                 res = runs[m][side][-1]
                 print(f"  run {r + 1}/{args.repeats} {m:12s} {side:6s} " +
                       " ".join(f"{k} {res[k]:,.0f}" for k in res if k.startswith("train") or k == "infer") +

@@ -78,6 +78,14 @@ def torch_mnist_fast(torch):
                          nn.Dropout(0.3), nn.Linear(256, 10))
 
 
+def torch_mnist_accurate(torch):
+    nn = torch.nn
+    return nn.Sequential(*_torch_conv_bn_relu(nn, 1, 32, 5, 2), nn.MaxPool2d(2),
+                         *_torch_conv_bn_relu(nn, 32, 64), *_torch_conv_bn_relu(nn, 64, 64), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(3136, 256, bias=False), nn.BatchNorm1d(256), nn.ReLU(),
+                         nn.Dropout(0.3), nn.Linear(256, 10))
+
+
 def torch_cifar_small(torch):
     nn = torch.nn
     return nn.Sequential(*_torch_conv_bn_relu(nn, 3, 32), *_torch_conv_bn_relu(nn, 32, 32), nn.MaxPool2d(2),
@@ -111,6 +119,7 @@ def torch_resnet20(torch):
 
 # name -> (PyTorch twin, the images it trains on)
 TWINS = {"lenet5": (torch_lenet5, "mnist"), "mnist_fast": (torch_mnist_fast, "mnist"),
+         "mnist_accurate": (torch_mnist_accurate, "mnist"),
          "cifar_small": (torch_cifar_small, "cifar10"), "resnet20": (torch_resnet20, "cifar10")}
 
 

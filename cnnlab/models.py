@@ -40,6 +40,22 @@ def mnist_fast(input_shape=(28, 28, 1), num_classes=10, seed=0) -> Sequential:
     ], input_shape=input_shape, seed=seed, name="mnist_fast")
 
 
+def mnist_accurate(input_shape=(28, 28, 1), num_classes=10, seed=0) -> Sequential:
+    """``mnist_fast`` with its second 5x5 convolution replaced by two 3x3 convolutions of 64 filters.
+
+    conv 32@5x5 same -> BN -> ReLU -> max-pool 2 -> [conv 64@3x3 same -> BN -> ReLU] x2 -> max-pool 2
+    -> dense 256 -> BN -> ReLU -> dropout 0.3 -> dense ``num_classes``.
+    About 12.3 million multiply-adds per image, twice ``mnist_fast``'s, but the 3x3 layers run as
+    Winograd F(2x2, 3x3): an epoch takes about 1.6x as long. More accurate for the same training time
+    (see the README's recipes: 99.7% on MNIST in under ten minutes on two cores).
+    """
+    return Sequential([
+        *_conv_bn_relu(32, 5), MaxPool2D(2),
+        *_conv_bn_relu(64), *_conv_bn_relu(64), MaxPool2D(2),
+        Flatten(), Dense(256, use_bias=False), BatchNorm(), ReLU(), Dropout(0.3), Dense(num_classes),
+    ], input_shape=input_shape, seed=seed, name="mnist_accurate")
+
+
 def cifar_small(input_shape=(32, 32, 3), num_classes=10, seed=0) -> Sequential:
     """A small VGG-style CIFAR-10 model with BatchNorm and global average pooling.
 
@@ -111,8 +127,8 @@ def resnet8(input_shape=(32, 32, 3), num_classes=10, seed=0) -> Model:
 
 
 # Every ready-made architecture by name: ``ZOO[name](input_shape=..., num_classes=..., seed=...)``.
-ZOO = {"lenet5": lenet5, "mnist_fast": mnist_fast, "cifar_small": cifar_small, "tiny_cnn": tiny_cnn,
-       "resnet20": resnet20, "resnet8": resnet8}
+ZOO = {"lenet5": lenet5, "mnist_fast": mnist_fast, "mnist_accurate": mnist_accurate, "cifar_small": cifar_small,
+       "tiny_cnn": tiny_cnn, "resnet20": resnet20, "resnet8": resnet8}
 
 
 def get(name: str):

@@ -21,6 +21,7 @@ unsafe: macOS), everything runs in this process.
 """
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import signal
@@ -50,10 +51,11 @@ def default_workers() -> int:
     return max(1, min(cores, 4))
 
 
-def shard_slices(n: int, shards: int) -> list[slice]:
+@functools.lru_cache(maxsize=256)                        # every step asks again for the same few sizes
+def shard_slices(n: int, shards: int) -> tuple[slice, ...]:
     """Split ``range(n)`` into ``shards`` contiguous, nearly equal slices."""
     bounds = np.linspace(0, n, shards + 1).round().astype(int)
-    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    return tuple(slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]))
 
 
 def shard_count(n: int, shards: int) -> int:
@@ -134,11 +136,8 @@ class DataParallel:
             return loss, scores
         self._wait(len(slices) - 1)
         a = self.arena
-        for i, (layer, r) in enumerate(zip(self.model.layers, self.replicas)):
-            others = [_ShardResult({k: a[f"{w}/{i}/grad/{k}"] for k in layer.grads},
-                                   tuple(a[f"{w}/{i}/stat/{k}"] for k in layer.shard_statistics_shapes()) or None)
-                      for w in range(1, len(slices))]
-            layer.merge_replicas([r] + others)
+        for layer, r, results in zip(self.model.layers, self.replicas, self._results):
+            layer.merge_replicas([r] + results[:len(slices) - 1])
         loss = loss * (slices[0].stop / n) + sum(float(a[f"{w}/loss"][0]) * (sl.stop - sl.start) / n
                                                  for w, sl in enumerate(slices[1:], start=1))
         a["scores"][slices[0]] = scores
@@ -170,14 +169,14 @@ class DataParallel:
 
     def _send(self, w, cmd, sl, n, seed, x, y):
         a = self.arena
-        if w == 1:                                        # once per step: this step's batch
+        if w == 1:                                        # once per step
             for d, k, shared in self._shared:
                 if d[k] is not shared:                    # rebound since the workers started: share the new values
                     np.copyto(shared, d[k])
                     d[k] = shared
-            a["x"][:n] = x
-            if y is not None:
-                a["y"][:n] = y
+        a["x"][sl] = x[sl]                                # worker w's shard of the batch (this process keeps its own)
+        if y is not None:
+            a["y"][sl] = y[sl]
         os.write(self._procs[w - 1][1], _MSG.pack(cmd, sl.start, sl.stop, n, seed))
 
     def _wait(self, count):
@@ -208,7 +207,11 @@ class DataParallel:
             for i, layer in enumerate(model.layers):
                 shapes.update({f"{w}/{i}/grad/{k}": g.shape for k, g in layer.grads.items()})
                 shapes.update({f"{w}/{i}/stat/{k}": s for k, s in layer.shard_statistics_shapes().items()})
-        self.arena = _Arena(shapes, model.layers[0].dtype)
+        self.arena = a = _Arena(shapes, model.layers[0].dtype)
+        # What each step merges, per layer: every worker's gradients and shard statistics (views of the block).
+        self._results = [[_ShardResult({k: a[f"{w}/{i}/grad/{k}"] for k in layer.grads},
+                                       tuple(a[f"{w}/{i}/stat/{k}"] for k in layer.shard_statistics_shapes()) or None)
+                          for w in range(1, self.workers)] for i, layer in enumerate(model.layers)]
         # Move the weights and buffers into the shared block: this process's optimizer updates them
         # in place, and the workers forked below read the same memory.
         for layer in model.layers:
