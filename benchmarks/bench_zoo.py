@@ -161,12 +161,12 @@ def spawn(side, name, args, memory=False):
             peak[0] = max(peak[0], sum(pss_mb(p) for p in descendants(proc.pid)))
             done.wait(0.05)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    if memory:
+    sampler = threading.Thread(target=sample, daemon=True) if memory else None
+    if sampler:
         sampler.start()
     out, _ = proc.communicate()
     done.set()
-    if memory:
+    if sampler:
         sampler.join()
     if proc.returncode != 0:
         sys.exit(f"bench_zoo: the {side} run of {name} failed (exit {proc.returncode})")

@@ -161,11 +161,8 @@ class Layer:
     def merge_replicas(self, replicas) -> None:
         """Combine the replicas' results after a parallel step: gradients add up."""
         for k, g in self.grads.items():
-            if len(replicas) == 1:
-                np.copyto(g, replicas[0].grads[k])
-                continue
-            np.add(replicas[0].grads[k], replicas[1].grads[k], out=g)      # one pass for the first two
-            for r in replicas[2:]:
+            np.copyto(g, replicas[0].grads[k])
+            for r in replicas[1:]:
                 g += r.grads[k]
 
     # ---- description ----------------------------------------------------
