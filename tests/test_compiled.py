@@ -23,35 +23,51 @@ CASES = [(c, f, ty, tx, n, dtype) for c, f, ty, tx, n in [(3, 2, 1, 1, 1), (5, 4
          for dtype in (np.float32, np.float64)]
 
 
+@pytest.mark.parametrize("r", [3, 5], ids=["F(2x2,3x3)", "F(2x2,5x5)"])
 @pytest.mark.parametrize("c,f,ty,tx,n,dtype", CASES)
-def test_compiled_winograd_matches_numpy(c, f, ty, tx, n, dtype):
-    rng = np.random.default_rng([c, f, ty, tx, n])
-    xq = rng.standard_normal((c, 2, 2, ty + 1, tx + 1, n)).astype(dtype)
+def test_compiled_winograd_matches_numpy(c, f, ty, tx, n, dtype, r):
+    tf = winograd.TRANSFORMS[r]
+    nn, h = tf.n, tf.halo
+    loop_input, loop_output, loop_output_adjoint, loop_input_adjoint = compiled.WINOGRAD[r]
+    rng = np.random.default_rng([c, f, ty, tx, n, r])
+    xq = rng.standard_normal((c, 2, 2, ty + h, tx + h, n)).astype(dtype)
     dyq = rng.standard_normal((f, 2, 2, ty, tx, n)).astype(dtype)
     for r0, r1, c0, c1 in blocks(rng, (ty, tx)):
         block, k = (r1 - r0, c1 - c0), (r1 - r0) * (c1 - c0) * n
-        v = np.empty((4, 4, c, *block, n), dtype)
-        expected = winograd.winograd_input(xq[:, :, :, r0:r1 + 1, c0:c1 + 1], block)
-        assert np.array_equal(compiled.winograd_input(xq, r0, r1, c0, c1, v).reshape(16, c, k), expected)
+        v = np.empty((nn, nn, c, *block, n), dtype)
+        expected = winograd.winograd_input(tf, xq[:, :, :, r0:r1 + h, c0:c1 + h], block)
+        got = loop_input(xq, r0, r1, c0, c1, v).reshape(nn * nn, c, k)
+        assert np.array_equal(got, expected)
 
-        m = rng.standard_normal((16, f, k)).astype(dtype)
+        m = rng.standard_normal((nn * nn, f, k)).astype(dtype)
         y, y_ref = np.zeros((f, 2 * ty, 2 * tx, n), dtype), np.zeros((f, 2 * ty, 2 * tx, n), dtype)
-        winograd.winograd_output(m, y_ref[:, 2 * r0:2 * r1, 2 * c0:2 * c1], block)
-        compiled.winograd_output(m.reshape(4, 4, f, *block, n), y, r0, r1, c0, c1)
+        winograd.winograd_output(tf, m, y_ref[:, 2 * r0:2 * r1, 2 * c0:2 * c1], block)
+        loop_output(m.reshape(nn, nn, f, *block, n), y, r0, r1, c0, c1)
         assert np.array_equal(y, y_ref)
 
-        dm = np.empty((4, 4, f, *block, n), dtype)
-        expected = winograd.winograd_output_adjoint(dyq[:, :, :, r0:r1, c0:c1], block)
-        assert np.array_equal(compiled.winograd_output_adjoint(dyq, r0, r1, c0, c1, dm).reshape(16, f, k), expected)
+        dm = np.empty((nn, nn, f, *block, n), dtype)
+        expected = winograd.winograd_output_adjoint(tf, dyq[:, :, :, r0:r1, c0:c1], block)
+        got = loop_output_adjoint(dyq, r0, r1, c0, c1, dm).reshape(nn * nn, f, k)
+        assert np.array_equal(got, expected)
 
-        dv = rng.standard_normal((16, c, k)).astype(dtype)
+        dv = rng.standard_normal((nn * nn, c, k)).astype(dtype)
         start = rng.standard_normal(xq.shape).astype(dtype)          # the adjoint adds onto what is there
         dxq, dxq_ref = start.copy(), start.copy()
-        winograd.winograd_input_adjoint(dv, dxq_ref[:, :, :, r0:r1 + 1, c0:c1 + 1], block)
-        compiled.winograd_input_adjoint(dv.reshape(4, 4, c, *block, n), dxq, r0, r1, c0, c1)
+        winograd.winograd_input_adjoint(tf, dv, dxq_ref[:, :, :, r0:r1 + h, c0:c1 + h], block)
+        loop_input_adjoint(dv.reshape(nn, nn, c, *block, n), dxq, r0, r1, c0, c1)
         tol = 1e-12 if dtype == np.float64 else 1e-5
-        np.testing.assert_allclose(dxq, dxq_ref, rtol=tol, atol=tol)
+        np.testing.assert_allclose(dxq, dxq_ref, rtol=tol, atol=tol * 10)
         assert not np.array_equal(dxq, start)
+
+
+@pytest.mark.parametrize("r", [3, 5])
+def test_winograd_matrices_compute_a_correlation(r):
+    """``A^T [(G g) * (B^T d)]`` is the valid correlation of a tile d (n numbers) with g (r numbers), in 1-D."""
+    tf = winograd.TRANSFORMS[r]
+    rng = np.random.default_rng(r)
+    d, g = rng.standard_normal(tf.n), rng.standard_normal(r)
+    expected = [d[i:i + r] @ g for i in range(2)]
+    np.testing.assert_allclose(tf.at @ ((tf.g @ g) * (tf.bt @ d)), expected, rtol=1e-13, atol=1e-13)
 
 
 def test_compiled_can_be_switched_off(monkeypatch):

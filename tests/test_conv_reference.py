@@ -29,11 +29,14 @@ def test_fast_conv_equals_naive_loops(cfg, shape, band_bytes, compiled_loops):
 @pytest.mark.parametrize("shape,padding", [((2, 8, 8, 3), "same"), ((3, 7, 9, 2), "valid"), ((1, 5, 4, 4), (2, 1)),
                                            ((2, 3, 3, 1), 0), ((1, 6, 11, 5), (0, 2))])
 @pytest.mark.parametrize("block_bytes", [None, 1], ids=["one-block", "tile-by-tile"])
-def test_winograd_conv_equals_naive_loops(shape, padding, block_bytes, compiled_loops):
+@pytest.mark.parametrize("k", [3, 5])
+def test_winograd_conv_equals_naive_loops(shape, padding, block_bytes, k, compiled_loops):
     rng = np.random.default_rng(9)
+    if k == 5:                                        # room for a 5x5 kernel
+        shape = shape[:1] + (shape[1] + 2, shape[2] + 2) + shape[3:]
     x = rng.standard_normal(shape)
-    layer = L.Conv2D(4, 3, padding=padding)
-    layer._uses_winograd = lambda channels: True      # Winograd F(2x2, 3x3) on any number of channels
+    layer = L.Conv2D(4, k, padding=padding)
+    layer._uses_winograd = lambda channels: True      # Winograd F(2x2, kxk) on any number of channels
     if block_bytes:
         layer.WINOGRAD_BAND_BYTES = block_bytes       # every tile its own block
     layer.build(shape[1:], rng=rng, dtype=np.float64)
@@ -44,27 +47,31 @@ def test_winograd_conv_equals_naive_loops(shape, padding, block_bytes, compiled_
     assert layer._cache[0] == "winograd"
 
 
-def test_winograd_float32_error_bound(compiled_loops):
-    """In float32 Winograd F(2x2, 3x3) stays within 4 units of roundoff of the float64 result, scaled by the
-    sum of |x| |w| over each output's 9 C taps (the bound of a direct dot product is 9 C such units);
-    its worst case here is measured against that of im2col (the direct sum) on the same data."""
+@pytest.mark.parametrize("k,bound", [(3, 4), (5, 8)])
+def test_winograd_float32_error_bound(k, bound, compiled_loops):
+    """In float32 Winograd F(2x2, 3x3) stays within 4 units of roundoff of the float64 result, and F(2x2, 5x5)
+    within 8, scaled by the sum of |x| |w| over each output's k^2 C taps (the bound of a direct dot product is
+    k^2 C such units); its worst case here is measured against that of im2col (the direct sum) on the same data."""
     rng = np.random.default_rng(10)
     x = rng.standard_normal((4, 16, 16, 64))
-    kernel = rng.standard_normal((3, 3, 64, 32)) / 24
-    expected = L.conv2d_naive(x, kernel, pads=(1, 1, 1, 1))
-    scale = L.conv2d_naive(np.abs(x), np.abs(kernel), pads=(1, 1, 1, 1))   # sum |x| |w| per output
+    kernel = rng.standard_normal((k, k, 64, 32)) / (8 * k)
+    pads = (k // 2,) * 4
+    expected = L.conv2d_naive(x, kernel, pads=pads)
+    scale = L.conv2d_naive(np.abs(x), np.abs(kernel), pads=pads)   # sum |x| |w| per output
     errors = {}
     for name in ("winograd", "im2col"):
-        layer = L.Conv2D(32, 3, padding="same", use_bias=False)      # 64 -> 32 channels: Winograd by default
+        layer = L.Conv2D(32, k, padding="same", use_bias=False)      # 64 -> 32 channels: Winograd by default
         if name == "im2col":
             layer._uses_winograd = lambda channels: False
+        else:
+            layer._uses_winograd = lambda channels: True            # (5x5 uses it by default with numba only)
         layer.build(x.shape[1:], dtype=np.float32)
         layer.params["kernel"][...] = kernel
         y = layer.forward(x.astype(np.float32))
         assert layer._cache[0] == name
         errors[name] = float(np.max(np.abs(y - expected) / scale))
     eps = np.finfo(np.float32).eps
-    assert errors["winograd"] < 4 * eps, errors
+    assert errors["winograd"] < bound * eps, errors
     assert errors["im2col"] < 4 * eps, errors
 
 

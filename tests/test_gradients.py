@@ -34,12 +34,15 @@ def test_conv2d_band_by_band_gradients(cfg, shape, compiled_loops):
 @pytest.mark.parametrize("shape,padding,use_bias", [((2, 6, 6, 3), "same", True), ((1, 7, 5, 2), "valid", False),
                                                     ((2, 5, 8, 1), (2, 1), True), ((1, 4, 3, 2), 1, False)])
 @pytest.mark.parametrize("block_bytes", [None, 1], ids=["one-block", "tile-by-tile"])
-def test_conv2d_winograd_gradients(shape, padding, use_bias, block_bytes, compiled_loops):
-    # Stride-1 3x3 layers with many channels run Winograd's F(2x2, 3x3); forced here on a few channels
-    # (and filters), with even and odd outputs (odd ones overhang the last tile), in one block of tiles
-    # or one block per tile (every block boundary crossed).
+@pytest.mark.parametrize("k", [3, 5])
+def test_conv2d_winograd_gradients(shape, padding, use_bias, block_bytes, k, compiled_loops):
+    # Stride-1 3x3 and 5x5 layers with many channels run Winograd's F(2x2, 3x3) or F(2x2, 5x5); forced here
+    # on a few channels (and filters), with even and odd outputs (odd ones overhang the last tile), in one
+    # block of tiles or one block per tile (every block boundary crossed).
+    if k == 5:                                        # room for a 5x5 kernel
+        shape = shape[:1] + (shape[1] + 2, shape[2] + 2) + shape[3:]
     x = np.random.default_rng(4).standard_normal(shape)
-    layer = L.Conv2D(3, 3, padding=padding, use_bias=use_bias)
+    layer = L.Conv2D(3, k, padding=padding, use_bias=use_bias)
     layer._uses_winograd = lambda channels: True
     if block_bytes:
         layer.WINOGRAD_BAND_BYTES = block_bytes

@@ -39,57 +39,63 @@ def _jit(fn):
     return numba.njit(cache=True, boundscheck=False, nogil=True)(fn) if numba is not None else fn
 
 
-# Winograd F(2x2, 3x3). The coefficients are those of conv.py's WINOGRAD_BT and WINOGRAD_AT, one row per
-# line, and the terms are added in the order conv.py's NumPy code adds them, so the forward transforms
-# agree with it to the last bit. Tap a of tile t is pixel 2t + a: in the parity-split array
-# (C, 2, 2, Hq, Wq, N), row parity a % 2 at row t + a // 2 (and the same for columns).
+# Winograd F(2x2, 3x3). The coefficients are those of winograd.F2_3's B^T and A^T, one row per line, and
+# the terms are added in the order winograd.py's NumPy code adds them, so the forward transforms agree
+# with it to the last bit. Tap a of tile t is pixel 2t + a: in the parity-split array
+# (C, 2, 2, Hq, Wq, N), row parity a % 2 at row t + a // 2 (and the same for columns). The loops take one
+# row of tiles at a time: tap b of the tiles c0:c1 of a row is one contiguous run of (c1 - c0) N numbers
+# (columns c0 + b // 2 onwards of its parity), so every inner loop runs over a whole row of tiles and images.
 
 @_jit
-def winograd_input(xq, r0, r1, c0, c1, v):
+def winograd3_input(xq, r0, r1, c0, c1, v):
     """``V = B^T d B`` for tiles ``r0:r1, c0:c1`` of ``xq`` (C, 2, 2, Hq, Wq, N) into ``v`` (4, 4, C, r1-r0, c1-c0, N)."""
-    n = xq.shape[5]
-    t = np.empty((4, 4, n), xq.dtype)                                       # one tile after B^T along the rows
-    for c in range(xq.shape[0]):
+    nc, hq, wq, n = xq.shape[0], xq.shape[3], xq.shape[4], xq.shape[5]
+    w = (c1 - c0) * n                                                       # a row of tiles, all images
+    x = xq.reshape(nc, 2, 2, hq, wq * n)                                    # view: columns and images as one axis
+    vr = v.reshape(4, 4, nc, r1 - r0, w)                                    # view: the same for v
+    t = np.empty((4, 4, w), xq.dtype)                                       # a row of tiles after B^T along the rows
+    for c in range(nc):
         for i in range(r1 - r0):
-            for j in range(c1 - c0):
-                for b in range(4):                                         # B^T along the rows, column b of the tile
-                    x0 = xq[c, 0, b % 2, r0 + i, c0 + j + b // 2]
-                    x1 = xq[c, 1, b % 2, r0 + i, c0 + j + b // 2]
-                    x2 = xq[c, 0, b % 2, r0 + i + 1, c0 + j + b // 2]
-                    x3 = xq[c, 1, b % 2, r0 + i + 1, c0 + j + b // 2]
-                    t0, t1, t2, t3 = t[0, b], t[1, b], t[2, b], t[3, b]
-                    for k in range(n):
-                        t0[k] = x0[k] - x2[k]
-                        t1[k] = x1[k] + x2[k]
-                        t2[k] = x2[k] - x1[k]
-                        t3[k] = x1[k] - x3[k]
-                for a in range(4):                                         # ... then along the columns
-                    s0, s1, s2, s3 = t[a, 0], t[a, 1], t[a, 2], t[a, 3]
-                    o0, o1, o2, o3 = v[a, 0, c, i, j], v[a, 1, c, i, j], v[a, 2, c, i, j], v[a, 3, c, i, j]
-                    for k in range(n):
-                        o0[k] = s0[k] - s2[k]
-                        o1[k] = s1[k] + s2[k]
-                        o2[k] = s2[k] - s1[k]
-                        o3[k] = s1[k] - s3[k]
+            for b in range(4):                                             # B^T along the rows, column b of the tiles
+                lo = (c0 + b // 2) * n
+                x0, x1 = x[c, 0, b % 2, r0 + i, lo:lo + w], x[c, 1, b % 2, r0 + i, lo:lo + w]
+                x2, x3 = x[c, 0, b % 2, r0 + i + 1, lo:lo + w], x[c, 1, b % 2, r0 + i + 1, lo:lo + w]
+                t0, t1, t2, t3 = t[0, b], t[1, b], t[2, b], t[3, b]
+                for k in range(w):
+                    t0[k] = x0[k] - x2[k]
+                    t1[k] = x1[k] + x2[k]
+                    t2[k] = x2[k] - x1[k]
+                    t3[k] = x1[k] - x3[k]
+            for a in range(4):                                             # ... then along the columns
+                s0, s1, s2, s3 = t[a, 0], t[a, 1], t[a, 2], t[a, 3]
+                o0, o1, o2, o3 = vr[a, 0, c, i], vr[a, 1, c, i], vr[a, 2, c, i], vr[a, 3, c, i]
+                for k in range(w):
+                    o0[k] = s0[k] - s2[k]
+                    o1[k] = s1[k] + s2[k]
+                    o2[k] = s2[k] - s1[k]
+                    o3[k] = s1[k] - s3[k]
     return v
 
 
 @_jit
-def winograd_output(m, y, r0, r1, c0, c1):
+def winograd3_output(m, y, r0, r1, c0, c1):
     """``Y = A^T M A`` of tiles ``r0:r1, c0:c1``: ``m`` (4, 4, F, r1-r0, c1-c0, N) into ``y`` (F, 2 Ty, 2 Tx, N)."""
-    n = m.shape[5]
-    z = np.empty((2, 4, n), m.dtype)                                        # one tile after A^T along the rows
-    for f in range(m.shape[2]):
+    nf, n = m.shape[2], m.shape[5]
+    w = (c1 - c0) * n
+    mr = m.reshape(4, 4, nf, r1 - r0, w)                                    # view: a row of tiles, all images
+    z = np.empty((2, 4, w), m.dtype)                                        # a row of tiles after A^T along the rows
+    for f in range(nf):
         for i in range(r1 - r0):
-            for j in range(c1 - c0):
-                for b in range(4):
-                    m0, m1, m2, m3 = m[0, b, f, i, j], m[1, b, f, i, j], m[2, b, f, i, j], m[3, b, f, i, j]
-                    z0, z1 = z[0, b], z[1, b]
-                    for k in range(n):
-                        z0[k] = m0[k] + m1[k] + m2[k]
-                        z1[k] = m1[k] - m2[k] - m3[k]
-                for a in range(2):                                         # ... then along the columns
-                    s0, s1, s2, s3 = z[a, 0], z[a, 1], z[a, 2], z[a, 3]
+            for b in range(4):
+                m0, m1, m2, m3 = mr[0, b, f, i], mr[1, b, f, i], mr[2, b, f, i], mr[3, b, f, i]
+                z0, z1 = z[0, b], z[1, b]
+                for k in range(w):
+                    z0[k] = m0[k] + m1[k] + m2[k]
+                    z1[k] = m1[k] - m2[k] - m3[k]
+            for a in range(2):                                             # ... then along the columns, tile by tile
+                for j in range(c1 - c0):
+                    s0, s1 = z[a, 0, j * n:(j + 1) * n], z[a, 1, j * n:(j + 1) * n]
+                    s2, s3 = z[a, 2, j * n:(j + 1) * n], z[a, 3, j * n:(j + 1) * n]
                     y0 = y[f, 2 * (r0 + i) + a, 2 * (c0 + j)]
                     y1 = y[f, 2 * (r0 + i) + a, 2 * (c0 + j) + 1]
                     for k in range(n):
@@ -99,65 +105,223 @@ def winograd_output(m, y, r0, r1, c0, c1):
 
 
 @_jit
-def winograd_output_adjoint(dyq, r0, r1, c0, c1, dm):
+def winograd3_output_adjoint(dyq, r0, r1, c0, c1, dm):
     """``dM = A dY A^T`` of tiles ``r0:r1, c0:c1``: ``dyq`` (F, 2, 2, Ty, Tx, N) parity split into ``dm`` (4, 4, F, r1-r0, c1-c0, N)."""
-    n = dyq.shape[5]
-    e = np.empty((4, 2, n), dyq.dtype)                                      # one tile after A along the rows
-    for f in range(dyq.shape[0]):
+    nf, ty, tx, n = dyq.shape[0], dyq.shape[3], dyq.shape[4], dyq.shape[5]
+    w, lo = (c1 - c0) * n, c0 * n
+    d = dyq.reshape(nf, 2, 2, ty, tx * n)                                   # view: a row of tiles, all images
+    dmr = dm.reshape(4, 4, nf, r1 - r0, w)
+    e = np.empty((4, 2, w), dyq.dtype)                                      # a row of tiles after A along the rows
+    for f in range(nf):
         for i in range(r1 - r0):
-            for j in range(c1 - c0):
-                for q in range(2):
-                    d0, d1 = dyq[f, 0, q, r0 + i, c0 + j], dyq[f, 1, q, r0 + i, c0 + j]
-                    e0, e1, e2, e3 = e[0, q], e[1, q], e[2, q], e[3, q]
-                    for k in range(n):
-                        e0[k] = d0[k]
-                        e1[k] = d0[k] + d1[k]
-                        e2[k] = d0[k] - d1[k]
-                        e3[k] = -d1[k]
-                for a in range(4):                                         # ... then along the columns
-                    s0, s1 = e[a, 0], e[a, 1]
-                    o0, o1, o2, o3 = dm[a, 0, f, i, j], dm[a, 1, f, i, j], dm[a, 2, f, i, j], dm[a, 3, f, i, j]
-                    for k in range(n):
-                        o0[k] = s0[k]
-                        o1[k] = s0[k] + s1[k]
-                        o2[k] = s0[k] - s1[k]
-                        o3[k] = -s1[k]
+            for q in range(2):
+                d0, d1 = d[f, 0, q, r0 + i, lo:lo + w], d[f, 1, q, r0 + i, lo:lo + w]
+                e0, e1, e2, e3 = e[0, q], e[1, q], e[2, q], e[3, q]
+                for k in range(w):
+                    e0[k] = d0[k]
+                    e1[k] = d0[k] + d1[k]
+                    e2[k] = d0[k] - d1[k]
+                    e3[k] = -d1[k]
+            for a in range(4):                                             # ... then along the columns
+                s0, s1 = e[a, 0], e[a, 1]
+                o0, o1, o2, o3 = dmr[a, 0, f, i], dmr[a, 1, f, i], dmr[a, 2, f, i], dmr[a, 3, f, i]
+                for k in range(w):
+                    o0[k] = s0[k]
+                    o1[k] = s0[k] + s1[k]
+                    o2[k] = s0[k] - s1[k]
+                    o3[k] = -s1[k]
     return dm
 
 
 @_jit
-def winograd_input_adjoint(dv, dxq, r0, r1, c0, c1):
+def winograd3_input_adjoint(dv, dxq, r0, r1, c0, c1):
     """Add ``B dV B^T`` of tiles ``r0:r1, c0:c1`` onto ``dxq`` (C, 2, 2, Hq, Wq, N) in place; ``dv`` (4, 4, C, r1-r0, c1-c0, N).
 
     Neighbouring tiles share pixels: the sums reach a pixel in another order than
-    conv.py's, so the two agree to rounding, not to the last bit.
+    winograd.py's, so the two agree to rounding, not to the last bit.
     """
-    n = dxq.shape[5]
-    e = np.empty((4, 4, n), dxq.dtype)                                      # one tile after B along the rows
-    for c in range(dxq.shape[0]):
+    nc, hq, wq, n = dxq.shape[0], dxq.shape[3], dxq.shape[4], dxq.shape[5]
+    w, lo = (c1 - c0) * n, c0 * n
+    dx = dxq.reshape(nc, 2, 2, hq, wq * n)                                  # view: a row of tiles, all images
+    dvr = dv.reshape(4, 4, nc, r1 - r0, w)
+    e = np.empty((4, 4, w), dxq.dtype)                                      # a row of tiles after B along the rows
+    for c in range(nc):
         for i in range(r1 - r0):
-            for j in range(c1 - c0):
-                for b in range(4):
-                    v0, v1, v2, v3 = dv[0, b, c, i, j], dv[1, b, c, i, j], dv[2, b, c, i, j], dv[3, b, c, i, j]
-                    e0, e1, e2, e3 = e[0, b], e[1, b], e[2, b], e[3, b]
-                    for k in range(n):
-                        e0[k] = v0[k]
-                        e1[k] = v1[k] - v2[k] + v3[k]
-                        e2[k] = v1[k] - v0[k] + v2[k]
-                        e3[k] = -v3[k]
-                for a in range(4):                                         # ... then along the columns, added in place
-                    s0, s1, s2, s3 = e[a, 0], e[a, 1], e[a, 2], e[a, 3]
-                    row = r0 + i + a // 2
-                    p0 = dxq[c, a % 2, 0, row, c0 + j]                      # taps b = 0, 1, 2, 3 of this row
-                    p1 = dxq[c, a % 2, 1, row, c0 + j]
-                    p2 = dxq[c, a % 2, 0, row, c0 + j + 1]
-                    p3 = dxq[c, a % 2, 1, row, c0 + j + 1]
-                    for k in range(n):
-                        p0[k] += s0[k]
-                        p1[k] += s1[k] - s2[k] + s3[k]
-                        p2[k] += s1[k] - s0[k] + s2[k]
-                        p3[k] -= s3[k]
+            for b in range(4):
+                v0, v1, v2, v3 = dvr[0, b, c, i], dvr[1, b, c, i], dvr[2, b, c, i], dvr[3, b, c, i]
+                e0, e1, e2, e3 = e[0, b], e[1, b], e[2, b], e[3, b]
+                for k in range(w):
+                    e0[k] = v0[k]
+                    e1[k] = v1[k] - v2[k] + v3[k]
+                    e2[k] = v1[k] - v0[k] + v2[k]
+                    e3[k] = -v3[k]
+            for a in range(4):                                             # ... then along the columns, added in place
+                s0, s1, s2, s3 = e[a, 0], e[a, 1], e[a, 2], e[a, 3]
+                row = dx[c, a % 2, :, r0 + i + a // 2]                      # (2, Wq N): this row's two column parities
+                # taps b and b + 2 of neighbouring tiles land on the same pixels: one loop per pair b // 2
+                p0, p1 = row[0, lo:lo + w], row[1, lo:lo + w]               # taps b = 0, 1
+                for k in range(w):
+                    p0[k] += s0[k]
+                    p1[k] += s1[k] - s2[k] + s3[k]
+                p2, p3 = row[0, lo + n:lo + n + w], row[1, lo + n:lo + n + w]   # taps b = 2, 3
+                for k in range(w):
+                    p2[k] += s1[k] - s0[k] + s2[k]
+                    p3[k] -= s3[k]
     return dxq
+
+
+# Winograd F(2x2, 5x5): B^T (6x6) and A^T (2x6) of winograd.F2_5, one row per line, in the same order as
+# above. The constants have the arrays' dtype (an integer constant would turn float32 arithmetic into float64).
+
+@_jit
+def winograd5_input(xq, r0, r1, c0, c1, v):
+    """``V = B^T d B`` for tiles ``r0:r1, c0:c1`` of ``xq`` (C, 2, 2, Hq, Wq, N) into ``v`` (6, 6, C, r1-r0, c1-c0, N)."""
+    nc, hq, wq, n = xq.shape[0], xq.shape[3], xq.shape[4], xq.shape[5]
+    c2, c4, c5 = xq.dtype.type(2), xq.dtype.type(4), xq.dtype.type(5)
+    w = (c1 - c0) * n
+    x = xq.reshape(nc, 2, 2, hq, wq * n)
+    vr = v.reshape(6, 6, nc, r1 - r0, w)
+    t = np.empty((6, 6, w), xq.dtype)
+    for c in range(nc):
+        for i in range(r1 - r0):
+            for b in range(6):                                             # B^T along the rows, column b of the tiles
+                lo = (c0 + b // 2) * n
+                x0, x1 = x[c, 0, b % 2, r0 + i, lo:lo + w], x[c, 1, b % 2, r0 + i, lo:lo + w]
+                x2, x3 = x[c, 0, b % 2, r0 + i + 1, lo:lo + w], x[c, 1, b % 2, r0 + i + 1, lo:lo + w]
+                x4, x5 = x[c, 0, b % 2, r0 + i + 2, lo:lo + w], x[c, 1, b % 2, r0 + i + 2, lo:lo + w]
+                t0, t1, t2, t3, t4, t5 = t[0, b], t[1, b], t[2, b], t[3, b], t[4, b], t[5, b]
+                for k in range(w):
+                    t0[k] = c4 * x0[k] - c5 * x2[k] + x4[k]
+                    t1[k] = -c4 * x1[k] - c4 * x2[k] + x3[k] + x4[k]
+                    t2[k] = c4 * x1[k] - c4 * x2[k] - x3[k] + x4[k]
+                    t3[k] = -c2 * x1[k] - x2[k] + c2 * x3[k] + x4[k]
+                    t4[k] = c2 * x1[k] - x2[k] - c2 * x3[k] + x4[k]
+                    t5[k] = c4 * x1[k] - c5 * x3[k] + x5[k]
+            for a in range(6):                                             # ... then along the columns
+                s0, s1, s2, s3, s4, s5 = t[a, 0], t[a, 1], t[a, 2], t[a, 3], t[a, 4], t[a, 5]
+                o0, o1, o2 = vr[a, 0, c, i], vr[a, 1, c, i], vr[a, 2, c, i]
+                o3, o4, o5 = vr[a, 3, c, i], vr[a, 4, c, i], vr[a, 5, c, i]
+                for k in range(w):
+                    o0[k] = c4 * s0[k] - c5 * s2[k] + s4[k]
+                    o1[k] = -c4 * s1[k] - c4 * s2[k] + s3[k] + s4[k]
+                    o2[k] = c4 * s1[k] - c4 * s2[k] - s3[k] + s4[k]
+                    o3[k] = -c2 * s1[k] - s2[k] + c2 * s3[k] + s4[k]
+                    o4[k] = c2 * s1[k] - s2[k] - c2 * s3[k] + s4[k]
+                    o5[k] = c4 * s1[k] - c5 * s3[k] + s5[k]
+    return v
+
+
+@_jit
+def winograd5_output(m, y, r0, r1, c0, c1):
+    """``Y = A^T M A`` of tiles ``r0:r1, c0:c1``: ``m`` (6, 6, F, r1-r0, c1-c0, N) into ``y`` (F, 2 Ty, 2 Tx, N)."""
+    nf, n = m.shape[2], m.shape[5]
+    c2 = m.dtype.type(2)
+    w = (c1 - c0) * n
+    mr = m.reshape(6, 6, nf, r1 - r0, w)
+    z = np.empty((2, 6, w), m.dtype)
+    for f in range(nf):
+        for i in range(r1 - r0):
+            for b in range(6):
+                m0, m1, m2 = mr[0, b, f, i], mr[1, b, f, i], mr[2, b, f, i]
+                m3, m4, m5 = mr[3, b, f, i], mr[4, b, f, i], mr[5, b, f, i]
+                z0, z1 = z[0, b], z[1, b]
+                for k in range(w):
+                    z0[k] = m0[k] + m1[k] + m2[k] + m3[k] + m4[k]
+                    z1[k] = m1[k] - m2[k] + c2 * m3[k] - c2 * m4[k] + m5[k]
+            for a in range(2):                                             # ... then along the columns, tile by tile
+                for j in range(c1 - c0):
+                    s0, s1 = z[a, 0, j * n:(j + 1) * n], z[a, 1, j * n:(j + 1) * n]
+                    s2, s3 = z[a, 2, j * n:(j + 1) * n], z[a, 3, j * n:(j + 1) * n]
+                    s4, s5 = z[a, 4, j * n:(j + 1) * n], z[a, 5, j * n:(j + 1) * n]
+                    y0 = y[f, 2 * (r0 + i) + a, 2 * (c0 + j)]
+                    y1 = y[f, 2 * (r0 + i) + a, 2 * (c0 + j) + 1]
+                    for k in range(n):
+                        y0[k] = s0[k] + s1[k] + s2[k] + s3[k] + s4[k]
+                        y1[k] = s1[k] - s2[k] + c2 * s3[k] - c2 * s4[k] + s5[k]
+    return y
+
+
+@_jit
+def winograd5_output_adjoint(dyq, r0, r1, c0, c1, dm):
+    """``dM = A dY A^T`` of tiles ``r0:r1, c0:c1``: ``dyq`` (F, 2, 2, Ty, Tx, N) parity split into ``dm`` (6, 6, F, r1-r0, c1-c0, N)."""
+    nf, ty, tx, n = dyq.shape[0], dyq.shape[3], dyq.shape[4], dyq.shape[5]
+    c2 = dyq.dtype.type(2)
+    w, lo = (c1 - c0) * n, c0 * n
+    d = dyq.reshape(nf, 2, 2, ty, tx * n)
+    dmr = dm.reshape(6, 6, nf, r1 - r0, w)
+    e = np.empty((6, 2, w), dyq.dtype)
+    for f in range(nf):
+        for i in range(r1 - r0):
+            for q in range(2):
+                d0, d1 = d[f, 0, q, r0 + i, lo:lo + w], d[f, 1, q, r0 + i, lo:lo + w]
+                e0, e1, e2, e3, e4, e5 = e[0, q], e[1, q], e[2, q], e[3, q], e[4, q], e[5, q]
+                for k in range(w):
+                    e0[k] = d0[k]
+                    e1[k] = d0[k] + d1[k]
+                    e2[k] = d0[k] - d1[k]
+                    e3[k] = d0[k] + c2 * d1[k]
+                    e4[k] = d0[k] - c2 * d1[k]
+                    e5[k] = d1[k]
+            for a in range(6):                                             # ... then along the columns
+                s0, s1 = e[a, 0], e[a, 1]
+                o0, o1, o2 = dmr[a, 0, f, i], dmr[a, 1, f, i], dmr[a, 2, f, i]
+                o3, o4, o5 = dmr[a, 3, f, i], dmr[a, 4, f, i], dmr[a, 5, f, i]
+                for k in range(w):
+                    o0[k] = s0[k]
+                    o1[k] = s0[k] + s1[k]
+                    o2[k] = s0[k] - s1[k]
+                    o3[k] = s0[k] + c2 * s1[k]
+                    o4[k] = s0[k] - c2 * s1[k]
+                    o5[k] = s1[k]
+    return dm
+
+
+@_jit
+def winograd5_input_adjoint(dv, dxq, r0, r1, c0, c1):
+    """Add ``B dV B^T`` of tiles ``r0:r1, c0:c1`` onto ``dxq`` (C, 2, 2, Hq, Wq, N) in place; ``dv`` (6, 6, C, r1-r0, c1-c0, N).
+
+    Agrees with winograd.py to rounding, not to the last bit (see ``winograd3_input_adjoint``).
+    """
+    nc, hq, wq, n = dxq.shape[0], dxq.shape[3], dxq.shape[4], dxq.shape[5]
+    c2, c4, c5 = dxq.dtype.type(2), dxq.dtype.type(4), dxq.dtype.type(5)
+    w, lo = (c1 - c0) * n, c0 * n
+    dx = dxq.reshape(nc, 2, 2, hq, wq * n)
+    dvr = dv.reshape(6, 6, nc, r1 - r0, w)
+    e = np.empty((6, 6, w), dxq.dtype)
+    for c in range(nc):
+        for i in range(r1 - r0):
+            for b in range(6):
+                v0, v1, v2 = dvr[0, b, c, i], dvr[1, b, c, i], dvr[2, b, c, i]
+                v3, v4, v5 = dvr[3, b, c, i], dvr[4, b, c, i], dvr[5, b, c, i]
+                e0, e1, e2, e3, e4, e5 = e[0, b], e[1, b], e[2, b], e[3, b], e[4, b], e[5, b]
+                for k in range(w):
+                    e0[k] = c4 * v0[k]
+                    e1[k] = -c4 * v1[k] + c4 * v2[k] - c2 * v3[k] + c2 * v4[k] + c4 * v5[k]
+                    e2[k] = -c5 * v0[k] - c4 * v1[k] - c4 * v2[k] - v3[k] - v4[k]
+                    e3[k] = v1[k] - v2[k] + c2 * v3[k] - c2 * v4[k] - c5 * v5[k]
+                    e4[k] = v0[k] + v1[k] + v2[k] + v3[k] + v4[k]
+                    e5[k] = v5[k]
+            for a in range(6):                                             # ... then along the columns, added in place
+                s0, s1, s2, s3, s4, s5 = e[a, 0], e[a, 1], e[a, 2], e[a, 3], e[a, 4], e[a, 5]
+                row = dx[c, a % 2, :, r0 + i + a // 2]
+                p0, p1 = row[0, lo:lo + w], row[1, lo:lo + w]               # taps b = 0, 1
+                for k in range(w):
+                    p0[k] += c4 * s0[k]
+                    p1[k] += -c4 * s1[k] + c4 * s2[k] - c2 * s3[k] + c2 * s4[k] + c4 * s5[k]
+                p2, p3 = row[0, lo + n:lo + n + w], row[1, lo + n:lo + n + w]   # taps b = 2, 3
+                for k in range(w):
+                    p2[k] += -c5 * s0[k] - c4 * s1[k] - c4 * s2[k] - s3[k] - s4[k]
+                    p3[k] += s1[k] - s2[k] + c2 * s3[k] - c2 * s4[k] - c5 * s5[k]
+                p4, p5 = row[0, lo + 2 * n:lo + 2 * n + w], row[1, lo + 2 * n:lo + 2 * n + w]   # taps b = 4, 5
+                for k in range(w):
+                    p4[k] += s0[k] + s1[k] + s2[k] + s3[k] + s4[k]
+                    p5[k] += s5[k]
+    return dxq
+
+
+# The four loops of each transform, by kernel size: input, output, output adjoint, input adjoint.
+WINOGRAD = {3: (winograd3_input, winograd3_output, winograd3_output_adjoint, winograd3_input_adjoint),
+            5: (winograd5_input, winograd5_output, winograd5_output_adjoint, winograd5_input_adjoint)}
 
 
 # BatchNorm followed by ReLU (cnnlab/layers/norm.py, BatchNorm.forward_relu): one pass for the statistics'

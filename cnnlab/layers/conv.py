@@ -20,9 +20,9 @@ more products: ``dW = dy @ cols^T`` and ``dcols = W^T @ dy``, whose columns
 are added back onto the pixels they came from (col2im). The layer computes
 with the batch innermost in memory (see ``to_chwn``). ``conv2d_naive`` is the
 same formula as plain loops; it stays here as the readable reference the fast
-paths are tested against. Stride-1 3x3 layers with many channels take the
-other fast path, Winograd's F(2x2, 3x3) (``winograd.py``): 2.25x fewer
-multiply-adds. With numba installed, the passes that NumPy would make over
+paths are tested against. Stride-1 3x3 and 5x5 layers with many channels
+take the other fast path, Winograd's F(2x2, 3x3) and F(2x2, 5x5)
+(``winograd.py``): 2.25x and 2.78x fewer multiply-adds. With numba installed, the passes that NumPy would make over
 memory term by term run as compiled loops (``compiled.py``).
 """
 from __future__ import annotations
@@ -359,14 +359,24 @@ class Conv2D(Layer):
     # Winograd was faster than im2col in every pass from 4 input channels up, twice as many filters as
     # channels included (32 images, one core: 16 -> 32 channels on 16x16 maps 1.38 / 2.79 ms forward /
     # backward against 2.21 / 5.86; 32 -> 64 on 16x16 3.89 / 9.05 against 5.64 / 13.66); with 3
-    # channels (an RGB input) it was 1.7x slower.
+    # channels (an RGB input) it was 1.7x slower. The loops now run over whole rows of tiles (longer
+    # inner loops): 64 -> 64 on 14x14, 3.4-3.9 / 8.2-9.4 ms against im2col's 6.2-6.8 / 12.6-12.7.
+    # Stride-1 5x5 convolutions with at least WINOGRAD5_MIN_CHANNELS input channels use F(2x2, 5x5),
+    # with the compiled loops only (its NumPy transforms are the reference): 36 multiplications per 2x2
+    # outputs instead of 100, 6x6 tiles, transforms with coefficients up to 5. Measured the same way:
+    # 32 -> 64 channels on 14x14 maps 5.3 / 11.9 ms against im2col's 8.2 / 17.0; 16 -> 32 1.8 / 3.7
+    # against 2.4 / 4.8; 8 -> 16 about even; 6 -> 16 (LeNet-5's second layer) 1.2x slower.
     WINOGRAD_MIN_CHANNELS = 16
     WINOGRAD_MIN_CHANNELS_COMPILED = 8
+    WINOGRAD5_MIN_CHANNELS = 8
     WINOGRAD_BAND_BYTES = 1 << 20
 
     def _uses_winograd(self, channels):
-        if not (self.kernel_size == (3, 3) and self.strides == (1, 1) and self.dilation == (1, 1) and self.groups == 1):
+        if not (self.kernel_size in ((3, 3), (5, 5)) and self.strides == (1, 1) and self.dilation == (1, 1)
+                and self.groups == 1):
             return False
+        if self.kernel_size == (5, 5):
+            return compiled.enabled() and channels >= self.WINOGRAD5_MIN_CHANNELS
         if compiled.enabled():
             return channels >= self.WINOGRAD_MIN_CHANNELS_COMPILED
         return channels >= self.WINOGRAD_MIN_CHANNELS and self.filters <= channels
@@ -376,43 +386,46 @@ class Conv2D(Layer):
 
         Whole rows of tiles when they fit in ``WINOGRAD_BAND_BYTES``, otherwise parts of one row.
         """
-        per_block = max(1, self.WINOGRAD_BAND_BYTES // (16 * max(c, self.filters) * n * self.dtype.itemsize))
+        taps = winograd.TRANSFORMS[self.kernel_size[0]].n ** 2
+        per_block = max(1, self.WINOGRAD_BAND_BYTES // (taps * max(c, self.filters) * n * self.dtype.itemsize))
         rows, cols = max(1, per_block // tiles[1]), min(per_block, tiles[1])
         return [(r0, min(tiles[0], r0 + rows), c0, min(tiles[1], c0 + cols))
                 for r0 in range(0, tiles[0], rows) for c0 in range(0, tiles[1], cols)]
 
     def _forward_winograd(self, x, pads, out_hw, training):
         n, f = x.shape[0], self.filters
+        tf = winograd.TRANSFORMS[self.kernel_size[0]]
         tiles = winograd.winograd_tiles(*out_hw)
-        xq = winograd.parity_split(to_chwn(x), pads[0], pads[2], tiles[0] + 1, tiles[1] + 1)   # padded: (C, 2, 2, Ty+1, Tx+1, N)
-        u = winograd.winograd_kernel(self.params["kernel"])                     # (16, F, C)
+        xq = winograd.parity_split(to_chwn(x), pads[0], pads[2],
+                                   tiles[0] + tf.halo, tiles[1] + tf.halo)     # padded: (C, 2, 2, Ty+halo, Tx+halo, N)
+        u = winograd.winograd_kernel(tf, self.params["kernel"])                 # (n^2, F, C)
         y = np.empty((f, 2 * tiles[0], 2 * tiles[1], n), self.dtype)
         for r0, r1, c0, c1 in self._winograd_blocks(x.shape[3], tiles, n):
-            m = np.matmul(u, winograd.winograd_input_block(xq, r0, r1, c0, c1))         # (16, F, tiles*N) = U V
-            winograd.winograd_output_block(m, y, r0, r1, c0, c1)
+            m = np.matmul(u, winograd.winograd_input_block(tf, xq, r0, r1, c0, c1))     # (n^2, F, tiles*N) = U V
+            winograd.winograd_output_block(tf, m, y, r0, r1, c0, c1)
         if self.use_bias:
             y += self.params["bias"][:, None, None, None]
-        self._cache = ("winograd", xq, x.shape[1:3], pads, tiles)           # kept: input gradients follow inference too
+        self._cache = ("winograd", xq, u, x.shape[1:3], pads, tiles)        # kept: input gradients follow inference too
         return from_chwn(y[:, :out_hw[0], :out_hw[1]])                          # (N, Ho, Wo, F), a view
 
     def _backward_winograd(self, dy):
-        _, xq, (h, w), pads, tiles = self._cache
+        _, xq, u, (h, w), pads, tiles = self._cache
+        tf = winograd.TRANSFORMS[self.kernel_size[0]]
         f, c, n = self.filters, xq.shape[0], xq.shape[5]
         dyc = to_chwn(np.asarray(dy, dtype=self.dtype))                         # (F, Ho, Wo, N)
         if self.use_bias:
             self.grads["bias"][...] = dyc.reshape(f, -1).sum(axis=1)
         dyq = winograd.parity_split(dyc, 0, 0, *tiles)                          # (F, 2, 2, Ty, Tx, N); overhang: zeros
-        u = winograd.winograd_kernel(self.params["kernel"])                     # (16, F, C)
-        ut = np.ascontiguousarray(u.transpose(0, 2, 1))                         # (16, C, F)
-        du = np.zeros((16, f, c), self.dtype)
+        ut = np.ascontiguousarray(u.transpose(0, 2, 1))                         # (n^2, C, F)
+        du = np.zeros(u.shape, self.dtype)
         dxq = np.zeros(xq.shape, self.dtype) if self.needs_input_grad else None
         for r0, r1, c0, c1 in self._winograd_blocks(c, tiles, n):
-            v = winograd.winograd_input_block(xq, r0, r1, c0, c1)               # recomputed: (16, C, tiles*N)
-            dm = winograd.winograd_output_adjoint_block(dyq, r0, r1, c0, c1)    # (16, F, tiles*N)
+            v = winograd.winograd_input_block(tf, xq, r0, r1, c0, c1)           # recomputed: (n^2, C, tiles*N)
+            dm = winograd.winograd_output_adjoint_block(tf, dyq, r0, r1, c0, c1)    # (n^2, F, tiles*N)
             du += np.matmul(dm, v.transpose(0, 2, 1))                           # dU = dM V^T
-            if dxq is not None:                                                 # blocks overlap by one row / column: add
-                winograd.winograd_input_adjoint_block(np.matmul(ut, dm), dxq, r0, r1, c0, c1)   # dV = U^T dM
-        self.grads["kernel"][...] = winograd.winograd_kernel_adjoint(du)
+            if dxq is not None:                                                 # blocks overlap by halo rows / columns: add
+                winograd.winograd_input_adjoint_block(tf, np.matmul(ut, dm), dxq, r0, r1, c0, c1)   # dV = U^T dM
+        self.grads["kernel"][...] = winograd.winograd_kernel_adjoint(tf, du)
         if dxq is None:
             return None
         return from_chwn(winograd.parity_merge(dxq, pads[0], pads[2], h, w))    # the padding's gradient is dropped

@@ -1,4 +1,4 @@
-r"""Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray 2016) for stride-1 3x3 convolutions.
+r"""Winograd's minimal filtering F(2x2, 3x3) and F(2x2, 5x5) (Lavin and Gray 2016) for stride-1 convolutions.
 
 ``Conv2D`` (conv.py) runs it for layers with many channels; this module holds the
 transforms. The ``winograd_*`` functions are the NumPy reference, one whole-array
@@ -7,39 +7,68 @@ compiled loops of ``compiled.py`` when numba is installed.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from . import compiled
 
 
-# A 2x2 block of outputs of a 3x3 convolution from its 4x4 input tile d:
+# A 2x2 block of outputs of an r x r convolution from its n x n input tile d (n = r + 1):
 #     Y = A^T [ (G g G^T) * (B^T d B) ] A          (* element by element)
-# 16 multiplications instead of 36. Over all tiles and channels the 16 products
-# are 16 matrix products (F, C) @ (C, tiles*N), 2.25x fewer multiply-adds than
-# im2col's, and the transformed input is 4 numbers per input pixel instead of 9.
-# B and A hold only 0 and +-1 (additions); G holds 1/2, applied to the kernel only.
-WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
-WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
-WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+# n^2 multiplications instead of 4 r^2: 16 instead of 36 for 3x3, 36 instead of 100 for 5x5. Over all
+# tiles and channels the n^2 products are n^2 matrix products (F, C) @ (C, tiles*N): 2.25x (3x3) and 2.78x
+# (5x5) fewer multiply-adds than im2col's, and the transformed input is n^2 / 4 numbers per input pixel
+# (4 or 9) instead of r^2 (9 or 25). The matrices come from evaluating the polynomials at the points
+# 0, 1, -1 (and 2, -2 for 5x5) and infinity. For 3x3, B and A hold only 0 and +-1; for 5x5 the larger
+# points make the float32 rounding error larger (tests/test_conv_reference.py measures both).
+@dataclass(frozen=True)
+class Transform:
+    """The matrices of Winograd's F(2x2, r x r): ``bt`` = B^T (n, n), ``g`` = G (n, r), ``at`` = A^T (2, n)."""
+    bt: np.ndarray
+    g: np.ndarray
+    at: np.ndarray
+
+    @property
+    def n(self):
+        """The input tile's side, r + 1."""
+        return self.bt.shape[0]
+
+    @property
+    def r(self):
+        """The kernel's side."""
+        return self.n - 1
+
+    @property
+    def halo(self):
+        """Tile rows beyond the last tile that its input reaches (tiles start every 2 pixels): r // 2."""
+        return self.n // 2 - 1
+
+
+F2_3 = Transform(bt=np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float),
+                 g=np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
+                 at=np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float))
+F2_5 = Transform(bt=np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                              [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float),
+                 g=np.array([[s * p ** k for k in range(5)] for s, p in
+                             [(1 / 4, 0), (-1 / 6, 1), (-1 / 6, -1), (1 / 24, 2), (1 / 24, -2)]] + [[0, 0, 0, 0, 1]]),
+                 at=np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]], float))
+TRANSFORMS = {3: F2_3, 5: F2_5}           # by kernel size
 
 
 def _combine(mat, terms, out):
-    """``out[i] = sum_j mat[i, j] * terms[j]`` for coefficients in {0, 1, -1}: one add or subtract per term."""
+    """``out[i] = sum_j mat[i, j] * terms[j]``: the first non-zero term times its coefficient, then the others added in order."""
     for i, row in enumerate(mat):
-        nz = [(c, t) for c, t in zip(row, terms) if c]
-        (s0, t0), rest = nz[0], nz[1:]
-        if not rest:
-            (np.copyto if s0 > 0 else lambda o, t: np.negative(t, out=o))(out[i], t0)
-            continue
-        (s1, t1), rest = rest[0], rest[1:]
-        if s0 > 0:
-            (np.add if s1 > 0 else np.subtract)(t0, t1, out=out[i])
-        elif s1 > 0:
-            np.subtract(t1, t0, out=out[i])
-        else:
-            np.negative(np.add(t0, t1, out=out[i]), out=out[i])
-        for c, t in rest:
-            (np.add if c > 0 else np.subtract)(out[i], t, out=out[i])
+        first = True
+        for c, t in zip(row, terms):
+            if not c:
+                continue
+            c = float(c)                  # a Python number: the arithmetic stays in the arrays' dtype
+            if first:
+                np.multiply(t, c, out=out[i])
+                first = False
+            else:
+                out[i] += c * t
 
 
 def winograd_tiles(ho, wo):
@@ -84,105 +113,110 @@ def parity_merge(q, top, left, h, w):
     return x
 
 
-def winograd_input(xq, tiles):
-    """``V = B^T d B`` for every 4x4 tile of the padded input ``xq`` (parity split, (C, 2, 2, Ty+1, Tx+1, N)).
+def winograd_input(tf, xq, tiles):
+    """``V = B^T d B`` for every n x n tile of the padded input ``xq`` (parity split, (C, 2, 2, Ty+halo, Tx+halo, N)).
 
-    Returns (16, C, Ty*Tx*N). Tile ``(ty, tx)`` starts at pixel ``(2ty, 2tx)``; tiles overlap by two pixels.
+    Returns (n^2, C, Ty*Tx*N). Tile ``(ty, tx)`` starts at pixel ``(2ty, 2tx)``; neighbouring tiles overlap by n - 2 pixels.
     """
-    c, n = xq.shape[0], xq.shape[5]
+    c, n, k = xq.shape[0], xq.shape[5], tf.n
     ty, tx = tiles
-    t = np.empty((4, c, 2, ty, xq.shape[4], n), xq.dtype)
-    _combine(WINOGRAD_BT, [xq[:, a % 2, :, a // 2:a // 2 + ty] for a in range(4)], t)     # B^T along the rows
-    v = np.empty((4, 4, c, ty, tx, n), xq.dtype)
-    for i in range(4):
-        _combine(WINOGRAD_BT, [t[i][:, b % 2, :, b // 2:b // 2 + tx] for b in range(4)], v[i])   # ... the columns
-    return v.reshape(16, c, ty * tx * n)                                    # a view: (tap (a, b), C, tiles and images)
+    t = np.empty((k, c, 2, ty, xq.shape[4], n), xq.dtype)
+    _combine(tf.bt, [xq[:, a % 2, :, a // 2:a // 2 + ty] for a in range(k)], t)       # B^T along the rows
+    v = np.empty((k, k, c, ty, tx, n), xq.dtype)
+    for i in range(k):
+        _combine(tf.bt, [t[i][:, b % 2, :, b // 2:b // 2 + tx] for b in range(k)], v[i])   # ... the columns
+    return v.reshape(k * k, c, ty * tx * n)                                 # a view: (tap (a, b), C, tiles and images)
 
 
-def winograd_input_adjoint(dv, dxq, tiles):
+def winograd_input_adjoint(tf, dv, dxq, tiles):
     """The adjoint of ``winograd_input``: add ``B dV B^T`` of every tile onto ``dxq`` (parity split) in place."""
-    c, n = dxq.shape[0], dxq.shape[5]
+    c, n, k = dxq.shape[0], dxq.shape[5], tf.n
     ty, tx = tiles
-    dv = dv.reshape(4, 4, c, ty, tx, n)
+    dv = dv.reshape(k, k, c, ty, tx, n)
     e = np.empty_like(dv)
-    _combine(WINOGRAD_BT.T, list(dv), e)                                     # B along the rows
-    for a in range(4):
-        for b, row in enumerate(WINOGRAD_BT.T):                              # ... then the columns, added in place
+    _combine(tf.bt.T, list(dv), e)                                          # B along the rows
+    s = np.empty_like(e[0, 0])
+    for a in range(k):
+        for b, row in enumerate(tf.bt.T):                                   # ... then the columns, added in place
+            _combine([row], e[a], [s])
             tap = dxq[:, a % 2, b % 2, a // 2:a // 2 + ty, b // 2:b // 2 + tx]
-            for coef, term in zip(row, e[a]):
-                if coef:
-                    (np.add if coef > 0 else np.subtract)(tap, term, out=tap)
+            tap += s
     return dxq
 
 
-def winograd_kernel(kernel):
-    """``U = G g G^T`` of a (3, 3, C, F) kernel, as 16 matrices (16, F, C)."""
-    u = np.einsum("ap,pqcf,bq->abcf", WINOGRAD_G, kernel, WINOGRAD_G).astype(kernel.dtype)
-    return u.reshape(16, kernel.shape[2], kernel.shape[3]).transpose(0, 2, 1)
+def winograd_kernel(tf, kernel):
+    """``U = G g G^T`` of an (r, r, C, F) kernel, as n^2 matrices (n^2, F, C)."""
+    r, _, c, f = kernel.shape
+    gk = tf.g @ kernel.reshape(r, r * c * f)                                # G along the rows: (n, r C F), in float64
+    u = (tf.g @ gk.reshape(tf.n, r, c * f)).astype(kernel.dtype)           # ... then the columns: (n, n, C F)
+    return u.reshape(tf.n ** 2, c, f).transpose(0, 2, 1)
 
 
-def winograd_kernel_adjoint(du):
-    """The kernel gradient (3, 3, C, F) from ``dU`` (16, F, C): ``G^T dU G``."""
+def winograd_kernel_adjoint(tf, du):
+    """The kernel gradient (r, r, C, F) from ``dU`` (n^2, F, C): ``G^T dU G``."""
     f, c = du.shape[1:]
-    return np.einsum("ap,abcf,bq->pqcf", WINOGRAD_G, du.transpose(0, 2, 1).reshape(4, 4, c, f), WINOGRAD_G)
+    r = tf.r
+    d = du.transpose(0, 2, 1).reshape(tf.n, tf.n, c * f)                    # (n, n, C F)
+    gd = tf.g.T @ d                                                         # G^T along the columns: (n, r, C F)
+    return (tf.g.T @ gd.reshape(tf.n, r * c * f)).reshape(r, r, c, f)      # ... then the rows
 
 
-def winograd_output(m, y, tiles):
-    """``Y = A^T M A`` of every tile, written into ``y`` (F, 2Ty, 2Tx, N); ``m`` is (16, F, Ty*Tx*N)."""
-    f, n = y.shape[0], y.shape[3]
+def winograd_output(tf, m, y, tiles):
+    """``Y = A^T M A`` of every tile, written into ``y`` (F, 2Ty, 2Tx, N); ``m`` is (n^2, F, Ty*Tx*N)."""
+    f, n, k = y.shape[0], y.shape[3], tf.n
     ty, tx = tiles
-    m = m.reshape(4, 4, f, ty, tx, n)
-    z = np.empty((2, 4, f, ty, tx, n), m.dtype)
-    _combine(WINOGRAD_AT, list(m), z)                                        # A^T along the rows
+    m = m.reshape(k, k, f, ty, tx, n)
+    z = np.empty((2, k, f, ty, tx, n), m.dtype)
+    _combine(tf.at, list(m), z)                                             # A^T along the rows
     for i in range(2):
-        _combine(WINOGRAD_AT, list(z[i]), [y[:, i::2, j::2] for j in range(2)])   # ... then the columns
+        _combine(tf.at, list(z[i]), [y[:, i::2, j::2] for j in range(2)])   # ... then the columns
     return y
 
 
-def winograd_output_adjoint(dyq, tiles):
-    """The adjoint of ``winograd_output``: ``dM = A dY A^T`` (16, F, Ty*Tx*N) from ``dyq`` (parity split, (F, 2, 2, Ty, Tx, N))."""
-    f, n = dyq.shape[0], dyq.shape[5]
+def winograd_output_adjoint(tf, dyq, tiles):
+    """The adjoint of ``winograd_output``: ``dM = A dY A^T`` (n^2, F, Ty*Tx*N) from ``dyq`` (parity split, (F, 2, 2, Ty, Tx, N))."""
+    f, n, k = dyq.shape[0], dyq.shape[5], tf.n
     ty, tx = tiles
-    e = np.empty((4, f, 2, ty, tx, n), dyq.dtype)
-    _combine(WINOGRAD_AT.T, [dyq[:, i] for i in range(2)], e)                # A along the rows
-    dm = np.empty((4, 4, f, ty, tx, n), dyq.dtype)
-    for a in range(4):
-        _combine(WINOGRAD_AT.T, [e[a][:, j] for j in range(2)], dm[a])      # ... then the columns
-    return dm.reshape(16, f, ty * tx * n)
+    e = np.empty((k, f, 2, ty, tx, n), dyq.dtype)
+    _combine(tf.at.T, [dyq[:, i] for i in range(2)], e)                     # A along the rows
+    dm = np.empty((k, k, f, ty, tx, n), dyq.dtype)
+    for a in range(k):
+        _combine(tf.at.T, [e[a][:, j] for j in range(2)], dm[a])           # ... then the columns
+    return dm.reshape(k * k, f, ty * tx * n)
 
 
 # The layer runs the transforms block by block of tiles (rows r0:r1, columns c0:c1) through these four,
 # which use the compiled loops of ``compiled.py`` when numba is installed and the NumPy functions above
-# otherwise. Each takes and returns whole arrays: (16, C or F, tiles*N) for V and M, parity-split images.
-def winograd_input_block(xq, r0, r1, c0, c1):
-    """``V`` (16, C, tiles*N) of tiles ``r0:r1, c0:c1`` of ``xq`` (C, 2, 2, Hq, Wq, N)."""
-    block = (r1 - r0, c1 - c0)
+# otherwise. Each takes and returns whole arrays: (n^2, C or F, tiles*N) for V and M, parity-split images.
+def winograd_input_block(tf, xq, r0, r1, c0, c1):
+    """``V`` (n^2, C, tiles*N) of tiles ``r0:r1, c0:c1`` of ``xq`` (C, 2, 2, Hq, Wq, N)."""
+    block, k = (r1 - r0, c1 - c0), tf.n
+    if not compiled.enabled():                                              # tile rows r0:r1 read rows r0:r1+halo
+        return winograd_input(tf, xq[:, :, :, r0:r1 + tf.halo, c0:c1 + tf.halo], block)
+    v = np.empty((k, k, xq.shape[0], *block, xq.shape[5]), xq.dtype)
+    return compiled.WINOGRAD[tf.r][0](xq, r0, r1, c0, c1, v).reshape(k * k, xq.shape[0], -1)
+
+
+def winograd_output_block(tf, m, y, r0, r1, c0, c1):
+    """Write ``A^T M A`` of tiles ``r0:r1, c0:c1`` (``m``: (n^2, F, tiles*N)) into ``y`` (F, 2Ty, 2Tx, N)."""
+    block, k = (r1 - r0, c1 - c0), tf.n
     if not compiled.enabled():
-        return winograd_input(xq[:, :, :, r0:r1 + 1, c0:c1 + 1], block)    # tile rows r0:r1 read rows r0:r1+1
-    v = np.empty((4, 4, xq.shape[0], *block, xq.shape[5]), xq.dtype)
-    return compiled.winograd_input(xq, r0, r1, c0, c1, v).reshape(16, xq.shape[0], -1)
+        return winograd_output(tf, m, y[:, 2 * r0:2 * r1, 2 * c0:2 * c1], block)
+    return compiled.WINOGRAD[tf.r][1](m.reshape(k, k, y.shape[0], *block, y.shape[3]), y, r0, r1, c0, c1)
 
 
-def winograd_output_block(m, y, r0, r1, c0, c1):
-    """Write ``A^T M A`` of tiles ``r0:r1, c0:c1`` (``m``: (16, F, tiles*N)) into ``y`` (F, 2Ty, 2Tx, N)."""
-    block = (r1 - r0, c1 - c0)
+def winograd_output_adjoint_block(tf, dyq, r0, r1, c0, c1):
+    """``dM`` (n^2, F, tiles*N) of tiles ``r0:r1, c0:c1`` from ``dyq`` (F, 2, 2, Ty, Tx, N)."""
+    block, k = (r1 - r0, c1 - c0), tf.n
     if not compiled.enabled():
-        return winograd_output(m, y[:, 2 * r0:2 * r1, 2 * c0:2 * c1], block)
-    return compiled.winograd_output(m.reshape(4, 4, y.shape[0], *block, y.shape[3]), y, r0, r1, c0, c1)
+        return winograd_output_adjoint(tf, dyq[:, :, :, r0:r1, c0:c1], block)
+    dm = np.empty((k, k, dyq.shape[0], *block, dyq.shape[5]), dyq.dtype)
+    return compiled.WINOGRAD[tf.r][2](dyq, r0, r1, c0, c1, dm).reshape(k * k, dyq.shape[0], -1)
 
 
-def winograd_output_adjoint_block(dyq, r0, r1, c0, c1):
-    """``dM`` (16, F, tiles*N) of tiles ``r0:r1, c0:c1`` from ``dyq`` (F, 2, 2, Ty, Tx, N)."""
-    block = (r1 - r0, c1 - c0)
+def winograd_input_adjoint_block(tf, dv, dxq, r0, r1, c0, c1):
+    """Add ``B dV B^T`` of tiles ``r0:r1, c0:c1`` (``dv``: (n^2, C, tiles*N)) onto ``dxq`` (C, 2, 2, Hq, Wq, N)."""
+    block, k = (r1 - r0, c1 - c0), tf.n
     if not compiled.enabled():
-        return winograd_output_adjoint(dyq[:, :, :, r0:r1, c0:c1], block)
-    dm = np.empty((4, 4, dyq.shape[0], *block, dyq.shape[5]), dyq.dtype)
-    return compiled.winograd_output_adjoint(dyq, r0, r1, c0, c1, dm).reshape(16, dyq.shape[0], -1)
-
-
-def winograd_input_adjoint_block(dv, dxq, r0, r1, c0, c1):
-    """Add ``B dV B^T`` of tiles ``r0:r1, c0:c1`` (``dv``: (16, C, tiles*N)) onto ``dxq`` (C, 2, 2, Hq, Wq, N)."""
-    block = (r1 - r0, c1 - c0)
-    if not compiled.enabled():
-        return winograd_input_adjoint(dv, dxq[:, :, :, r0:r1 + 1, c0:c1 + 1], block)
-    return compiled.winograd_input_adjoint(dv.reshape(4, 4, dxq.shape[0], *block, dxq.shape[5]), dxq, r0, r1, c0, c1)
+        return winograd_input_adjoint(tf, dv, dxq[:, :, :, r0:r1 + tf.halo, c0:c1 + tf.halo], block)
+    return compiled.WINOGRAD[tf.r][3](dv.reshape(k, k, dxq.shape[0], *block, dxq.shape[5]), dxq, r0, r1, c0, c1)
