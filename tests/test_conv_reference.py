@@ -47,10 +47,10 @@ def test_winograd_conv_equals_naive_loops(shape, padding, block_bytes, k, compil
     assert layer._cache[0] == "winograd"
 
 
-@pytest.mark.parametrize("k,bound", [(3, 4), (5, 8)])
+@pytest.mark.parametrize("k,bound", [(3, 4), (5, 6)])
 def test_winograd_float32_error_bound(k, bound, compiled_loops):
     """In float32 Winograd F(2x2, 3x3) stays within 4 units of roundoff of the float64 result, and F(2x2, 5x5)
-    within 8, scaled by the sum of |x| |w| over each output's k^2 C taps (the bound of a direct dot product is
+    within 6 (3.4-4.0 measured on three draws of this data, against 0.9-1.8 for 3x3), scaled by the sum of |x| |w| over each output's k^2 C taps (the bound of a direct dot product is
     k^2 C such units); its worst case here is measured against that of im2col (the direct sum) on the same data."""
     rng = np.random.default_rng(10)
     x = rng.standard_normal((4, 16, 16, 64))

@@ -171,13 +171,13 @@ def winograd3_input_adjoint(dv, dxq, r0, r1, c0, c1):
 
 
 # Winograd F(2x2, 5x5): B^T (6x6) and A^T (2x6) of winograd.F2_5, one row per line, in the same order as
-# above. The constants have the arrays' dtype (an integer constant would turn float32 arithmetic into float64).
+# above. The constants have the arrays' dtype (a Python number would turn float32 arithmetic into float64).
 
 @_jit
 def winograd5_input(xq, r0, r1, c0, c1, v):
     """``V = B^T d B`` for tiles ``r0:r1, c0:c1`` of ``xq`` (C, 2, 2, Hq, Wq, N) into ``v`` (6, 6, C, r1-r0, c1-c0, N)."""
     nc, hq, wq, n = xq.shape[0], xq.shape[3], xq.shape[4], xq.shape[5]
-    c2, c4, c5 = xq.dtype.type(2), xq.dtype.type(4), xq.dtype.type(5)
+    h, c15, c2, c25 = xq.dtype.type(0.5), xq.dtype.type(1.5), xq.dtype.type(2), xq.dtype.type(2.5)
     w = (c1 - c0) * n
     x = xq.reshape(nc, 2, 2, hq, wq * n)
     vr = v.reshape(6, 6, nc, r1 - r0, w)
@@ -191,23 +191,23 @@ def winograd5_input(xq, r0, r1, c0, c1, v):
                 x4, x5 = x[c, 0, b % 2, r0 + i + 2, lo:lo + w], x[c, 1, b % 2, r0 + i + 2, lo:lo + w]
                 t0, t1, t2, t3, t4, t5 = t[0, b], t[1, b], t[2, b], t[3, b], t[4, b], t[5, b]
                 for k in range(w):
-                    t0[k] = c4 * x0[k] - c5 * x2[k] + x4[k]
-                    t1[k] = -c4 * x1[k] - c4 * x2[k] + x3[k] + x4[k]
-                    t2[k] = c4 * x1[k] - c4 * x2[k] - x3[k] + x4[k]
-                    t3[k] = -c2 * x1[k] - x2[k] + c2 * x3[k] + x4[k]
+                    t0[k] = x0[k] + c15 * x1[k] - c2 * x2[k] - c15 * x3[k] + x4[k]
+                    t1[k] = -x1[k] - c25 * x2[k] - h * x3[k] + x4[k]
+                    t2[k] = x1[k] + h * x2[k] - c25 * x3[k] + x4[k]
+                    t3[k] = -h * x1[k] - x2[k] + h * x3[k] + x4[k]
                     t4[k] = c2 * x1[k] - x2[k] - c2 * x3[k] + x4[k]
-                    t5[k] = c4 * x1[k] - c5 * x3[k] + x5[k]
+                    t5[k] = x1[k] + c15 * x2[k] - c2 * x3[k] - c15 * x4[k] + x5[k]
             for a in range(6):                                             # ... then along the columns
                 s0, s1, s2, s3, s4, s5 = t[a, 0], t[a, 1], t[a, 2], t[a, 3], t[a, 4], t[a, 5]
                 o0, o1, o2 = vr[a, 0, c, i], vr[a, 1, c, i], vr[a, 2, c, i]
                 o3, o4, o5 = vr[a, 3, c, i], vr[a, 4, c, i], vr[a, 5, c, i]
                 for k in range(w):
-                    o0[k] = c4 * s0[k] - c5 * s2[k] + s4[k]
-                    o1[k] = -c4 * s1[k] - c4 * s2[k] + s3[k] + s4[k]
-                    o2[k] = c4 * s1[k] - c4 * s2[k] - s3[k] + s4[k]
-                    o3[k] = -c2 * s1[k] - s2[k] + c2 * s3[k] + s4[k]
+                    o0[k] = s0[k] + c15 * s1[k] - c2 * s2[k] - c15 * s3[k] + s4[k]
+                    o1[k] = -s1[k] - c25 * s2[k] - h * s3[k] + s4[k]
+                    o2[k] = s1[k] + h * s2[k] - c25 * s3[k] + s4[k]
+                    o3[k] = -h * s1[k] - s2[k] + h * s3[k] + s4[k]
                     o4[k] = c2 * s1[k] - s2[k] - c2 * s3[k] + s4[k]
-                    o5[k] = c4 * s1[k] - c5 * s3[k] + s5[k]
+                    o5[k] = s1[k] + c15 * s2[k] - c2 * s3[k] - c15 * s4[k] + s5[k]
     return v
 
 
@@ -215,7 +215,7 @@ def winograd5_input(xq, r0, r1, c0, c1, v):
 def winograd5_output(m, y, r0, r1, c0, c1):
     """``Y = A^T M A`` of tiles ``r0:r1, c0:c1``: ``m`` (6, 6, F, r1-r0, c1-c0, N) into ``y`` (F, 2 Ty, 2 Tx, N)."""
     nf, n = m.shape[2], m.shape[5]
-    c2 = m.dtype.type(2)
+    h, c2 = m.dtype.type(0.5), m.dtype.type(2)
     w = (c1 - c0) * n
     mr = m.reshape(6, 6, nf, r1 - r0, w)
     z = np.empty((2, 6, w), m.dtype)
@@ -227,7 +227,7 @@ def winograd5_output(m, y, r0, r1, c0, c1):
                 z0, z1 = z[0, b], z[1, b]
                 for k in range(w):
                     z0[k] = m0[k] + m1[k] + m2[k] + m3[k] + m4[k]
-                    z1[k] = m1[k] - m2[k] + c2 * m3[k] - c2 * m4[k] + m5[k]
+                    z1[k] = m1[k] - m2[k] + c2 * m3[k] - h * m4[k] + m5[k]
             for a in range(2):                                             # ... then along the columns, tile by tile
                 for j in range(c1 - c0):
                     s0, s1 = z[a, 0, j * n:(j + 1) * n], z[a, 1, j * n:(j + 1) * n]
@@ -237,7 +237,7 @@ def winograd5_output(m, y, r0, r1, c0, c1):
                     y1 = y[f, 2 * (r0 + i) + a, 2 * (c0 + j) + 1]
                     for k in range(n):
                         y0[k] = s0[k] + s1[k] + s2[k] + s3[k] + s4[k]
-                        y1[k] = s1[k] - s2[k] + c2 * s3[k] - c2 * s4[k] + s5[k]
+                        y1[k] = s1[k] - s2[k] + c2 * s3[k] - h * s4[k] + s5[k]
     return y
 
 
@@ -245,7 +245,7 @@ def winograd5_output(m, y, r0, r1, c0, c1):
 def winograd5_output_adjoint(dyq, r0, r1, c0, c1, dm):
     """``dM = A dY A^T`` of tiles ``r0:r1, c0:c1``: ``dyq`` (F, 2, 2, Ty, Tx, N) parity split into ``dm`` (6, 6, F, r1-r0, c1-c0, N)."""
     nf, ty, tx, n = dyq.shape[0], dyq.shape[3], dyq.shape[4], dyq.shape[5]
-    c2 = dyq.dtype.type(2)
+    h, c2 = dyq.dtype.type(0.5), dyq.dtype.type(2)
     w, lo = (c1 - c0) * n, c0 * n
     d = dyq.reshape(nf, 2, 2, ty, tx * n)
     dmr = dm.reshape(6, 6, nf, r1 - r0, w)
@@ -260,7 +260,7 @@ def winograd5_output_adjoint(dyq, r0, r1, c0, c1, dm):
                     e1[k] = d0[k] + d1[k]
                     e2[k] = d0[k] - d1[k]
                     e3[k] = d0[k] + c2 * d1[k]
-                    e4[k] = d0[k] - c2 * d1[k]
+                    e4[k] = d0[k] - h * d1[k]
                     e5[k] = d1[k]
             for a in range(6):                                             # ... then along the columns
                 s0, s1 = e[a, 0], e[a, 1]
@@ -271,7 +271,7 @@ def winograd5_output_adjoint(dyq, r0, r1, c0, c1, dm):
                     o1[k] = s0[k] + s1[k]
                     o2[k] = s0[k] - s1[k]
                     o3[k] = s0[k] + c2 * s1[k]
-                    o4[k] = s0[k] - c2 * s1[k]
+                    o4[k] = s0[k] - h * s1[k]
                     o5[k] = s1[k]
     return dm
 
@@ -283,7 +283,7 @@ def winograd5_input_adjoint(dv, dxq, r0, r1, c0, c1):
     Agrees with winograd.py to rounding, not to the last bit (see ``winograd3_input_adjoint``).
     """
     nc, hq, wq, n = dxq.shape[0], dxq.shape[3], dxq.shape[4], dxq.shape[5]
-    c2, c4, c5 = dxq.dtype.type(2), dxq.dtype.type(4), dxq.dtype.type(5)
+    h, c15, c2, c25 = dxq.dtype.type(0.5), dxq.dtype.type(1.5), dxq.dtype.type(2), dxq.dtype.type(2.5)
     w, lo = (c1 - c0) * n, c0 * n
     dx = dxq.reshape(nc, 2, 2, hq, wq * n)
     dvr = dv.reshape(6, 6, nc, r1 - r0, w)
@@ -295,26 +295,26 @@ def winograd5_input_adjoint(dv, dxq, r0, r1, c0, c1):
                 v3, v4, v5 = dvr[3, b, c, i], dvr[4, b, c, i], dvr[5, b, c, i]
                 e0, e1, e2, e3, e4, e5 = e[0, b], e[1, b], e[2, b], e[3, b], e[4, b], e[5, b]
                 for k in range(w):
-                    e0[k] = c4 * v0[k]
-                    e1[k] = -c4 * v1[k] + c4 * v2[k] - c2 * v3[k] + c2 * v4[k] + c4 * v5[k]
-                    e2[k] = -c5 * v0[k] - c4 * v1[k] - c4 * v2[k] - v3[k] - v4[k]
-                    e3[k] = v1[k] - v2[k] + c2 * v3[k] - c2 * v4[k] - c5 * v5[k]
-                    e4[k] = v0[k] + v1[k] + v2[k] + v3[k] + v4[k]
+                    e0[k] = v0[k]
+                    e1[k] = c15 * v0[k] - v1[k] + v2[k] - h * v3[k] + c2 * v4[k] + v5[k]
+                    e2[k] = -c2 * v0[k] - c25 * v1[k] + h * v2[k] - v3[k] - v4[k] + c15 * v5[k]
+                    e3[k] = -c15 * v0[k] - h * v1[k] - c25 * v2[k] + h * v3[k] - c2 * v4[k] - c2 * v5[k]
+                    e4[k] = v0[k] + v1[k] + v2[k] + v3[k] + v4[k] - c15 * v5[k]
                     e5[k] = v5[k]
             for a in range(6):                                             # ... then along the columns, added in place
                 s0, s1, s2, s3, s4, s5 = e[a, 0], e[a, 1], e[a, 2], e[a, 3], e[a, 4], e[a, 5]
                 row = dx[c, a % 2, :, r0 + i + a // 2]
                 p0, p1 = row[0, lo:lo + w], row[1, lo:lo + w]               # taps b = 0, 1
                 for k in range(w):
-                    p0[k] += c4 * s0[k]
-                    p1[k] += -c4 * s1[k] + c4 * s2[k] - c2 * s3[k] + c2 * s4[k] + c4 * s5[k]
+                    p0[k] += s0[k]
+                    p1[k] += c15 * s0[k] - s1[k] + s2[k] - h * s3[k] + c2 * s4[k] + s5[k]
                 p2, p3 = row[0, lo + n:lo + n + w], row[1, lo + n:lo + n + w]   # taps b = 2, 3
                 for k in range(w):
-                    p2[k] += -c5 * s0[k] - c4 * s1[k] - c4 * s2[k] - s3[k] - s4[k]
-                    p3[k] += s1[k] - s2[k] + c2 * s3[k] - c2 * s4[k] - c5 * s5[k]
+                    p2[k] += -c2 * s0[k] - c25 * s1[k] + h * s2[k] - s3[k] - s4[k] + c15 * s5[k]
+                    p3[k] += -c15 * s0[k] - h * s1[k] - c25 * s2[k] + h * s3[k] - c2 * s4[k] - c2 * s5[k]
                 p4, p5 = row[0, lo + 2 * n:lo + 2 * n + w], row[1, lo + 2 * n:lo + 2 * n + w]   # taps b = 4, 5
                 for k in range(w):
-                    p4[k] += s0[k] + s1[k] + s2[k] + s3[k] + s4[k]
+                    p4[k] += s0[k] + s1[k] + s2[k] + s3[k] + s4[k] - c15 * s5[k]
                     p5[k] += s5[k]
     return dxq
 

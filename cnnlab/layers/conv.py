@@ -363,12 +363,13 @@ class Conv2D(Layer):
     # inner loops): 64 -> 64 on 14x14, 3.4-3.9 / 8.2-9.4 ms against im2col's 6.2-6.8 / 12.6-12.7.
     # Stride-1 5x5 convolutions with at least WINOGRAD5_MIN_CHANNELS input channels use F(2x2, 5x5),
     # with the compiled loops only (its NumPy transforms are the reference): 36 multiplications per 2x2
-    # outputs instead of 100, 6x6 tiles, transforms with coefficients up to 5. Measured the same way:
-    # 32 -> 64 channels on 14x14 maps 5.3 / 11.9 ms against im2col's 8.2 / 17.0; 16 -> 32 1.8 / 3.7
-    # against 2.4 / 4.8; 8 -> 16 about even; 6 -> 16 (LeNet-5's second layer) 1.2x slower.
+    # outputs instead of 100, 6x6 tiles, transforms with coefficients up to 2.5. Measured the same way:
+    # 32 -> 64 channels on 14x14 maps 5.3-5.7 / 11.9-14.1 ms against im2col's 8.2-8.3 / 17.0-17.7;
+    # 16 -> 32 1.8-2.0 / 3.7-4.1 against 2.4-2.8 / 4.8-5.7; 8 -> 16 even; 6 -> 16 (LeNet-5's second
+    # layer) 1.2x slower.
     WINOGRAD_MIN_CHANNELS = 16
     WINOGRAD_MIN_CHANNELS_COMPILED = 8
-    WINOGRAD5_MIN_CHANNELS = 8
+    WINOGRAD5_MIN_CHANNELS = 16
     WINOGRAD_BAND_BYTES = 1 << 20
 
     def _uses_winograd(self, channels):

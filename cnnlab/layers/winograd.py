@@ -20,8 +20,9 @@ from . import compiled
 # tiles and channels the n^2 products are n^2 matrix products (F, C) @ (C, tiles*N): 2.25x (3x3) and 2.78x
 # (5x5) fewer multiply-adds than im2col's, and the transformed input is n^2 / 4 numbers per input pixel
 # (4 or 9) instead of r^2 (9 or 25). The matrices come from evaluating the polynomials at the points
-# 0, 1, -1 (and 2, -2 for 5x5) and infinity. For 3x3, B and A hold only 0 and +-1; for 5x5 the larger
-# points make the float32 rounding error larger (tests/test_conv_reference.py measures both).
+# 0, 1, -1 (and 2, -1/2 for 5x5) and infinity. For 3x3, B and A hold only 0 and +-1; for 5x5 they hold
+# halves and the float32 rounding error is larger (tests/test_conv_reference.py bounds both). The points
+# 2, -1/2 gave about half the error of 2, -2 (and a denser B).
 @dataclass(frozen=True)
 class Transform:
     """The matrices of Winograd's F(2x2, r x r): ``bt`` = B^T (n, n), ``g`` = G (n, r), ``at`` = A^T (2, n)."""
@@ -48,11 +49,11 @@ class Transform:
 F2_3 = Transform(bt=np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float),
                  g=np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
                  at=np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float))
-F2_5 = Transform(bt=np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-                              [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float),
-                 g=np.array([[s * p ** k for k in range(5)] for s, p in
-                             [(1 / 4, 0), (-1 / 6, 1), (-1 / 6, -1), (1 / 24, 2), (1 / 24, -2)]] + [[0, 0, 0, 0, 1]]),
-                 at=np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 1]], float))
+F2_5 = Transform(bt=np.array([[1, 1.5, -2, -1.5, 1, 0], [0, -1, -2.5, -0.5, 1, 0], [0, 1, 0.5, -2.5, 1, 0],
+                              [0, -0.5, -1, 0.5, 1, 0], [0, 2, -1, -2, 1, 0], [0, 1, 1.5, -2, -1.5, 1]]),
+                 g=np.array([[p ** k / f for k in range(5)] for p, f in                 # f: prod of (p - other points)
+                             [(0, 1), (1, -3), (-1, 3), (2, 15), (-0.5, -15 / 16)]] + [[0, 0, 0, 0, 1]]),
+                 at=np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -0.5, 1]]))
 TRANSFORMS = {3: F2_3, 5: F2_5}           # by kernel size
 
 
