@@ -58,16 +58,27 @@ TRANSFORMS = {3: F2_3, 5: F2_5}           # by kernel size
 
 
 def _combine(mat, terms, out):
-    """``out[i] = sum_j mat[i, j] * terms[j]``: the first non-zero term times its coefficient, then the others added in order."""
+    """``out[i] = sum_j mat[i, j] * terms[j]``: the first non-zero term times its coefficient, then the others added in order.
+
+    Coefficients +-1 are additions and subtractions (the same numbers as multiplying by them, one pass fewer).
+    """
     for i, row in enumerate(mat):
-        first = True
-        for c, t in zip(row, terms):
-            if not c:
-                continue
-            c = float(c)                  # a Python number: the arithmetic stays in the arrays' dtype
-            if first:
-                np.multiply(t, c, out=out[i])
-                first = False
+        nz = [(float(c), t) for c, t in zip(row, terms) if c]     # Python numbers: arithmetic in the arrays' dtype
+        (c0, t0), rest = nz[0], nz[1:]
+        if rest and abs(c0) == abs(rest[0][0]) == 1:              # c0 t0 + c1 t1 in one pass (and a negation)
+            (c1, t1), rest = rest[0], rest[1:]
+            (np.add if c1 == c0 else np.subtract)(t0, t1, out=out[i])
+            if c0 < 0:
+                np.negative(out[i], out=out[i])
+        elif c0 == 1:
+            np.copyto(out[i], t0)
+        elif c0 == -1:
+            np.negative(t0, out=out[i])
+        else:
+            np.multiply(t0, c0, out=out[i])
+        for c, t in rest:
+            if abs(c) == 1:
+                (np.add if c > 0 else np.subtract)(out[i], t, out=out[i])
             else:
                 out[i] += c * t
 
