@@ -22,8 +22,9 @@ with the batch innermost in memory (see ``to_chwn``). ``conv2d_naive`` is the
 same formula as plain loops; it stays here as the readable reference the fast
 paths are tested against. Stride-1 3x3 and 5x5 layers with many channels
 take the other fast path, Winograd's F(2x2, 3x3) and F(2x2, 5x5)
-(``winograd.py``): 2.25x and 2.78x fewer multiply-adds. With numba installed, the passes that NumPy would make over
-memory term by term run as compiled loops (``compiled.py``).
+(``winograd.py``): 2.25x and 2.78x fewer multiply-adds. With numba
+installed, the passes that NumPy would make over memory term by term run as
+compiled loops (``compiled.py``).
 """
 from __future__ import annotations
 
