@@ -47,6 +47,16 @@ def _jit(fn):
 # (columns c0 + b // 2 onwards of its parity), so every inner loop runs over a whole row of tiles and images.
 
 @_jit
+def _b3t(d0, d1, d2, d3, o0, o1, o2, o3):
+    """``o = B^T d`` for four runs of numbers (rows of a tile, or its columns): F(2x2, 3x3)'s B^T, a row a line."""
+    for k in range(o0.shape[0]):
+        o0[k] = d0[k] - d2[k]
+        o1[k] = d1[k] + d2[k]
+        o2[k] = d2[k] - d1[k]
+        o3[k] = d1[k] - d3[k]
+
+
+@_jit
 def winograd3_input(xq, r0, r1, c0, c1, v):
     """``V = B^T d B`` for tiles ``r0:r1, c0:c1`` of ``xq`` (C, 2, 2, Hq, Wq, N) into ``v`` (4, 4, C, r1-r0, c1-c0, N)."""
     nc, hq, wq, n = xq.shape[0], xq.shape[3], xq.shape[4], xq.shape[5]
@@ -60,20 +70,9 @@ def winograd3_input(xq, r0, r1, c0, c1, v):
                 lo = (c0 + b // 2) * n
                 x0, x1 = x[c, 0, b % 2, r0 + i, lo:lo + w], x[c, 1, b % 2, r0 + i, lo:lo + w]
                 x2, x3 = x[c, 0, b % 2, r0 + i + 1, lo:lo + w], x[c, 1, b % 2, r0 + i + 1, lo:lo + w]
-                t0, t1, t2, t3 = t[0, b], t[1, b], t[2, b], t[3, b]
-                for k in range(w):
-                    t0[k] = x0[k] - x2[k]
-                    t1[k] = x1[k] + x2[k]
-                    t2[k] = x2[k] - x1[k]
-                    t3[k] = x1[k] - x3[k]
+                _b3t(x0, x1, x2, x3, t[0, b], t[1, b], t[2, b], t[3, b])
             for a in range(4):                                             # ... then along the columns
-                s0, s1, s2, s3 = t[a, 0], t[a, 1], t[a, 2], t[a, 3]
-                o0, o1, o2, o3 = vr[a, 0, c, i], vr[a, 1, c, i], vr[a, 2, c, i], vr[a, 3, c, i]
-                for k in range(w):
-                    o0[k] = s0[k] - s2[k]
-                    o1[k] = s1[k] + s2[k]
-                    o2[k] = s2[k] - s1[k]
-                    o3[k] = s1[k] - s3[k]
+                _b3t(t[a, 0], t[a, 1], t[a, 2], t[a, 3], vr[a, 0, c, i], vr[a, 1, c, i], vr[a, 2, c, i], vr[a, 3, c, i])
     return v
 
 
@@ -174,10 +173,22 @@ def winograd3_input_adjoint(dv, dxq, r0, r1, c0, c1):
 # above. The constants have the arrays' dtype (a Python number would turn float32 arithmetic into float64).
 
 @_jit
+def _b5t(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5):
+    """``o = B^T d`` for six runs of numbers (rows of a tile, or its columns): F(2x2, 5x5)'s B^T, a row a line."""
+    h, c15, c2, c25 = d0.dtype.type(0.5), d0.dtype.type(1.5), d0.dtype.type(2), d0.dtype.type(2.5)
+    for k in range(o0.shape[0]):
+        o0[k] = d0[k] + c15 * d1[k] - c2 * d2[k] - c15 * d3[k] + d4[k]
+        o1[k] = -d1[k] - c25 * d2[k] - h * d3[k] + d4[k]
+        o2[k] = d1[k] + h * d2[k] - c25 * d3[k] + d4[k]
+        o3[k] = -h * d1[k] - d2[k] + h * d3[k] + d4[k]
+        o4[k] = c2 * d1[k] - d2[k] - c2 * d3[k] + d4[k]
+        o5[k] = d1[k] + c15 * d2[k] - c2 * d3[k] - c15 * d4[k] + d5[k]
+
+
+@_jit
 def winograd5_input(xq, r0, r1, c0, c1, v):
     """``V = B^T d B`` for tiles ``r0:r1, c0:c1`` of ``xq`` (C, 2, 2, Hq, Wq, N) into ``v`` (6, 6, C, r1-r0, c1-c0, N)."""
     nc, hq, wq, n = xq.shape[0], xq.shape[3], xq.shape[4], xq.shape[5]
-    h, c15, c2, c25 = xq.dtype.type(0.5), xq.dtype.type(1.5), xq.dtype.type(2), xq.dtype.type(2.5)
     w = (c1 - c0) * n
     x = xq.reshape(nc, 2, 2, hq, wq * n)
     vr = v.reshape(6, 6, nc, r1 - r0, w)
@@ -189,25 +200,10 @@ def winograd5_input(xq, r0, r1, c0, c1, v):
                 x0, x1 = x[c, 0, b % 2, r0 + i, lo:lo + w], x[c, 1, b % 2, r0 + i, lo:lo + w]
                 x2, x3 = x[c, 0, b % 2, r0 + i + 1, lo:lo + w], x[c, 1, b % 2, r0 + i + 1, lo:lo + w]
                 x4, x5 = x[c, 0, b % 2, r0 + i + 2, lo:lo + w], x[c, 1, b % 2, r0 + i + 2, lo:lo + w]
-                t0, t1, t2, t3, t4, t5 = t[0, b], t[1, b], t[2, b], t[3, b], t[4, b], t[5, b]
-                for k in range(w):
-                    t0[k] = x0[k] + c15 * x1[k] - c2 * x2[k] - c15 * x3[k] + x4[k]
-                    t1[k] = -x1[k] - c25 * x2[k] - h * x3[k] + x4[k]
-                    t2[k] = x1[k] + h * x2[k] - c25 * x3[k] + x4[k]
-                    t3[k] = -h * x1[k] - x2[k] + h * x3[k] + x4[k]
-                    t4[k] = c2 * x1[k] - x2[k] - c2 * x3[k] + x4[k]
-                    t5[k] = x1[k] + c15 * x2[k] - c2 * x3[k] - c15 * x4[k] + x5[k]
+                _b5t(x0, x1, x2, x3, x4, x5, t[0, b], t[1, b], t[2, b], t[3, b], t[4, b], t[5, b])
             for a in range(6):                                             # ... then along the columns
-                s0, s1, s2, s3, s4, s5 = t[a, 0], t[a, 1], t[a, 2], t[a, 3], t[a, 4], t[a, 5]
-                o0, o1, o2 = vr[a, 0, c, i], vr[a, 1, c, i], vr[a, 2, c, i]
-                o3, o4, o5 = vr[a, 3, c, i], vr[a, 4, c, i], vr[a, 5, c, i]
-                for k in range(w):
-                    o0[k] = s0[k] + c15 * s1[k] - c2 * s2[k] - c15 * s3[k] + s4[k]
-                    o1[k] = -s1[k] - c25 * s2[k] - h * s3[k] + s4[k]
-                    o2[k] = s1[k] + h * s2[k] - c25 * s3[k] + s4[k]
-                    o3[k] = -h * s1[k] - s2[k] + h * s3[k] + s4[k]
-                    o4[k] = c2 * s1[k] - s2[k] - c2 * s3[k] + s4[k]
-                    o5[k] = s1[k] + c15 * s2[k] - c2 * s3[k] - c15 * s4[k] + s5[k]
+                _b5t(t[a, 0], t[a, 1], t[a, 2], t[a, 3], t[a, 4], t[a, 5],
+                     vr[a, 0, c, i], vr[a, 1, c, i], vr[a, 2, c, i], vr[a, 3, c, i], vr[a, 4, c, i], vr[a, 5, c, i])
     return v
 
 
