@@ -154,7 +154,7 @@ class DataParallel:
         slices = self._slices(n)
         for w, sl in enumerate(slices[1:], start=1):
             self._send(w, _INFER, sl, n, 0, x, None)
-        scores = self.stack.forward(x[slices[0]])
+        scores = self.stack.infer(x[slices[0]])
         if len(slices) == 1:
             return scores
         self._wait(len(slices) - 1)
@@ -296,7 +296,7 @@ class DataParallel:
                         for k, s in zip(r.shard_statistics_shapes(), getattr(r, "_batch_stats", None) or ()):
                             np.copyto(a[f"{w}/{i}/stat/{k}"], s)
                 else:
-                    scores = self.stack.forward(a["x"][sl])
+                    scores = self.stack.infer(a["x"][sl])
                 a["scores"][sl] = scores
                 os.write(rep_w, b"k")
             except BrokenPipeError:

@@ -21,12 +21,17 @@ Fused steps: a ``ReLU`` whose output only a ``MaxPool2D`` reads runs as one
 quarter of the work for the ReLU), unless the ReLU's output is captured. With the
 compiled loops (``cnnlab.layers.compiled``, numba), a ``BatchNorm`` whose output
 only a ``ReLU`` reads runs with it as one :class:`BatchNormReLU` step; in a chain
-BatchNorm -> ReLU -> MaxPool the first pair fuses.
+BatchNorm -> ReLU -> MaxPool the first pair fuses. Inference-only passes
+(:meth:`Stack.infer`, behind ``predict`` and ``evaluate``) also fold a
+``BatchNorm`` into the ``Conv2D`` or ``Dense`` before it, with the ``ReLU`` after
+it (:class:`FoldedBatchNorm`): the normalization then costs nothing.
 """
 from __future__ import annotations
 
 from .layers import compiled
 from .layers.activations import ReLU
+from .layers.conv import Conv2D
+from .layers.core import Dense
 from .layers.norm import BatchNorm
 from .layers.pool import MaxPool2D
 
@@ -67,40 +72,82 @@ class BatchNormReLU:
         return self.norm.backward_relu(dy)
 
 
-def _fused(first, second):
-    """The step that runs layer ``first`` and then ``second`` together, or None where they run one by one."""
-    if type(first) is ReLU and type(second) is MaxPool2D:
-        return ReLUMaxPool
-    if type(first) is BatchNorm and type(second) is ReLU and compiled.enabled():
-        return BatchNormReLU
+class FoldedBatchNorm:
+    """A ``Conv2D`` or ``Dense`` layer, the ``BatchNorm`` after it and optionally a ``ReLU``, at inference.
+
+    BatchNorm at inference is a fixed map per channel, ``y * scale + shift``
+    (``BatchNorm.folded``), so it folds into the layer before it: kernel times
+    ``scale``, bias times ``scale`` plus ``shift``; the ReLU is applied as the output is
+    written. The same function up to rounding, with no pass over memory of its own.
+    Inference-only: nothing is kept for a backward pass.
+    """
+
+    def __init__(self, layer, norm, relu=None):
+        self.layer, self.norm, self.relu = layer, norm, relu
+
+    def forward(self, x, training=False):
+        if training:
+            raise ValueError("FoldedBatchNorm runs inference only (training needs the batch statistics)")
+        return self.layer.forward_folded(x, *self.norm.folded(), relu=self.relu is not None)
+
+    def backward(self, dy):
+        raise ValueError("an inference-only pass (Stack.infer) has no backward pass; use Stack.forward")
+
+
+# Fused steps, tried in this order at each layer: (layer types along a chain, step, when it applies).
+FUSIONS = [
+    (((Conv2D, Dense), BatchNorm, ReLU), FoldedBatchNorm, "inference"),
+    (((Conv2D, Dense), BatchNorm), FoldedBatchNorm, "inference"),
+    ((BatchNorm, ReLU), BatchNormReLU, "compiled"),
+    ((ReLU, MaxPool2D), ReLUMaxPool, "always"),
+]
+
+
+def _chain(stack, start, types, keep):
+    """Layers ``start, ...`` matching ``types`` (exact types; a tuple allows several), each the only reader of the
+    one before, none of whose outputs but the last is kept; or None."""
+    group = [start]
+    for k, want in enumerate(types):
+        layer = stack.layers[group[-1]]
+        if type(layer) not in (want if isinstance(want, tuple) else (want,)):
+            return None
+        if k == len(types) - 1:
+            return group
+        t = group[-1] + 1                                # this layer's output tensor
+        readers = stack.readers[t]
+        if len(readers) != 1 or t in keep or stack.inbound[readers[0]] != (t,):
+            return None
+        group.append(readers[0])
     return None
 
 
 class _Plan:
-    """The steps one forward pass runs, for one set of kept tensors.
+    """The steps one forward pass runs, for one set of kept tensors (and inference-only or not).
 
     ``steps[k] = (runner, sources, destination, joins)``: ``runner`` is a layer or a
-    fused pair; ``frees[k]`` lists the tensors nobody reads after step ``k``.
+    fused step; ``frees[k]`` lists the tensors nobody reads after step ``k``.
     """
 
-    def __init__(self, stack: "Stack", keep: frozenset):
+    def __init__(self, stack: "Stack", keep: frozenset, inference: bool = False):
         layers, inbound = stack.layers, stack.inbound
-        absorbed = {}                                    # second layer's index -> (first layer's index, fused step)
-        for i, layer in enumerate(layers):
-            srcs = inbound[i]
-            if len(srcs) == 1 and srcs[0] > 0:
-                r = srcs[0] - 1
-                fused = _fused(layers[r], layer)
-                if fused and r not in absorbed and stack.readers[srcs[0]] == [i] and srcs[0] not in keep:
-                    absorbed[i] = (r, fused)             # BatchNorm -> ReLU -> MaxPool: the first pair fuses
-        skipped = {r for r, _ in absorbed.values()}
+        applies = {"always": True, "compiled": compiled.enabled(), "inference": inference}
+        groups, member = {}, set()                       # last layer of a fused group -> (its layers, step type)
+        for i in range(len(layers)):
+            if i in member:
+                continue
+            for types, fused, when in FUSIONS:
+                group = _chain(stack, i, types, keep) if applies[when] else None
+                if group:
+                    groups[group[-1]] = (group, fused)
+                    member.update(group)
+                    break
         self.steps, self.produced = [], {}
         for i, layer in enumerate(layers):
-            if i in skipped:
+            if i in groups:                              # a fused group runs where its last layer would
+                group, fused = groups[i]
+                self.steps.append((fused(*(layers[g] for g in group)), inbound[group[0]], i + 1, False))
+            elif i in member:
                 continue
-            if i in absorbed:
-                r, fused = absorbed[i]
-                self.steps.append((fused(layers[r], layer), inbound[r], i + 1, False))
             else:
                 self.steps.append((layer, inbound[i], i + 1, layer.joins))
             self.produced[i + 1] = len(self.steps) - 1
@@ -153,11 +200,12 @@ class Stack:
             layer.needs_input_grad = any(upstream[s] for s in self.inbound[i])
             upstream[i + 1] = layer.needs_input_grad or bool(layer.params)
 
-    def plan(self, keep: frozenset = frozenset()) -> _Plan:
-        """The steps a forward pass that keeps the tensors ``keep`` runs (made once, then reused)."""
-        plan = self._plans.get(keep)
+    def plan(self, keep: frozenset = frozenset(), inference: bool = False) -> _Plan:
+        """The steps a forward pass that keeps the tensors ``keep`` runs (made once, then reused);
+        ``inference``: the plan of an inference-only pass, where BatchNorm folds into the layer before it."""
+        plan = self._plans.get((keep, inference))
         if plan is None:
-            plan = self._plans[keep] = _Plan(self, keep)
+            plan = self._plans[(keep, inference)] = _Plan(self, keep, inference)
         return plan
 
     def forward(self, x, training=False, capture=None):
@@ -175,15 +223,30 @@ class Stack:
             names = list(capture)
         keep = frozenset(self.tensor(name) for name in names)
         plan = self._last = self.plan(keep)
+        values = self._run(plan, x, training)
+        out = values[self.output]
+        if capture is None:
+            return out
+        return out, {name: values[self.tensor(name)] for name in names}
+
+    def infer(self, x):
+        """The output for input ``x`` in inference mode, when no backward pass follows (``predict``, ``evaluate``).
+
+        BatchNorm is folded into the convolution or dense layer before it (``FoldedBatchNorm``): the same
+        function as ``forward(x)`` up to rounding, one pass over memory less per BatchNorm.
+        """
+        self._last = None                                # nothing to backpropagate through
+        return self._run(self.plan(frozenset(), inference=True), x, False)[self.output]
+
+    @staticmethod
+    def _run(plan, x, training):
+        """Run ``plan``'s steps on ``x``; return the tensors still held (the output and the kept ones)."""
         values = {0: x}
         for (runner, srcs, dst, joins), frees in zip(plan.steps, plan.frees):
             values[dst] = runner.forward([values[s] for s in srcs] if joins else values[srcs[0]], training)
             for t in frees:
                 del values[t]
-        out = values[self.output]
-        if capture is None:
-            return out
-        return out, {name: values[self.tensor(name)] for name in names}
+        return values
 
     def backward(self, dy, stop_at=None):
         """Backpropagate ``dL/d(output)`` through the latest forward pass.
@@ -195,7 +258,7 @@ class Stack:
         """
         plan = self._last
         if plan is None:
-            raise ValueError("backward needs a forward pass first")
+            raise ValueError("backward needs a forward pass first (Stack.forward: Stack.infer keeps nothing for it)")
         stop = 0 if stop_at is None else self.tensor(stop_at)
         if stop and stop not in plan.produced:
             raise ValueError(f"the latest forward pass ran layer {stop_at!r} fused with the next one; "

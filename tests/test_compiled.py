@@ -40,10 +40,18 @@ def test_compiled_winograd_matches_numpy(c, f, ty, tx, n, dtype, r):
         assert np.array_equal(got, expected)
 
         m = rng.standard_normal((nn * nn, f, k)).astype(dtype)
-        y, y_ref = np.zeros((f, 2 * ty, 2 * tx, n), dtype), np.zeros((f, 2 * ty, 2 * tx, n), dtype)
-        winograd.winograd_output(tf, m, y_ref[:, 2 * r0:2 * r1, 2 * c0:2 * c1], block)
-        loop_output(m.reshape(nn, nn, f, *block, n), y, r0, r1, c0, c1)
-        assert np.array_equal(y, y_ref)
+        bias = rng.standard_normal(f).astype(dtype)
+        for epilogue in (None, "bias", "bias+relu"):              # what a folded BatchNorm (+ ReLU) adds as y is written
+            y, y_ref = np.zeros((f, 2 * ty, 2 * tx, n), dtype), np.zeros((f, 2 * ty, 2 * tx, n), dtype)
+            out = winograd.winograd_output(tf, m, y_ref[:, 2 * r0:2 * r1, 2 * c0:2 * c1], block)
+            if epilogue:
+                out += bias[:, None, None, None]
+            if epilogue == "bias+relu":
+                np.maximum(out, 0, out=out)
+            loop_output(m.reshape(nn, nn, f, *block, n), y, r0, r1, c0, c1,
+                        bias if epilogue else np.zeros(0, dtype), epilogue == "bias+relu")
+            assert np.array_equal(y, y_ref)
+        assert (y == 0).any() and (y < 0).sum() == 0                # the last one had its negatives clipped
 
         dm = np.empty((nn, nn, f, *block, n), dtype)
         expected = winograd.winograd_output_adjoint(tf, dyq[:, :, :, r0:r1, c0:c1], block)

@@ -202,3 +202,49 @@ def test_input_gradient_through_a_winograd_layer_matches_finite_differences(comp
     assert model["conv2d_1"]._cache[0] == "winograd"
     numeric = numeric_gradient(lambda: float(np.sum(dy * model.forward(x))), x)
     assert relative_error(got, numeric) < 1e-6
+
+
+def folded_model(seed=0, dtype=np.float64):
+    """BatchNorm after a convolution with ReLU, after a Winograd convolution without, and after a dense layer."""
+    model = cnnlab.Sequential([
+        L.Conv2D(4, 3, padding="same"), L.BatchNorm(), L.ReLU(), L.MaxPool2D(2),
+        L.Conv2D(8, 3, padding="same", use_bias=False), L.BatchNorm(), L.MaxPool2D(2),
+        L.Flatten(), L.Dense(6), L.BatchNorm(), L.ReLU(), L.Dense(3)], input_shape=(8, 8, 2), seed=seed).astype(dtype)
+    rng = np.random.default_rng(seed + 1)
+    for bn in (layer for layer in model.layers if isinstance(layer, L.BatchNorm)):
+        c = bn.params["gamma"].shape
+        bn.params["gamma"][...] = rng.uniform(-1.5, 1.5, c)              # negative scales too
+        bn.params["beta"][...] = rng.standard_normal(c)
+        bn.buffers["running_mean"][...] = rng.standard_normal(c)
+        bn.buffers["running_var"][...] = rng.uniform(0.2, 3, c)
+    model["conv2d_1"]._uses_winograd = lambda channels: cnnlab.layers.compiled.enabled()   # the transforms' epilogue
+    return model
+
+
+def test_inference_folds_batchnorm_into_the_layer_before_it_with_the_same_outputs(compiled_loops):
+    model = folded_model()
+    kinds = [type(r).__name__ for r, *_ in model.stack.plan(frozenset(), inference=True).steps]
+    assert kinds == ["FoldedBatchNorm", "MaxPool2D", "FoldedBatchNorm", "MaxPool2D", "Flatten", "FoldedBatchNorm", "Dense"]
+    folded = model.stack.plan(frozenset(), inference=True).steps
+    assert [r.relu is not None for r, *_ in folded if type(r).__name__ == "FoldedBatchNorm"] == [True, False, True]
+    assert "FoldedBatchNorm" not in [type(r).__name__ for r, *_ in model.stack.plan(frozenset()).steps]
+    x = np.random.default_rng(2).standard_normal((5, 8, 8, 2))
+    expected, caught = model.forward(x, capture=["batch_norm", "batch_norm_1", "relu_1"])
+    assert (caught["batch_norm"] < 0).any() and (caught["relu_1"] == 0).any()   # the ReLUs clip something
+    np.testing.assert_allclose(model.stack.infer(x), expected, rtol=1e-12, atol=1e-12)
+    f32 = folded_model(dtype=np.float32)
+    np.testing.assert_allclose(f32.stack.infer(x.astype(np.float32)), expected, rtol=1e-4, atol=1e-4)
+    # predict and evaluate run the folded pass, in every worker too
+    np.testing.assert_allclose(model.logits(x, workers=2, batch_size=4), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_inference_only_pass_has_no_backward():
+    model = folded_model()
+    x = np.zeros((2, 8, 8, 2))
+    model.stack.infer(x)
+    with pytest.raises(ValueError, match="backward needs a forward pass first"):
+        model.stack.backward(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="inference only"):
+        model.stack.plan(frozenset(), inference=True).steps[0][0].forward(x, training=True)
+    # a captured BatchNorm output is the layer's own: no folding where a forward pass keeps it
+    assert model.stack.plan(frozenset([model.stack.tensor("batch_norm")])).steps[1][0] is model["batch_norm"]

@@ -77,8 +77,25 @@ def winograd3_input(xq, r0, r1, c0, c1, v):
 
 
 @_jit
-def winograd3_output(m, y, r0, r1, c0, c1):
-    """``Y = A^T M A`` of tiles ``r0:r1, c0:c1``: ``m`` (4, 4, F, r1-r0, c1-c0, N) into ``y`` (F, 2 Ty, 2 Tx, N)."""
+def _bias_relu(run, b, relu):
+    """An output row's epilogue, ``run`` (positions, N): add the bias ``b``, then ``max(., 0)`` where ``relu``
+    (a NaN stays NaN, as in ``np.maximum``)."""
+    for j in range(run.shape[0]):
+        for k in range(run.shape[1]):
+            v = run[j, k] + b
+            if relu and v < 0:
+                run[j, k] = 0
+            else:
+                run[j, k] = v
+
+
+@_jit
+def winograd3_output(m, y, r0, r1, c0, c1, bias, relu):
+    """``Y = A^T M A`` of tiles ``r0:r1, c0:c1``: ``m`` (4, 4, F, r1-r0, c1-c0, N) into ``y`` (F, 2 Ty, 2 Tx, N).
+
+    With a ``bias`` (F,) (an empty array: none), each output row gets its filter's bias added, then
+    ``max(., 0)`` where ``relu``: the epilogue of a convolution with BatchNorm folded in (``conv.py``).
+    """
     nf, n = m.shape[2], m.shape[5]
     w = (c1 - c0) * n
     mr = m.reshape(4, 4, nf, r1 - r0, w)                                    # view: a row of tiles, all images
@@ -100,6 +117,8 @@ def winograd3_output(m, y, r0, r1, c0, c1):
                     for k in range(n):
                         y0[k] = s0[k] + s1[k] + s2[k]
                         y1[k] = s1[k] - s2[k] - s3[k]
+                if bias.shape[0]:                                          # this output row while it is in cache
+                    _bias_relu(y[f, 2 * (r0 + i) + a, 2 * c0:2 * c1], bias[f], relu)
     return y
 
 
@@ -208,8 +227,9 @@ def winograd5_input(xq, r0, r1, c0, c1, v):
 
 
 @_jit
-def winograd5_output(m, y, r0, r1, c0, c1):
-    """``Y = A^T M A`` of tiles ``r0:r1, c0:c1``: ``m`` (6, 6, F, r1-r0, c1-c0, N) into ``y`` (F, 2 Ty, 2 Tx, N)."""
+def winograd5_output(m, y, r0, r1, c0, c1, bias, relu):
+    """``Y = A^T M A`` of tiles ``r0:r1, c0:c1``: ``m`` (6, 6, F, r1-r0, c1-c0, N) into ``y`` (F, 2 Ty, 2 Tx, N);
+    ``bias`` and ``relu`` as in ``winograd3_output``."""
     nf, n = m.shape[2], m.shape[5]
     h, c2 = m.dtype.type(0.5), m.dtype.type(2)
     w = (c1 - c0) * n
@@ -234,6 +254,8 @@ def winograd5_output(m, y, r0, r1, c0, c1):
                     for k in range(n):
                         y0[k] = s0[k] + s1[k] + s2[k] + s3[k] + s4[k]
                         y1[k] = s1[k] - s2[k] + c2 * s3[k] - h * s4[k] + s5[k]
+                if bias.shape[0]:
+                    _bias_relu(y[f, 2 * (r0 + i) + a, 2 * c0:2 * c1], bias[f], relu)
     return y
 
 

@@ -289,10 +289,11 @@ class Conv2D(Layer):
         if self.use_bias:
             self.params["bias"] = np.zeros(self.filters, self.dtype)
 
-    def _kernel_matrix(self):
+    def _kernel_matrix(self, kernel=None):
         """The kernel (kh, kw, C_g, F) as a matrix (g, F_g, C_g*kh*kw) with columns in im2col's (c, p, q) order."""
-        kh, kw, cg, f = self.params["kernel"].shape
-        return self.params["kernel"].transpose(3, 2, 0, 1).reshape(self.groups, f // self.groups, cg * kh * kw)
+        kernel = self.params["kernel"] if kernel is None else kernel
+        kh, kw, cg, f = kernel.shape
+        return kernel.transpose(3, 2, 0, 1).reshape(self.groups, f // self.groups, cg * kh * kw)
 
     # The patch matrix is kh*kw times larger than the input. Built whole, it falls out of the core's
     # cache before the product reads it, so it is built in bands of output rows of about BAND_BYTES,
@@ -320,15 +321,34 @@ class Conv2D(Layer):
         return xp[:, r0 * sh:(r1 - 1) * sh + (self.kernel_size[0] - 1) * dh + 1]
 
     def forward(self, x, training=False):
+        x = self._prepare(x)                                                    # builds the layer on first use
+        return self._forward(x, training, self.params["kernel"], self.params.get("bias"))
+
+    def forward_folded(self, x, scale, shift, relu=False):
+        """Inference of this convolution followed by the per-filter map ``y * scale + shift`` (then ``max(., 0)``
+        where ``relu``), as one convolution: the map is folded into the kernel and bias, so it costs nothing.
+
+        A ``BatchNorm`` at inference is such a map (``BatchNorm.folded``); ``cnnlab.stack`` folds it in
+        inference-only passes. The result equals the two layers' up to rounding; no backward pass follows.
+        """
         x = self._prepare(x)
+        kernel = (self.params["kernel"] * scale).astype(self.dtype)              # filter f scaled by scale[f]
+        bias = shift if not self.use_bias else self.params["bias"] * scale + shift
+        return self._forward(x, False, kernel, np.asarray(bias, self.dtype), relu)
+
+    def _forward(self, x, training, kernel, bias, relu=False):
+        """The convolution of the prepared batch ``x`` with ``kernel`` (kh, kw, C_g, F) and ``bias`` (F,) or None,
+        then ``max(., 0)`` where ``relu``."""
         n, h, w, _ = x.shape
         g, f = self.groups, self.filters
         pads = resolve_padding(self.padding, (h, w), self.kernel_size, self.strides, self.dilation, self.label)
         ho, wo, _ = self.compute_output_shape(x.shape[1:])
+        if bias is None and relu:
+            bias = np.zeros(f, self.dtype)
         if self._uses_winograd(x.shape[3]):
-            return self._forward_winograd(x, pads, (ho, wo), training)
+            return self._forward_winograd(x, pads, (ho, wo), training, kernel, bias, relu)
         xp = pad_hw(to_chwn(x), pads)                                          # (C, Hp, Wp, N)
-        wmat = self._kernel_matrix()                                            # (g, F_g, K_g)
+        wmat = self._kernel_matrix(kernel)                                      # (g, F_g, K_g)
         k = wmat.shape[2] * g                                                   # rows of the patch matrix: C*kh*kw
         y = np.empty((f, ho, wo, n), self.dtype)                                # the output, stored (F, Ho, Wo, N)
         bands = self._bands(ho, k * wo * n * self.dtype.itemsize, training)
@@ -340,8 +360,10 @@ class Conv2D(Layer):
                 matmul_blocked(wmat[0], cols, out=out)
             else:
                 np.matmul(wmat, cols.reshape(g, -1, cols.shape[1]), out=out.reshape(g, f // g, -1))
-        if self.use_bias:
-            y.reshape(f, -1)[...] += self.params["bias"][:, None]
+            if bias is not None:                                                # while the band is in cache
+                out += bias[:, None]
+                if relu:
+                    np.maximum(out, 0, out=out)
         kept = cols if len(bands) == 1 else None                                # one band: keep it for backward
         self._cache = ("im2col", xp, kept, bands, pads, (ho, wo))
         return from_chwn(y)                                                     # (N, Ho, Wo, F), a view
@@ -394,19 +416,17 @@ class Conv2D(Layer):
         return [(r0, min(tiles[0], r0 + rows), c0, min(tiles[1], c0 + cols))
                 for r0 in range(0, tiles[0], rows) for c0 in range(0, tiles[1], cols)]
 
-    def _forward_winograd(self, x, pads, out_hw, training):
+    def _forward_winograd(self, x, pads, out_hw, training, kernel, bias, relu):
         n, f = x.shape[0], self.filters
         tf = winograd.TRANSFORMS[self.kernel_size[0]]
         tiles = winograd.winograd_tiles(*out_hw)
         xq = winograd.parity_split(to_chwn(x), pads[0], pads[2],
                                    tiles[0] + tf.halo, tiles[1] + tf.halo)     # padded: (C, 2, 2, Ty+halo, Tx+halo, N)
-        u = winograd.winograd_kernel(tf, self.params["kernel"])                 # (n^2, F, C)
+        u = winograd.winograd_kernel(tf, kernel)                                # (n^2, F, C)
         y = np.empty((f, 2 * tiles[0], 2 * tiles[1], n), self.dtype)
         for r0, r1, c0, c1 in self._winograd_blocks(x.shape[3], tiles, n):
             m = np.matmul(u, winograd.winograd_input_block(tf, xq, r0, r1, c0, c1))     # (n^2, F, tiles*N) = U V
-            winograd.winograd_output_block(tf, m, y, r0, r1, c0, c1)
-        if self.use_bias:
-            y += self.params["bias"][:, None, None, None]
+            winograd.winograd_output_block(tf, m, y, r0, r1, c0, c1, bias, relu)     # bias (and ReLU) added there
         self._cache = ("winograd", xq, u, x.shape[1:3], pads, tiles)        # kept: input gradients follow inference too
         return from_chwn(y[:, :out_hw[0], :out_hw[1]])                          # (N, Ho, Wo, F), a view
 

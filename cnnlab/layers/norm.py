@@ -121,6 +121,13 @@ class BatchNorm(Layer):
         dx = compiled.batchnorm_relu_input_grad(flat, dyc, mean, scale, beta, a, b, np.empty_like(dyc))
         return dx.reshape(shape).transpose(order)
 
+    def folded(self):
+        """``(scale, shift)``, per channel: at inference this layer computes ``x * scale + shift``, a map that
+        the convolution or dense layer before it can absorb (``Conv2D.forward_folded``)."""
+        inv_std = (1 / np.sqrt(self.buffers["running_var"] + self.eps)).astype(self.dtype)
+        scale = self.params["gamma"] * inv_std
+        return scale, self.params["beta"] - self.buffers["running_mean"] * scale
+
     def _update_running(self, mean, unbiased_var):
         m = self.momentum
         self.buffers["running_mean"] *= 1 - m

@@ -209,12 +209,21 @@ def winograd_input_block(tf, xq, r0, r1, c0, c1):
     return compiled.WINOGRAD[tf.r][0](xq, r0, r1, c0, c1, v).reshape(k * k, xq.shape[0], -1)
 
 
-def winograd_output_block(tf, m, y, r0, r1, c0, c1):
-    """Write ``A^T M A`` of tiles ``r0:r1, c0:c1`` (``m``: (n^2, F, tiles*N)) into ``y`` (F, 2Ty, 2Tx, N)."""
+def winograd_output_block(tf, m, y, r0, r1, c0, c1, bias=None, relu=False):
+    """Write ``A^T M A`` of tiles ``r0:r1, c0:c1`` (``m``: (n^2, F, tiles*N)) into ``y`` (F, 2Ty, 2Tx, N).
+
+    With a ``bias`` (F,), add it to each filter's outputs, then ``max(., 0)`` where ``relu``.
+    """
     block, k = (r1 - r0, c1 - c0), tf.n
     if not compiled.enabled():
-        return winograd_output(tf, m, y[:, 2 * r0:2 * r1, 2 * c0:2 * c1], block)
-    return compiled.WINOGRAD[tf.r][1](m.reshape(k, k, y.shape[0], *block, y.shape[3]), y, r0, r1, c0, c1)
+        out = winograd_output(tf, m, y[:, 2 * r0:2 * r1, 2 * c0:2 * c1], block)
+        if bias is not None:
+            out += bias[:, None, None, None]
+            if relu:
+                np.maximum(out, 0, out=out)
+        return y
+    bias = np.zeros(0, y.dtype) if bias is None else bias
+    return compiled.WINOGRAD[tf.r][1](m.reshape(k, k, y.shape[0], *block, y.shape[3]), y, r0, r1, c0, c1, bias, relu)
 
 
 def winograd_output_adjoint_block(tf, dyq, r0, r1, c0, c1):
