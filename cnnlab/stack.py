@@ -20,8 +20,9 @@ Fused steps: a ``ReLU`` whose output only a ``MaxPool2D`` reads runs as one
 :class:`ReLUMaxPool` step (pool first, then ReLU: exactly the same numbers, a
 quarter of the work for the ReLU), unless the ReLU's output is captured. With the
 compiled loops (``cnnlab.layers.compiled``, numba), a ``BatchNorm`` whose output
-only a ``ReLU`` reads runs with it as one :class:`BatchNormReLU` step; in a chain
-BatchNorm -> ReLU -> MaxPool the first pair fuses. Inference-only passes
+only a ``ReLU`` reads runs with it as one :class:`BatchNormReLU` step, and with a
+``MaxPool2D`` after that whose windows do not overlap, all three as one
+:class:`BatchNormReLUMaxPool` step. Inference-only passes
 (:meth:`Stack.infer`, behind ``predict`` and ``evaluate``) also fold a
 ``BatchNorm`` into the ``Conv2D`` or ``Dense`` before it, with the ``ReLU`` after
 it (:class:`FoldedBatchNorm`): the normalization then costs nothing.
@@ -72,6 +73,26 @@ class BatchNormReLU:
         return self.norm.backward_relu(dy)
 
 
+class BatchNormReLUMaxPool:
+    """``BatchNorm`` -> ``ReLU`` -> ``MaxPool2D`` as one step of the compiled loops (``BatchNorm.forward_relu_pool``),
+    for pools whose windows do not overlap: only the pooled output is written, and the backward pass sends
+    each window's gradient through its winner alone. The ReLU and the pool keep no cache of their own.
+    """
+
+    def __init__(self, norm, relu, pool):
+        self.norm, self.relu, self.pool = norm, relu, pool
+
+    @staticmethod
+    def accepts(norm, relu, pool):
+        return all(s >= k for s, k in zip(pool.strides, pool.pool_size)) and pool.pool_size[0] * pool.pool_size[1] <= 255
+
+    def forward(self, x, training=False):
+        return self.norm.forward_relu_pool(x, self.pool, training)
+
+    def backward(self, dy):
+        return self.norm.backward_relu_pool(dy)
+
+
 class FoldedBatchNorm:
     """A ``Conv2D`` or ``Dense`` layer, the ``BatchNorm`` after it and optionally a ``ReLU``, at inference.
 
@@ -98,6 +119,7 @@ class FoldedBatchNorm:
 FUSIONS = [
     (((Conv2D, Dense), BatchNorm, ReLU), FoldedBatchNorm, "inference"),
     (((Conv2D, Dense), BatchNorm), FoldedBatchNorm, "inference"),
+    ((BatchNorm, ReLU, MaxPool2D), BatchNormReLUMaxPool, "compiled"),
     ((BatchNorm, ReLU), BatchNormReLU, "compiled"),
     ((ReLU, MaxPool2D), ReLUMaxPool, "always"),
 ]
@@ -137,7 +159,7 @@ class _Plan:
                 continue
             for types, fused, when in FUSIONS:
                 group = _chain(stack, i, types, keep) if applies[when] else None
-                if group:
+                if group and getattr(fused, "accepts", lambda *_: True)(*(layers[g] for g in group)):
                     groups[group[-1]] = (group, fused)
                     member.update(group)
                     break

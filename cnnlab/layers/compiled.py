@@ -465,6 +465,123 @@ def max_pool_backward(dy, tap, kh, kw, sh, sw, top, left, dx):
     return dx
 
 
+# BatchNorm, ReLU and a max pool whose windows do not overlap (cnnlab/layers/norm.py,
+# BatchNorm.forward_relu_pool): max and ReLU commute, so each window's maximum of the normalized values
+# is found and clipped, and only the pooled output is written (with the winning tap, as ``max_pool``).
+# Backward: the gradient reaches a pixel only where it won its window and the output was positive, so
+# the statistics' sums run over the winners, and the input gradient is BatchNorm's term through the
+# batch statistics everywhere plus the routed gradient at the winners. Arrays are (C, H, W, N).
+
+@_jit
+def batchnorm_relu_max_pool(x, mean, scale, shift, kh, kw, sh, sw, top, left, y, tap):
+    """``y = max(0, max over each window of (x - mean) * scale + shift)``, per channel; ``tap``: the winning tap.
+
+    A row of windows at a time, tap by tap; a value replaces the running maximum only when larger (or a
+    NaN), so the first maximum in row-major order wins, as in ``max_pool``.
+    """
+    c_, h, w, n = x.shape
+    ho, wo = y.shape[1], y.shape[2]
+    for c in range(c_):
+        mu, s, b = mean[c], scale[c], shift[c]
+        for i in range(ho):
+            for j in range(wo):
+                for k in range(n):
+                    y[c, i, j, k] = -np.inf
+                    tap[c, i, j, k] = 0
+            for p in range(kh):
+                r = i * sh + p - top
+                if r < 0 or r >= h:
+                    continue
+                for q in range(kw):
+                    t = p * kw + q
+                    for j in range(wo):
+                        col = j * sw + q - left
+                        if col < 0 or col >= w:
+                            continue
+                        for k in range(n):
+                            z = (x[c, r, col, k] - mu) * s + b
+                            best = y[c, i, j, k]
+                            if z > best or (z != z and best == best):
+                                y[c, i, j, k] = z
+                                tap[c, i, j, k] = t
+            for j in range(wo):                    # the ReLU, as batchnorm_relu applies it
+                for k in range(n):
+                    v = y[c, i, j, k]
+                    y[c, i, j, k] = v if v > 0 else 0
+    return y
+
+
+@(numba.njit(cache=True, nogil=True, fastmath={"reassoc"}) if numba is not None else (lambda f: f))
+def batchnorm_relu_max_pool_sums(x, dy, tap, mean, scale, shift, kh, kw, sh, sw, top, left):
+    """Per channel: ``sum(g)`` and ``sum(g (x - mean))``, ``g`` the gradient each pixel gets from its window."""
+    c_, h, w, n = x.shape
+    zero = x.dtype.type(0)
+    sum_g, sum_gxm = np.zeros(c_), np.zeros(c_)
+    for c in range(c_):
+        mu, s, b = mean[c], scale[c], shift[c]
+        s1 = 0.0
+        s2 = 0.0
+        for i in range(dy.shape[1]):
+            for p in range(kh):
+                r = i * sh + p - top
+                if r < 0 or r >= h:
+                    continue
+                for q in range(kw):
+                    t = p * kw + q
+                    for j in range(dy.shape[2]):
+                        col = j * sw + q - left
+                        if col < 0 or col >= w:
+                            continue
+                        for k in range(n):
+                            xm = x[c, r, col, k] - mu
+                            g = dy[c, i, j, k] if tap[c, i, j, k] == t and xm * s + b > 0 else zero
+                            s1 += g
+                            s2 += g * xm
+        sum_g[c], sum_gxm[c] = s1, s2
+    return sum_g, sum_gxm
+
+
+@_jit
+def batchnorm_relu_max_pool_input_grad(x, dy, tap, mean, scale, shift, a, b, kh, kw, sh, sw, top, left, dx):
+    """``dx = g scale - (x - mean) a - b`` (``g`` as in the sums: 0 off the winners), channel by channel."""
+    c_, h, w, n = x.shape
+    zero = x.dtype.type(0)
+    row_in = np.zeros(h, np.bool_)                 # pixels some window covers (the others get only BatchNorm's term)
+    col_in = np.zeros(w, np.bool_)
+    for i in range(dy.shape[1]):
+        for p in range(kh):
+            if 0 <= i * sh + p - top < h:
+                row_in[i * sh + p - top] = True
+    for j in range(dy.shape[2]):
+        for q in range(kw):
+            if 0 <= j * sw + q - left < w:
+                col_in[j * sw + q - left] = True
+    for c in range(c_):
+        mu, s, sft, ac, bc = mean[c], scale[c], shift[c], a[c], b[c]
+        for i in range(dy.shape[1]):               # each window's pixels: its gradient at the winner, 0 elsewhere
+            for p in range(kh):
+                r = i * sh + p - top
+                if r < 0 or r >= h:
+                    continue
+                for q in range(kw):
+                    t = p * kw + q
+                    for j in range(dy.shape[2]):
+                        col = j * sw + q - left
+                        if col < 0 or col >= w:
+                            continue
+                        for k in range(n):
+                            xm = x[c, r, col, k] - mu
+                            g = dy[c, i, j, k] if tap[c, i, j, k] == t and xm * s + sft > 0 else zero
+                            dx[c, r, col, k] = g * s - xm * ac - bc
+        for r in range(h):                         # pixels no window covers
+            for col in range(w):
+                if row_in[r] and col_in[col]:
+                    continue
+                for k in range(n):
+                    dx[c, r, col, k] = -((x[c, r, col, k] - mu) * ac) - bc    # = 0 scale - (x - mean) a - b
+    return dx
+
+
 # col2im (cnnlab/layers/conv.py): add every row of the patch-matrix gradient back onto the pixels it came
 # from. NumPy adds one kernel tap at a time over the whole image (kh * kw passes over memory); here the
 # taps of one output row are added while the input rows they touch are in cache.

@@ -89,17 +89,32 @@ class BatchNorm(Layer):
     def forward_relu(self, x, training=False):
         """``max(self.forward(x, training), 0)``, computed by the compiled loops."""
         xc, order, flat = self._rows(x, training)
-        count = flat.shape[1]
-        if training:
-            mean, var = (a.astype(self.dtype) for a in compiled.batchnorm_stats(flat))
-            self._record(mean, var, count)
-        else:
-            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
-        inv_std = (1 / np.sqrt(var + self.eps)).astype(self.dtype)
-        scale = (self.params["gamma"] * inv_std).astype(self.dtype)
+        mean, inv_std, scale = self._affine(flat, training)
         y = compiled.batchnorm_relu(flat, mean, scale, self.params["beta"], np.empty_like(flat))
         self._cache = (flat, mean, inv_std, scale, order, training)
         return y.reshape(xc.shape).transpose(order)
+
+    def _affine(self, flat, training):
+        """``(mean, inv_std, scale)`` of the fused steps: the batch's (recorded) or the running statistics."""
+        if training:
+            mean, var = (a.astype(self.dtype) for a in compiled.batchnorm_stats(flat))
+            self._record(mean, var, flat.shape[1])
+        else:
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        inv_std = (1 / np.sqrt(var + self.eps)).astype(self.dtype)
+        return mean, inv_std, (self.params["gamma"] * inv_std).astype(self.dtype)
+
+    def _fused_grads(self, sum_g, sum_gxm, inv_std, scale, count, training):
+        """Fill the gradients of gamma and beta from the sums; return ``(a, b)`` of the input gradient
+        ``dx = g scale - (x - mean) a - b`` (zeros at inference), or None when no input gradient is needed."""
+        self.grads["gamma"][...] = sum_gxm * inv_std
+        self.grads["beta"][...] = sum_g
+        if not self.needs_input_grad:
+            return None
+        if not training:
+            return np.zeros_like(scale), np.zeros_like(scale)
+        return ((scale * inv_std * inv_std * sum_gxm / count).astype(self.dtype),   # through the batch statistics,
+                (scale * sum_g / count).astype(self.dtype))                          # as in backward
 
     def backward_relu(self, dy):
         """The gradient of ``forward_relu``: the ReLU's, then BatchNorm's (see ``backward``), in two passes."""
@@ -110,16 +125,41 @@ class BatchNorm(Layer):
         dyc = dyc.reshape(c, -1)                            # view: (C, M)
         beta = self.params["beta"]
         sum_g, sum_gxm = compiled.batchnorm_relu_sums(flat, dyc, mean, scale, beta)   # g: dy where the output > 0
-        self.grads["gamma"][...] = sum_gxm * inv_std
-        self.grads["beta"][...] = sum_g
-        if not self.needs_input_grad:
+        ab = self._fused_grads(sum_g, sum_gxm, inv_std, scale, count, training)
+        if ab is None:
             return None
-        a = b = np.zeros(c, self.dtype)
-        if training:                                        # through the batch statistics, as in backward
-            a = (scale * inv_std * inv_std * sum_gxm / count).astype(self.dtype)
-            b = (scale * sum_g / count).astype(self.dtype)
-        dx = compiled.batchnorm_relu_input_grad(flat, dyc, mean, scale, beta, a, b, np.empty_like(dyc))
+        dx = compiled.batchnorm_relu_input_grad(flat, dyc, mean, scale, beta, *ab, np.empty_like(dyc))
         return dx.reshape(shape).transpose(order)
+
+    # ``BatchNorm`` -> ``ReLU`` -> ``MaxPool2D`` with windows that do not overlap, as one step (cnnlab.stack,
+    # with the compiled loops): the pool's window maximum of the normalized values, clipped at 0, is all that
+    # is written, and the backward pass reads the input once for the sums and once for the input gradient.
+    def forward_relu_pool(self, x, pool, training=False):
+        """``pool.forward(max(self.forward(x, training), 0))`` for a ``MaxPool2D`` ``pool``, by the compiled loops."""
+        xc, order, flat = self._rows(x, training)
+        if xc.ndim != 4:
+            raise ValueError(f"{self.label}: pooling needs images (N, H, W, C), received {x.shape}")
+        mean, inv_std, scale = self._affine(flat, training)
+        pads, (ho, wo) = pool._geometry(pool._prepare(x))                      # the pool sees the same shape
+        geometry = (*pool.pool_size, *pool.strides, pads[0], pads[2])
+        y = np.empty((xc.shape[0], ho, wo, xc.shape[3]), self.dtype)            # (C, Ho, Wo, N)
+        tap = np.empty(y.shape, np.uint8)                                      # which tap of each window won
+        compiled.batchnorm_relu_max_pool(xc, mean, scale, self.params["beta"], *geometry, y, tap)
+        self._cache = (xc, mean, inv_std, scale, training, tap, geometry)
+        return y.transpose(order)                                               # (N, Ho, Wo, C), a view
+
+    def backward_relu_pool(self, dy):
+        """The gradient of ``forward_relu_pool``."""
+        xc, mean, inv_std, scale, training, tap, geometry = self._cache
+        dyc, order = self._channels_first(np.asarray(dy, dtype=self.dtype))    # (C, Ho, Wo, N)
+        beta = self.params["beta"]
+        sums = compiled.batchnorm_relu_max_pool_sums(xc, dyc, tap, mean, scale, beta, *geometry)
+        ab = self._fused_grads(*sums, inv_std, scale, xc[0].size, training)
+        if ab is None:
+            return None
+        dx = compiled.batchnorm_relu_max_pool_input_grad(xc, dyc, tap, mean, scale, beta, *ab, *geometry,
+                                                         np.empty_like(xc))
+        return dx.transpose(order)
 
     def folded(self):
         """``(scale, shift)``, per channel: at inference this layer computes ``x * scale + shift``, a map that
