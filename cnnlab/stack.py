@@ -159,6 +159,8 @@ class _Plan:
                 continue
             for types, fused, when in FUSIONS:
                 group = _chain(stack, i, types, keep) if applies[when] else None
+                if group and fused is FoldedBatchNorm and self._pools_after(stack, group[1], keep, applies):
+                    continue                             # BatchNorm -> ReLU -> MaxPool is one pass already: keep it
                 if group and getattr(fused, "accepts", lambda *_: True)(*(layers[g] for g in group)):
                     groups[group[-1]] = (group, fused)
                     member.update(group)
@@ -182,6 +184,14 @@ class _Plan:
         for t, k in last_read.items():
             if t not in kept:
                 self.frees[k].append(t)
+
+
+    @staticmethod
+    def _pools_after(stack, norm, keep, applies):
+        """Whether the BatchNorm ``norm`` starts a ``BatchNormReLUMaxPool`` step. Folding it into the layer before
+        would save nothing there (the step reads the layer's output once and writes only the pooled result)."""
+        group = _chain(stack, norm, (BatchNorm, ReLU, MaxPool2D), keep) if applies["compiled"] else None
+        return bool(group) and BatchNormReLUMaxPool.accepts(*(stack.layers[g] for g in group))
 
 
 class Stack:
