@@ -156,6 +156,21 @@ def test_training_runs_the_fused_steps_of_the_stack(compiled_loops):
     assert not np.array_equal(before, model["conv2d"].params["kernel"])
 
 
+def assert_step_matches(step, norm, x, dy, training, y_ref, dx_ref, g_ref, running_after):
+    """A fused step's output, input gradient, BatchNorm gradients and running estimates against the layers'
+    (float64); returns the step's input gradient."""
+    y = step.forward(x, training)
+    assert y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    dx = step.backward(dy)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
+    for k, g in norm.grads.items():
+        np.testing.assert_allclose(g, g_ref[k], rtol=1e-10, atol=1e-12)
+    for k, v in norm.buffers.items():
+        np.testing.assert_allclose(v, running_after[k], rtol=1e-12)
+    return dx
+
+
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("shape", [(3, 5, 4, 6), (7, 3)], ids=["images", "features"])
 def test_fused_batchnorm_relu_matches_the_two_layers_and_finite_differences(training, shape):
@@ -179,14 +194,7 @@ def test_fused_batchnorm_relu_matches_the_two_layers_and_finite_differences(trai
     for k, v in running.items():                   # the fused step updates the running estimates once, the same way
         norm.buffers[k][...] = v
     step = BatchNormReLU(norm, relu)
-    y = step.forward(x, training)
-    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
-    dx = step.backward(dy)
-    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
-    for k, g in norm.grads.items():
-        np.testing.assert_allclose(g, g_ref[k], rtol=1e-10, atol=1e-12)
-    for k, v in norm.buffers.items():
-        np.testing.assert_allclose(v, after[k], rtol=1e-12)
+    dx = assert_step_matches(step, norm, x, dy, training, y_ref, dx_ref, g_ref, after)
 
     def loss():                                    # sum(dy * step(x)); the running estimates are put back each time
         for k, v in after.items():
@@ -291,16 +299,9 @@ def test_fused_batchnorm_relu_max_pool_matches_the_three_layers_and_finite_diffe
     after = {k: v.copy() for k, v in norm.buffers.items()}
     for k, v in running.items():
         norm.buffers[k][...] = v
+    assert (y_ref == 0).any() and (y_ref > 0).any()
     step = BatchNormReLUMaxPool(norm, relu, mp)
-    y = step.forward(x, training)
-    assert y.shape == y_ref.shape and (y_ref == 0).any() and (y_ref > 0).any()
-    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
-    dx = step.backward(dy)
-    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
-    for k, g in norm.grads.items():
-        np.testing.assert_allclose(g, g_ref[k], rtol=1e-10, atol=1e-12)
-    for k, v in norm.buffers.items():
-        np.testing.assert_allclose(v, after[k], rtol=1e-12)
+    assert_step_matches(step, norm, x, dy, training, y_ref, dx_ref, g_ref, after)
 
     x = rng.standard_normal(shape) + 0.3                 # central differences need an input without ties
 
