@@ -158,6 +158,13 @@ class Layer:
         """Shapes of the per-shard statistics a replica reports besides its gradients (BatchNorm's)."""
         return {}
 
+    def folded_params(self, scale, shift):
+        """``(kernel, bias)`` of this layer followed by ``y * scale + shift`` per output unit (the last axis of
+        the kernel): the kernel scaled, the bias ``bias * scale + shift``. For ``forward_folded``."""
+        kernel = (self.params["kernel"] * scale).astype(self.dtype)
+        bias = shift if "bias" not in self.params else self.params["bias"] * scale + shift
+        return kernel, np.asarray(bias, self.dtype)
+
     def merge_replicas(self, replicas) -> None:
         """Combine the replicas' results after a parallel step: gradients add up."""
         for k, g in self.grads.items():

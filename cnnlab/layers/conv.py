@@ -332,9 +332,7 @@ class Conv2D(Layer):
         inference-only passes. The result equals the two layers' up to rounding; no backward pass follows.
         """
         x = self._prepare(x)
-        kernel = (self.params["kernel"] * scale).astype(self.dtype)              # filter f scaled by scale[f]
-        bias = shift if not self.use_bias else self.params["bias"] * scale + shift
-        return self._forward(x, False, kernel, np.asarray(bias, self.dtype), relu)
+        return self._forward(x, False, *self.folded_params(scale, shift), relu)      # filter f scaled by scale[f]
 
     def _forward(self, x, training, kernel, bias, relu=False):
         """The convolution of the prepared batch ``x`` with ``kernel`` (kh, kw, C_g, F) and ``bias`` (F,) or None,

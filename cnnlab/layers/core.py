@@ -60,10 +60,9 @@ class Dense(Layer):
     def forward_folded(self, x, scale, shift, relu=False):
         """Inference of this layer followed by ``y * scale + shift`` per unit (then ``max(., 0)`` where
         ``relu``), with the map folded into the weights (see ``Conv2D.forward_folded``)."""
-        kernel = (self.params["kernel"] * scale).astype(self.dtype)
-        bias = shift if not self.use_bias else self.params["bias"] * scale + shift
+        kernel, bias = self.folded_params(scale, shift)
         y = self._prepare(x) @ kernel
-        y += np.asarray(bias, self.dtype)
+        y += bias
         return np.maximum(y, 0, out=y) if relu else y
 
     def backward(self, dy):
