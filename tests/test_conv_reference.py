@@ -36,7 +36,7 @@ def test_winograd_conv_equals_naive_loops(shape, padding, block_bytes, k, compil
         shape = shape[:1] + (shape[1] + 2, shape[2] + 2) + shape[3:]
     x = rng.standard_normal(shape)
     layer = L.Conv2D(4, k, padding=padding)
-    layer._uses_winograd = lambda channels: True      # Winograd F(2x2, kxk) on any number of channels
+    layer._algorithm = lambda channels: "winograd"   # Winograd F(2x2, kxk) on any number of channels
     if block_bytes:
         layer.WINOGRAD_BAND_BYTES = block_bytes       # every tile its own block
     layer.build(shape[1:], rng=rng, dtype=np.float64)
@@ -45,6 +45,48 @@ def test_winograd_conv_equals_naive_loops(shape, padding, block_bytes, k, compil
     expected = L.conv2d_naive(x, layer.params["kernel"], layer.params["bias"], pads=pads)
     np.testing.assert_allclose(layer.forward(x, training=True), expected, rtol=1e-12, atol=1e-12)
     assert layer._cache[0] == "winograd"
+
+
+DIRECT_CASES = [  # (N, H, W, C), filters, kernel rows, padding: odd filter counts, "same", "valid", asymmetric, tall kernels
+    ((2, 7, 9, 1), 6, 5, "same"), ((3, 6, 8, 3), 5, 5, "valid"), ((1, 5, 6, 7), 1, 3, (2, 1)), ((2, 4, 5, 2), 3, 1, 0),
+    ((1, 3, 5, 4), 4, 7, "same"), ((2, 9, 12, 6), 16, 5, (0, 2))]
+
+
+@pytest.mark.parametrize("shape,filters,kh,padding", DIRECT_CASES)
+def test_direct_conv_equals_naive_loops(shape, filters, kh, padding):
+    """Layers with 5-wide kernels and few channels run the compiled direct convolution (numba)."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape)
+    layer = L.Conv2D(filters, (kh, 5), padding=padding)
+    layer.build(shape[1:], rng=rng, dtype=np.float64)
+    layer.params["bias"][...] = rng.standard_normal(filters)
+    pads = resolve_padding(layer.padding, shape[1:3], layer.kernel_size, layer.strides, layer.dilation)
+    expected = L.conv2d_naive(x, layer.params["kernel"], layer.params["bias"], pads=pads)
+    np.testing.assert_allclose(layer.forward(x, training=True), expected, rtol=1e-12, atol=1e-12)
+    assert layer._cache[0] == "direct"
+    relu = layer.forward_folded(x, np.full(filters, 2.0), np.full(filters, -0.5), relu=True)   # the epilogue
+    np.testing.assert_allclose(relu, np.maximum(expected * 2 - 0.5, 0), rtol=1e-12, atol=1e-12)
+
+
+def test_direct_conv_float32_error_is_that_of_a_dot_product():
+    """In float32 the direct sums (fused multiply-adds in any order) stay within k^2 C units of roundoff,
+    scaled by the sum of |x| |w| per output, the bound of a dot product; measured against im2col's."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((8, 20, 20, 6))
+    kernel = rng.standard_normal((5, 5, 6, 16)) / 10
+    expected = L.conv2d_naive(x, kernel, pads=(2, 2, 2, 2))
+    scale = L.conv2d_naive(np.abs(x), np.abs(kernel), pads=(2, 2, 2, 2))
+    errors = {}
+    for name in ("direct", "im2col"):
+        layer = L.Conv2D(16, 5, padding="same", use_bias=False)
+        layer._algorithm = lambda channels, name=name: name
+        layer.build(x.shape[1:], dtype=np.float32)
+        layer.params["kernel"][...] = kernel
+        errors[name] = float(np.max(np.abs(layer.forward(x.astype(np.float32)) - expected) / scale))
+    eps = np.finfo(np.float32).eps
+    assert errors["direct"] < 4 * eps and errors["im2col"] < 4 * eps, errors
 
 
 @pytest.mark.parametrize("k,bound", [(3, 4), (5, 6)])
@@ -62,9 +104,9 @@ def test_winograd_float32_error_bound(k, bound, compiled_loops):
     for name in ("winograd", "im2col"):
         layer = L.Conv2D(32, k, padding="same", use_bias=False)      # 64 -> 32 channels: Winograd by default
         if name == "im2col":
-            layer._uses_winograd = lambda channels: False
+            layer._algorithm = lambda channels: "im2col"
         else:
-            layer._uses_winograd = lambda channels: True            # (5x5 uses it by default with numba only)
+            layer._algorithm = lambda channels: "winograd"         # (5x5 uses it by default with numba only)
         layer.build(x.shape[1:], dtype=np.float32)
         layer.params["kernel"][...] = kernel
         y = layer.forward(x.astype(np.float32))

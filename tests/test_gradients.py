@@ -43,11 +43,25 @@ def test_conv2d_winograd_gradients(shape, padding, use_bias, block_bytes, k, com
         shape = shape[:1] + (shape[1] + 2, shape[2] + 2) + shape[3:]
     x = np.random.default_rng(4).standard_normal(shape)
     layer = L.Conv2D(3, k, padding=padding, use_bias=use_bias)
-    layer._uses_winograd = lambda channels: True
+    layer._algorithm = lambda channels: "winograd"
     if block_bytes:
         layer.WINOGRAD_BAND_BYTES = block_bytes
     errors = check_layer(layer, x)
     assert layer._cache[0] == "winograd"
+    assert max(errors.values()) < TOL, errors
+
+
+@pytest.mark.parametrize("shape,filters,kh,padding", [((2, 6, 7, 1), 3, 5, "same"), ((1, 7, 6, 2), 2, 5, "valid"),
+                                                     ((2, 5, 6, 3), 1, 3, (2, 1)), ((1, 4, 8, 4), 4, 2, (1, 2))])
+def test_conv2d_direct_gradients(shape, filters, kh, padding):
+    # Layers with 5-wide kernels and few channels run the compiled direct convolution; its input
+    # gradient is the same loop on dy with the kernel turned, its kernel gradient a loop of its own.
+    pytest.importorskip("numba")
+    x = np.random.default_rng(5).standard_normal(shape)
+    layer = L.Conv2D(filters, (kh, 5), padding=padding)
+    errors = check_layer(layer, x)
+    assert layer._cache[0] == "direct"
+    assert set(errors) == {"input", "kernel", "bias"}
     assert max(errors.values()) < TOL, errors
 
 

@@ -209,7 +209,7 @@ def test_input_gradient_through_a_winograd_layer_matches_finite_differences(comp
     """Saliency runs backward after an inference-mode forward: a Winograd layer must keep its input for it."""
     model = cnnlab.Sequential([L.Conv2D(8, 3, padding="same"), L.ReLU(), L.Conv2D(4, 3, padding="same"),
                                L.Flatten(), L.Dense(3)], input_shape=(6, 6, 2), seed=3).astype(np.float64)
-    model["conv2d_1"]._uses_winograd = lambda channels: True
+    model["conv2d_1"]._algorithm = lambda channels: "winograd"
     x = np.random.default_rng(13).standard_normal((1, 6, 6, 2))
     dy = np.random.default_rng(14).standard_normal((1, 3))
     got = model.input_gradient(x, dy)
@@ -233,7 +233,7 @@ def folded_model(seed=0, dtype=np.float64):
         bn.buffers["running_mean"][...] = rng.standard_normal(c)
         bn.buffers["running_var"][...] = rng.uniform(0.2, 3, c)
     for name in ("conv2d_1", "conv2d_2"):                                # the Winograd output loops' epilogue
-        model[name]._uses_winograd = lambda channels: cnnlab.layers.compiled.enabled()
+        model[name]._algorithm = lambda channels: "winograd" if cnnlab.layers.compiled.enabled() else "im2col"
     return model
 
 
