@@ -115,11 +115,14 @@ class FoldedBatchNorm:
         raise ValueError("an inference-only pass (Stack.infer) has no backward pass; use Stack.forward")
 
 
-# Fused steps, tried in this order at each layer: (layer types along a chain, step, when it applies).
+# Fused steps, by priority: (layer types along a chain, step, when it applies). Each claims the chains it
+# matches, except where a fusion listed before it has claimed one of their layers: a BatchNorm that
+# BatchNorm -> ReLU -> MaxPool runs in one pass is not folded into the layer before it (folding saves
+# nothing there: the step reads that layer's output once and writes only the pooled result).
 FUSIONS = [
+    ((BatchNorm, ReLU, MaxPool2D), BatchNormReLUMaxPool, "compiled"),
     (((Conv2D, Dense), BatchNorm, ReLU), FoldedBatchNorm, "inference"),
     (((Conv2D, Dense), BatchNorm), FoldedBatchNorm, "inference"),
-    ((BatchNorm, ReLU, MaxPool2D), BatchNormReLUMaxPool, "compiled"),
     ((BatchNorm, ReLU), BatchNormReLU, "compiled"),
     ((ReLU, MaxPool2D), ReLUMaxPool, "always"),
 ]
@@ -154,17 +157,15 @@ class _Plan:
         layers, inbound = stack.layers, stack.inbound
         applies = {"always": True, "compiled": compiled.enabled(), "inference": inference}
         groups, member = {}, set()                       # last layer of a fused group -> (its layers, step type)
-        for i in range(len(layers)):
-            if i in member:
+        for types, fused, when in FUSIONS:
+            if not applies[when]:
                 continue
-            for types, fused, when in FUSIONS:
-                group = _chain(stack, i, types, keep) if applies[when] else None
-                if group and fused is FoldedBatchNorm and self._pools_after(stack, group[1], keep, applies):
-                    continue                             # BatchNorm -> ReLU -> MaxPool is one pass already: keep it
-                if group and getattr(fused, "accepts", lambda *_: True)(*(layers[g] for g in group)):
+            for i in range(len(layers)):
+                group = _chain(stack, i, types, keep)
+                if (group and member.isdisjoint(group)
+                        and getattr(fused, "accepts", lambda *_: True)(*(layers[g] for g in group))):
                     groups[group[-1]] = (group, fused)
                     member.update(group)
-                    break
         self.steps, self.produced = [], {}
         for i, layer in enumerate(layers):
             if i in groups:                              # a fused group runs where its last layer would
@@ -185,13 +186,6 @@ class _Plan:
             if t not in kept:
                 self.frees[k].append(t)
 
-
-    @staticmethod
-    def _pools_after(stack, norm, keep, applies):
-        """Whether the BatchNorm ``norm`` starts a ``BatchNormReLUMaxPool`` step. Folding it into the layer before
-        would save nothing there (the step reads the layer's output once and writes only the pooled result)."""
-        group = _chain(stack, norm, (BatchNorm, ReLU, MaxPool2D), keep) if applies["compiled"] else None
-        return bool(group) and BatchNormReLUMaxPool.accepts(*(stack.layers[g] for g in group))
 
 
 class Stack:
