@@ -49,7 +49,8 @@ def test_winograd_conv_equals_naive_loops(shape, padding, block_bytes, k, compil
 
 DIRECT_CASES = [  # (N, H, W, C), filters, kernel rows, padding: odd filter counts, "same", "valid", asymmetric, tall kernels
     ((2, 7, 9, 1), 6, 5, "same"), ((3, 6, 8, 3), 5, 5, "valid"), ((1, 5, 6, 7), 1, 3, (2, 1)), ((2, 4, 5, 2), 3, 1, 0),
-    ((1, 3, 5, 4), 4, 7, "same"), ((2, 9, 12, 6), 16, 5, (0, 2))]
+    ((1, 3, 5, 4), 4, 7, "same"), ((2, 9, 12, 6), 16, 5, (0, 2)),
+    ((8, 4, 70, 2), 3, 3, "same")]                   # rows of 70 x 8 = 560 numbers: two blocks of the loop
 
 
 @pytest.mark.parametrize("shape,filters,kh,padding", DIRECT_CASES)
@@ -67,6 +68,25 @@ def test_direct_conv_equals_naive_loops(shape, filters, kh, padding):
     assert layer._cache[0] == "direct"
     relu = layer.forward_folded(x, np.full(filters, 2.0), np.full(filters, -0.5), relu=True)   # the epilogue
     np.testing.assert_allclose(relu, np.maximum(expected * 2 - 0.5, 0), rtol=1e-12, atol=1e-12)
+
+
+def test_direct_conv_backward_equals_im2col_in_blocks():
+    """Rows longer than one block of the compiled loop (``compiled.DIRECT_BLOCK``): the kernel and input
+    gradients of the direct path equal im2col's (checked against finite differences in test_gradients)."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((9, 6, 75, 3))                           # rows of 75 x 9 = 675 numbers
+    results = {}
+    for name in ("direct", "im2col"):
+        layer = L.Conv2D(5, 5, padding=(1, 3))
+        layer._algorithm = lambda channels, name=name: name
+        layer.build(x.shape[1:], rng=np.random.default_rng(14), dtype=np.float64)
+        y = layer.forward(x, training=True)
+        dy = np.random.default_rng(15).standard_normal(y.shape)
+        results[name] = (y, layer.backward(dy), layer.grads["kernel"].copy(), layer.grads["bias"].copy())
+        assert layer._cache[0] == name
+    for a, b in zip(results["direct"], results["im2col"]):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
 
 
 def test_direct_conv_float32_error_is_that_of_a_dot_product():

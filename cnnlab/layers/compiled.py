@@ -620,6 +620,9 @@ def col2im(dcols, dxp, row0, kh, kw, ho, wo, sh, sw, dh, dw):
 # BLAS to make up for that. Rows of the input above and below the image (the padding) are skipped; the
 # columns' padding is in x. The adjoint for the input gradient is the same loop on dy (conv.py).
 
+DIRECT_BLOCK = 512         # outputs per row computed together: two filters' runs and the input's stay in L1
+
+
 @_jit_fma
 def direct5(x, top, n, w, bias, relu, y):
     """``y[f, i, k] = bias[f] + sum_{c, p, q} w[f, c, p, q] x[c, i + p - top, k + q n]``, then ``max(., 0)``
@@ -635,30 +638,32 @@ def direct5(x, top, n, w, bias, relu, y):
     for i in range(ho):
         for f in range(0, nf, 2):
             g = min(f + 1, nf - 1)
-            ya = y[f, i]
-            yb = y[g, i] if g > f else spare
-            ya[:] = bias[f]
-            yb[:] = bias[g]
-            for c in range(nc):
-                for p in range(kh):
-                    r = i + p - top
-                    if r < 0 or r >= h:
-                        continue
-                    row = x[c, r]
-                    x0, x1, x2, x3, x4 = row[:length], row[n:n + length], row[2 * n:2 * n + length], \
-                        row[3 * n:3 * n + length], row[4 * n:4 * n + length]
-                    a0, a1, a2, a3, a4 = w[f, c, p, 0], w[f, c, p, 1], w[f, c, p, 2], w[f, c, p, 3], w[f, c, p, 4]
-                    b0, b1, b2, b3, b4 = w[g, c, p, 0], w[g, c, p, 1], w[g, c, p, 2], w[g, c, p, 3], w[g, c, p, 4]
-                    for k in range(length):
-                        v0, v1, v2, v3, v4 = x0[k], x1[k], x2[k], x3[k], x4[k]
-                        ya[k] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4
-                        yb[k] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4
-            if relu:
-                for k in range(length):
-                    if ya[k] < 0:
-                        ya[k] = 0
-                    if yb[k] < 0:
-                        yb[k] = 0
+            for k0 in range(0, length, DIRECT_BLOCK):      # (64 images: 1.3x faster than whole rows)
+                m = min(DIRECT_BLOCK, length - k0)
+                ya = y[f, i, k0:k0 + m]
+                yb = y[g, i, k0:k0 + m] if g > f else spare[k0:k0 + m]
+                ya[:] = bias[f]
+                yb[:] = bias[g]
+                for c in range(nc):
+                    for p in range(kh):
+                        r = i + p - top
+                        if r < 0 or r >= h:
+                            continue
+                        run = x[c, r, k0:]
+                        x0, x1, x2, x3, x4 = run[:m], run[n:n + m], run[2 * n:2 * n + m], \
+                            run[3 * n:3 * n + m], run[4 * n:4 * n + m]
+                        a0, a1, a2, a3, a4 = w[f, c, p, 0], w[f, c, p, 1], w[f, c, p, 2], w[f, c, p, 3], w[f, c, p, 4]
+                        b0, b1, b2, b3, b4 = w[g, c, p, 0], w[g, c, p, 1], w[g, c, p, 2], w[g, c, p, 3], w[g, c, p, 4]
+                        for k in range(m):
+                            v0, v1, v2, v3, v4 = x0[k], x1[k], x2[k], x3[k], x4[k]
+                            ya[k] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4
+                            yb[k] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4
+                if relu:
+                    for k in range(m):
+                        if ya[k] < 0:
+                            ya[k] = 0
+                        if yb[k] < 0:
+                            yb[k] = 0
     return y
 
 
