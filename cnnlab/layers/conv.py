@@ -467,11 +467,12 @@ class Conv2D(Layer):
     # by two filters' weights at once. With few channels im2col's matrix is thin, and writing it costs
     # more than BLAS's product gains. The input gradient is the same loop run on dy with the kernel
     # turned by 180 degrees and its channel and filter axes swapped (a "full" convolution).
-    # On the benchmark machine (one core, 32 images, 5x5; forward / backward, with the input gradient
-    # from 3 channels up), direct against im2col: 1 -> 6 channels on 28x28 0.11 / 0.17 ms against
-    # 0.24 / 0.30; 1 -> 32 on 28x28 0.52 / 1.72 against 0.78 / 1.99; 3 -> 32 on 32x32 2.5 / 8.1 against
-    # 4.5 / 10.4; 6 -> 16 on 14x14 0.30 / 0.63 against 0.42 / 0.76; 12 -> 32 on 14x14 1.33 / 3.20
-    # against 2.36 / 4.27 (Winograd 1.61 / 3.58). At 16 channels Winograd wins: 1.94 / 4.51 against 2.26 / 5.08.
+    # benchmarks/bench_conv.py (one core, 32 images, 5x5; forward / backward ms, with the input gradient
+    # from 3 channels up), direct against im2col: 1 -> 6 channels on 28x28 0.20 / 0.15 against
+    # 0.52 / 0.41; 6 -> 16 on 14x14 0.24 / 0.49 against 0.42 / 0.66; 1 -> 32 on 28x28 0.86 / 0.70 against
+    # 1.09 / 0.98; 3 -> 32 on 32x32 2.58 / 5.96 against 4.58 / 6.96; 8 -> 16 on 14x14 0.55 / 1.08 against
+    # 1.11 / 1.78. At 12 channels Winograd F(2x2, 5x5) is as fast (1.44 / 2.54 against 1.45 / 3.06), at
+    # 16 faster (1.78 / 3.30 against 1.83 / 3.99): from 16 channels on, 5x5 layers run Winograd.
     DIRECT_MAX_CHANNELS = 16
 
     def _forward_direct(self, x, pads, out_hw, kernel, bias, relu):
