@@ -49,7 +49,7 @@ def mnist_accurate(input_shape=(28, 28, 1), num_classes=10, seed=0) -> Sequentia
     About 12.3 million multiply-adds per image, twice ``mnist_fast``'s, but the 3x3 layers run as
     Winograd F(2x2, 3x3): an epoch takes about 1.8x as long as ``mnist_fast``'s (37 s against 21 s
     in the README's MNIST recipes). More accurate for the same training time
-    (see the README's recipes: 99.68-99.73% on MNIST in under ten minutes on two cores, by seed
+    (see the README's recipes: 99.68-99.74% on MNIST in under ten minutes on two cores, by seed
     and engine version).
     """
     return Sequential([
