@@ -187,7 +187,6 @@ class _Plan:
                 self.frees[k].append(t)
 
 
-
 class Stack:
     """Layers wired as a graph, with the one forward and backward every model and shard uses.
 
