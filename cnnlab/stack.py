@@ -25,7 +25,8 @@ only a ``ReLU`` reads runs with it as one :class:`BatchNormReLU` step, and with 
 :class:`BatchNormReLUMaxPool` step. Inference-only passes
 (:meth:`Stack.infer`, behind ``predict`` and ``evaluate``) also fold a
 ``BatchNorm`` into the ``Conv2D`` or ``Dense`` before it, with the ``ReLU`` after
-it (:class:`FoldedBatchNorm`): the normalization then costs nothing.
+it (:class:`FoldedBatchNorm`): the normalization then costs nothing; a direct
+convolution also takes the max pool after them into its loop.
 """
 from __future__ import annotations
 
@@ -94,32 +95,42 @@ class BatchNormReLUMaxPool:
 
 
 class FoldedBatchNorm:
-    """A ``Conv2D`` or ``Dense`` layer, the ``BatchNorm`` after it and optionally a ``ReLU``, at inference.
+    """A ``Conv2D`` or ``Dense`` layer, the ``BatchNorm`` after it and optionally a ``ReLU``, at inference;
+    and a ``MaxPool2D`` after those where the convolution pools as it writes (``Conv2D.pools_while_writing``).
 
     BatchNorm at inference is a fixed map per channel, ``y * scale + shift``
     (``BatchNorm.folded``), so it folds into the layer before it: kernel times
     ``scale``, bias times ``scale`` plus ``shift``; the ReLU is applied as the output is
     written. The same function up to rounding, with no pass over memory of its own.
-    Inference-only: nothing is kept for a backward pass.
+    With a pool, only the pooled output is written. Inference-only: nothing is kept
+    for a backward pass.
     """
 
-    def __init__(self, layer, norm, relu=None):
-        self.layer, self.norm, self.relu = layer, norm, relu
+    def __init__(self, layer, norm, relu=None, pool=None):
+        self.layer, self.norm, self.relu, self.pool = layer, norm, relu, pool
+
+    @staticmethod
+    def accepts(layer, norm, relu=None, pool=None):
+        return pool is None or layer.pools_while_writing(pool)
 
     def forward(self, x, training=False):
         if training:
             raise ValueError("FoldedBatchNorm runs inference only (training needs the batch statistics)")
-        return self.layer.forward_folded(x, *self.norm.folded(), relu=self.relu is not None)
+        pool = {} if self.pool is None else {"pool": self.pool}                  # only a Conv2D takes one
+        return self.layer.forward_folded(x, *self.norm.folded(), relu=self.relu is not None, **pool)
 
     def backward(self, dy):
         raise ValueError("an inference-only pass (Stack.infer) has no backward pass; use Stack.forward")
 
 
 # Fused steps, by priority: (layer types along a chain, step, when it applies). Each claims the chains it
-# matches, except where a fusion listed before it has claimed one of their layers: a BatchNorm that
-# BatchNorm -> ReLU -> MaxPool runs in one pass is not folded into the layer before it (folding saves
-# nothing there: the step reads that layer's output once and writes only the pooled result).
+# matches, except where a fusion listed before it has claimed one of their layers. At inference a
+# convolution that pools as it writes takes its BatchNorm, ReLU and pool (its full output never goes to
+# memory); otherwise a BatchNorm that BatchNorm -> ReLU -> MaxPool runs in one pass is not folded into the
+# layer before it (folding saves nothing there: the step reads that layer's output once and writes only the
+# pooled result).
 FUSIONS = [
+    ((Conv2D, BatchNorm, ReLU, MaxPool2D), FoldedBatchNorm, "inference"),
     ((BatchNorm, ReLU, MaxPool2D), BatchNormReLUMaxPool, "compiled"),
     (((Conv2D, Dense), BatchNorm, ReLU), FoldedBatchNorm, "inference"),
     (((Conv2D, Dense), BatchNorm), FoldedBatchNorm, "inference"),

@@ -70,6 +70,62 @@ def test_direct_conv_equals_naive_loops(shape, filters, kh, padding):
     np.testing.assert_allclose(relu, np.maximum(expected * 2 - 0.5, 0), rtol=1e-12, atol=1e-12)
 
 
+def reference_max_pool(y, ph, pw):
+    """Max over ``ph`` x ``pw`` windows that tile ``y`` (N, H, W, C), the rows and columns past the last whole
+    window dropped; a NaN wins (np.maximum)."""
+    n, h, w, c = y.shape
+    y = y[:, :h // ph * ph, :w // pw * pw]
+    windows = y.reshape(n, h // ph, ph, w // pw, pw, c)
+    return np.maximum.reduce(np.maximum.reduce(windows, axis=4), axis=2)
+
+
+@pytest.mark.parametrize("shape,filters,kh,padding,pool", [
+    ((2, 7, 9, 1), 6, 5, "same", (2, 2)),             # the rows and column past the last window dropped
+    ((3, 9, 11, 3), 11, 5, "valid", (2, 3)),          # filters: a group of POOL_GROUP and an odd remainder
+    ((1, 9, 9, 2), 3, 3, (1, 2), (3, 3)),
+    ((8, 4, 70, 2), 4, 3, "same", (2, 2))])           # rows of two blocks of the loop
+@pytest.mark.parametrize("relu", [False, True])
+def test_direct_conv_pools_as_it_writes_at_inference(shape, filters, kh, padding, pool, relu):
+    """``forward_folded`` with a max pool whose windows tile the output: the direct loop keeps each window's
+    maximum only (compiled.direct5_max_pool), the same numbers as the convolution, the map, the ReLU and the pool."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal(shape)
+    x[0, 1, 1, 0] = np.nan                            # a NaN wins the windows it reaches, as in MaxPool2D
+    layer = L.Conv2D(filters, (kh, 5), padding=padding)
+    layer.build(shape[1:], rng=rng, dtype=np.float64)
+    layer.params["bias"][...] = rng.standard_normal(filters)
+    scale, shift = rng.uniform(-2, 2, filters), rng.standard_normal(filters)     # negative scales: minima win
+    mp = L.MaxPool2D(pool)
+    mp.build(layer.output_shape, dtype=np.float64)
+    assert layer.pools_while_writing(mp)
+    pads = resolve_padding(layer.padding, shape[1:3], layer.kernel_size, layer.strides, layer.dilation)
+    mapped = L.conv2d_naive(x, layer.params["kernel"], layer.params["bias"], pads=pads) * scale + shift
+    expected = reference_max_pool(np.maximum(mapped, 0) if relu else mapped, *pool)
+    got = layer.forward_folded(x, scale, shift, relu=relu, pool=mp)
+    assert np.isnan(got).any() and not np.isnan(got).all() and (not relu or (got == 0).any())
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got, mp.forward(layer.forward_folded(x, scale, shift, relu=relu)), rtol=1e-12, atol=1e-12)
+
+
+def test_pools_that_do_not_tile_the_output_run_after_the_convolution():
+    """Overlapping or padded windows, average pools and layers that do not run the direct loop: the pool runs
+    after the convolution, with the same result as the two layers."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(17)
+    for channels, pool in ((1, L.MaxPool2D(3, strides=2)), (1, L.MaxPool2D(2, padding="same")),
+                           (1, L.AvgPool2D(2)), (16, L.MaxPool2D(2))):
+        x = rng.standard_normal((2, 7, 7, channels))
+        layer = L.Conv2D(4, 5, padding="same")
+        layer.build(x.shape[1:], rng=rng, dtype=np.float64)
+        pool.build(layer.output_shape, dtype=np.float64)
+        assert not layer.pools_while_writing(pool)
+        scale, shift = rng.uniform(-2, 2, 4), rng.standard_normal(4)
+        expected = pool.forward(layer.forward_folded(x, scale, shift, relu=True))
+        np.testing.assert_allclose(layer.forward_folded(x, scale, shift, relu=True, pool=pool), expected,
+                                   rtol=1e-12, atol=1e-12)
+
+
 def test_direct_conv_backward_equals_im2col_in_blocks():
     """Rows longer than one block of the compiled loop (``compiled.DIRECT_BLOCK``): the kernel and input
     gradients of the direct path equal im2col's (checked against finite differences in test_gradients)."""

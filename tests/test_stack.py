@@ -259,6 +259,39 @@ def test_inference_folds_batchnorm_into_the_layer_before_it_with_the_same_output
     np.testing.assert_allclose(model.logits(x, workers=2, batch_size=4), expected, rtol=1e-12, atol=1e-12)
 
 
+def test_inference_pools_inside_a_direct_convolution_with_the_same_outputs(compiled_loops):
+    """A 5-wide convolution on few channels (the direct loop), BatchNorm, ReLU and a 2x2 max pool at inference:
+    one step that writes only the pooled output (Conv2D.pools_while_writing), where the loops are compiled."""
+    model = cnnlab.Sequential([
+        L.Conv2D(6, 5, padding="same"), L.BatchNorm(), L.ReLU(), L.MaxPool2D(2),
+        L.Conv2D(4, 5, padding="same"), L.BatchNorm(), L.ReLU(), L.MaxPool2D(2, strides=1),   # windows overlap
+        L.Flatten(), L.Dense(3)], input_shape=(9, 10, 1), seed=3).astype(np.float64)
+    rng = np.random.default_rng(4)
+    for bn in (layer for layer in model.layers if isinstance(layer, L.BatchNorm)):
+        c = bn.params["gamma"].shape
+        bn.params["gamma"][...] = rng.uniform(-1.5, 1.5, c)              # negative scales: window minima win
+        bn.params["beta"][...] = rng.standard_normal(c)
+        bn.buffers["running_mean"][...] = rng.standard_normal(c)
+        bn.buffers["running_var"][...] = rng.uniform(0.2, 3, c)
+    steps = model.stack.plan(frozenset(), inference=True).steps
+    kinds = [type(r).__name__ for r, *_ in steps]
+    if compiled_loops == "numpy":
+        assert kinds == ["FoldedBatchNorm", "MaxPool2D", "FoldedBatchNorm", "MaxPool2D", "Flatten", "Dense"]
+        assert steps[0][0].pool is None
+    else:
+        assert kinds == ["FoldedBatchNorm", "FoldedBatchNorm", "MaxPool2D", "Flatten", "Dense"]
+        assert steps[0][0].pool is model["max_pool2d"] and steps[0][0].relu is model["relu"]
+        assert steps[1][0].pool is None
+    x = rng.standard_normal((5, 9, 10, 1))
+    expected, caught = model.forward(x, capture=["batch_norm"])
+    assert (caught["batch_norm"] < 0).any()                              # the ReLU clips something
+    np.testing.assert_allclose(model.stack.infer(x), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(model.logits(x, workers=2, batch_size=3), expected, rtol=1e-12, atol=1e-12)
+    # a captured ReLU output is the layer's own: the pool is not taken into the convolution
+    first = model.stack.plan(frozenset([model.stack.tensor("relu")]), inference=True).steps[0][0]
+    assert type(first).__name__ == "FoldedBatchNorm" and first.pool is None
+
+
 def test_inference_only_pass_has_no_backward():
     model = folded_model()
     x = np.zeros((2, 8, 8, 2))

@@ -668,6 +668,40 @@ def direct5(x, top, n, w, bias, relu, y):
 
 
 @_jit_fma
+def direct5_max_pool(x, top, n, w, bias, relu, ph, pw, group, scratch, y):
+    """``direct5`` followed by a max pool of ``ph`` x ``pw`` windows that do not overlap (strides = window, no
+    padding; rows and columns past the last whole window are dropped), at inference: ``y`` (F, Ho // ph, Wo // pw, n).
+
+    One row of windows at a time, ``group`` filters at a time: ``direct5`` writes their ``ph`` output rows to
+    ``scratch`` (``group``, ``ph``, Wo n), which stays in cache, and only each window's maximum reaches ``y``,
+    so the full output never goes to memory. A NaN wins its window, as in ``max_pool``.
+    """
+    nf = w.shape[0]
+    length = scratch.shape[2]
+    for i in range(y.shape[1]):
+        for f0 in range(0, nf, group):
+            f1 = min(f0 + group, nf)
+            rows = scratch[:f1 - f0]
+            direct5(x, top - i * ph, n, w[f0:f1], bias[f0:f1], relu, rows)     # output rows i*ph ... i*ph + ph - 1
+            for f in range(f1 - f0):
+                out = y[f0 + f, i]
+                for j in range(y.shape[2]):
+                    best = out[j]
+                    for k in range(n):
+                        best[k] = rows[f, 0, j * pw * n + k]
+                    for p in range(ph):
+                        for q in range(pw):
+                            if p == 0 and q == 0:
+                                continue
+                            run = rows[f, p, (j * pw + q) * n:]
+                            for k in range(n):
+                                v = run[k]
+                                if v > best[k] or v != v:
+                                    best[k] = v
+    return y
+
+
+@_jit_fma
 def direct5_kernel_grad(x, top, n, dy, dw):
     """``dw[f, c, p, q] = sum_{i, k} dy[f, i, k] x[c, i + p - top, k + q n]``: the kernel's gradient of ``direct5``
     (``dy`` (F, Ho, Wo n), ``dw`` (F, C, kh, 5)); ten sums at once, two filters by five taps."""

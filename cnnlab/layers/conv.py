@@ -326,23 +326,43 @@ class Conv2D(Layer):
         x = self._prepare(x)                                                    # builds the layer on first use
         return self._forward(x, training, self.params["kernel"], self.params.get("bias"))
 
-    def forward_folded(self, x, scale, shift, relu=False):
+    def forward_folded(self, x, scale, shift, relu=False, pool=None):
         """Inference of this convolution followed by the per-filter map ``y * scale + shift`` (then ``max(., 0)``
-        where ``relu``), as one convolution: the map is folded into the kernel and bias, so it costs nothing.
+        where ``relu``, then the ``MaxPool2D`` ``pool`` if given), as one convolution: the map is folded into
+        the kernel and bias, so it costs nothing.
 
         A ``BatchNorm`` at inference is such a map (``BatchNorm.folded``); ``cnnlab.stack`` folds it in
-        inference-only passes. The result equals the two layers' up to rounding; no backward pass follows.
+        inference-only passes. The result equals the layers' up to rounding; no backward pass follows.
+        Where :meth:`pools_while_writing` says so, the pool runs inside the convolution's loop, which then
+        writes only the pooled output; otherwise it runs after.
         """
         x = self._prepare(x)
-        return self._forward(x, False, *self.folded_params(scale, shift), relu)      # filter f scaled by scale[f]
+        kernel, bias = self.folded_params(scale, shift)                         # filter f scaled by scale[f]
+        if pool is not None and self.pools_while_writing(pool):
+            return self._forward_direct(x, *self._geometry(x), kernel, bias, relu, pool=pool.pool_size)
+        y = self._forward(x, False, kernel, bias, relu)
+        return y if pool is None else pool.forward(y)
+
+    def pools_while_writing(self, pool) -> bool:
+        """Whether :meth:`forward_folded` runs ``pool`` inside this layer's loop: for the direct convolution
+        (``_algorithm``) and a max pool whose windows tile the output (strides equal to the window, no padding)."""
+        from .pool import MaxPool2D                                            # (pool.py imports this module)
+        if type(pool) is not MaxPool2D or tuple(pool.strides) != tuple(pool.pool_size):
+            return False
+        pool_pads = resolve_padding(pool.padding, self.output_shape[:2], pool.pool_size, pool.strides, (1, 1))
+        return not any(pool_pads) and self._algorithm(self.input_shape[-1]) == "direct"
+
+    def _geometry(self, x):
+        """The padding ``(top, bottom, left, right)`` and output size ``(Ho, Wo)`` for the prepared batch ``x``."""
+        pads = resolve_padding(self.padding, x.shape[1:3], self.kernel_size, self.strides, self.dilation, self.label)
+        return pads, tuple(self.compute_output_shape(x.shape[1:])[:2])
 
     def _forward(self, x, training, kernel, bias, relu=False):
         """The convolution of the prepared batch ``x`` with ``kernel`` (kh, kw, C_g, F) and ``bias`` (F,) or None,
         then ``max(., 0)`` where ``relu``."""
         n, h, w, _ = x.shape
         g, f = self.groups, self.filters
-        pads = resolve_padding(self.padding, (h, w), self.kernel_size, self.strides, self.dilation, self.label)
-        ho, wo, _ = self.compute_output_shape(x.shape[1:])
+        pads, (ho, wo) = self._geometry(x)
         if bias is None and relu:
             bias = np.zeros(f, self.dtype)
         algorithm = self._algorithm(x.shape[3])
@@ -475,34 +495,45 @@ class Conv2D(Layer):
     # 16 faster (1.78 / 3.30 against 1.83 / 3.99): from 16 channels on, 5x5 layers run Winograd.
     DIRECT_MAX_CHANNELS = 16
 
-    def _forward_direct(self, x, pads, out_hw, kernel, bias, relu):
+    # At inference a max pool whose windows tile the output can run inside the loop (pools_while_writing,
+    # compiled.direct5_max_pool): the output rows of one row of windows are computed for POOL_GROUP filters
+    # at a time into a scratch that stays in cache, and only the pooled output is written. For mnist_fast's
+    # first layer (1 -> 32 filters, 28x28, then BatchNorm, ReLU and a 2x2 pool) that is 4x less output.
+    POOL_GROUP = 8
+
+    def _forward_direct(self, x, pads, out_hw, kernel, bias, relu, pool=None):
         n, h, w, c = x.shape
         f, (ho, wo) = self.filters, out_hw
         top, _, left, right = pads
-        xh = pad_hw(to_chwn(x), (0, 0, left, right))                          # (C, H, Wp, N): the rows' padding is skipped
+        xh = pad_hw(to_chwn(x), (0, 0, left, right)).reshape(c, h, -1)        # (C, H, Wp*N): the rows' padding is skipped
+        kernel = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))             # rows (F, C, kh, 5)
+        bias = np.zeros(f, self.dtype) if bias is None else bias
+        if pool is not None:                                                    # inference: no cache
+            (ph, pw), group = pool, min(f, self.POOL_GROUP)
+            y = np.empty((f, ho // ph, wo // pw, n), self.dtype)
+            scratch = np.empty((group, ph, wo * n), self.dtype)                 # one row of windows, `group` filters
+            compiled.direct5_max_pool(xh, top, n, kernel, bias, relu, ph, pw, group, scratch, y)
+            return from_chwn(y)                                                 # (N, Ho // ph, Wo // pw, F), a view
         y = np.empty((f, ho, wo, n), self.dtype)
-        compiled.direct5(xh.reshape(c, h, -1), top, n, np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)),
-                         np.zeros(f, self.dtype) if bias is None else bias, relu,
-                         y.reshape(f, ho, -1))                                  # rows (F, C, kh, 5); views (., ., W*N)
-        self._cache = ("direct", xh, pads, (h, w))
+        compiled.direct5(xh, top, n, kernel, bias, relu, y.reshape(f, ho, -1))  # view (F, Ho, Wo*N)
+        self._cache = ("direct", xh, pads, (h, w), n)
         return from_chwn(y)                                                     # (N, Ho, Wo, F), a view
 
     def _backward_direct(self, dy):
-        _, xh, (top, _, left, _), (h, w) = self._cache
+        _, xh, (top, _, left, _), (h, w), n = self._cache                      # xh: (C, H, Wp*N)
         kh, kw, c, f = self.params["kernel"].shape
-        n = xh.shape[3]
         dyc = to_chwn(np.asarray(dy, dtype=self.dtype))                         # (F, Ho, Wo, N)
         ho = dyc.shape[1]
         if self.use_bias:
             self.grads["bias"][...] = dyc.reshape(f, -1).sum(axis=1)
         dw = np.empty((f, c, kh, kw), self.dtype)
-        compiled.direct5_kernel_grad(xh.reshape(c, h, -1), top, n, dyc.reshape(f, ho, -1), dw)
+        compiled.direct5_kernel_grad(xh, top, n, dyc.reshape(f, ho, -1), dw)
         self.grads["kernel"][...] = dw.transpose(2, 3, 1, 0)                    # (F, C, kh, kw) -> (kh, kw, C, F)
         if not self.needs_input_grad:
             return None
         dyh = pad_hw(dyc, (0, 0, kw - 1, kw - 1))                               # (F, Ho, Wo + 8, N)
         turned = np.ascontiguousarray(self.params["kernel"][::-1, ::-1].transpose(2, 3, 0, 1))   # (C, F, kh, 5)
-        dxh = np.empty(xh.shape, self.dtype)                                    # the gradient of xh: (C, H, Wp, N)
+        dxh = np.empty((c, h, xh.shape[2] // n, n), self.dtype)                 # the gradient of xh: (C, H, Wp, N)
         compiled.direct5(dyh.reshape(f, ho, -1), kh - 1 - top, n, turned, np.zeros(c, self.dtype), False,
                          dxh.reshape(c, h, -1))
         return from_chwn(dxh[:, :, left:left + w])                              # the columns' padding dropped
