@@ -6,8 +6,8 @@ Times each layer's forward and backward, the loss and the optimizer step
 separately, over many steps, and prints the median (and minimum) milliseconds.
 ``--clock cpu`` times this thread's CPU time instead of the wall clock: with
 ``--threads 1`` on a busy machine it leaves out the time spent waiting for a core.
-A ReLU followed by max pooling is timed as one step, the way training runs
-them (``cnnlab.stack``).
+Fused steps (a ReLU followed by max pooling, ...) are timed as one step, the
+way training (or with ``--inference``, ``predict``) runs them (``cnnlab.stack``).
 """
 import argparse
 import time
@@ -25,7 +25,8 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="BLAS threads (default: cnnlab's choice)")
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
-    ap.add_argument("--inference", action="store_true", help="time the inference forward pass instead of a training step")
+    ap.add_argument("--inference", action="store_true",
+                    help="time the inference pass (Stack.infer, as predict runs it) instead of a training step")
     args = ap.parse_args()
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     model = cnnlab.models.get(args.model)()
@@ -33,8 +34,10 @@ def main():
     rng = np.random.default_rng(0)
     x = rng.random((args.batch_size,) + model.input_shape, dtype=np.float32)
     y = rng.integers(0, 10, args.batch_size)
-    steps = [runner for runner, *_ in model.stack.plan().steps]   # what training runs: ReLU + max-pool as one step
-    label = {id(s): "+".join(layer.name for layer in vars(s).values()) if not hasattr(s, "name") else s.name
+    # what training runs (ReLU + max-pool as one step...), or with --inference what predict runs (Stack.infer:
+    # BatchNorm folded into the layer before it, a direct convolution pooling in its own loop)
+    steps = [runner for runner, *_ in model.stack.plan(inference=args.inference).steps]
+    label = {id(s): "+".join(layer.name for layer in vars(s).values() if layer is not None) if not hasattr(s, "name") else s.name
              for s in steps}                                         # a fused step: its layers joined by +
     names = [label[id(s)] for s in steps]
     times = {k: [] for k in [f"fwd {n}" for n in names] + ["loss"] + [f"bwd {n}" for n in reversed(names)] + ["optimizer", "step total"]}
@@ -59,7 +62,7 @@ def main():
         recording[0] = record
         t_start = clock()
         if args.inference:
-            model.stack.forward(x, training=False)
+            model.stack.infer(x)
         else:
             h = model.stack.forward(x, training=True)
             t = clock()
