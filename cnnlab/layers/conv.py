@@ -339,7 +339,7 @@ class Conv2D(Layer):
         x = self._prepare(x)
         kernel, bias = self.folded_params(scale, shift)                         # filter f scaled by scale[f]
         if pool is not None and self.pools_while_writing(pool):
-            return self._forward_direct(x, *self._geometry(x), kernel, bias, relu, pool=pool.pool_size)
+            return self._forward_direct(x, *self._geometry(x), kernel, bias, relu, pool_size=pool.pool_size)
         y = self._forward(x, False, kernel, bias, relu)
         return y if pool is None else pool.forward(y)
 
@@ -501,15 +501,15 @@ class Conv2D(Layer):
     # first layer (1 -> 32 filters, 28x28, then BatchNorm, ReLU and a 2x2 pool) that is 4x less output.
     POOL_GROUP = 8
 
-    def _forward_direct(self, x, pads, out_hw, kernel, bias, relu, pool=None):
+    def _forward_direct(self, x, pads, out_hw, kernel, bias, relu, pool_size=None):
         n, h, w, c = x.shape
         f, (ho, wo) = self.filters, out_hw
         top, _, left, right = pads
         xh = pad_hw(to_chwn(x), (0, 0, left, right)).reshape(c, h, -1)        # (C, H, Wp*N): the rows' padding is skipped
         kernel = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))             # rows (F, C, kh, 5)
         bias = np.zeros(f, self.dtype) if bias is None else bias
-        if pool is not None:                                                    # inference: no cache
-            (ph, pw), group = pool, min(f, self.POOL_GROUP)
+        if pool_size is not None:                                               # inference: no cache
+            (ph, pw), group = pool_size, min(f, self.POOL_GROUP)
             y = np.empty((f, ho // ph, wo // pw, n), self.dtype)
             scratch = np.empty((group, ph, wo * n), self.dtype)                 # one row of windows, `group` filters
             compiled.direct5_max_pool(xh, top, n, kernel, bias, relu, ph, pw, group, scratch, y)
