@@ -505,35 +505,37 @@ class Conv2D(Layer):
         n, h, w, c = x.shape
         f, (ho, wo) = self.filters, out_hw
         top, _, left, right = pads
-        xh = pad_hw(to_chwn(x), (0, 0, left, right)).reshape(c, h, -1)        # (C, H, Wp*N): the rows' padding is skipped
+        xh = pad_hw(to_chwn(x), (0, 0, left, right))                          # (C, H, Wp, N): the rows' padding is skipped
+        rows = xh.reshape(c, h, -1)                                             # view (C, H, Wp*N): the loops' rows
         kernel = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))             # rows (F, C, kh, 5)
         bias = np.zeros(f, self.dtype) if bias is None else bias
         if pool_size is not None:                                               # inference: no cache
             (ph, pw), group = pool_size, min(f, self.POOL_GROUP)
             y = np.empty((f, ho // ph, wo // pw, n), self.dtype)
             scratch = np.empty((group, ph, wo * n), self.dtype)                 # one row of windows, `group` filters
-            compiled.direct5_max_pool(xh, top, n, kernel, bias, relu, ph, pw, group, scratch, y)
+            compiled.direct5_max_pool(rows, top, n, kernel, bias, relu, ph, pw, group, scratch, y)
             return from_chwn(y)                                                 # (N, Ho // ph, Wo // pw, F), a view
         y = np.empty((f, ho, wo, n), self.dtype)
-        compiled.direct5(xh, top, n, kernel, bias, relu, y.reshape(f, ho, -1))  # view (F, Ho, Wo*N)
-        self._cache = ("direct", xh, pads, (h, w), n)
+        compiled.direct5(rows, top, n, kernel, bias, relu, y.reshape(f, ho, -1))  # view (F, Ho, Wo*N)
+        self._cache = ("direct", xh, pads, (h, w))
         return from_chwn(y)                                                     # (N, Ho, Wo, F), a view
 
     def _backward_direct(self, dy):
-        _, xh, (top, _, left, _), (h, w), n = self._cache                      # xh: (C, H, Wp*N)
+        _, xh, (top, _, left, _), (h, w) = self._cache
         kh, kw, c, f = self.params["kernel"].shape
+        n = xh.shape[3]
         dyc = to_chwn(np.asarray(dy, dtype=self.dtype))                         # (F, Ho, Wo, N)
         ho = dyc.shape[1]
         if self.use_bias:
             self.grads["bias"][...] = dyc.reshape(f, -1).sum(axis=1)
         dw = np.empty((f, c, kh, kw), self.dtype)
-        compiled.direct5_kernel_grad(xh, top, n, dyc.reshape(f, ho, -1), dw)
+        compiled.direct5_kernel_grad(xh.reshape(c, h, -1), top, n, dyc.reshape(f, ho, -1), dw)
         self.grads["kernel"][...] = dw.transpose(2, 3, 1, 0)                    # (F, C, kh, kw) -> (kh, kw, C, F)
         if not self.needs_input_grad:
             return None
         dyh = pad_hw(dyc, (0, 0, kw - 1, kw - 1))                               # (F, Ho, Wo + 8, N)
         turned = np.ascontiguousarray(self.params["kernel"][::-1, ::-1].transpose(2, 3, 0, 1))   # (C, F, kh, 5)
-        dxh = np.empty((c, h, xh.shape[2] // n, n), self.dtype)                 # the gradient of xh: (C, H, Wp, N)
+        dxh = np.empty(xh.shape, self.dtype)                                    # the gradient of xh: (C, H, Wp, N)
         compiled.direct5(dyh.reshape(f, ho, -1), kh - 1 - top, n, turned, np.zeros(c, self.dtype), False,
                          dxh.reshape(c, h, -1))
         return from_chwn(dxh[:, :, left:left + w])                              # the columns' padding dropped
