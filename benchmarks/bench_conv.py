@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from cnnlab import layers as L
 from cnnlab.layers import compiled
-from cnnlab.layers.conv import from_chwn
+from cnnlab.layers.geometry import from_chwn
 
 # (input channels, filters, height = width, kernel, padding): the zoo's convolutions and a few between
 SHAPES = [(1, 6, 28, 5, "same"), (6, 16, 14, 5, "valid"), (1, 32, 28, 5, "same"), (3, 32, 32, 5, "same"),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from cnnlab import layers as L
-from cnnlab.layers.conv import resolve_padding
+from cnnlab.layers.geometry import resolve_padding
 from conftest import random_conv_configs
 
 

@@ -4,7 +4,7 @@ import pytest
 
 import cnnlab
 from cnnlab import layers as L
-from cnnlab.layers.conv import resolve_padding
+from cnnlab.layers.geometry import resolve_padding
 from conftest import random_conv_configs
 
 torch = pytest.importorskip("torch")

@@ -19,23 +19,6 @@ import copy
 import numpy as np
 
 
-def check_positive_int(name: str, value, layer: str) -> int:
-    """Validate an integer >= 1 and return it; the error quotes the value received."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{layer}: {name} must be a positive integer, received {value!r}")
-    return int(value)
-
-
-def check_pair(name: str, value, layer: str) -> tuple[int, int]:
-    """Accept ``k`` or ``(kh, kw)`` of positive integers; return ``(kh, kw)``."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise ValueError(f"{layer}: {name} must be an int or a pair of ints, received {value!r}")
-        return (check_positive_int(name, value[0], layer), check_positive_int(name, value[1], layer))
-    v = check_positive_int(name, value, layer)
-    return (v, v)
-
-
 class Layer:
     """Base class: holds ``params``, ``grads`` and ``buffers`` and the build logic.
 

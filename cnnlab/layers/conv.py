@@ -11,7 +11,7 @@ map*. For input ``x`` of shape ``(N, H, W, C)`` and kernel ``w`` of shape
 with strides ``s``, dilation ``d`` and ``g(f) = f // (F // groups)`` the group
 of filter ``f``. The output size along each axis is::
 
-    H_out = floor((H + pad_top + pad_bottom - d_h * (kh - 1) - 1) / s_h) + 1
+    H_out = floor((H + pad_top + pad_bottom - d_h * (kh - 1) - 1) / s_h) + 1        (geometry.py computes it)
 
 Fast path (``Conv2D``): copy every patch into one column of a matrix
 (im2col), then a single matrix product with the shared weights does all
@@ -35,94 +35,11 @@ from numpy.lib.stride_tricks import as_strided
 
 from .. import initializers
 from . import compiled, winograd
-from .base import Layer, check_pair, check_positive_int
-
-
-# ---------------------------------------------------------------------------
-# Geometry shared by convolution and pooling
-# ---------------------------------------------------------------------------
-def resolve_padding(padding, size, kernel, strides, dilation, layer="Conv2D"):
-    """Return ``(top, bottom, left, right)`` for ``"valid"``, ``"same"``, ``p`` or ``(ph, pw)``.
-
-    ``"same"`` follows Keras/TensorFlow: the output has ``ceil(H / s)`` rows,
-    and an odd amount of total padding puts the extra row at the bottom.
-    """
-    (h, w), (kh, kw), (sh, sw), (dh, dw) = size, kernel, strides, dilation
-    if padding == "valid":
-        return (0, 0, 0, 0)
-    if padding == "same":
-        pads = []
-        for n, k, s, d in ((h, kh, sh, dh), (w, kw, sw, dw)):
-            total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
-            pads += [total // 2, total - total // 2]
-        return tuple(pads)
-    ph, pw = validate_padding(padding, layer)
-    return (ph, ph, pw, pw)
-
-
-def validate_padding(padding, layer):
-    """Check a padding argument at construction; return ``(ph, pw)`` for explicit padding."""
-    if padding in ("valid", "same"):
-        return padding
-    vals = padding if isinstance(padding, (tuple, list)) else (padding, padding)
-    if len(vals) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0 for v in vals):
-        raise ValueError(
-            f"{layer}: padding must be 'valid', 'same', a non-negative int or a pair (ph, pw), received {padding!r}"
-        )
-    return (int(vals[0]), int(vals[1]))
-
-
-def output_size(n, k, s, pad_total, d, layer, axis):
-    """``floor((n + pad_total - d*(k-1) - 1) / s) + 1``, with a clear error when the kernel does not fit."""
-    span = d * (k - 1) + 1
-    if n + pad_total < span:
-        raise ValueError(
-            f"{layer}: kernel spans {span} pixels along {axis} but the padded input has only "
-            f"{n + pad_total} (input {n} + padding {pad_total})"
-        )
-    return (n + pad_total - span) // s + 1
-
-
-def pad_hw(x, pads, value=0.0):
-    """Pad axes 1 and 2 (H and W of an (N, H, W, C) or a (C, H, W, N) array) by ``(top, bottom, left, right)``."""
-    t, b, l, r = pads
-    if not any(pads):
-        return x
-    shape = list(x.shape)
-    shape[1] += t + b
-    shape[2] += l + r
-    xp = np.full(shape, value, x.dtype)        # np.pad does the same, 3-5x slower
-    xp[:, t:t + x.shape[1], l:l + x.shape[2]] = x
-    return xp
-
-
-# ---------------------------------------------------------------------------
-# Memory layout: what layers exchange is (N, H, W, C); what they compute on is (C, H, W, N)
-# ---------------------------------------------------------------------------
-def to_chwn(x):
-    """The (C, H, W, N) contiguous array behind an (N, H, W, C) batch: a view if it already lives that way.
-
-    With the batch innermost in memory, every shifted or strided window of
-    the image (a kernel tap, a pooling tap) is a run of ``N`` or ``W * N``
-    contiguous numbers, and a layer's weights act on one contiguous row per
-    channel. Layers that work on windows therefore compute in this layout and
-    hand back ``from_chwn(...)``: an ordinary (N, H, W, C) array whose memory
-    happens to be ordered (C, H, W, N), so the next such layer gets it without
-    a copy (the layout cuda-convnet used for the same reason).
-    """
-    return np.ascontiguousarray(x.transpose(3, 1, 2, 0))
-
-
-def from_chwn(a):
-    """A (C, H, W, N) array as the (N, H, W, C) batch it holds: a view, no copy."""
-    return a.transpose(3, 1, 2, 0)
-
-
-def window_slice(i, j, out_hw, strides, dilation):
-    """Index of the input pixels that kernel tap ``(i, j)`` touches for every output position (H, W: axes 1, 2)."""
-    (ho, wo), (sh, sw), (dh, dw) = out_hw, strides, dilation
-    return (slice(None), slice(i * dh, i * dh + sh * (ho - 1) + 1, sh),
-            slice(j * dw, j * dw + sw * (wo - 1) + 1, sw))
+from ..checks import check_pair, check_positive_int
+from .base import Layer
+# The window geometry lives in geometry.py (shared with pooling); its names stay importable from here.
+from .geometry import (from_chwn, output_size, pad_hw, resolve_padding, to_chwn, validate_padding, window_geometry,
+                       window_slice)
 
 
 # ---------------------------------------------------------------------------
@@ -134,8 +51,8 @@ def conv2d_naive(x, kernel, bias=None, strides=(1, 1), pads=(0, 0, 0, 0), dilati
     kh, kw, cg, f = kernel.shape
     fg = f // groups
     xp = pad_hw(x, pads)
-    ho = (h + pads[0] + pads[1] - dilation[0] * (kh - 1) - 1) // strides[0] + 1
-    wo = (w + pads[2] + pads[3] - dilation[1] * (kw - 1) - 1) // strides[1] + 1
+    ho = output_size(h, kh, strides[0], pads[0] + pads[1], dilation[0], "conv2d_naive", "height")
+    wo = output_size(w, kw, strides[1], pads[2] + pads[3], dilation[1], "conv2d_naive", "width")
     y = np.zeros((n, ho, wo, f), dtype=np.result_type(x, kernel))
     for i in range(ho):
         for j in range(wo):
@@ -200,10 +117,10 @@ def col2im(dcols, dxp, kernel_hw, out_hw, strides, dilation, row0=0):
 def _block(k, n, m):
     """Columns per block when a (k x m) matrix with few rows meets an (n x k) or (n x m) one; ``m`` for one call.
 
-    BLAS splits such products badly when ``m`` is long: on the benchmark
-    machine ``(6 x 25) @ (25 x 25088)`` took 200 us in one call and 107 us in
-    blocks that stay in the core's L2 cache (about 256 KB per block).
-    Products with more rows than that are compute-bound and go whole.
+    BLAS splits such products badly when ``m`` is long, so they run in
+    blocks that stay in the core's L2 cache (about 256 KB per block; measured
+    in benchmarks/README.md, "How Conv2D picks its algorithm"). Products with
+    more rows than that are compute-bound and go whole.
     """
     if k + n >= 128:
         return m
@@ -273,9 +190,7 @@ class Conv2D(Layer):
         h, w, c = input_shape
         if c % self.groups:
             raise ValueError(f"{self.label}: input channels ({c}) must be divisible by groups ({self.groups})")
-        pads = resolve_padding(self.padding, (h, w), self.kernel_size, self.strides, self.dilation, self.label)
-        ho = output_size(h, self.kernel_size[0], self.strides[0], pads[0] + pads[1], self.dilation[0], self.label, "height")
-        wo = output_size(w, self.kernel_size[1], self.strides[1], pads[2] + pads[3], self.dilation[1], self.label, "width")
+        _, (ho, wo) = window_geometry((h, w), self.kernel_size, self.strides, self.padding, self.dilation, self.label)
         return (ho, wo, self.filters)
 
     def param_shapes(self, input_shape):
@@ -303,9 +218,7 @@ class Conv2D(Layer):
     # them. Exception: in training, a layer with many filters keeps a matrix of up to KEEP_WHOLE_BYTES
     # whole, because its backward pass then costs more band by band (25 small adds per band) than
     # rebuilding saves; a larger matrix would not stay in cache anyway, and is banded.
-    # On the benchmark machine, bands made LeNet-5's first layer 1.15-1.7x faster (32 to 128 images)
-    # and its second layer 1.6x faster in inference at 128 images; banding mnist_fast's second layer
-    # (32 -> 64 channels, 5x5, a 10 MB matrix for 32 images) made its training step 1.2-1.5x faster.
+    # (What bands bought, measured: benchmarks/README.md, "How Conv2D picks its algorithm".)
     BAND_BYTES = 384 * 1024
     BAND_BELOW_FILTERS = 16
     KEEP_WHOLE_BYTES = 4 << 20
@@ -346,16 +259,13 @@ class Conv2D(Layer):
     def pools_while_writing(self, pool) -> bool:
         """Whether :meth:`forward_folded` runs ``pool`` inside this layer's loop: for the direct convolution
         (``_algorithm``) and a max pool whose windows tile the output (strides equal to the window, no padding)."""
-        from .pool import MaxPool2D                                            # (pool.py imports this module)
-        if type(pool) is not MaxPool2D or tuple(pool.strides) != tuple(pool.pool_size):
+        if getattr(pool, "reduction", None) != "max" or not pool.tiles(self.output_shape[:2]):
             return False
-        pool_pads = resolve_padding(pool.padding, self.output_shape[:2], pool.pool_size, pool.strides, (1, 1))
-        return not any(pool_pads) and self._algorithm(self.input_shape[-1]) == "direct"
+        return self._algorithm(self.input_shape[-1]) == "direct"
 
     def _geometry(self, x):
         """The padding ``(top, bottom, left, right)`` and output size ``(Ho, Wo)`` for the prepared batch ``x``."""
-        pads = resolve_padding(self.padding, x.shape[1:3], self.kernel_size, self.strides, self.dilation, self.label)
-        return pads, tuple(self.compute_output_shape(x.shape[1:])[:2])
+        return window_geometry(x.shape[1:3], self.kernel_size, self.strides, self.padding, self.dilation, self.label)
 
     def _forward(self, x, training, kernel, bias, relu=False):
         """The convolution of the prepared batch ``x`` with ``kernel`` (kh, kw, C_g, F) and ``bias`` (F,) or None,
@@ -396,23 +306,13 @@ class Conv2D(Layer):
     # passes over memory (the transformed input is 4 numbers per input pixel), so they run in blocks of
     # tiles whose transforms stay in the core's cache (WINOGRAD_BAND_BYTES of transformed input), and
     # the backward pass recomputes them from the input instead of keeping them: training keeps only the
-    # padded input, where im2col keeps its 9x larger patch matrix. On the benchmark machine (one core,
-    # 32 images) a training forward pass took 0.6-0.8x the time of im2col's with 32 -> 32 channels on
-    # 32x32 maps and 64 -> 64 on 16x16, its backward pass the same time as im2col's, inference the same
-    # time as im2col's bands. With twice as many filters as channels both passes took 1.1-1.3x longer,
-    # and with fewer than 16 channels the transforms cost more than they save.
-    # With the compiled transforms (compiled.py, numba) the transforms cost about half as much, and
-    # Winograd was faster than im2col in every pass from 4 input channels up, twice as many filters as
-    # channels included (32 images, one core: 16 -> 32 channels on 16x16 maps 1.38 / 2.79 ms forward /
-    # backward against 2.21 / 5.86; 32 -> 64 on 16x16 3.89 / 9.05 against 5.64 / 13.66); with 3
-    # channels (an RGB input) it was 1.7x slower. The loops now run over whole rows of tiles (longer
-    # inner loops): 64 -> 64 on 14x14, 3.4-3.9 / 8.2-9.4 ms against im2col's 6.2-6.8 / 12.6-12.7.
+    # padded input, where im2col keeps its 9x larger patch matrix. With fewer channels the transforms
+    # cost more than they save; with the compiled transforms (compiled.py, numba) they cost about half
+    # as much, so Winograd pays from WINOGRAD_MIN_CHANNELS_COMPILED channels on, whatever the filters.
     # Stride-1 5x5 convolutions with at least WINOGRAD5_MIN_CHANNELS input channels use F(2x2, 5x5),
     # with the compiled loops only (its NumPy transforms are the reference): 36 multiplications per 2x2
-    # outputs instead of 100, 6x6 tiles, transforms with coefficients up to 2.5. Measured the same way:
-    # 32 -> 64 channels on 14x14 maps 5.3-5.7 / 11.9-14.1 ms against im2col's 8.2-8.3 / 17.0-17.7;
-    # 16 -> 32 1.8-2.0 / 3.7-4.1 against 2.4-2.8 / 4.8-5.7; 8 -> 16 even; 6 -> 16 (LeNet-5's second
-    # layer) 1.2x slower.
+    # outputs instead of 100, 6x6 tiles, transforms with coefficients up to 2.5.
+    # The timings behind each threshold: benchmarks/README.md, "How Conv2D picks its algorithm".
     WINOGRAD_MIN_CHANNELS = 16
     WINOGRAD_MIN_CHANNELS_COMPILED = 8
     WINOGRAD5_MIN_CHANNELS = 16
@@ -485,14 +385,10 @@ class Conv2D(Layer):
     # two layers, the first layer of the MNIST models) run as a direct convolution in the compiled loops
     # (compiled.direct5): no patch matrix at all, each input row read once per kernel row and multiplied
     # by two filters' weights at once. With few channels im2col's matrix is thin, and writing it costs
-    # more than BLAS's product gains. The input gradient is the same loop run on dy with the kernel
-    # turned by 180 degrees and its channel and filter axes swapped (a "full" convolution).
-    # benchmarks/bench_conv.py (one core, 32 images, 5x5; forward / backward ms, with the input gradient
-    # from 3 channels up), direct against im2col: 1 -> 6 channels on 28x28 0.20 / 0.15 against
-    # 0.52 / 0.41; 6 -> 16 on 14x14 0.24 / 0.49 against 0.42 / 0.66; 1 -> 32 on 28x28 0.86 / 0.70 against
-    # 1.09 / 0.98; 3 -> 32 on 32x32 2.58 / 5.96 against 4.58 / 6.96; 8 -> 16 on 14x14 0.55 / 1.08 against
-    # 1.11 / 1.78. At 12 channels Winograd F(2x2, 5x5) is as fast (1.44 / 2.54 against 1.45 / 3.06), at
-    # 16 faster (1.78 / 3.30 against 1.83 / 3.99): from 16 channels on, 5x5 layers run Winograd.
+    # more than BLAS's product gains; from DIRECT_MAX_CHANNELS channels on, Winograd F(2x2, 5x5) is
+    # faster (benchmarks/README.md, "How Conv2D picks its algorithm"). The input gradient is the same
+    # loop run on dy with the kernel turned by 180 degrees and its channel and filter axes swapped (a
+    # "full" convolution).
     DIRECT_MAX_CHANNELS = 16
 
     # At inference a max pool whose windows tile the output can run inside the loop (pools_while_writing,

@@ -24,8 +24,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import initializers
-from .base import Layer, check_pair, check_positive_int
-from .conv import col2im, from_chwn, im2col, output_size, pad_hw, resolve_padding, to_chwn, validate_padding
+from ..checks import check_pair, check_positive_int
+from .base import Layer
+from .conv import col2im, im2col
+from .geometry import from_chwn, pad_hw, resolve_padding, to_chwn, validate_padding, window_geometry
 
 
 class LocallyConnected2D(Layer):
@@ -63,10 +65,7 @@ class LocallyConnected2D(Layer):
     def compute_output_shape(self, input_shape):
         self.require_image(input_shape)
         h, w, _ = input_shape
-        pads = self._pads((h, w))
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
-        ho = output_size(h, kh, sh, pads[0] + pads[1], dh, self.label, "height")
-        wo = output_size(w, kw, sw, pads[2] + pads[3], dw, self.label, "width")
+        _, (ho, wo) = window_geometry((h, w), self.kernel_size, self.strides, self.padding, self.dilation, self.label)
         return (ho, wo, self.filters)
 
     def param_shapes(self, input_shape):

@@ -19,12 +19,15 @@ import functools
 import numpy as np
 
 from . import compiled
-from .base import Layer, check_pair
-from .conv import from_chwn, output_size, pad_hw, resolve_padding, to_chwn, validate_padding, window_slice
+from ..checks import check_pair
+from .base import Layer
+from .geometry import from_chwn, pad_hw, to_chwn, validate_padding, window_geometry, window_slice
 
 
 class _Pool2D(Layer):
     any_spatial_size = True
+    reduction = None                        # what a window becomes: "max" or "mean" (a fused step asks, see
+                                            # Conv2D.pools_while_writing)
 
     def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
         super().__init__(name)
@@ -38,15 +41,20 @@ class _Pool2D(Layer):
     def compute_output_shape(self, input_shape):
         self.require_image(input_shape)
         h, w, c = input_shape
-        pads = resolve_padding(self.padding, (h, w), self.pool_size, self.strides, (1, 1), self.label)
-        ho = output_size(h, self.pool_size[0], self.strides[0], pads[0] + pads[1], 1, self.label, "height")
-        wo = output_size(w, self.pool_size[1], self.strides[1], pads[2] + pads[3], 1, self.label, "width")
+        _, (ho, wo) = self._geometry_of((h, w))
         return (ho, wo, c)
 
+    def _geometry_of(self, hw):
+        """``(pads, (H_out, W_out))`` on an input of ``hw = (H, W)`` (``geometry.window_geometry``)."""
+        return window_geometry(hw, self.pool_size, self.strides, self.padding, (1, 1), self.label)
+
     def _geometry(self, x):
-        pads = resolve_padding(self.padding, x.shape[1:3], self.pool_size, self.strides, (1, 1), self.label)
-        ho, wo, _ = self.compute_output_shape(x.shape[1:])
-        return pads, (ho, wo)
+        return self._geometry_of(x.shape[1:3])
+
+    def tiles(self, hw) -> bool:
+        """Whether the windows tile an input of ``hw = (H, W)``: strides equal to the window and no padding, so
+        each input pixel lies in exactly one window (or in the rows and columns left over at the end)."""
+        return tuple(self.strides) == tuple(self.pool_size) and not any(self._geometry_of(hw)[0])
 
     def _taps(self, out_hw):
         """Yield ``(tap_index, slice)`` for every tap of the window."""
@@ -71,6 +79,8 @@ class MaxPool2D(_Pool2D):
     PyTorch. With the compiled loops (``compiled.py``, numba) both passes are
     one loop over the windows, which keeps only the winning tap of each window.
     """
+
+    reduction = "max"
 
     def forward(self, x, training=False):
         x = self._prepare(x)
@@ -138,6 +148,8 @@ def _route_to_first_max(dy, taps, best, shape, where, tiles):
 
 class AvgPool2D(_Pool2D):
     """Mean over each window. Padded pixels are not counted (Keras ``"same"`` semantics)."""
+
+    reduction = "mean"
 
     def forward(self, x, training=False):
         x = self._prepare(x)

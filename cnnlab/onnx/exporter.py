@@ -30,7 +30,7 @@ import numpy as np
 
 from .._extras import require
 from .._io import atomic_write
-from ..layers.conv import resolve_padding
+from ..layers.geometry import resolve_padding
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13                       # Softmax over one axis, Clip with min/max inputs, Squeeze with axes input

@@ -37,7 +37,7 @@ import numpy as np
 from .. import layers as L
 from .._extras import require
 from .._io import CnnlabFileError
-from ..layers.conv import resolve_padding
+from ..layers.geometry import resolve_padding
 
 BATCH = 2 ** 40 + 7          # stands for the (unknown) batch size inside constant-folded shapes
 SUPPORTED = ("Conv", "Pad", "Gemm", "MatMul", "Add", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "MaxPool",
