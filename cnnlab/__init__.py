@@ -12,7 +12,7 @@ from .runs import TrainingInterrupted, resume_training, run_training
 from .callbacks import Callback, EarlyStopping
 from .training import Trainer, TrainingDiverged
 
-__version__ = "0.1.0"
+from ._version import __version__
 __all__ = ["Model", "Input", "Sequential", "load", "layers", "losses", "models", "optim", "initializers", "augment", "datasets", "runs",
            "Trainer", "Callback", "EarlyStopping", "TrainingDiverged", "TrainingInterrupted", "run_training",
            "resume_training", "CnnlabFileError"]

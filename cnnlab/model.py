@@ -14,18 +14,14 @@ multiply-adds before any data is seen.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from . import losses as losses_mod
 from . import resources
 from . import layers as layers_mod
-from ._io import CnnlabFileError, atomic_write, parse_json, read_safetensors
+from ._io import CnnlabFileError
+from .model_file import read_model_file, write_model_file
 from .stack import Stack
-
-FORMAT_KEY = "cnnlab_architecture"
 
 
 def _snake(name: str) -> str:
@@ -361,14 +357,11 @@ class Model:
         return {"loss": self.loss.forward(scores, y), "accuracy": float((scores.argmax(axis=1) == y).mean())}
 
     # ---- files -------------------------------------------------------------
-    def save(self, path) -> Path:
-        """Write weights as safetensors with the architecture as JSON in its metadata (atomically)."""
-        from safetensors.numpy import save_file
+    def save(self, path):
+        """Write weights as safetensors with the architecture as JSON in its metadata (atomically; the format is
+        ``cnnlab.model_file``'s). Returns the path."""
         self._require_built()
-        path = Path(path)
-        tensors = {k: np.ascontiguousarray(v) for k, v in self.state_dict().items()}
-        meta = {FORMAT_KEY: json.dumps(self.get_config()), "format": "np"}
-        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+        return write_model_file(path, self)
 
 
 class Sequential(Model):
@@ -409,16 +402,8 @@ def _graph_wiring(config, source):
 
 
 def load(path) -> Model:
-    """Load a model saved by ``Model.save`` (a ``.safetensors`` file) or a run directory."""
-    from .runs.files import model_file
-    path = model_file(path)                    # a run directory: its model.safetensors
-    tensors, meta = read_safetensors(path, "model file")
-    if FORMAT_KEY not in meta:
-        raise CnnlabFileError(f"{path} is a safetensors file but not a cnnlab model (no architecture in its metadata)")
-    try:
-        config = json.loads(meta[FORMAT_KEY])
-    except json.JSONDecodeError as e:
-        raise CnnlabFileError(f"{path}: the architecture in its metadata is not valid JSON: {e}") from None
+    """Load a model saved by ``Model.save`` (a ``.safetensors`` file) or a run directory (its model file)."""
+    config, tensors, path = read_model_file(path)
     model = Model.from_config(config, source=str(path))
     if not model.built:
         raise CnnlabFileError(f"{path}: the architecture has no input_shape")

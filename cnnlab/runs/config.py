@@ -8,16 +8,14 @@ checks one read from a file and names the file in its errors.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-
-import numpy as np
 
 from .. import losses as losses_mod
 from .. import models as zoo
 from .. import optim
 from .._io import CnnlabFileError, read_json
 from ..augment import Augmenter
+from ..checks import is_int, is_number
 from ..model import Sequential
 
 # Default learning rate per optimizer when none is given.
@@ -39,15 +37,6 @@ def _fail(source, message):
     if source is not None:
         return CnnlabFileError(f"{source}: {message}")
     return ValueError(message)
-
-
-def is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) \
-        and math.isfinite(v)
 
 
 def make_config(**options) -> dict:

@@ -33,12 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from .._io import CnnlabFileError, atomic_write, read_json, read_safetensors, write_json
-from ..model import FORMAT_KEY, Sequential
-from .config import is_int, is_number, validate_config
+from .._version import __version__
+from ..checks import is_int, is_number
+from ..model import Sequential
+from ..model_file import MODEL_FILE, write_model_file
+from .config import validate_config
 
 CONFIG_FILE = "config.json"
 ARCHITECTURE_FILE = "architecture.json"
-MODEL_FILE = "model.safetensors"
 LAST_FILE = "last.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 STATE_FILE = "state.json"
@@ -53,8 +55,7 @@ REQUIRED_STATE_KEYS = ["epoch", "step", "rng_state", "best_metric", "best_epoch"
 
 
 def cnnlab_version() -> str:
-    import cnnlab
-    return getattr(cnnlab, "__version__", "unknown")
+    return __version__
 
 
 def _missing(path, missing_ok):
@@ -80,16 +81,6 @@ def find_run_dir(path) -> Path | None:
     p = Path(path)
     d = p if p.is_dir() else p.parent
     return d if (d / CONFIG_FILE).is_file() else None
-
-
-def model_file(path) -> Path:
-    """The model file a path names: ``RUN_DIR/model.safetensors`` for a directory, else the path itself."""
-    path = Path(path)
-    if not path.is_dir():
-        return path
-    if not (path / MODEL_FILE).is_file():
-        raise CnnlabFileError(f"{path} is a directory without a {MODEL_FILE} file (is it a cnnlab run?)")
-    return path / MODEL_FILE
 
 
 def existing_run_files(run_dir) -> list[str]:
@@ -193,12 +184,12 @@ def check_optimizer_state(opt_t, model, path):
 
 
 def write_checkpoint(run_dir, model, optimizer, epoch, step) -> Path:
-    from safetensors.numpy import save_file
-    tensors = {f"model/{k}": np.ascontiguousarray(v) for k, v in model.state_dict().items()}
-    tensors.update({f"optimizer/{k}": np.ascontiguousarray(v) for k, v in optimizer.state_dict().items()})
-    meta = {"format": "np", CHECKPOINT_KEY: json.dumps({"epoch": int(epoch), "step": int(step)}),
-            FORMAT_KEY: json.dumps(model.get_config())}
-    return atomic_write(Path(run_dir) / CHECKPOINT_FILE, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    """The model file format (``cnnlab.model_file``) with the model's tensors under ``model/...`` and the
+    optimizer's under ``optimizer/...``."""
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"optimizer/{k}": v for k, v in optimizer.state_dict().items()})
+    meta = {CHECKPOINT_KEY: json.dumps({"epoch": int(epoch), "step": int(step)})}
+    return write_model_file(Path(run_dir) / CHECKPOINT_FILE, model, tensors, meta)
 
 
 # ---------------------------------------------------------------------------

@@ -183,10 +183,10 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
 
     if comm is not None:
         comm.barrier()                                   # rank 0 has written the best model
-    best = load(files.model_file(out_dir))
+    best = load(out_dir)                                # its model file: the best model
     evaluation = evaluate_model(best, xt, yt, class_names, comm=comm) if len(xt) else None
     if evaluation is not None:
-        evaluation.update(dataset=info["name"], split="test", model=str(files.model_file(out_dir)),
+        evaluation.update(dataset=info["name"], split="test", model=str(Path(out_dir) / files.MODEL_FILE),
                           epoch=recorder.best_epoch)
         if root:
             files.write_evaluation(out_dir, evaluation)
