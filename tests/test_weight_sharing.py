@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import cnnlab
-from cnnlab.explain import conv_to_dense, explain_weight_sharing
-from cnnlab.explain.weight_sharing import dense_equivalent, expected_nonzeros, local_to_dense
+from cnnlab.analysis.convolution import conv_to_dense, dense_equivalent, expected_nonzeros, local_to_dense
+from cnnlab.explain import explain_weight_sharing
 from cnnlab.gradcheck import check_layer
 from cnnlab.layers import Conv2D, Dense, Flatten
 from cnnlab.layers.local import LocallyConnected2D, untie

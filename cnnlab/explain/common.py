@@ -267,22 +267,6 @@ def load_model(path):
     return load(path)
 
 
-def pick_conv_layer(model, name=None):
-    """The layer called ``name`` (which must have a 4-D ``kernel``), or the model's first convolution."""
-    from ..layers.conv import Conv2D
-    if name is not None:
-        layer = model[name]
-        kernel = layer.params.get("kernel")
-        if kernel is None or kernel.ndim != 4:
-            raise ValueError(f"layer {name!r} ({type(layer).__name__}) is not a convolution; "
-                             f"convolution layers: {[l.name for l in model.layers if isinstance(l, Conv2D)]}")
-        return layer
-    for layer in model.layers:
-        if isinstance(layer, Conv2D):
-            return layer
-    raise ValueError(f"the model has no Conv2D layer; its layers are {[l.name for l in model.layers]}")
-
-
 def parse_array_text(text, what="array"):
     """A nested list given as JSON text (or the path of a JSON file) -> float64 array."""
     src = str(text)

@@ -23,7 +23,9 @@ from .base import Layer, check_pair
 from .conv import from_chwn, output_size, pad_hw, resolve_padding, to_chwn, validate_padding, window_slice
 
 
-class _Pool2D(Layer):
+class Pool2D(Layer):
+    """Base of the window poolings (max, average): ``pool_size``, ``strides`` and ``padding`` as a convolution's."""
+
     any_spatial_size = True
 
     def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
@@ -60,7 +62,7 @@ class _Pool2D(Layer):
                 "padding": self.padding if isinstance(self.padding, str) else list(self.padding)}
 
 
-class MaxPool2D(_Pool2D):
+class MaxPool2D(Pool2D):
     """Max over each ``pool_size`` window: keeps the strongest response of a feature.
 
     The max of a rectangle is the max over its rows of the max within each
@@ -136,7 +138,7 @@ def _route_to_first_max(dy, taps, best, shape, where, tiles):
     return dx
 
 
-class AvgPool2D(_Pool2D):
+class AvgPool2D(Pool2D):
     """Mean over each window. Padded pixels are not counted (Keras ``"same"`` semantics)."""
 
     def forward(self, x, training=False):
