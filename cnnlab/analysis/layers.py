@@ -146,22 +146,38 @@ def receptive_field(model, layer, y0, y1, x0, x1) -> dict:
     that output rows ``y0..y1`` and columns ``x0..x1`` of ``layer`` depend on.
 
     Walking back through a window layer with kernel ``k``, stride ``s``, dilation ``d`` and leading
-    padding ``p``, output index ``i`` reads inputs ``i*s - p .. i*s - p + d*(k-1)``; element-wise layers
-    keep the box, and a layer reading several others (a residual sum) depends on the union of their boxes.
+    padding ``p``, output index ``i`` reads inputs ``i*s - p + d*t`` for ``t = 0 .. k-1``, of which only those
+    inside the layer below's output are real (the rest is padding and reads nothing further down: with
+    dilation or a pooling that drops the last rows this narrows the box); element-wise layers keep the box,
+    and a layer reading several others (a residual sum) depends on the union of their boxes.
     """
     memo = {}
+
+    def taps(l, box, axis):
+        """The input indices along ``axis`` that outputs ``box[2*axis] .. box[2*axis+1]`` of ``l`` read."""
+        lo, hi = box[2 * axis], box[2 * axis + 1]
+        win = _window(l)
+        if win is None:
+            return range(lo, hi + 1)
+        k, s, d, p = (v[axis] for v in win)
+        return sorted({i * s - p + d * t for i in range(lo, hi + 1) for t in range(k)})
 
     def back(l, box):
         key = (l.name, box)
         if key not in memo:
-            win = _window(l)
-            if win is not None:
-                k, s, d, p = win
-                box = tuple(v for a in (0, 1) for v in (box[2 * a] * s[a] - p[a],
-                                                        box[2 * a + 1] * s[a] - p[a] + d[a] * (k[a] - 1)))
-            boxes = [box if src is None else back(src, box) for src in sources(model, l)]
+            rows, cols = taps(l, box, 0), taps(l, box, 1)
+            boxes = []
+            for src in sources(model, l):
+                if src is None:                            # the image: the box may reach into its padding
+                    boxes.append((min(rows), max(rows), min(cols), max(cols)))
+                    continue
+                h, w = src.output_shape[:2]                # indices past a layer's output are padding
+                r = [v for v in rows if 0 <= v < h]
+                c = [v for v in cols if 0 <= v < w]
+                if r and c:
+                    boxes.append(back(src, (r[0], r[-1], c[0], c[-1])))
             memo[key] = (min(b[0] for b in boxes), max(b[1] for b in boxes),
-                         min(b[2] for b in boxes), max(b[3] for b in boxes))
+                         min(b[2] for b in boxes), max(b[3] for b in boxes)) if boxes else box
         return memo[key]
 
     top, bottom, left, right = back(layer, (y0, y1, x0, x1))

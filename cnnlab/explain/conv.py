@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import images
 from ..analysis import texts
 from ..analysis.convolution import conv_steps, convolve, pair, parse_padding
 from ..analysis.layers import conv_layer
 from ..layers.conv import pad_hw, resolve_padding
-from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, esc, format_number, frame_player, image_png,
+from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, esc, format_number, frame_player,
                      quantize_frames, img_tag, is_integral, load_image, load_model, new_figure, out_dir, parse_array_text,
                      save_figure, save_gif, save_json, symmetric_limits, table_html, text_colour,
                      write_html)
@@ -90,12 +91,10 @@ def _model_kernel(model, layer, filter_index):
 def _default_model_input(channels, size, seed):
     """A picture to run a model's filter over: a ``shapes`` drawing for grayscale, seeded noise otherwise."""
     if channels == 1:
-        from PIL import Image
         from ..datasets import load_shapes
         (x, _), _ = load_shapes(1, 1, image_size=max(12, size), seed=seed)
-        img = Image.fromarray((x[0, :, :, 0] * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BOX)
-        img = np.asarray(img, np.float64)
-        return (img / max(img.max(), 1.0))[:, :, None]        # stretched to [0, 1]: thin strokes stay visible
+        img = images.resize(x[0], size, size).astype(np.float64)
+        return img / max(float(img.max()), 1e-12)              # stretched to [0, 1]: thin strokes stay visible
     return np.random.default_rng(seed).uniform(0, 1, (size, size, channels))
 
 
@@ -535,7 +534,7 @@ def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, pad
     anim = _Animator(xp, pads, kernel, y, records, integers, photo)
     frames = quantize_frames([anim.frame(i) for i in range(len(records))],
                              colormap_colours([SIGNED_CMAP, HEAT_CMAP, "gray" if photo else "Greys", "Oranges"]))
-    frames_png = [image_png(f) for f in frames]
+    frames_png = [images.encode_png(f) for f in frames]
     files = {"gif": out / "conv.gif", "html": out / "conv.html", "json": out / "conv.json",
              "output_png": out / "conv_output.png", "first_step_png": out / "conv_step_first.png",
              "edge_png": out / "edge_detector.png"}

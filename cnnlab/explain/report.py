@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import images
 from .._io import CnnlabFileError
 from ..layers import Conv2D
 from ..analysis import texts
@@ -269,7 +270,7 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
                 if next(iter(snaps.values())).shape != kern.shape:
                     raise CnnlabFileError(f"{run_dir / files.FILTERS_FILE}: snapshots do not match {convs[0].name}'s kernel {kern.shape}")
                 frames = filter_evolution_frames(snaps, convs[0].name)
-                player, script = common.frame_player([common.png_bytes(f) for f in frames], "filters",
+                player, script = common.frame_player([images.encode_png(f) for f in frames], "filters",
                                                      "filter snapshot", [f"step {s:,}" for s in snaps])
                 moved = filter_change(snaps)
                 body += (f"<h3>How they were learned ({len(snaps)} snapshots)</h3>{player}<p class='note'>From step "
