@@ -201,3 +201,71 @@ def edge_responses(kernels, what, noun, strong, ink, sums, signs) -> str:
             f"do not, and the map lights up. Measured on this picture: {'; '.join(parts)}. The border (pixels within "
             f"one pixel of where ink, value above {ink}, meets background) covers {share:.0%} of the picture, so "
             f"strong responses land there {chance} by chance. Colours: {signs}.")
+
+
+# ---------------------------------------------------------------------------
+# The walk through one model (the explain index), one paragraph per step
+# ---------------------------------------------------------------------------
+def conv_step(kernel_hw, input_hw, output_hw) -> str:
+    """Step 1, how: one kernel, the sum at every position, and the sizes it gave."""
+    return (f"A small kernel ({kernel_hw[0]}\u00d7{kernel_hw[1]}) slides over the image; at each position the pixels "
+            "under it are multiplied by its weights and summed, plus a bias. Every output cell is that one sum: here "
+            f"a {input_hw[0]}\u00d7{input_hw[1]} input gives a {output_hw[0]}\u00d7{output_hw[1]} output.")
+
+
+def edge_summary(description, kernels) -> str:
+    """Why the convolution step is useful: where two edge kernels fire on a real picture (``edge_responses``'s numbers)."""
+    fired = " and ".join(f"{_pct(k['on_border'], 1)} of the strong responses of the kernel for {k['name']}"
+                         for k in kernels)
+    return (f"Why that is useful: two hand-made edge kernels slid over {description} light up where its ink meets the "
+            f"background: {fired} lie on the ink's border, which covers {_pct(kernels[0]['border_share'], 1)} of the "
+            "picture.")
+
+
+def feature_maps_summary(layer_name, filters, source, class_name, probability) -> str:
+    """Step 2, how: a layer of ``filters`` filters turns the input into as many maps; the prediction at the end."""
+    return (f"The model's first convolution ({layer_name}) has {filters} filters, so it turns {source} into {filters} "
+            "feature maps, each bright where its filter's pattern occurs (right: the filters themselves, red adds the "
+            "pixel, blue subtracts it). Later layers combine these maps; the last one gives the class scores: here "
+            f"{class_name} ({probability:.0%}).")
+
+
+def weight_sharing_summary(n_train=None, dataset=None, params=None, accuracy=None) -> str:
+    """Step 3, why: a convolution as a tied, sparse dense layer; with ``accuracy``, what the three models reached."""
+    text = ("A convolution is a fully connected layer whose matrix is mostly zeros, with the same few weights "
+            "repeated along its diagonals: one small neuron copied over every patch.")
+    if accuracy:
+        text += (f" This step trains its own three small models, each until its training loss stops falling, on the "
+                 f"same {n_train:,} {dataset} images: the convolution ({params['conv']:,} parameters) reaches "
+                 f"{_pct(accuracy['conv'], 1)}, the locally connected layer (the same sparsity, untied, "
+                 f"{params['locally_connected']:,}) {_pct(accuracy['locally_connected'], 1)} and a dense network of "
+                 f"about the convolution's size {_pct(accuracy['dense'], 1)}.")
+    return text
+
+
+def matched_filter_summary(noun, cosines) -> str:
+    """Step 4, why: a kernel is a template; how similar the first-layer filters are to the patches they answer."""
+    return ("The output of a convolution at a position is the dot product of its kernel with the patch there: largest "
+            "where the patch looks like the kernel. So a kernel is a template and its feature map says where the "
+            f"template matches. The model's first-layer filters, each compared with the {noun} patches that excite it "
+            f"most, have mean cosine similarities between {min(cosines):.2f} and {max(cosines):.2f} with them.")
+
+
+def invariance_summary(noun, shift, accuracy, changes) -> str:
+    """Step 5, why: accuracy and feature change at the largest ``shift`` for the CNN, the GAP model and the MLP."""
+    return ("Move the input and the feature maps move with it (equivariance); averaging a map over the whole image "
+            f"throws the position away (invariance). Shifted by {shift} px, the {noun}s are still recognized "
+            f"{_pct(accuracy['cnn'], 1)} of the time by this CNN and {_pct(accuracy['cnn_gap'], 1)} by one with global "
+            f"average pooling, against {_pct(accuracy['mlp'], 1)} for an MLP of about the same size. The classifier's "
+            f"features change by {changes['cnn_gap']:.2f} (relative) with global average pooling, {changes['cnn']:.2f} "
+            f"with max pooling, {changes['mlp']:.2f} in the MLP. "
+            + invariance_verdict(changes, {"cnn_gap": "model with global average pooling", "cnn": "CNN",
+                                           "mlp": "MLP"}))
+
+
+def saliency_summary(source, class_name, probability) -> str:
+    """Step 6, what: the four saliency maps of one image and class."""
+    return (f"For {source} and the class {class_name} (p = {probability:.2f}): which pixels a tiny change would move the "
+            "score most (gradient; speckled, because that slope jumps from pixel to pixel), the same averaged over "
+            "noisy copies (SmoothGrad), which regions hurt the prediction most when hidden (occlusion), and which "
+            "regions of the last convolution's coarser maps carry the evidence (Grad-CAM).")

@@ -1,33 +1,11 @@
-r"""Which pixels a prediction depends on: gradient saliency, SmoothGrad, occlusion sensitivity and Grad-CAM.
+r"""``cnnlab explain saliency``: which pixels a prediction depends on, drawn over the image, one page.
 
-Four answers to "where does the network look?" for one image and one class
-``k`` (default: the predicted class), each a map over the image:
-
-* **Gradient saliency** (Simonyan, Vedaldi & Zisserman 2014): ``|dS_k/dx|``,
-  the magnitude of the derivative of the class score (the logit, before the
-  softmax) with respect to every input pixel, maximized over colour channels.
-  One backward pass: ``model.input_gradient(x, e_k)`` with ``e_k`` the one-hot
-  vector of class ``k`` as the gradient of the scores. It says how much a tiny
-  change of each pixel would move the score: local, and often noisy.
-* **SmoothGrad** (Smilkov et al. 2017): the same gradient averaged over noisy
-  copies ``x + e_n``, ``e_n ~ N(0, sigma^2)``, before taking its magnitude;
-  the averaging removes the pixel-to-pixel jumps of the plain gradient.
-* **Occlusion sensitivity** (Zeiler & Fergus 2014): cover a ``p x p`` patch
-  centred on each pixel (on a grid with the given stride) with a constant,
-  run the model, and record the *drop* of the class probability,
-  ``p_k(x) - p_k(x with the patch covered)``. Positive where hiding the
-  region hurts the prediction, negative where it helps. All occluded copies
-  go through the network in batches: no Python loop per image pixel.
-* **Grad-CAM** (Selvaraju et al. 2017): take the feature maps ``A`` of the last
-  convolution (its output, before any activation), weight each map by the
-  spatial mean of the score's gradient with respect to it,
-  ``alpha_c = mean_ij dS_k/dA_ijc``, sum, and keep the positive part:
-  ``cam = ReLU(sum_c alpha_c A_c)``. The coarse map is upsampled bilinearly to
-  the image. It shows which *regions* carry the evidence for class ``k``.
-  The convolution's own output is the default rather than its rectified
-  output: behind a ReLU, background positions hold a constant positive
-  response, and with a dense classifier on top their mostly negative mean
-  gradients often cancel every map (``--layer`` chooses another layer).
+The four maps -- gradient saliency (Simonyan et al. 2014), SmoothGrad (Smilkov et al. 2017),
+occlusion sensitivity (Zeiler & Fergus 2014) and Grad-CAM (Selvaraju et al. 2017) -- are computed
+by :mod:`cnnlab.analysis.attribution`, whose docstring gives their formulas; this module draws each
+over the image with one sentence on what it shows, and writes ``saliency.html`` and ``saliency.json``.
+Grad-CAM defaults to the last convolution's own output, before its activation (``--layer`` chooses
+another layer).
 """
 from __future__ import annotations
 
