@@ -258,3 +258,10 @@ def test_the_explorer_sends_the_sentence_its_numbers_choose():
                                                    d["prediction_changed"], f"the features of {d['features_layer']}")
         says_barely = "barely changed" in d["sentence"]
         assert says_barely == (0 < d["features_change"] < texts.SMALL_CHANGE)
+
+
+def test_canvas_sentence_blames_untrained_weights_only_when_the_mlp_fell_behind():
+    behind = texts.canvas_result("digit", 56, 28, 0.8, 0.2, 0.1)
+    assert "never trained" in behind and "80.0%" in behind and "20.0%" in behind
+    alike = texts.canvas_result("digit", 56, 28, 0.5, 0.48, 0.1)
+    assert "never trained" not in alike and "did not fall behind" in alike

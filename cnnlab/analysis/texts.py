@@ -269,3 +269,26 @@ def saliency_summary(source, class_name, probability) -> str:
             "score most (gradient; speckled, because that slope jumps from pixel to pixel), the same averaged over "
             "noisy copies (SmoothGrad), which regions hurt the prediction most when hidden (occlusion), and which "
             "regions of the last convolution's coarser maps carry the evidence (Grad-CAM).")
+
+
+# ---------------------------------------------------------------------------
+# The invariance experiment (explain invariance)
+# ---------------------------------------------------------------------------
+def shift_accuracy(shift, cnn, mlp) -> str:
+    """Accuracy of the CNN and the MLP from no shift to ``shift`` px: ``cnn``, ``mlp`` = (unshifted, shifted)."""
+    return (f"At {shift} px the CNN keeps {_pct(cnn[1], 1)} (from {_pct(cnn[0], 1)}), the MLP {_pct(mlp[1], 1)} "
+            f"(from {_pct(mlp[0], 1)}).")
+
+
+def canvas_result(noun, size, offset, gap, mlp, chance) -> str:
+    """Trained in one corner of a ``size`` canvas, tested in the opposite one: the GAP CNN against the MLP.
+
+    The MLP is said to have failed for its untrained weights only when it scores at least
+    :data:`FAR_BETTER` below the CNN; otherwise the sentence says that the two did alike.
+    """
+    text = (f"Every training {noun} sits in the top-left corner of a {size}\u00d7{size} canvas. Tested in the "
+            f"bottom-right corner (offset {offset} px), the CNN with global average pooling scores {_pct(gap, 1)}, the "
+            f"MLP {_pct(mlp, 1)} (chance {_pct(chance, 1)})")
+    if mlp < gap - FAR_BETTER:
+        return text + ": the MLP's weights for pixels it never saw lit were never trained."
+    return text + ": here the MLP did not fall behind the CNN, so this data does not show the difference."

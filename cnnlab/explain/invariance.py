@@ -581,6 +581,7 @@ def _write_page(out, r, pngs):
     ch = {n: r["feature_change"][n][-1] for n in names}
     change_text = ", ".join(f"{MODEL_LABELS.get(n, n)}: {ch[n]:.2f}" for n in sorted(names, key=ch.get))
     verdict = texts.invariance_verdict(ch, MODEL_LABELS)
+    cnn, mlp = r["accuracy"]["cnn"], r["accuracy"]["mlp"]
     intro = (f"<p>Models trained on {r['n_train']} {esc(r['dataset'])} images, tested on {esc(r['test_subset'])}. "
              "A convolution applies one filter at every position, so when the input moves its feature maps move "
              "with it (<b>equivariance</b>); pooling, and most of all averaging each map over the image, makes "
@@ -588,9 +589,8 @@ def _write_page(out, r, pngs):
              "neither property.</p>")
     sections = [
         ("Accuracy against shift", common.img_tag(pngs["invariance_shift.png"], "accuracy against shift") +
-         f"<p>At {last} px the CNN keeps {_pct(r['accuracy']['cnn'][-1])} (from {_pct(r['accuracy']['cnn'][0])}), "
-         f"the MLP {_pct(r['accuracy']['mlp'][-1])} (from {_pct(r['accuracy']['mlp'][0])}). Each value is the mean "
-         f"over shifts right, left, down and up; pixels that enter are black. {esc(mlp_note)}</p>" +
+         f"<p>{esc(texts.shift_accuracy(last, (cnn[0], cnn[-1]), (mlp[0], mlp[-1])))} Each value is the mean over "
+         f"shifts right, left, down and up; pixels that enter are black. {esc(mlp_note)}</p>" +
          common.table_html(head, shift_rows)),
         ("Accuracy against rotation", common.img_tag(pngs["invariance_rotation.png"], "accuracy against rotation") +
          "<p class='note'>Convolution is not built to be rotation-equivariant: small rotations are tolerated "
@@ -626,11 +626,9 @@ def _write_page(out, r, pngs):
                 for n, v in m.items()]
         sections.append((f"Train in one corner, test in another ({c['size']}\u00d7{c['size']} canvas)",
                          common.img_tag(pngs["canvas.png"], "canvas experiment") +
-                         f"<p>Every training {noun} sits in the top-left corner of a {c['size']}\u00d7{c['size']} "
-                         f"canvas. Tested in the bottom-right corner (offset {c['test_position'][0]} px), the CNN with "
-                         f"global average pooling scores {_pct(m['cnn_gap']['test_position'])}, the MLP "
-                         f"{_pct(m['mlp']['test_position'])} (chance {_pct(r['chance'])}): the MLP's weights for "
-                         "pixels it never saw lit were never trained.</p>" + common.table_html(
+                         "<p>" + esc(texts.canvas_result(noun, c["size"], c["test_position"][0],
+                                                         m["cnn_gap"]["test_position"], m["mlp"]["test_position"],
+                                                         r["chance"])) + "</p>" + common.table_html(
                              ["model", "parameters", "accuracy at the training position",
                               "accuracy in the bottom-right corner"], rows)))
     ex = r["example"]
