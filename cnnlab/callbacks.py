@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from .analysis.layers import first_conv
+
 
 class StopTraining(Exception):
     """Raised by a callback to end training after the current epoch."""
@@ -165,12 +167,6 @@ class ModelCheckpoint(MonitorCallback):
         return self.update(logs, trainer.epoch) or not self.save_best_only
 
 
-def first_conv(model):
-    """The model's first ``Conv2D`` layer, or ``None``."""
-    from .layers import Conv2D
-    return next((layer for layer in model.layers if isinstance(layer, Conv2D)), None)
-
-
 class FilterSnapshots(Callback):
     """Copies of a convolution's kernel as it is learned: before training (step 0), every ``every``
     optimizer steps (or at the optimizer steps listed in ``steps``) and at the end of every epoch.
@@ -199,8 +195,6 @@ class FilterSnapshots(Callback):
     def on_train_begin(self, trainer):
         if self.layer is None:
             self.layer = first_conv(trainer.model)
-            if self.layer is None:
-                raise ValueError("filter snapshots need a Conv2D layer; the model has none")
         if trainer.step == 0 or not self.snapshots:
             self.take(trainer.step)
 

@@ -23,6 +23,7 @@ means the same thing everywhere:
 * **One resize filter**, Pillow's bilinear on float pixels: a triangle filter
   widened by the reduction factor when shrinking (so it averages, no aliasing),
   plain bilinear interpolation when enlarging; never outside the input's range.
+* **One PNG writer**, :func:`encode_png`, for the pictures cnnlab writes or sends.
 
 :func:`prepare_input` turns a picture into one input of a model, with the two rules
 ``predict`` and ``explain`` share and print (:func:`describe`):
@@ -58,6 +59,10 @@ MNIST_STYLE_DATASETS = ("mnist",)  # trained on these (or on unknown 28x28x1 dat
 LIGHT_BORDER = 0.5                 # a border whose median brightness exceeds this is a light background
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+
+
+class ImageTooLarge(CnnlabFileError):
+    """A picture with more than :data:`MAX_PIXELS` pixels (a decompression bomb, or a picture to shrink first)."""
 
 
 def _name(source, name) -> str:
@@ -97,7 +102,7 @@ def open_image(source: Source, name: Optional[str] = None):
             img = Image.open(fp, formats=FORMATS)
             w, h = img.size
             if w * h > MAX_PIXELS:
-                raise CnnlabFileError(f"{what} is {w}x{h} = {w * h:,} pixels, more than the {MAX_PIXELS:,} "
+                raise ImageTooLarge(f"{what} is {w}x{h} = {w * h:,} pixels, more than the {MAX_PIXELS:,} "
                                       f"cnnlab reads (a decompression bomb, or a picture to shrink first)")
             if w < 1 or h < 1:
                 raise CnnlabFileError(f"{what} is {w}x{h} pixels: nothing to read")
@@ -114,7 +119,7 @@ def open_image(source: Source, name: Optional[str] = None):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         found = re.search(r"\((\d+) pixels\)", str(e))           # Pillow refused it in Image.open already
         size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        raise CnnlabFileError(f"{what} has {size}, more than the {MAX_PIXELS:,} cnnlab reads (a decompression "
+        raise ImageTooLarge(f"{what} has {size}, more than the {MAX_PIXELS:,} cnnlab reads (a decompression "
                               f"bomb, or a picture to shrink first)") from None
     except MemoryError:
         raise CnnlabFileError(f"{what} does not fit in memory when decoded") from None
@@ -173,6 +178,20 @@ def resize(x: np.ndarray, height: int, width: int) -> np.ndarray:
     planes = [np.asarray(Image.fromarray(np.ascontiguousarray(x[..., c], np.float32), "F")
                          .resize((int(width), int(height)), Image.Resampling.BILINEAR)) for c in range(x.shape[2])]
     return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def encode_png(image) -> bytes:
+    """PNG bytes of a Pillow image, a uint8 array (H, W), (H, W, 1) or (H, W, 3), or a float array in [0, 1]
+    (rounded to 8 bits, values outside [0, 1] clipped)."""
+    from PIL import Image
+    if not isinstance(image, Image.Image):
+        a = np.asarray(image)
+        if a.dtype != np.uint8:
+            a = (np.clip(a.astype(np.float64), 0.0, 1.0) * 255).round().astype(np.uint8)
+        image = Image.fromarray(a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
 
 
 def read_image(source: Source, size=None, channels: int = 1, name: Optional[str] = None) -> np.ndarray:

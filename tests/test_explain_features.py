@@ -11,6 +11,7 @@ from safetensors.numpy import save_file
 import cnnlab
 from cnnlab._io import CnnlabFileError, write_json
 from cnnlab.datasets import load_shapes
+from cnnlab.analysis import layers as AL, texts
 from cnnlab.explain import features as F
 from cnnlab.explain import subject as SUB
 from cnnlab.runs import make_config
@@ -46,7 +47,7 @@ def run_dir(tmp_path_factory, trained):
 
 def test_feature_maps_are_each_layers_output(trained):
     model, _, (xt, _) = trained
-    maps = F.feature_maps(model, xt[3])
+    maps = AL.feature_maps(model, xt[3])
     assert [layer.name for layer, _ in maps] == [layer.name for layer in model.layers]
     h = xt[3:4]
     for (layer, a), ref in zip(maps, model.layers):
@@ -59,7 +60,7 @@ def test_feature_maps_are_each_layers_output(trained):
 def test_layer_statistics():
     layer = cnnlab.layers.ReLU(name="r")
     a = np.array([[[0.0, 2.0], [0.0, 4.0]]])
-    s = F.layer_statistics(layer, a)
+    s = AL.statistics(layer, a)
     assert s == {"name": "r", "type": "ReLU", "output_shape": [1, 2, 2], "min": 0.0, "max": 4.0, "mean": 1.5,
                  "fraction_zero": 0.5}
 
@@ -70,7 +71,7 @@ def test_explain_features_from_a_run(tmp_path, run_dir, trained):
     r = F.explain_features(out, model=run_dir, index=2)
     loaded = cnnlab.load(run_dir)
     # the numbers are those of the model on test image 2 of the run's dataset
-    maps = F.feature_maps(loaded, xt[2])
+    maps = AL.feature_maps(loaded, xt[2])
     assert len(r["layers"]) == len(loaded.layers)
     for s, (layer, a) in zip(r["layers"], maps):
         assert s["name"] == layer.name and s["output_shape"] == list(a.shape)
@@ -100,7 +101,7 @@ def test_explain_features_from_a_run(tmp_path, run_dir, trained):
     with Image.open(out / "filters.png") as im:
         assert im.size[0] > 200 and im.size[1] > 100
     html = (out / "features.html").read_text()
-    assert html_mod.escape(F.filters_caption(r["filters"]["described"])) in html
+    assert html_mod.escape(texts.filters_caption(r["filters"]["described"])) in html
     assert_self_contained(html)
     assert "data:image/gif;base64," in html
     for s in r["layers"]:

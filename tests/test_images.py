@@ -122,8 +122,29 @@ def test_bomb_is_refused_before_decoding(tmp_path):
     with pytest.raises(CnnlabFileError, match="uploaded image has 1,600,000,000 pixels"):
         images.read_image(p.read_bytes())
     for w, h in ((9000, 9000), (10000, 10000)):                     # above cnnlab's limit, below or at Pillow's
-        with pytest.raises(CnnlabFileError, match=f"({w}x{h} = )?{w * h:,} pixels, more than"):
+        with pytest.raises(images.ImageTooLarge, match=f"({w}x{h} = )?{w * h:,} pixels, more than"):
             images.read_image(bomb_png(w, h))
+    with pytest.raises(images.ImageTooLarge):                        # Pillow's own refusal, typed the same
+        images.read_image(p)
+    assert issubclass(images.ImageTooLarge, CnnlabFileError)
+
+
+def test_a_damaged_file_is_not_too_large():
+    with pytest.raises(CnnlabFileError) as e:
+        images.read_image(b"\x89PNG\r\n\x1a\n broken")
+    assert not isinstance(e.value, images.ImageTooLarge)
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (5, 7, 1), (5, 7, 3)])
+def test_encode_png_round_trips_through_the_reader(shape):
+    a = RNG.integers(0, 256, shape).astype(np.uint8)
+    channels = 3 if len(shape) == 3 and shape[2] == 3 else 1
+    back = images.read_image(images.encode_png(a), channels=channels)
+    np.testing.assert_array_equal((back * 255).round().astype(np.uint8), a.reshape(5, 7, channels))
+    floats = a.astype(np.float64) / 255                                # floats in [0, 1] are rounded to 8 bits
+    np.testing.assert_array_equal(images.encode_png(floats), images.encode_png(a))
+    with Image.open(io.BytesIO(images.encode_png(Image.fromarray(LEVELS)))) as im:
+        np.testing.assert_array_equal(np.asarray(im), LEVELS)
 
 
 @pytest.mark.parametrize("content, problem", [

@@ -9,6 +9,7 @@ from PIL import Image
 import cnnlab
 from cnnlab.augment import affine
 from cnnlab.datasets import load_shapes
+from cnnlab.analysis import shifts
 from cnnlab.explain import invariance as I
 from cnnlab.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 
@@ -19,18 +20,18 @@ SMALL = dict(dataset="shapes", n_train=400, n_test=60, epochs=1, max_shift=3, ma
 def test_shift_images_equals_the_affine_warp():
     x = np.random.default_rng(0).uniform(size=(3, 9, 7, 2)).astype(np.float32)
     for dy, dx in [(0, 0), (2, 0), (0, -3), (-1, 4), (3, 3)]:
-        np.testing.assert_array_equal(I.shift_images(x, dy, dx), affine(x, shift_y=dy, shift_x=dx))
-    assert not I.shift_images(x, 0, 7).any() and not I.shift_images(x, -20, 0).any()
-    filled = I.shift_images(x, 0, 2, fill=np.full((9, 7, 2), 5.0, np.float32))
+        np.testing.assert_array_equal(shifts.shift_images(x, dy, dx), affine(x, shift_y=dy, shift_x=dx))
+    assert not shifts.shift_images(x, 0, 7).any() and not shifts.shift_images(x, -20, 0).any()
+    filled = shifts.shift_images(x, 0, 2, fill=np.full((9, 7, 2), 5.0, np.float32))
     assert np.all(filled[:, :, :2] == 5.0) and np.array_equal(filled[:, :, 2:], x[:, :, :-2])
 
 
 def test_place_on_canvas():
     x = np.ones((2, 3, 3, 1), np.float32)
-    c = I.place_on_canvas(x, 5, 2, 1)
+    c = shifts.place_on_canvas(x, 5, 2, 1)
     assert c.shape == (2, 5, 5, 1) and c.sum() == 18 and c[0, 2:5, 1:4].all()
     with pytest.raises(ValueError, match="does not fit"):
-        I.place_on_canvas(x, 5, 3, 0)
+        shifts.place_on_canvas(x, 5, 3, 0)
 
 
 def test_convolution_is_exactly_equivariant_away_from_the_border():
@@ -100,7 +101,7 @@ def test_feature_change_and_equivariance_numbers(experiment, test_split):
         return h
 
     f0 = features(xt)
-    changes = [np.mean(np.linalg.norm(features(I.shift_images(xt, uy, ux)) - f0, axis=1) /
+    changes = [np.mean(np.linalg.norm(features(shifts.shift_images(xt, uy, ux)) - f0, axis=1) /
                        np.linalg.norm(f0, axis=1)) for uy, ux in I.DIRECTIONS.values()]
     assert r["feature_change"]["cnn_gap"][1] == pytest.approx(np.mean(changes), rel=1e-4)
     # the classifier's features move less with global average pooling than with flatten + dense
@@ -123,7 +124,7 @@ def test_canvas_experiment(experiment, test_split):
     for name in ("cnn_gap", "mlp"):
         m = cnnlab.load(out / c["models"][name]["file"])
         assert m.input_shape == (32, 32, 1)
-        far = m.evaluate(I.place_on_canvas(xt, 32, 4, 4), yt)["accuracy"]
+        far = m.evaluate(shifts.place_on_canvas(xt, 32, 4, 4), yt)["accuracy"]
         assert c["models"][name]["test_position"] == pytest.approx(far)
         assert c["models"][name]["grid"][0][0] == c["models"][name]["train_position"]
         assert c["models"][name]["grid"][1][1] == c["models"][name]["test_position"]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.explain import cross_correlate, explain_matched_filter, normalized_cross_correlate, top_patches
+from cnnlab.analysis.patches import cross_correlate, normalized_cross_correlate, top_patches
+from cnnlab.explain import explain_matched_filter
 from cnnlab.explain.cli import register
 from cnnlab.explain.matched_filter import cross_template, planted_scene
 from cnnlab.layers import Conv2D, Dense, Flatten, ReLU

@@ -10,7 +10,8 @@ from cnnlab._io import CnnlabFileError, write_json
 from cnnlab.datasets import load_shapes
 from cnnlab.explain import report as R
 from cnnlab.callbacks import FilterSnapshots
-from cnnlab.explain.features import describe_filters, filters_caption
+from cnnlab.analysis.texts import filters_caption
+from cnnlab.explain.features import describe_filters
 from cnnlab.explain.subject import demo_model
 from cnnlab.runs import files, make_config
 from cnnlab.optim import Adam

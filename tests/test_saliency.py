@@ -10,6 +10,8 @@ import cnnlab
 from cnnlab._io import write_json
 from cnnlab.runs import make_config
 from cnnlab.datasets import load_shapes
+from cnnlab.analysis import attribution as A
+from cnnlab.analysis.layers import receptive_field_centres
 from cnnlab.explain import saliency as S
 from cnnlab.explain.subject import train_demo_model
 from cnnlab.layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
@@ -32,7 +34,7 @@ def test_gradient_saliency_equals_finite_differences():
     m = tiny_model(channels=2)
     x = np.random.default_rng(5).uniform(0, 1, (8, 8, 2))
     k = 1
-    g = S.score_gradient(m, x, k)
+    g = A.score_gradient(m, x, k)
     assert g.shape == x.shape
     eps = 1e-6
     for (i, j, c) in [(0, 0, 0), (3, 4, 1), (7, 7, 0), (2, 5, 1), (5, 1, 0)]:
@@ -41,25 +43,25 @@ def test_gradient_saliency_equals_finite_differences():
         xm[i, j, c] -= eps
         fd = (m.logits(xp[None])[0, k] - m.logits(xm[None])[0, k]) / (2 * eps)
         assert g[i, j, c] == pytest.approx(fd, rel=1e-5, abs=1e-8)
-    np.testing.assert_allclose(S.gradient_saliency(m, x, k), np.abs(g).max(axis=-1))
+    np.testing.assert_allclose(A.gradient_saliency(m, x, k), np.abs(g).max(axis=-1))
 
 
 def test_smoothgrad_is_the_mean_gradient_of_the_noisy_copies():
     m = tiny_model(channels=2)
     x = np.random.default_rng(6).uniform(0, 1, (8, 8, 2)).astype(np.float32)
-    got = S.smoothgrad(m, x, 2, samples=5, sigma=0.2, seed=3)
+    got = A.smoothgrad(m, x, 2, samples=5, sigma=0.2, seed=3)
     spread = float(x.max() - x.min())
     noisy = x + np.random.default_rng(3).normal(0.0, 0.2 * spread, (5, 8, 8, 2))
-    want = np.mean([S.score_gradient(m, n.astype(np.float32), 2) for n in noisy], axis=0)   # one image at a time
+    want = np.mean([A.score_gradient(m, n.astype(np.float32), 2) for n in noisy], axis=0)   # one image at a time
     np.testing.assert_allclose(got, np.abs(want).max(axis=-1), rtol=1e-4, atol=1e-7)
-    assert not np.allclose(got, S.gradient_saliency(m, x, 2))          # the noise did change the map
+    assert not np.allclose(got, A.gradient_saliency(m, x, 2))          # the noise did change the map
 
 
 def test_occlusion_values_equal_a_direct_recomputation():
     m = tiny_model()
     x = np.random.default_rng(2).uniform(0, 1, (8, 8, 1))
     k = 2
-    r = S.occlusion_sensitivity(m, x, k, patch=3, stride=2, fill=0.25, batch_size=5)
+    r = A.occlusion_sensitivity(m, x, k, patch=3, stride=2, fill=0.25, batch_size=5)
     assert r["map"].shape == (4, 4) and len(r["centres"]) == 16
     base = m.predict(x[None])[0, k]
     assert r["probability"] == pytest.approx(base)
@@ -68,9 +70,9 @@ def test_occlusion_values_equal_a_direct_recomputation():
         xo = x.copy()
         xo[max(cy - 1, 0):cy + 2, max(cx - 1, 0):cx + 2] = 0.25     # 3x3 patch centred on (cy, cx), clipped
         assert r["map"][a, b] == pytest.approx(base - m.predict(xo[None])[0, k], abs=1e-12)
-    masks, centres = S.occlusion_masks(8, 8, 3, 2)
+    masks, centres = A.occlusion_masks(8, 8, 3, 2)
     assert masks.shape == (16, 8, 8) and masks[0].sum() == 4 and masks[5].sum() == 9
-    full = S.occlusion_sensitivity(m, x, k, patch=2, fill="mean")
+    full = A.occlusion_sensitivity(m, x, k, patch=2, fill="mean")
     assert full["map"].shape == (8, 8) and full["fill"] == pytest.approx(x.mean())
 
 
@@ -81,21 +83,21 @@ def test_grad_cam_of_a_known_model():
     m["conv2d"].params["kernel"][...] = np.array([1.0, -1.0]).reshape(1, 1, 1, 2)
     m["dense"].params["kernel"][...] = np.eye(2)
     x = np.random.default_rng(0).uniform(0.1, 1, (6, 5, 1))
-    r = S.grad_cam(m, x, 0)
+    r = A.grad_cam(m, x, 0)
     assert r["layer"] == "conv2d"
     # dS0/dA0 = 1/(H W) where A0 > 0 (everywhere), dS0/dA1 = 0: alpha = (1/30, 0), cam = x / 30
     np.testing.assert_allclose(r["weights"], [1 / 30, 0.0])
     np.testing.assert_allclose(r["cam"], x[..., 0] / 30)
     np.testing.assert_allclose(r["map"], x[..., 0] / 30)        # same size: upsampling is the identity
     # class 1 has no evidence anywhere (ReLU(-x) = 0): an all-zero map
-    assert np.all(S.grad_cam(m, x, 1)["cam"] == 0)
+    assert np.all(A.grad_cam(m, x, 1)["cam"] == 0)
 
 
 def test_grad_cam_matches_an_independent_computation():
     m = tiny_model(seed=3)
     x = np.random.default_rng(4).uniform(0, 1, (8, 8, 1))
     k = 0
-    r = S.grad_cam(m, x, k, layer="conv2d_1")
+    r = A.grad_cam(m, x, k, layer="conv2d_1")
     idx = [l.name for l in m.layers].index("conv2d_1")
     h = x[None]
     for layer in m.layers[:idx + 1]:
@@ -122,16 +124,16 @@ def test_grad_cam_matches_an_independent_computation():
     cam = np.maximum((a * alpha).sum(-1), 0)
     np.testing.assert_allclose(r["cam"], cam, rtol=1e-5, atol=1e-10)
     assert r["map"].shape == (8, 8) and np.all(r["map"] >= 0)
-    assert S.default_cam_layer(m).name == "conv2d_1"
+    assert A.default_cam_layer(m).name == "conv2d_1"
 
 
 def test_upsample_bilinear():
     m = np.arange(12.0).reshape(3, 4)
-    np.testing.assert_allclose(S.upsample_bilinear(m, (3, 4)), m)
-    np.testing.assert_allclose(S.upsample_bilinear(np.full((2, 2), 3.0), (7, 5)), 3.0)
-    up = S.upsample_bilinear(np.array([[0.0, 1.0]]), (1, 4))
+    np.testing.assert_allclose(A.upsample_bilinear(m, (3, 4)), m)
+    np.testing.assert_allclose(A.upsample_bilinear(np.full((2, 2), 3.0), (7, 5)), 3.0)
+    up = A.upsample_bilinear(np.array([[0.0, 1.0]]), (1, 4))
     np.testing.assert_allclose(up, [[0.0, 0.25, 0.75, 1.0]])         # pixel centres aligned
-    assert S.top_pixels(m, 2) == [[2, 3, 11.0], [2, 2, 10.0]]
+    assert A.top_pixels(m, 2) == [[2, 3, 11.0], [2, 2, 10.0]]
 
 
 @pytest.fixture(scope="module")
@@ -152,17 +154,17 @@ def test_explain_saliency_end_to_end(tmp_path, run_dir):
     x = xt[4]
     assert r["class"] == 3 and r["image"]["label"] == int(yt[4])
     assert r["probability"] == pytest.approx(float(model.predict(x[None])[0, 3]), rel=1e-5)
-    np.testing.assert_allclose(r["gradient"]["map"], S.gradient_saliency(model, x, 3), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(r["gradient"]["map"], A.gradient_saliency(model, x, 3), rtol=1e-5, atol=1e-7)
     occ = np.array(r["occlusion"]["map"])
-    assert occ.shape == (14, 14) and r["occlusion"]["patch"] == S.default_patch(28, 28) == 6
+    assert occ.shape == (14, 14) and r["occlusion"]["patch"] == A.default_patch(28, 28) == 6
     xo = x.copy()
     xo[10 - 3:10 + 3, 6 - 3:6 + 3] = 0.0                       # the patch centred on pixel (10, 6): cell (5, 3)
     assert occ[5, 3] == pytest.approx(r["probability"] - float(model.predict(xo[None])[0, 3]), abs=1e-6)
-    cam = S.grad_cam(model, x, 3)
+    cam = A.grad_cam(model, x, 3)
     assert r["grad_cam"]["layer"] == "conv2d_1"
     np.testing.assert_allclose(r["grad_cam"]["map"], cam["map"], rtol=1e-5, atol=1e-7)
     assert r["grad_cam"]["min"] >= 0
-    np.testing.assert_allclose(r["smoothgrad"]["map"], S.smoothgrad(model, x, 3, r["smoothgrad"]["samples"],
+    np.testing.assert_allclose(r["smoothgrad"]["map"], A.smoothgrad(model, x, 3, r["smoothgrad"]["samples"],
                                                                   r["smoothgrad"]["sigma"]), rtol=1e-4, atol=1e-7)
     top = r["gradient"]["top_pixels"][0]
     assert top[2] == pytest.approx(float(np.max(r["gradient"]["map"])))
@@ -194,13 +196,13 @@ def test_grad_cam_map_is_placed_where_the_receptive_fields_are():
     # valid 5x5 conv (centre +2), max-pool 2 (centre +0.5 of its input, stride 2), valid 3x3 conv (+1 cell)
     model = cnnlab.Sequential([L.Conv2D(2, 5), L.ReLU(), L.MaxPool2D(2), L.Conv2D(2, 3), L.Flatten(), L.Dense(3)],
                               input_shape=(20, 20, 1))
-    (oy, sy), (ox, sx) = S.receptive_field_geometry(model, 3)
+    (oy, sy), (ox, sx) = receptive_field_centres(model, 3)
     assert (sy, sx) == (2, 2) and oy == ox == 2 + 0.5 + 2 * 1
     same = cnnlab.Sequential([L.Conv2D(2, 3, padding="same"), L.MaxPool2D(2, padding="same"), L.Flatten(), L.Dense(2)],
                              input_shape=(9, 9, 1))
-    assert S.receptive_field_geometry(same, 0) == ((0.0, 1.0), (0.0, 1.0))
+    assert receptive_field_centres(same, 0) == ((0.0, 1.0), (0.0, 1.0))
     # A one-hot map cell lands on the image pixel at the centre of its receptive field.
     m = np.zeros((6, 6))
     m[2, 3] = 1.0
-    up = S.upsample_bilinear(m, (20, 20), ((oy, sy), (ox, sx)))
+    up = A.upsample_bilinear(m, (20, 20), ((oy, sy), (ox, sx)))
     assert np.unravel_index(up.argmax(), up.shape) == (int(oy + 2 * sy), int(ox + 3 * sx))

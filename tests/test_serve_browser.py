@@ -4,6 +4,7 @@ Every test saves a screenshot of its view (under the test's temporary folder, an
 ``$CNNLAB_SCREENSHOTS`` when set: the README's pictures are made this way).
 """
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -143,6 +144,12 @@ def test_why_it_works_view(page, tmp_path):
     page.locator("#shift-dx").fill("3")
     page.wait_for_function("document.querySelector('#shift-change').textContent.indexOf(' 0.0%') < 0")
     assert page.locator(".filter").count() == 8
+    # the sentence under the numbers is the server's, chosen from them: never "barely" for a large change
+    change = float(re.search(r"changed by ([\d.]+)%", page.locator("#shift-change").text_content()).group(1))
+    sentence = page.locator("#shift-sentence").text_content()
+    assert sentence.startswith("Moved 3 px right") and ("features of" in sentence)
+    assert ("barely changed" in sentence) == (change < 10), (change, sentence)
+    assert "change much less" not in page.locator("#why").text_content()
     screenshot(page, tmp_path, "why")
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import cnnlab
-from cnnlab.explain import conv_to_dense, explain_weight_sharing
-from cnnlab.explain.weight_sharing import dense_equivalent, expected_nonzeros, local_to_dense
+from cnnlab.analysis.convolution import conv_to_dense, dense_equivalent, expected_nonzeros, local_to_dense
+from cnnlab.explain import explain_weight_sharing
 from cnnlab.gradcheck import check_layer
 from cnnlab.layers import Conv2D, Dense, Flatten
 from cnnlab.layers.local import LocallyConnected2D, untie
@@ -142,3 +142,26 @@ def test_explain_weight_sharing(tmp_path):
         assert t["train_accuracy"][k] == t["history"][k]["accuracy"][-1]
     assert ("lack of structure" in text) == bool(t["converged"]["dense"] and d["accuracy"]["dense"] <
                                                  d["accuracy"]["conv"] - 0.01)
+
+
+@pytest.mark.parametrize("shape, k, target", [((28, 28, 1), 10, 5000), ((8, 8, 3), 4, 900), ((6, 6, 1), 2, 3)])
+def test_mlp_hidden_units_matches_the_parameter_count(shape, k, target):
+    from cnnlab.explain.subject import mlp_hidden_units
+    h = mlp_hidden_units(shape, k, target)
+    count = lambda n: cnnlab.Sequential([Flatten(), Dense(n), Dense(k)], input_shape=shape).num_params  # noqa: E731
+    assert h >= 1
+    if h > 1:                       # the nearest hidden size: one unit more or less is no closer to the target
+        assert abs(count(h) - target) <= min(abs(count(h - 1) - target), abs(count(h + 1) - target))
+
+
+def test_fit_until_stops_when_done_and_says_so():
+    from cnnlab.explain.subject import fit_until
+    from cnnlab.datasets import load_shapes
+    (x, y), _ = load_shapes(64, 1, image_size=12, seed=0)
+    model = cnnlab.Sequential([Flatten(), Dense(int(y.max()) + 1)], input_shape=x.shape[1:], seed=0)
+    history, stopped = fit_until(model, x, y, 5, lambda h: len(h["loss"]) >= 2, validation_data=(x, y))
+    assert stopped and len(history["loss"]) == 2 and len(history["val_accuracy"]) == 2
+    history, stopped = fit_until(model, x, y, 3, lambda h: False)
+    assert not stopped and len(history["loss"]) == 3
+    history, stopped = fit_until(model, x, y, 4, lambda h: True, min_epochs=3)
+    assert stopped and len(history["loss"]) == 3

@@ -106,7 +106,9 @@ def load_idx_folder(files, num_classes: int = 10):
     return load_idx_pair(files[0], files[1], num_classes), load_idx_pair(files[2], files[3], num_classes)
 
 
-def _search_dirs(name: str, path: PathLike | None):
+def search_dirs(name: str, path: PathLike | None = None) -> list:
+    """Where dataset ``name`` is looked for, in order: ``path`` (and ``path/name``), ``$CNNLAB_DATA`` (and
+    ``$CNNLAB_DATA/name``), then the cache folder (where downloads go)."""
     dirs = []
     for base in (path, os.environ.get("CNNLAB_DATA")):
         if base:
@@ -138,7 +140,7 @@ def _locate(key: str, path: PathLike | None, download: bool, finder):
     source = SOURCES[key]
     if path is not None and not Path(path).is_dir():
         raise DatasetNotFoundError(f"{source.title} data folder {path} does not exist")
-    dirs = _search_dirs(source.name, path)
+    dirs = search_dirs(source.name, path)
     for d in dirs:
         found = finder(d)
         if found:

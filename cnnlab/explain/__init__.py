@@ -11,21 +11,20 @@
 * :func:`explain_saliency` -- gradient saliency, occlusion sensitivity and Grad-CAM for a class;
 * :func:`write_report` -- one HTML page for a training run.
 
+The numbers behind the pictures (convolution steps, feature maps, top patches, saliency, shifts,
+and the sentences about them) come from :mod:`cnnlab.analysis`, which ``cnnlab serve`` shares.
 The same tools are on the command line as ``cnnlab explain conv|weight-sharing|matched-filter|features|
 invariance|saliency`` and ``cnnlab report RUN_DIR``.
 """
-from .conv import conv_steps, convolve, explain_conv
-from .common import load_image, pick_conv_layer
-from .matched_filter import cross_correlate, explain_matched_filter, normalized_cross_correlate, top_patches
-from .weight_sharing import conv_to_dense, explain_weight_sharing
-from .features import explain_features, feature_maps, layer_statistics
+from .conv import explain_conv
+from .common import load_image
+from .matched_filter import explain_matched_filter
+from .weight_sharing import explain_weight_sharing
+from .features import explain_features
 from .subject import read_filter_snapshots
-from .invariance import invariance_experiment, shift_images
-from .saliency import explain_saliency, gradient_saliency, grad_cam, occlusion_sensitivity
+from .invariance import invariance_experiment
+from .saliency import explain_saliency
 from .report import write_report
 
-__all__ = ["explain_conv", "conv_steps", "convolve", "explain_weight_sharing", "conv_to_dense",
-           "explain_matched_filter", "cross_correlate", "normalized_cross_correlate", "top_patches",
-           "load_image", "pick_conv_layer", "explain_features", "feature_maps", "layer_statistics",
-           "read_filter_snapshots", "invariance_experiment", "shift_images", "explain_saliency", "gradient_saliency",
-           "grad_cam", "occlusion_sensitivity", "write_report"]
+__all__ = ["explain_conv", "explain_weight_sharing", "explain_matched_filter", "load_image", "explain_features",
+           "read_filter_snapshots", "invariance_experiment", "explain_saliency", "write_report"]

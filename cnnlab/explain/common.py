@@ -27,14 +27,6 @@ HEAT_CMAP = "viridis"         # non-negative maps
 # ---------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """Encode an (H, W, 3) uint8 array as PNG with Pillow."""
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", compress_level=3)
-    return buf.getvalue()
-
-
 def quantize_frames(frames, extra_colours=None, samples=10):
     """(H, W, 3) uint8 frames -> palette images (255 colours): small GIF frames and small PNGs.
 
@@ -61,13 +53,6 @@ def colormap_colours(names, n=48) -> np.ndarray:
     """``n`` evenly spaced colours of each colour map, as (len(names) * n, 3) uint8."""
     return np.concatenate([(_colormap(name)(np.linspace(0, 1, n))[:, :3] * 255).round().astype(np.uint8)
                            for name in names])
-
-
-def image_png(image) -> bytes:
-    """PNG bytes of a Pillow image."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def save_gif(frames, path, duration_ms=600, last_ms=None) -> int:
@@ -265,22 +250,6 @@ def load_model(path):
     """``cnnlab.load`` a run directory or a ``.safetensors`` file."""
     from ..model import load
     return load(path)
-
-
-def pick_conv_layer(model, name=None):
-    """The layer called ``name`` (which must have a 4-D ``kernel``), or the model's first convolution."""
-    from ..layers.conv import Conv2D
-    if name is not None:
-        layer = model[name]
-        kernel = layer.params.get("kernel")
-        if kernel is None or kernel.ndim != 4:
-            raise ValueError(f"layer {name!r} ({type(layer).__name__}) is not a convolution; "
-                             f"convolution layers: {[l.name for l in model.layers if isinstance(l, Conv2D)]}")
-        return layer
-    for layer in model.layers:
-        if isinstance(layer, Conv2D):
-            return layer
-    raise ValueError(f"the model has no Conv2D layer; its layers are {[l.name for l in model.layers]}")
 
 
 def parse_array_text(text, what="array"):

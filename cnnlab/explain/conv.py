@@ -26,10 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..layers.conv import Conv2D, pad_hw, resolve_padding, validate_padding
-from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, esc, format_number, frame_player, image_png,
+from .. import images
+from ..analysis import texts
+from ..analysis.convolution import conv_steps, convolve, pair, parse_padding
+from ..analysis.layers import conv_layer
+from ..layers.conv import pad_hw, resolve_padding
+from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, esc, format_number, frame_player,
                      quantize_frames, img_tag, is_integral, load_image, load_model, new_figure, out_dir, parse_array_text,
-                     pick_conv_layer, save_figure, save_gif, save_json, symmetric_limits, table_html, text_colour,
+                     save_figure, save_gif, save_json, symmetric_limits, table_html, text_colour,
                      write_html)
 from .subject import data_noun, load_data, tool_out
 
@@ -47,36 +51,6 @@ NAMED_KERNELS = {
 }
 
 MAX_CHANNELS_SHOWN = 8
-
-
-def _pair(value, what):
-    if isinstance(value, str):
-        value = [int(v) for v in value.replace("x", ",").split(",")] if value.strip() else []
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    value = tuple(int(v) for v in value)
-    if len(value) == 1:
-        value = value * 2
-    if len(value) != 2 or min(value) < 1:
-        raise ValueError(f"{what} must be a positive integer or a pair such as 2,1; received {value!r}")
-    return value
-
-
-def parse_padding(padding):
-    """``"valid"``, ``"same"``, ``2``, ``"2"``, ``"1,2"`` or ``(1, 2)`` -> what ``Conv2D`` accepts."""
-    if isinstance(padding, str):
-        s = padding.strip().lower()
-        if s in ("valid", "same"):
-            return s
-        try:
-            vals = [int(v) for v in s.split(",")]
-        except ValueError:
-            raise ValueError(f"padding must be 'valid', 'same', an integer or 'ph,pw'; received {padding!r}") from None
-        padding = vals[0] if len(vals) == 1 else tuple(vals)
-    if isinstance(padding, list):
-        padding = tuple(padding)
-    validate_padding(padding, "explain conv")
-    return padding
 
 
 def resolve_kernel(kernel, channels=None):
@@ -104,7 +78,7 @@ def resolve_kernel(kernel, channels=None):
 
 def _model_kernel(model, layer, filter_index):
     m = load_model(model) if isinstance(model, (str, Path)) else model
-    conv = pick_conv_layer(m, layer)
+    conv = conv_layer(m, layer)
     kern = conv.params["kernel"]
     f = kern.shape[3]
     if not 0 <= filter_index < f:
@@ -117,55 +91,11 @@ def _model_kernel(model, layer, filter_index):
 def _default_model_input(channels, size, seed):
     """A picture to run a model's filter over: a ``shapes`` drawing for grayscale, seeded noise otherwise."""
     if channels == 1:
-        from PIL import Image
         from ..datasets import load_shapes
         (x, _), _ = load_shapes(1, 1, image_size=max(12, size), seed=seed)
-        img = Image.fromarray((x[0, :, :, 0] * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BOX)
-        img = np.asarray(img, np.float64)
-        return (img / max(img.max(), 1.0))[:, :, None]        # stretched to [0, 1]: thin strokes stay visible
+        img = images.resize(x[0], size, size).astype(np.float64)
+        return img / max(float(img.max()), 1e-12)              # stretched to [0, 1]: thin strokes stay visible
     return np.random.default_rng(seed).uniform(0, 1, (size, size, channels))
-
-
-def convolve(x, kernel, bias=0.0, stride=1, padding="valid", dilation=1):
-    """One filter over one image with cnnlab's ``Conv2D``: ``x`` (H, W, C), ``kernel`` (kh, kw, C) -> (Ho, Wo)."""
-    x = np.asarray(x, np.float64)
-    kernel = np.asarray(kernel, np.float64)
-    layer = Conv2D(1, kernel.shape[:2], strides=_pair(stride, "stride"), padding=parse_padding(padding),
-                   dilation=_pair(dilation, "dilation"))
-    layer.build(x.shape, dtype=np.float64)
-    layer.params["kernel"][...] = kernel[..., None]
-    layer.params["bias"][...] = bias
-    return layer.forward(x[None])[0, :, :, 0]
-
-
-def conv_steps(x, kernel, bias=0.0, stride=1, padding="valid", dilation=1):
-    """Every output position as a record: window coordinates, element-wise products, their sum and the value.
-
-    Returns ``(output, pads, records)``; ``output`` comes from ``Conv2D`` and
-    each record's ``value`` (sum of products plus bias) is checked against it.
-    """
-    x = np.asarray(x, np.float64)
-    kernel = np.asarray(kernel, np.float64)
-    (sh, sw), (dh, dw) = _pair(stride, "stride"), _pair(dilation, "dilation")
-    padding = parse_padding(padding)
-    kh, kw, _ = kernel.shape
-    pads = resolve_padding(padding, x.shape[:2], (kh, kw), (sh, sw), (dh, dw), "explain conv")
-    y = convolve(x, kernel, bias, (sh, sw), padding, (dh, dw))
-    xp = pad_hw(x[None], pads)[0]
-    records = []
-    for i in range(y.shape[0]):
-        for j in range(y.shape[1]):
-            rows = [i * sh + p * dh for p in range(kh)]
-            cols = [j * sw + q * dw for q in range(kw)]
-            products = xp[np.ix_(rows, cols)] * kernel
-            total = float(products.sum())
-            value = total + float(bias)
-            if not np.isclose(value, y[i, j], rtol=1e-9, atol=1e-9):
-                raise AssertionError(f"explain conv: position ({i}, {j}) sums to {value} but Conv2D gave {y[i, j]}")
-            records.append({"row": i, "col": j, "window_rows": rows, "window_cols": cols,
-                            "products": products, "channel_sums": products.sum(axis=(0, 1)),
-                            "sum": total, "bias": float(bias), "value": float(y[i, j])})
-    return y, pads, records
 
 
 # ---------------------------------------------------------------------------
@@ -491,30 +421,11 @@ def _edge_figure(x, found, caption):
 
 
 def edge_text(found, what, noun) -> str:
-    """One paragraph (HTML) on what the edge picture shows, every number measured on it."""
-    parts = []
-    for s in found["kernels"]:
-        ratio = (f"; there its response is {s['ratio_to_others']:.1f} times as strong as the other kernel's"
-                 if s["ratio_to_others"] is not None else "")
-        parts.append(f"the kernel for <b>{s['name']}</b> ({s['kernel_name']}) has {s['strong']} strong responses "
-                     f"(|response| at least {STRONG:.0%} of its largest), <b>{s['on_border']:.0%}</b> of them on "
-                     f"the ink's border{ratio}")
-    share = found["kernels"][0]["border_share"]
-    least = min(s["on_border"] for s in found["kernels"])
-    chance = ("far more often than" if least > 2 * share else "more often than" if least > share
-              else "no more often than")
+    """One paragraph (HTML) on what the edge picture shows: ``analysis.texts.edge_responses``, every number measured."""
     sums = " and ".join(sorted({format_number(s["kernel"].sum(), True) for s in found["kernels"]}))
     signs = "; ".join(f"{s['name']}: {EDGE_SIGNS[s['kernel_name']]}" for s in found["kernels"]
                       if s["kernel_name"] in EDGE_SIGNS)
-    what, noun = esc(what), esc(noun)
-    return (f"<p>Why convolve at all? Two hand-made 3\u00d73 kernels, run by cnnlab's <code>Conv2D</code> over "
-            f"{what} ('same' padding, so each feature map is as large as the picture), each subtract the pixels "
-            f"on one side of the centre from those on the other (the weights of each add up to {sums}). Where both "
-            f"sides are alike the products cancel and the map stays near zero (white); where the {noun}'s ink "
-            f"meets the background they do not, and the map lights up. Measured on this picture: "
-            f"{'; '.join(parts)}. The border (pixels within one pixel of where ink, value above {INK}, meets "
-            f"background) covers {share:.0%} of the picture, so strong responses land there {chance} by chance. "
-            f"Colours: {signs}.</p>")
+    return f"<p>{esc(texts.edge_responses(found['kernels'], what, noun, STRONG, INK, sums, signs))}</p>"
 
 
 # ---------------------------------------------------------------------------
@@ -601,8 +512,8 @@ def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, pad
         source.setdefault("kernel", "given")
     kernel = resolve_kernel(kernel, c)
     bias = float(model_bias if bias is None and model_bias is not None else (bias or 0.0))
-    stride = _pair(1 if stride is None else stride, "stride")
-    dilation = _pair(1 if dilation is None else dilation, "dilation")
+    stride = pair(1 if stride is None else stride, "stride")
+    dilation = pair(1 if dilation is None else dilation, "dilation")
     padding = parse_padding("valid" if padding is None else padding)
     kh, kw, _ = kernel.shape
     pads = resolve_padding(padding, x.shape[:2], (kh, kw), stride, dilation, "explain conv")
@@ -623,7 +534,7 @@ def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, pad
     anim = _Animator(xp, pads, kernel, y, records, integers, photo)
     frames = quantize_frames([anim.frame(i) for i in range(len(records))],
                              colormap_colours([SIGNED_CMAP, HEAT_CMAP, "gray" if photo else "Greys", "Oranges"]))
-    frames_png = [image_png(f) for f in frames]
+    frames_png = [images.encode_png(f) for f in frames]
     files = {"gif": out / "conv.gif", "html": out / "conv.html", "json": out / "conv.json",
              "output_png": out / "conv_output.png", "first_step_png": out / "conv_step_first.png",
              "edge_png": out / "edge_detector.png"}

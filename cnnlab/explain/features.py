@@ -17,36 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import images
+from ..analysis import texts
+from ..analysis.layers import feature_maps, first_conv, statistics
 from .._io import CnnlabFileError
 from . import common
 from .subject import (add_common_arguments, pick_input, read_filter_snapshots, resolve_subject, shape_text, softmax1,
                       stderr_log)
-
-
-# ---------------------------------------------------------------------------
-# Feature maps
-# ---------------------------------------------------------------------------
-def feature_maps(model, x) -> list:
-    """Every layer's output for one image: ``[(layer, output)]`` with the batch axis removed.
-
-    ``x`` is one image (H, W, C) or a batch of one (1, H, W, C).
-    """
-    x = np.asarray(x, np.float32)
-    if x.ndim == len(model.input_shape):
-        x = x[None]
-    x = model.check_input(x)
-    if len(x) != 1:
-        raise ValueError(f"feature_maps: expected one image, received a batch of {len(x)}")
-    _, caught = model.forward(x, capture=True)
-    return [(layer, np.array(caught[layer.name][0], copy=True)) for layer in model.layers]
-
-
-def layer_statistics(layer, a) -> dict:
-    """Name, type, output shape and activation min / max / mean / fraction of exact zeros."""
-    a = np.asarray(a, np.float64)
-    return {"name": layer.name, "type": type(layer).__name__, "output_shape": list(a.shape),
-            "min": float(a.min()), "max": float(a.max()), "mean": float(a.mean()),
-            "fraction_zero": float(np.mean(a == 0))}
 
 
 def grid_shape(n, max_cols=8):
@@ -263,34 +239,8 @@ def describe_filters(kernel) -> dict:
         direction = DIRECTIONS[int(45 * round(angle / 45)) % 180]      # ties (22.5, 67.5, ...) round to 0 or 90
         rows.append({"filter": j, "kind": kind, "angle": angle, "direction": direction,
                      "oriented_cosine": float(scores[best]), "blob_cosine": b})
-    return {"filters": rows, "chance": {"oriented": t_or, "blob": t_blob}, "channels": c}
-
-
-def filters_caption(described) -> str:
-    """One paragraph (plain text) saying what the filters are, with the counts of :func:`describe_filters`."""
-    rows = described["filters"]
-    parts = []
-    for kind, plural in (("edge", "edges"), ("bar", "bars")):
-        found = [r["direction"] for r in rows if r["kind"] == kind]
-        if found:
-            ways = found[0] if len(found) == 1 else ", ".join(
-                f"{found.count(d)} {d}" for d in DIRECTIONS.values() if d in found)
-            parts.append(f"{len(found)} oriented {kind if len(found) == 1 else plural} ({ways})")
-    for kind in ("bright blob", "dark blob"):
-        n = sum(r["kind"] == kind for r in rows)
-        if n:
-            parts.append(f"{n} {kind}{'s' if n > 1 else ''}")
-    none = sum(r["kind"] == "none" for r in rows)
-    if none:
-        parts.append(f"{none} with no clear edge, bar or blob (they match the templates no better than most random "
-                     "filters do)")
-    listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
-    ch = described["chance"]
-    summed = f", each summed over its {described['channels']} input channels" if described["channels"] > 1 else ""
-    return (f"What these {len(rows)} filters are, measured from their weights{summed}: {listed}. A filter counts as "
-            f"an edge, a bar or a blob when its cosine similarity with the best-matching template of that shape "
-            f"beats {CHANCE}% of random filters of its size ({ch['oriented']:.2f} for the oriented templates, "
-            f"{ch['blob']:.2f} for the blob).")
+    return {"filters": rows, "chance": {"oriented": t_or, "blob": t_blob}, "channels": c, "percentile": CHANCE,
+            "directions": list(DIRECTIONS.values())}
 
 
 def filters_table(described) -> str:
@@ -392,7 +342,7 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
     if not subject.class_names or len(subject.class_names) != net.num_classes:
         subject.class_names = [str(i) for i in range(net.num_classes)]
     try:
-        conv = common.pick_conv_layer(net)
+        conv = first_conv(net)
     except ValueError:                                      # no convolution: no filters to draw
         conv = None
     if snapshots and conv is not None:
@@ -422,7 +372,7 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
     # every layer
     layers_json, layer_imgs = [], []
     for i, (layer, a) in enumerate(maps):
-        stats = layer_statistics(layer, a)
+        stats = statistics(layer, a)
         name = f"maps_{i:02d}_{_safe(layer.name)}.png"
         is_last = i == len(maps) - 1
         fig = plot_feature_maps(layer, a, max_maps, subject.class_names if is_last else None)
@@ -483,7 +433,7 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
             "with a red band next to a blue band responds to an edge in that direction; an L-shaped pattern to a "
             f"corner. These filters were trained on {esc(subject.data_name)}; see below how much of each is learned "
             "and how much is left of its random start.</p>"
-            f"<p>{esc(filters_caption(filters_json['described']))}</p>"
+            f"<p>{esc(texts.filters_caption(filters_json['described']))}</p>"
             f"<details><summary>each filter's best match</summary>{filters_table(filters_json['described'])}</details>")
         if gif_bytes is not None:
             ev = evolution

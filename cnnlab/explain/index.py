@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..analysis import texts
 from . import common
 from .conv import explain_conv
 from .features import explain_features
@@ -60,10 +61,6 @@ def explain_all(out=DEFAULT_OUT, model=None, dataset=None, data_dir=None, image=
     return r
 
 
-def _pct(v):
-    return f"{100 * v:.1f}%"
-
-
 def _pic(path, alt, width="48%"):
     return common.img_tag(Path(path).read_bytes(), alt, width=width)
 
@@ -80,71 +77,47 @@ def write_index(path, subject, r):
     f, ws, mf, inv, sal, cv = (r["features"], r["weight-sharing"], r["matched-filter"], r["invariance"],
                                r["saliency"], r["conv"])
     first = next((s for s in f["layers"] if s["type"] == "Conv2D"), f["layers"][0])
-    acc, params = ws["accuracy"] or {}, ws["parameters"]
-    cos = [x["mean_top_cosine"] for x in mf["filters"]]
-    last = inv["shifts"][-1]
-    ch = {n: v[-1] for n, v in inv["feature_change"].items()}
+    acc = ws["accuracy"] or {}
     edges = cv["edges"]
-    fired = " and ".join(f"{_pct(k['on_border'])} of the strong responses of the kernel for {k['name']}"
-                         for k in edges["kernels"])
+
+    def para(text):
+        return f"<p>{esc(text)}</p>"
+
     intro = (f"<p>One model, <b>{esc(subject.description)}</b>, on <b>{esc(subject.data_name)}</b>, seen six ways. "
              "Read from top to bottom: first <i>how</i> a convolutional network computes, then <i>why</i> that "
              "works, then <i>what</i> this model looks at. Each step links to its tool's full page.</p>")
     sections = [
         ("1. How: the convolution step",
          _pic(out / "conv" / "conv_output.png", "convolution result", "70%") +
-         f"<p>A small kernel ({cv['kernel_shape'][0]}\u00d7{cv['kernel_shape'][1]}) slides over the image; at each "
-         "position the pixels under it are multiplied by its weights and summed, plus a bias. Every output cell is "
-         f"that one sum: here a {cv['input_shape'][0]}\u00d7{cv['input_shape'][1]} input gives a "
-         f"{cv['output_shape'][0]}\u00d7{cv['output_shape'][1]} output.</p>" +
+         para(texts.conv_step(cv["kernel_shape"], cv["input_shape"], cv["output_shape"])) +
          _pic(out / "conv" / "edge_detector.png", "edge kernels on a real picture", "90%") +
-         f"<p>Why that is useful: two hand-made edge kernels slid over {esc(edges['description'])} light up where "
-         f"its ink meets the background: {fired} lie on the ink's border, which covers "
-         f"{_pct(edges['kernels'][0]['border_share'])} of the picture.</p>" + _link("conv", "conv.html")),
+         para(texts.edge_summary(edges["description"], edges["kernels"])) + _link("conv", "conv.html")),
         ("2. How: feature maps",
          _pic(out / "features" / f["layers"][first["index"]]["png"], "first layer's feature maps") +
          _pic(out / "features" / "filters.png", "learned filters") +
-         f"<p>The model's first convolution ({esc(first['name'])}) has {first['output_shape'][-1]} filters, so "
-         f"it turns {esc(f['image']['source'])} into {first['output_shape'][-1]} feature maps, each bright where "
-         "its filter's pattern occurs (right: the filters themselves, red adds the pixel, blue subtracts it). "
-         "Later layers combine these maps; the last one gives the class scores: here "
-         f"<b>{esc(f['prediction']['class_name'])}</b> ({f['prediction']['probability']:.0%}).</p>"
+         para(texts.feature_maps_summary(first["name"], first["output_shape"][-1], f["image"]["source"],
+                                         f["prediction"]["class_name"], f["prediction"]["probability"]))
          + _link("features", "features.html")),
         ("3. Why: weight sharing",
          _pic(out / "weight-sharing" / "weight_sharing_matrix.png", "weight matrices") +
          (_pic(out / "weight-sharing" / "weight_sharing_results.png", "accuracy and parameters") if acc else "") +
-         "<p>A convolution is a fully connected layer whose matrix is mostly zeros, with the same few weights "
-         "repeated along its diagonals: one small neuron copied over every patch. "
-         + (f"This step trains its own three small models, each until its training loss stops falling, on the "
-            f"same {ws['training']['n_train']:,} {esc(ws['training']['dataset'])} images: the "
-            f"convolution ({params['conv']:,} parameters) reaches {_pct(acc['conv'])}, the locally connected layer "
-            f"(the same sparsity, untied, {params['locally_connected']:,}) {_pct(acc['locally_connected'])} and a "
-            f"dense network of about the convolution's size {_pct(acc['dense'])}." if acc else "")
-         + "</p>" + _link("weight-sharing", "weight_sharing.html")),
+         para(texts.weight_sharing_summary(ws["training"]["n_train"], ws["training"]["dataset"], ws["parameters"],
+                                           acc))
+         + _link("weight-sharing", "weight_sharing.html")),
         ("4. Why: matched filtering",
          _pic(out / "matched-filter" / "matched_filter_response.png", "template matching", "70%") +
-         "<p>The output of a convolution at a position is the dot product of its kernel with the patch there: "
-         "largest where the patch looks like the kernel. So a kernel is a template and its feature map says where "
-         f"the template matches. The model's first-layer filters, each compared with the {noun} patches that "
-         f"excite it most, have mean cosine similarities between {min(cos):.2f} and {max(cos):.2f} with them.</p>"
+         para(texts.matched_filter_summary(noun, [x["mean_top_cosine"] for x in mf["filters"]]))
          + _link("matched-filter", "matched_filter.html")),
         ("5. Why: invariance",
          _pic(out / "invariance" / "invariance_shift.png", "accuracy against shift") +
          _pic(out / "invariance" / "invariance_features.png", "feature change against shift") +
-         "<p>Move the input and the feature maps move with it (equivariance); averaging a map over the whole image "
-         f"throws the position away (invariance). Shifted by {last} px, the {noun}s are still recognized "
-         f"{_pct(inv['accuracy']['cnn'][-1])} of the time by this CNN and {_pct(inv['accuracy']['cnn_gap'][-1])} "
-         f"by one with global average pooling, against {_pct(inv['accuracy']['mlp'][-1])} for an MLP of about the "
-         f"same size. The classifier's features change by {ch['cnn_gap']:.2f} (relative) with global average "
-         f"pooling, {ch['cnn']:.2f} with max pooling, {ch['mlp']:.2f} in the MLP.</p>"
+         para(texts.invariance_summary(noun, inv["shifts"][-1], {n: v[-1] for n, v in inv["accuracy"].items()},
+                                       {n: v[-1] for n, v in inv["feature_change"].items()}))
          + _link("invariance", "invariance.html")),
         ("6. What the model looks at: saliency",
          _pic(out / "saliency" / "saliency.png", "saliency maps", "90%") +
-         f"<p>For {esc(sal['image']['source'])} and the class <b>{esc(sal['class_name'])}</b> "
-         f"(p = {sal['probability']:.2f}): which pixels a tiny change would move the score most (gradient; "
-         "speckled, because that slope jumps from pixel to pixel), the same averaged over noisy copies "
-         "(SmoothGrad), which regions hurt the prediction most when hidden (occlusion), and which regions of the "
-         "last convolution's coarser maps carry the evidence (Grad-CAM).</p>" + _link("saliency", "saliency.html")),
+         para(texts.saliency_summary(sal["image"]["source"], sal["class_name"], sal["probability"]))
+         + _link("saliency", "saliency.html")),
     ]
     common.write_html(path, "Why convolution works: a walk through one model", sections, intro=intro)
     return path

@@ -43,10 +43,13 @@ import numpy as np
 from .. import images
 from ..augment import affine
 from ..layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
+from ..analysis import texts
+from ..analysis.layers import capture_batches
+from ..analysis.shifts import place_on_canvas, shift_images
 from ..model import Sequential
 from . import common
 from .subject import (add_common_arguments, check_compatible, data_noun, default_data, demo_model, fit_class_names,
-                      load_data, log_to, prepare_image, run_data, stderr_log, Subject)
+                      fit_until, load_data, log_to, mlp_hidden_units, prepare_image, run_data, stderr_log, Subject)
 
 MLP_MAX_EPOCHS_FACTOR = 8    # the MLP baseline may train this many times the CNN's epochs to match its accuracy
 DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
@@ -62,48 +65,12 @@ STYLES = {"cnn": dict(color="#c0392b", lw=2.4, marker="o"), "mlp": dict(color="#
 
 
 # ---------------------------------------------------------------------------
-# Shifting images and maps
-# ---------------------------------------------------------------------------
-def _slices(d, n):
-    """Destination and source slices along one axis for an integer shift ``d`` of length ``n``."""
-    if d >= 0:
-        return slice(min(d, n), n), slice(0, max(n - d, 0))
-    return slice(0, max(n + d, 0)), slice(min(-d, n), n)
-
-
-def shift_images(x, dy, dx, fill=None):
-    """Shift a batch (N, H, W, C) by whole pixels: ``dx > 0`` right, ``dy > 0`` down.
-
-    Pixels that enter take ``fill`` (an array broadcastable to one example,
-    default 0), so with the default this equals ``cnnlab.augment.affine(x,
-    shift_y=dy, shift_x=dx)``, exactly and faster.
-    """
-    x = np.asarray(x)
-    n, h, w = x.shape[:3]
-    out = np.zeros_like(x) if fill is None else np.broadcast_to(np.asarray(fill, x.dtype), x.shape).copy()
-    (dr, sr), (dc, sc) = _slices(int(dy), h), _slices(int(dx), w)
-    out[:, dr, dc] = x[:, sr, sc]
-    return out
-
-
-def place_on_canvas(x, size, top, left):
-    """Paste images (N, h, w, C) onto blank ``size x size`` canvases with their top-left corner at (top, left)."""
-    n, h, w, c = x.shape
-    if not (0 <= top <= size - h and 0 <= left <= size - w):
-        raise ValueError(f"a {h}x{w} image at ({top}, {left}) does not fit on a {size}x{size} canvas")
-    out = np.zeros((n, size, size, c), x.dtype)
-    out[:, top:top + h, left:left + w] = x
-    return out
-
-
-# ---------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------
 def mlp_like(input_shape, num_classes, params=None, hidden=None, seed=0):
     """Flatten -> Dense(hidden) -> ReLU -> Dense(classes); ``hidden`` chosen to have about ``params`` parameters."""
-    d = int(np.prod(input_shape))
     if hidden is None:
-        hidden = max(8, int(round((params - num_classes) / (d + 1 + num_classes))))
+        hidden = max(8, mlp_hidden_units(input_shape, num_classes, params))
     return Sequential([Flatten(), Dense(hidden), ReLU(), Dense(num_classes, kernel_initializer="glorot_uniform")],
                       input_shape=tuple(input_shape), seed=seed, name=f"mlp_{hidden}")
 
@@ -148,22 +115,13 @@ def train(model, x, y, epochs, seed=0, lr=None, batch_size=64):
 
 
 def train_to_match(model, x, y, val, target, min_epochs, max_epochs, tolerance=0.02):
-    """Train epoch by epoch until accuracy on ``val = (x_val, y_val)`` reaches ``target - tolerance``.
+    """Train epoch by epoch (:func:`fit_until`) until accuracy on ``val = (x_val, y_val)`` reaches ``target - tolerance``.
 
-    At least ``min_epochs``, at most ``max_epochs``. Returns ``(model, epochs,
-    validation accuracy)``: a weak baseline is then weak for lack of structure,
-    not for lack of training (or the page says it never got there).
+    At least ``min_epochs``, at most ``max_epochs``. Returns ``(model, epochs, validation accuracy)``.
     """
-    from ..optim import Adam
-    opt = Adam(lr=2e-3)
-    acc, epochs = 0.0, 0
-    while epochs < max_epochs:
-        model.fit(x, y, epochs=1, batch_size=64, optimizer=opt, verbose=0)     # one more epoch; same optimizer
-        epochs += 1
-        acc = float(model.evaluate(*val)["accuracy"])
-        if epochs >= min_epochs and acc >= target - tolerance:
-            break
-    return model, epochs, acc
+    history, _ = fit_until(model, x, y, max_epochs, lambda h: h["val_accuracy"][-1] >= target - tolerance,
+                           min_epochs=min_epochs, validation_data=val)
+    return model, len(history["loss"]), history["val_accuracy"][-1]
 
 
 def penultimate_index(model):
@@ -175,14 +133,10 @@ def penultimate_index(model):
 
 
 def forward_capture(model, x, capture=(), batch_size=250):
-    """Logits and the outputs of the layers with the indices in ``capture``, in batches (inference mode)."""
-    logits, caught = [], {i: [] for i in capture}
-    for s in range(0, len(x), batch_size):
-        h, got = model.forward(x[s:s + batch_size], capture=[model.layers[i].name for i in caught])
-        for i in caught:
-            caught[i].append(np.array(got[model.layers[i].name], np.float32, copy=True))
-        logits.append(h)
-    return np.concatenate(logits), {i: np.concatenate(v) for i, v in caught.items()}
+    """Logits and the outputs of the layers with the indices in ``capture`` (``analysis.capture_batches``)."""
+    names = {i: model.layers[i].name for i in capture}
+    logits, caught = capture_batches(model, x, list(names.values()), batch_size)
+    return logits, {i: caught[n] for i, n in names.items()}
 
 
 def spatial_layers(model):
@@ -313,10 +267,6 @@ def canvas_experiment(train_xy, test_xy, size, models, epochs, seed=0, step=4, l
 # ---------------------------------------------------------------------------
 # Pictures
 # ---------------------------------------------------------------------------
-def _legend_names(names):
-    return {n: MODEL_LABELS.get(n, n) for n in names}
-
-
 def plot_curves(xs, curves, xlabel, ylabel, title, params=None, ylim=None, chance=None):
     fig = common.new_figure(7, 4.3)
     ax = fig.add_subplot(1, 1, 1)
@@ -627,34 +577,11 @@ def _write_page(out, r, pngs):
     change_rows = [[s] + [f"{r['feature_change'][n][i]:.3f}" for n in names] for i, s in enumerate(r["shifts"])]
     last = r["shifts"][-1]
     noun, names_k = r["noun"], r["class_names"]
-    mt = r["mlp_training"]
-    if mt is None:
-        mlp_note = "The MLP was given, not trained here."
-    elif mt["matched"]:
-        mlp_note = (f"The MLP was trained for {mt['epochs']} epochs, until it matched the CNN's accuracy on "
-                    f"{mt['validation_images']} held-out training images ({_pct(mt['validation_accuracy'])} against "
-                    f"{_pct(mt['cnn_validation_accuracy'])}), so what it loses under a shift is missing invariance, "
-                    "not weak fitting.")
-    else:
-        mlp_note = (f"The MLP was trained for {mt['epochs']} epochs (the most allowed) and reached "
-                    f"{_pct(mt['validation_accuracy'])} on {mt['validation_images']} held-out training images against "
-                    f"the CNN's {_pct(mt['cnn_validation_accuracy'])}: with about as many parameters it cannot fit "
-                    "this data as well, so part of its loss is weaker fitting, not only missing invariance.")
+    mlp_note = texts.mlp_training(r["mlp_training"])
     ch = {n: r["feature_change"][n][-1] for n in names}
-    order = sorted(names, key=ch.get)
-    change_text = ", ".join(f"{MODEL_LABELS.get(n, n)}: {ch[n]:.2f}" for n in order)
-    lowest = order[0]
-    others = [ch[n] for n in order[1:]]
-    if others and ch[lowest] < 0.5 * min(others):
-        verdict = (f"Only the {MODEL_LABELS.get(lowest, lowest)} keeps its features nearly unchanged: each of its "
-                   "features is an average over the whole map, so it does not care where a pattern is.")
-    else:
-        verdict = ("No model keeps its features unchanged: each still ties features to positions, "
-                   "so invariance here is partial.")
-    if "cnn" in ch and "mlp" in ch:
-        verdict += (f" The max-pooling CNN's features change {'less than' if ch['cnn'] < 0.8 * ch['mlp'] else 'about as much as'}"
-                    " the MLP's: pooling over 2\u00d72 windows buys invariance only to shifts smaller than its "
-                    "window, and the dense layer on top of the flattened maps still reads each position separately.")
+    change_text = ", ".join(f"{MODEL_LABELS.get(n, n)}: {ch[n]:.2f}" for n in sorted(names, key=ch.get))
+    verdict = texts.invariance_verdict(ch, MODEL_LABELS)
+    cnn, mlp = r["accuracy"]["cnn"], r["accuracy"]["mlp"]
     intro = (f"<p>Models trained on {r['n_train']} {esc(r['dataset'])} images, tested on {esc(r['test_subset'])}. "
              "A convolution applies one filter at every position, so when the input moves its feature maps move "
              "with it (<b>equivariance</b>); pooling, and most of all averaging each map over the image, makes "
@@ -662,9 +589,8 @@ def _write_page(out, r, pngs):
              "neither property.</p>")
     sections = [
         ("Accuracy against shift", common.img_tag(pngs["invariance_shift.png"], "accuracy against shift") +
-         f"<p>At {last} px the CNN keeps {_pct(r['accuracy']['cnn'][-1])} (from {_pct(r['accuracy']['cnn'][0])}), "
-         f"the MLP {_pct(r['accuracy']['mlp'][-1])} (from {_pct(r['accuracy']['mlp'][0])}). Each value is the mean "
-         f"over shifts right, left, down and up; pixels that enter are black. {esc(mlp_note)}</p>" +
+         f"<p>{esc(texts.shift_accuracy(last, (cnn[0], cnn[-1]), (mlp[0], mlp[-1])))} Each value is the mean over "
+         f"shifts right, left, down and up; pixels that enter are black. {esc(mlp_note)}</p>" +
          common.table_html(head, shift_rows)),
         ("Accuracy against rotation", common.img_tag(pngs["invariance_rotation.png"], "accuracy against rotation") +
          "<p class='note'>Convolution is not built to be rotation-equivariant: small rotations are tolerated "
@@ -700,11 +626,9 @@ def _write_page(out, r, pngs):
                 for n, v in m.items()]
         sections.append((f"Train in one corner, test in another ({c['size']}\u00d7{c['size']} canvas)",
                          common.img_tag(pngs["canvas.png"], "canvas experiment") +
-                         f"<p>Every training {noun} sits in the top-left corner of a {c['size']}\u00d7{c['size']} "
-                         f"canvas. Tested in the bottom-right corner (offset {c['test_position'][0]} px), the CNN with "
-                         f"global average pooling scores {_pct(m['cnn_gap']['test_position'])}, the MLP "
-                         f"{_pct(m['mlp']['test_position'])} (chance {_pct(r['chance'])}): the MLP's weights for "
-                         "pixels it never saw lit were never trained.</p>" + common.table_html(
+                         "<p>" + esc(texts.canvas_result(noun, c["size"], c["test_position"][0],
+                                                         m["cnn_gap"]["test_position"], m["mlp"]["test_position"],
+                                                         r["chance"])) + "</p>" + common.table_html(
                              ["model", "parameters", "accuracy at the training position",
                               "accuracy in the bottom-right corner"], rows)))
     ex = r["example"]

@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from ..images import resize
-from .conv import convolve
+from ..analysis import texts
+from ..analysis.layers import conv_layer, layer_inputs
+from ..analysis.patches import cross_correlate, normalized_cross_correlate, top_patches
 from .common import (HEAT_CMAP, IMAGE_CMAP, SIGNED_CMAP, colorbar, esc, img_tag, load_image,
-                     new_figure, out_dir, pick_conv_layer, save_figure, save_json, symmetric_limits, table_html,
+                     new_figure, out_dir, save_figure, save_json, symmetric_limits, table_html,
                      write_html)
 from .subject import resolve_subject, tool_out
 
@@ -34,37 +36,6 @@ def cross_template(size=7, thickness=1):
     t[a:a + thickness, :] = 1
     t[:, a:a + thickness] = 1
     return t
-
-
-def cross_correlate(image, template):
-    """Response of ``template`` (th, tw) at every position of ``image`` (H, W), through cnnlab's ``Conv2D``.
-
-    ``r[i, j] = sum(image[i:i+th, j:j+tw] * template)`` (valid positions only), so
-    ``(i, j)`` is the top-left corner of the window.
-    """
-    image = np.asarray(image, np.float64)
-    template = np.asarray(template, np.float64)
-    return convolve(image[:, :, None], template[:, :, None])
-
-
-def normalized_cross_correlate(image, template, eps=1e-12):
-    """Normalized cross-correlation in [-1, 1]: cosine of the mean-removed template and each mean-removed patch.
-
-    ``ncc = sum((p - mean p)(t - mean t)) / (|p - mean p| |t - mean t|)``, with the
-    sums over windows done by ``Conv2D``: one pass with the centred template and
-    two with a kernel of ones (for the patch mean and energy). Flat patches give 0.
-    """
-    image = np.asarray(image, np.float64)
-    t = np.asarray(template, np.float64)
-    tc = t - t.mean()
-    n = t.size
-    num = cross_correlate(image, tc)
-    ones = np.ones_like(t)
-    s1 = cross_correlate(image, ones)
-    s2 = cross_correlate(image ** 2, ones)
-    var = np.maximum(s2 - s1 ** 2 / n, 0.0)
-    den = np.sqrt(var) * np.linalg.norm(tc)
-    return np.where(den > eps * max(1.0, float(np.abs(image).max()) ** 2 * n), num / np.maximum(den, eps), 0.0)
 
 
 def _place(rng, shape, box, taken, tries=500):
@@ -123,69 +94,6 @@ def _second_peak(resp, peak, radius):
     i, j = peak
     r[max(0, i - radius):i + radius + 1, max(0, j - radius):j + radius + 1] = -np.inf
     return float(r.max()) if np.isfinite(r.max()) else None
-
-
-# ---------------------------------------------------------------------------
-# Trained filters as templates
-# ---------------------------------------------------------------------------
-def _layer_input(model, layer, x, batch=256):
-    """What ``layer`` receives for images ``x``: the image itself for a first layer."""
-    below = model.inbound_names()[model.layers.index(layer)][0]
-    if below == model.input_name:
-        return x
-    return np.concatenate([model.forward(x[s:s + batch], capture=[below])[1][below] for s in range(0, len(x), batch)])
-
-
-def top_patches(layer, x, k=5, per_image=1, random_patches=2000, seed=0):
-    """For every filter of conv ``layer``, the ``k`` input patches of ``x`` that activate it most.
-
-    ``x`` is what the layer receives (N, H, W, C). At most ``per_image`` patches
-    come from one image, so the list shows ``k`` different examples. Each patch
-    record has ``image`` (index in ``x``), ``row``/``col`` (output position: the
-    patch's top-left corner in the padded input), ``activation`` (the layer's
-    output there, bias included), ``cosine`` (between the kernel and the patch)
-    and ``patch``. ``random_cosine_mean`` is the mean cosine over random patches.
-    """
-    from ..layers.conv import pad_hw, resolve_padding
-    kern = np.asarray(layer.params["kernel"], np.float64)
-    kh, kw, cg, f = kern.shape
-    if getattr(layer, "groups", 1) != 1:
-        raise ValueError(f"top_patches: {layer.label} is grouped; only ungrouped convolutions are supported")
-    bias = np.asarray(layer.params.get("bias", np.zeros(f)), np.float64)
-    x64 = np.asarray(x, np.float64)
-    acts = np.concatenate([layer.forward(x[s:s + 256], training=False)
-                           for s in range(0, len(x), 256)]).astype(np.float64)
-    pads = resolve_padding(layer.padding, x.shape[1:3], layer.kernel_size, layer.strides, layer.dilation, layer.label)
-    xp = pad_hw(x64, pads)
-    (sh, sw), (dh, dw) = layer.strides, layer.dilation
-    n, ho, wo, _ = acts.shape
-
-    def patch(img, i, j):
-        return xp[img, i * sh:i * sh + dh * (kh - 1) + 1:dh, j * sw:j * sw + dw * (kw - 1) + 1:dw, :]
-
-    def cosine(a, b):
-        d = np.linalg.norm(a) * np.linalg.norm(b)
-        return float((a * b).sum() / d) if d > 0 else 0.0
-
-    rng = np.random.default_rng(seed)
-    rand = [(int(rng.integers(n)), int(rng.integers(ho)), int(rng.integers(wo))) for _ in range(random_patches)]
-    results = []
-    for fi in range(f):
-        a = acts[..., fi].reshape(n, -1)
-        best = []
-        order_pos = np.argsort(-a, axis=1)[:, :per_image]                  # best positions of each image
-        cand = [(float(a[m, p]), m, p) for m in range(n) for p in order_pos[m]]
-        cand.sort(key=lambda t: -t[0])
-        for act, m, p in cand[:k]:
-            i, j = divmod(int(p), wo)
-            pt = patch(m, i, j)
-            best.append({"image": int(m), "row": i, "col": j, "activation": act,
-                         "cosine": cosine(kern[..., fi], pt), "patch": pt})
-        rc = [cosine(kern[..., fi], patch(m, i, j)) for m, i, j in rand]
-        results.append({"index": fi, "kernel": kern[..., fi], "bias": float(bias[fi]), "top_patches": best,
-                        "mean_top_cosine": float(np.mean([b["cosine"] for b in best])) if best else None,
-                        "random_cosine_mean": float(np.mean(rc)), "random_cosine_std": float(np.std(rc))})
-    return results
 
 
 # ---------------------------------------------------------------------------
@@ -379,9 +287,9 @@ def explain_matched_filter(out=tool_out("matched-filter"), image=None, template=
     # ---- Part 2: trained filters.
     subject = resolve_subject(model, dataset, data_dir, seed=seed)
     m, model_name, data_name = subject.model, subject.description, subject.data_name
-    conv = pick_conv_layer(m, layer)
+    conv = conv_layer(m, layer)
     xs = subject.test_split(n_samples)[0]
-    xin = _layer_input(m, conv, xs)
+    xin = layer_inputs(m, conv, xs)
     filters = top_patches(conv, xin, k=top_k, seed=seed)
     filters_png = save_figure(_filters_figure(filters, conv.name), files["filters_png"])
 
@@ -408,17 +316,13 @@ def explain_matched_filter(out=tool_out("matched-filter"), image=None, template=
 
 
 def _why_cosines(r) -> str:
-    """Why a top-patch cosine well below 1 still means "matching": compared with random patches' cosines."""
+    """Why a top-patch cosine well below 1 still means "matching" (``analysis.texts.top_patch_cosines``)."""
     fs = [f for f in r["filters"] if f["top_patches"]]
     if not fs:
         return ""
-    top = float(np.mean([f["mean_top_cosine"] for f in fs]))
-    rnd = float(np.mean([f["random_cosine_mean"] for f in fs]))
-    sd = float(np.mean([f["random_cosine_std"] for f in fs]))
-    z = (top - rnd) / sd if sd > 0 else float("inf")
-    return (f"A mean cosine of {top:.2f} is a clear match even though it is far from 1: the same filters give "
-            f"random patches {rnd:+.2f} \u00b1 {sd:.2f} on average, so the top patches stand about {z:.1f} standard "
-            "deviations above chance.")
+    return texts.top_patch_cosines(float(np.mean([f["mean_top_cosine"] for f in fs])),
+                                   float(np.mean([f["random_cosine_mean"] for f in fs])),
+                                   float(np.mean([f["random_cosine_std"] for f in fs])))
 
 
 def _write_page(path, r, response_png, filters_png):
@@ -453,7 +357,7 @@ def _write_page(path, r, response_png, filters_png):
           + img_tag(filters_png, "filters and their most activating patches")
           + table_html(["filter", "mean cosine, top patches", "cosine, random patches", "top activation"], rows)
           + "<p>The most activating patches point the same way as the kernel (high cosine), unlike random "
-            f"patches: a trained filter is a template for the local pattern it detects. {_why_cosines(r)} They do "
+            f"patches: a trained filter is a template for the local pattern it detects. {esc(_why_cosines(r))} They do "
             "not reach 1 because a filter is not a picture of one patch: it is a compromise among all the patches "
             "it must respond to, and a patch also holds parts of other strokes.</p>")
     write_html(path, "Convolution as template matching", [("Finding a planted template", s1),

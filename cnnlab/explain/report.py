@@ -17,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import images
 from .._io import CnnlabFileError
 from ..layers import Conv2D
-from ..layers.activations import _Elementwise
+from ..analysis import texts
+from ..analysis.layers import feature_maps, kind
 from ..plots import plot_confusion, plot_history
 from ..runs import files
 from ..runs.evaluation import confusion_matrix
 from . import common
-from .features import (describe_filters, feature_maps, filter_change, filter_evolution_frames, filters_caption,
-                       filters_table, plot_filters)
+from .features import describe_filters, filter_change, filter_evolution_frames, filters_table, plot_filters
 from .subject import fit_class_names, load_data, log_to, run_config, run_data, stderr_log
 
 
@@ -69,7 +70,7 @@ def _map_layers(model):
     if not convs:
         return []
     first = convs[0]
-    if first + 1 < len(model.layers) and isinstance(model.layers[first + 1], _Elementwise):
+    if first + 1 < len(model.layers) and kind(model.layers[first + 1]) == "activation":
         first += 1
     last = max(i for i in spatial)
     return [first] if last == first else [first, last]
@@ -260,7 +261,7 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
                               "first-layer filters")
         described = describe_filters(kern)
         data["first_layer_filters"] = described
-        body += (f"<p>{esc(filters_caption(described))}</p><p class='note'>Red weights add the pixel, blue subtract "
+        body += (f"<p>{esc(texts.filters_caption(described))}</p><p class='note'>Red weights add the pixel, blue subtract "
                  "it (white = 0).</p>")
         body += f"<details><summary>each filter's best match</summary>{filters_table(described)}</details>"
         if files.has_filter_snapshots(run_dir):
@@ -269,7 +270,7 @@ def write_report(run_dir, out=None, dataset=None, data_dir=None, limit=None, mis
                 if next(iter(snaps.values())).shape != kern.shape:
                     raise CnnlabFileError(f"{run_dir / files.FILTERS_FILE}: snapshots do not match {convs[0].name}'s kernel {kern.shape}")
                 frames = filter_evolution_frames(snaps, convs[0].name)
-                player, script = common.frame_player([common.png_bytes(f) for f in frames], "filters",
+                player, script = common.frame_player([images.encode_png(f) for f in frames], "filters",
                                                      "filter snapshot", [f"step {s:,}" for s in snaps])
                 moved = filter_change(snaps)
                 body += (f"<h3>How they were learned ({len(snaps)} snapshots)</h3>{player}<p class='note'>From step "

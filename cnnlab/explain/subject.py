@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import images
+from ..analysis.layers import first_conv
 from ..callbacks import FilterSnapshots
 from ..runs import files
 from ..runs.files import read_filter_snapshots  # noqa: F401  (the explain tools read snapshots from here)
@@ -60,11 +61,11 @@ def tool_out(tool: str) -> str:
 def mnist_available(data_dir=None) -> bool:
     """True when MNIST is on disk (``data_dir``, ``$CNNLAB_DATA`` or the cache), without downloading."""
     from ..datasets import DatasetNotFoundError
-    from ..datasets.official import _search_dirs, find_idx_files
+    from ..datasets.official import find_idx_files, search_dirs
     if data_dir is not None and not Path(data_dir).is_dir():
         return False
     try:
-        return any(find_idx_files(d) for d in _search_dirs("mnist", data_dir))
+        return any(find_idx_files(d) for d in search_dirs("mnist", data_dir))
     except (DatasetNotFoundError, OSError):
         return False
 
@@ -130,6 +131,38 @@ def demo_model(input_shape, num_classes, seed=0):
     return tiny_cnn(input_shape=tuple(input_shape), num_classes=num_classes, seed=seed)
 
 
+def mlp_hidden_units(input_shape, num_classes, params) -> int:
+    """Hidden units of ``Flatten -> Dense(h) -> ReLU -> Dense(classes)`` with about ``params`` parameters.
+
+    With ``d`` inputs and ``k`` classes the MLP has ``h (d + 1) + k (h + 1)`` parameters, so
+    ``h = (params - k) / (d + 1 + k)``, rounded (at least 1).
+    """
+    d = int(np.prod(input_shape))
+    return max(1, int(round((params - num_classes) / (d + 1 + num_classes))))
+
+
+def fit_until(model, x, y, max_epochs, done, min_epochs=1, optimizer=None, batch_size=64, validation_data=None,
+              verbose=0):
+    """Train one epoch at a time, one optimizer throughout (default Adam, step 2e-3), until ``done(history)``.
+
+    ``history`` holds per-epoch lists (``loss``, ``accuracy`` and, with ``validation_data``,
+    ``val_loss``, ``val_accuracy``); ``done`` is asked after each epoch from ``min_epochs`` on.
+    Returns ``(history, stopped)``: ``stopped`` says whether ``done`` was met within ``max_epochs``,
+    so a weak baseline is known to be weak for lack of structure, not for lack of training.
+    """
+    from ..optim import Adam
+    opt = optimizer or Adam(lr=2e-3)
+    history = {}
+    for epoch in range(1, int(max_epochs) + 1):
+        h = model.fit(x, y, epochs=1, batch_size=batch_size, optimizer=opt, validation_data=validation_data,
+                      verbose=verbose)
+        for key, values in h.items():
+            history.setdefault(key, []).append(float(values[-1]))
+        if epoch >= min_epochs and done(history):
+            return history, True
+    return history, False
+
+
 def snapshot_steps(total, frames):
     """About ``frames`` steps in ``[0, total]``, spaced evenly on a square-root scale.
 
@@ -150,7 +183,7 @@ def train_demo_model(train, input_shape, num_classes, epochs=DEFAULT_EPOCHS, see
     x, y = train
     model = demo_model(input_shape, num_classes, seed=seed)
     steps = epochs * -(-len(x) // batch_size)
-    snap = FilterSnapshots(layer=common.pick_conv_layer(model), steps=snapshot_steps(steps, frames))
+    snap = FilterSnapshots(layer=first_conv(model), steps=snapshot_steps(steps, frames))
     model.fit(x, y, epochs=epochs, batch_size=batch_size, optimizer=Adam(lr=2e-3), verbose=0, callbacks=[snap])
     return model, dict(sorted(snap.snapshots.items()))
 

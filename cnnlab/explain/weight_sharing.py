@@ -23,7 +23,9 @@ import time
 import numpy as np
 
 from .. import optim
-from ..layers.conv import Conv2D, output_size, resolve_padding, validate_padding
+from ..analysis import texts
+from ..analysis.convolution import check_dense_equivalent, dense_equivalent, expected_nonzeros
+from ..layers.conv import Conv2D
 from ..layers.core import Dense, Flatten
 from ..layers.activations import ReLU
 from ..layers.local import LocallyConnected2D
@@ -31,118 +33,12 @@ from ..layers.pool import MaxPool2D
 from ..model import Sequential
 from .common import (SIGNED_CMAP, colorbar, esc, img_tag, new_figure, out_dir, save_figure, save_json,
                      symmetric_limits, table_html, text_colour, write_html)
-from .subject import load_data, tool_out
+from .subject import fit_until, load_data, mlp_hidden_units, tool_out
 
 MODEL_KEYS = ("conv", "locally_connected", "dense")
 MODEL_LABELS = {"conv": "convolution (shared weights)", "locally_connected": "locally connected (untied)",
                 "dense": "dense MLP (fully connected)"}
 MODEL_COLOURS = {"conv": "#1f77b4", "locally_connected": "#ff7f0e", "dense": "#2ca02c"}
-
-
-# ---------------------------------------------------------------------------
-# The dense equivalent
-# ---------------------------------------------------------------------------
-def _geometry(input_shape, kernel_hw, strides, padding, dilation):
-    strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
-    dilation = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
-    padding = validate_padding(padding if not isinstance(padding, list) else tuple(padding), "conv_to_dense")
-    h, w = input_shape[:2]
-    pads = resolve_padding(padding, (h, w), kernel_hw, strides, dilation, "conv_to_dense")
-    ho = output_size(h, kernel_hw[0], strides[0], pads[0] + pads[1], dilation[0], "conv_to_dense", "height")
-    wo = output_size(w, kernel_hw[1], strides[1], pads[2] + pads[3], dilation[1], "conv_to_dense", "width")
-    return strides, dilation, pads, ho, wo
-
-
-def _to_dense(kernel_at, input_shape, kernel_hw, filters, strides, padding, dilation, dtype):
-    """Fill the (H*W*C, Ho*Wo*F) matrix: ``kernel_at(i, j)`` gives the (kh, kw, C, F) weights of position (i, j)."""
-    h, w, c = input_shape
-    (kh, kw), f = kernel_hw, filters
-    strides, dilation, pads, ho, wo = _geometry(input_shape, kernel_hw, strides, padding, dilation)
-    dense = np.zeros((h, w, c, ho, wo, f), dtype)
-    for i in range(ho):
-        for j in range(wo):
-            k = kernel_at(i, j)
-            for p in range(kh):
-                r = i * strides[0] + p * dilation[0] - pads[0]
-                if not 0 <= r < h:
-                    continue                    # this tap lies on zero padding: no weight
-                for q in range(kw):
-                    s = j * strides[1] + q * dilation[1] - pads[2]
-                    if 0 <= s < w:
-                        dense[r, s, :, i, j, :] = k[p, q]
-    return dense.reshape(h * w * c, ho * wo * f), (ho, wo, f)
-
-
-def conv_to_dense(kernel, input_shape, strides=1, padding="valid", dilation=1, bias=None, groups=1):
-    """The fully connected equivalent of a convolution: ``x.reshape(N, -1) @ W + b == conv(x).reshape(N, -1)``.
-
-    Args:
-        kernel: (kh, kw, C // groups, F), as ``Conv2D.params["kernel"]``.
-        input_shape: (H, W, C) of one image.
-        strides, padding, dilation, groups: as ``Conv2D``.
-        bias: (F,) or ``None``.
-
-    Returns ``W`` of shape (H*W*C, Ho*Wo*F) -- rows are input pixels ``(r, s, c)``,
-    columns output units ``(i, j, f)``, both in C order -- and ``b`` of shape (Ho*Wo*F,).
-    """
-    kernel = np.asarray(kernel)
-    kh, kw, cg, f = kernel.shape
-    h, w, c = input_shape
-    if cg * groups != c or f % groups:
-        raise ValueError(f"conv_to_dense: kernel {kernel.shape} with groups={groups} does not fit {c} input channels")
-    full = np.zeros((kh, kw, c, f), kernel.dtype)   # grouped kernel as a block-diagonal (C, F) per tap
-    fg = f // groups
-    for g in range(groups):
-        full[:, :, g * cg:(g + 1) * cg, g * fg:(g + 1) * fg] = kernel[:, :, :, g * fg:(g + 1) * fg]
-    mat, (ho, wo, _) = _to_dense(lambda i, j: full, input_shape, (kh, kw), f, strides, padding, dilation, kernel.dtype)
-    b = np.tile(np.asarray(bias, kernel.dtype), ho * wo) if bias is not None else np.zeros(ho * wo * f, kernel.dtype)
-    return mat, b
-
-
-def local_to_dense(kernel, input_shape, kernel_size, strides=1, padding="valid", dilation=1, bias=None):
-    """The dense equivalent of a ``LocallyConnected2D`` kernel (Ho, Wo, kh*kw*C, F): conv's zeros, untied values."""
-    kernel = np.asarray(kernel)
-    ho, wo, k, f = kernel.shape
-    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-    c = input_shape[2]
-    per_pos = kernel.reshape(ho, wo, kh, kw, c, f)
-    mat, _ = _to_dense(lambda i, j: per_pos[i, j], input_shape, (kh, kw), f, strides, padding, dilation, kernel.dtype)
-    b = np.asarray(bias, kernel.dtype).reshape(-1) if bias is not None else np.zeros(ho * wo * f, kernel.dtype)
-    return mat, b
-
-
-def dense_equivalent(layer, input_shape=None):
-    """``(W, b)`` for a built ``Conv2D`` or ``LocallyConnected2D`` layer."""
-    shape = tuple(input_shape or layer.input_shape)
-    bias = layer.params.get("bias")
-    if isinstance(layer, LocallyConnected2D):
-        return local_to_dense(layer.params["kernel"], shape, layer.kernel_size, layer.strides, layer.padding,
-                              layer.dilation, bias)
-    return conv_to_dense(layer.params["kernel"], shape, layer.strides, layer.padding, layer.dilation, bias,
-                         getattr(layer, "groups", 1))
-
-
-def expected_nonzeros(input_shape, kernel_shape, strides=1, padding="valid", dilation=1, groups=1) -> int:
-    """Entries of the dense equivalent a kernel without zeros fills: in-bounds taps x (C / groups) x F."""
-    h, w, c = input_shape
-    kh, kw, cg, f = kernel_shape
-    strides, dilation, pads, ho, wo = _geometry(input_shape, (kh, kw), strides, padding, dilation)
-    rows = [sum(0 <= i * strides[0] + p * dilation[0] - pads[0] < h for p in range(kh)) for i in range(ho)]
-    cols = [sum(0 <= j * strides[1] + q * dilation[1] - pads[2] < w for q in range(kw)) for j in range(wo)]
-    return int(sum(rows) * sum(cols) * cg * f)
-
-
-def check_dense_equivalent(layer, x) -> float:
-    """Max |conv(x) - (x.reshape(N, -1) @ W + b)| for a built layer, computed in float64."""
-    x = np.asarray(x, np.float64)
-    twin = type(layer)(**layer.get_config())
-    twin.build(layer.input_shape, dtype=np.float64)
-    for k, v in layer.params.items():
-        twin.params[k][...] = v
-    wmat, b = dense_equivalent(twin)
-    y_conv = twin.forward(x).reshape(len(x), -1)
-    y_dense = x.reshape(len(x), -1) @ wmat + b
-    return float(np.abs(y_conv - y_dense).max())
 
 
 # ---------------------------------------------------------------------------
@@ -162,9 +58,8 @@ def build_models(input_shape, num_classes=10, filters=8, kernel_size=5, hidden=N
     local = Sequential([LocallyConnected2D(filters, kernel_size, name="local"), ReLU(), MaxPool2D(2), Flatten(),
                         Dense(num_classes, kernel_initializer="glorot_uniform", name="classifier")],
                        input_shape=input_shape, seed=seed, name="locally_connected")
-    d = int(np.prod(input_shape))
     if hidden is None:
-        hidden = max(1, int(round((conv.num_params - num_classes) / (d + 1 + num_classes))))
+        hidden = mlp_hidden_units(input_shape, num_classes, conv.num_params)
     dense = Sequential([Flatten(), Dense(hidden, name="hidden"), ReLU(),
                         Dense(num_classes, kernel_initializer="glorot_uniform", name="classifier")],
                        input_shape=input_shape, seed=seed, name="dense")
@@ -177,27 +72,10 @@ def build_models(input_shape, num_classes=10, filters=8, kernel_size=5, hidden=N
 CONVERGED = 0.03     # stop when an epoch lowers the training loss by less than this fraction
 
 
-def fit_to_convergence(model, x, y, test, max_epochs, batch_size=32, lr=2e-3, verbose=0):
-    """Train epoch by epoch with Adam until the training loss stops falling; return ``(history, converged)``.
-
-    Stops after an epoch that lowers the training loss by less than
-    :data:`CONVERGED` (relative), or when the training accuracy reaches 100%,
-    or after ``max_epochs``. ``history`` has per-epoch ``loss``, ``accuracy``,
-    ``val_loss``, ``val_accuracy`` (on ``test``). A model then loses for lack
-    of structure, not for lack of training (``converged`` says whether it got there).
-    """
-    opt = optim.Adam(lr=lr)
-    hist = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
-    converged = False
-    for _ in range(int(max_epochs)):
-        h = model.fit(x, y, epochs=1, batch_size=batch_size, optimizer=opt, validation_data=test, verbose=verbose)
-        for key in hist:
-            hist[key].append(float(h[key][-1]))
-        loss = hist["loss"]
-        if hist["accuracy"][-1] >= 1.0 or (len(loss) > 1 and loss[-2] - loss[-1] < CONVERGED * loss[-2]):
-            converged = True
-            break
-    return hist, converged
+def loss_stopped_falling(history) -> bool:
+    """The last epoch lowered the training loss by less than :data:`CONVERGED` (relative), or training accuracy is 100%."""
+    loss = history["loss"]
+    return history["accuracy"][-1] >= 1.0 or (len(loss) > 1 and loss[-2] - loss[-1] < CONVERGED * loss[-2])
 
 
 # ---------------------------------------------------------------------------
@@ -335,7 +213,7 @@ def explain_weight_sharing(out=tool_out("weight-sharing"), dataset=None, data_di
         dataset: a name or folder (default: MNIST when on disk, else the generated ``shapes``); the first
             ``n_train`` / ``n_test`` examples are used (:func:`cnnlab.explain.subject.load_data`).
         epochs, batch_size, lr: the same training (Adam) for all three models, each until its training loss
-            stops falling (:func:`fit_to_convergence`), at most ``epochs`` epochs.
+            stops falling (:func:`loss_stopped_falling`), at most ``epochs`` epochs.
         filters, kernel_size: the conv / locally connected layer; ``hidden``: units of the dense
             model (default: as many as give it the conv model's parameter count).
         image_size: side of the generated shapes images.
@@ -395,8 +273,9 @@ def explain_weight_sharing(out=tool_out("weight-sharing"), dataset=None, data_di
     if train:
         for key, m in models.items():
             t0 = time.perf_counter()
-            histories[key], converged[key] = fit_to_convergence(m, xtr, ytr, (xte, yte), epochs, batch_size, lr,
-                                                                verbose)
+            histories[key], converged[key] = fit_until(m, xtr, ytr, epochs, loss_stopped_falling,
+                                                       optimizer=optim.Adam(lr=lr), batch_size=batch_size,
+                                                       validation_data=(xte, yte), verbose=verbose)
             seconds[key] = time.perf_counter() - t0
             acc[key] = float(m.evaluate(xte, yte)["accuracy"])
             train_acc[key] = histories[key]["accuracy"][-1]
@@ -422,21 +301,10 @@ def explain_weight_sharing(out=tool_out("weight-sharing"), dataset=None, data_di
 
 
 def _verdict(r) -> str:
-    """Whether the dense model lost for lack of training or for lack of structure, from the numbers."""
-    t, acc = r["training"], r["accuracy"]
-    if not t["converged"].get("dense", False):
-        return (f"The dense model had not stopped improving after {t['epochs']['dense']} epochs, so part of its gap "
-                "may be lack of training.")
-    gap = t["train_accuracy"]["dense"] - acc["dense"]
-    if acc["dense"] >= acc["conv"] - 0.01:
-        return "Trained until its loss stopped falling, the dense model does as well as the convolution here."
-    if gap > 0.05:
-        return (f"The dense model was trained until its loss stopped falling and fits its training images "
-                f"({t['train_accuracy']['dense']:.1%}) far better than new ones ({acc['dense']:.1%}): it lost for lack "
-                "of structure, not of training.")
-    return (f"The dense model was trained until its loss stopped falling and still reaches only "
-            f"{t['train_accuracy']['dense']:.1%} on its own training images: with this parameter budget and no notion "
-            "of neighbourhood it cannot fit the data as well; it lost for lack of structure, not of training.")
+    """Whether the dense model lost for lack of training or of structure (``analysis.texts.weight_sharing_verdict``)."""
+    t = r["training"]
+    return texts.weight_sharing_verdict(t["converged"].get("dense", False), t["epochs"]["dense"],
+                                        t["train_accuracy"]["dense"], r["accuracy"])
 
 
 def _write_page(path, r, matrix_png, results_png, models):

@@ -6,14 +6,16 @@ import numpy as np
 from .base import Layer
 
 
-class _Elementwise(Layer):
+class Elementwise(Layer):
+    """Base of the element-wise activations: one output per input value, the shape kept."""
+
     def check_input_shape(self, shape):
         # Works on any size; only the rank must match what the layer was built for.
         if len(shape) != len(self.input_shape) + 1:
             raise ValueError(f"{self.label}: expected a rank-{len(self.input_shape) + 1} batch, received shape {tuple(shape)}")
 
 
-class ReLU(_Elementwise):
+class ReLU(Elementwise):
     """``max(x, 0)``; the gradient passes where the input was positive."""
 
     def forward(self, x, training=False):
@@ -24,7 +26,7 @@ class ReLU(_Elementwise):
         return dy * (self._y > 0)                  # y > 0 exactly where x > 0
 
 
-class ClippedReLU(_Elementwise):
+class ClippedReLU(Elementwise):
     """``min(max(x, 0), max_value)``: ReLU6 with the default ``max_value=6`` (as in MobileNet).
 
     The gradient passes where ``0 < x < max_value``.
@@ -49,7 +51,7 @@ class ClippedReLU(_Elementwise):
         return {"max_value": self.max_value}
 
 
-class LeakyReLU(_Elementwise):
+class LeakyReLU(Elementwise):
     """``x`` where positive, ``alpha * x`` elsewhere."""
 
     def __init__(self, alpha=0.01, name=None):
@@ -70,7 +72,7 @@ class LeakyReLU(_Elementwise):
         return {"alpha": self.alpha}
 
 
-class Tanh(_Elementwise):
+class Tanh(Elementwise):
     """``tanh(x)``; derivative ``1 - tanh(x)^2``."""
 
     def forward(self, x, training=False):
@@ -81,7 +83,7 @@ class Tanh(_Elementwise):
         return dy * (1 - self._y * self._y)
 
 
-class Sigmoid(_Elementwise):
+class Sigmoid(Elementwise):
     """``1 / (1 + exp(-x))``; derivative ``s (1 - s)``. Computed without overflow."""
 
     def forward(self, x, training=False):

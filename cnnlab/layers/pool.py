@@ -24,7 +24,9 @@ from .base import Layer
 from .geometry import from_chwn, pad_hw, to_chwn, validate_padding, window_geometry, window_slice
 
 
-class _Pool2D(Layer):
+class Pool2D(Layer):
+    """Base of the window poolings (max, average): ``pool_size``, ``strides`` and ``padding`` as a convolution's."""
+
     any_spatial_size = True
     reduction = None                        # what a window becomes: "max" or "mean" (a fused step asks, see
                                             # Conv2D.pools_while_writing)
@@ -68,7 +70,7 @@ class _Pool2D(Layer):
                 "padding": self.padding if isinstance(self.padding, str) else list(self.padding)}
 
 
-class MaxPool2D(_Pool2D):
+class MaxPool2D(Pool2D):
     """Max over each ``pool_size`` window: keeps the strongest response of a feature.
 
     The max of a rectangle is the max over its rows of the max within each
@@ -146,7 +148,7 @@ def _route_to_first_max(dy, taps, best, shape, where, tiles):
     return dx
 
 
-class AvgPool2D(_Pool2D):
+class AvgPool2D(Pool2D):
     """Mean over each window. Padded pixels are not counted (Keras ``"same"`` semantics)."""
 
     reduction = "mean"

@@ -21,7 +21,8 @@ import numpy as np
 from .. import distributed
 from .._io import CnnlabFileError
 from ..augment import Augmenter
-from ..callbacks import EarlyStopping, FilterSnapshots, first_conv
+from ..analysis.layers import first_conv
+from ..callbacks import EarlyStopping, FilterSnapshots
 from ..datasets.split import split_seed_for, split_train_val
 from ..model import load
 from ..training import Trainer, TrainingDiverged
@@ -122,7 +123,7 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
     if tuple(model.input_shape) != tuple(x.shape[1:]):
         raise ValueError(f"the model takes inputs {tuple(model.input_shape)}, the dataset's images are "
                          f"{tuple(x.shape[1:])}")
-    if config["snapshot_filters"] and first_conv(model) is None:
+    if config["snapshot_filters"] and first_conv(model, required=False) is None:
         raise ValueError("--snapshot-filters needs a model with a Conv2D layer; this one has none")
     optimizer = make_optimizer(config)
     if resume:
@@ -231,7 +232,7 @@ def _filter_snapshots(out_dir, model, config, state):
     when resuming."""
     if not config["snapshot_filters"]:
         return None
-    snapshots = FilterSnapshots(config["snapshot_filters"], layer=first_conv(model))
+    snapshots = FilterSnapshots(config["snapshot_filters"], layer=first_conv(model, required=False))
     if state is not None and files.has_filter_snapshots(out_dir):
         snaps, ends = files.read_filter_file(out_dir)
         shape, found = snapshots.layer.params["kernel"].shape, next(iter(snaps.values())).shape

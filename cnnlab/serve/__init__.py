@@ -1,6 +1,6 @@
 """``cnnlab serve``: explore a model in the browser, down to the numbers, while it trains.
 
-* :mod:`.compute` -- what the pages show, computed with NumPy (reusing ``cnnlab.explain``);
+* :mod:`.compute` -- what the pages show, computed with NumPy from ``cnnlab.analysis``;
 * :mod:`.jobs` -- training jobs in their own processes, progress events for any run directory;
 * :mod:`.app` -- the Starlette application (``create_app(model)``), JSON errors, safety checks;
 * :mod:`.cli` -- the ``cnnlab serve`` command;

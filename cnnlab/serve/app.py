@@ -32,7 +32,6 @@ import asyncio
 import base64
 import contextlib
 import functools
-import io
 import json
 import threading
 from pathlib import Path
@@ -106,8 +105,10 @@ def decode_image(data: bytes, shape, dataset=None) -> tuple[np.ndarray, list]:
     name = dataset.get("dataset") if isinstance(dataset, dict) else None
     try:
         return images.prepare_input(data, tuple(shape), dataset=name, name="the uploaded image")
+    except images.ImageTooLarge as e:
+        raise ApiError(413, str(e)) from None
     except CnnlabFileError as e:
-        raise ApiError(413 if "decompression bomb" in str(e) else 400, str(e)) from None
+        raise ApiError(400, str(e)) from None
 
 
 def _int(request, key, default=None, lo=None):
@@ -126,13 +127,8 @@ def _int(request, key, default=None, lo=None):
 
 
 def png_base64(img) -> str:
-    """A float (H, W, C) image in [0, 1] as base64 PNG."""
-    from PIL import Image
-    a = (np.clip(np.asarray(img), 0, 1) * 255).round().astype(np.uint8)
-    a = a[..., 0] if a.shape[-1] == 1 else a
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    """A float (H, W, C) image in [0, 1] as base64 PNG (:func:`cnnlab.images.encode_png`)."""
+    return base64.b64encode(images.encode_png(img)).decode("ascii")
 
 
 # ---------------------------------------------------------------------------
@@ -208,7 +204,6 @@ def _blas():
 
 def _load_examples(shape, config, n=256):
     """Test images resized to ``shape``: the run's dataset when readable without a download, else shapes."""
-    from PIL import Image
     from ..datasets import DATASETS, SHAPES_CLASSES, load_dataset, load_shapes
     if config:
         name = str(config.get("dataset", ""))
@@ -226,9 +221,7 @@ def _load_examples(shape, config, n=256):
             pass                                     # not on disk: shapes instead
     h, w, c = shape
     (_, _), (xt, yt) = load_shapes(1, n, image_size=max(12, h, w), seed=1)
-    if xt.shape[1:3] != (h, w):
-        xt = np.stack([np.asarray(Image.fromarray(img[..., 0]).resize((w, h), Image.Resampling.BOX))
-                       for img in xt])[..., None]
+    xt = np.stack([images.resize(img, h, w) for img in xt])
     return np.repeat(xt, c, axis=3).astype(np.float32), yt, list(SHAPES_CLASSES), "shapes"
 
 

@@ -15,7 +15,7 @@ export function initWhy() {
       el("p", {class: "note"}, "A feature map is one small neuron — the same kernel and bias — applied at every position of the input. Play it across the image: the numbers change, the weights never do."),
       el("button", {id: "why-share", onclick: () => shareDemo()}, "play the first filter across the image")),
     el("section", {id: "why-shift"}, el("h2", {}, "Shift the input"),
-      el("p", {class: "note"}, "Feature maps move with the input (equivariance); the pooled features before the classifier change much less, and the prediction barely (invariance)."),
+      el("p", {class: "note"}, "Feature maps move with the input (equivariance). How much the features before the classifier and the prediction change (invariance) is measured on this model below."),
       el("label", {}, "dx ", el("input", {type: "range", id: "shift-dx", min: -6, max: 6, value: 0, step: 1})),
       el("label", {}, " dy ", el("input", {type: "range", id: "shift-dy", min: -6, max: 6, value: 0, step: 1})),
       el("div", {id: "why-shift-body"})),
@@ -75,7 +75,8 @@ async function shift() {
       el("div", {}, el("div", {class: "note"}, `shifted input (dy ${dy}, dx ${dx})`), mapCanvas(img, 0, 0, 1, 4)),
       el("div", {}, el("div", {class: "note"}, `${d.conv_layer}, original input`), maps(b), el("div", {class: "note"}, "shifted input"), maps(a)),
       el("div", {}, el("div", {class: "note"}, "prediction, shifted"), probBars(d.shifted.probabilities, state.model.class_names))),
-      el("p", {id: "shift-change"}, `the features of ${d.features_layer} changed by ${(100 * d.features_change).toFixed(1)}% (relative L2 distance)`));
+      el("p", {id: "shift-change"}, `the features of ${d.features_layer} changed by ${(100 * d.features_change).toFixed(1)}% (relative L2 distance)`),
+      el("p", {id: "shift-sentence"}, d.sentence));
   } catch (err) { body.textContent = err.message; }
 }
 

@@ -1,0 +1,294 @@
+"""The sentences that explain a model to a learner, chosen by rules from measured numbers.
+
+Every function here takes numbers measured on a model (and names to print) and
+returns plain text (no HTML: a page escapes it, the explorer shows it as it
+is). Where the wording depends on the numbers, the rule is a named threshold
+below, so a sentence never says "barely" about a change that was large. The
+``explain`` pages, the explorer (``serve``) and the notebooks take their
+sentences from here.
+"""
+from __future__ import annotations
+
+SMALL_CHANGE = 0.10       # a relative feature change below this is "barely"
+LARGE_CHANGE = 0.50       # at or above this the features are as different as another picture's
+SMALL_PROBABILITY = 0.05  # probability mass moved (half the L1 distance) below this: the prediction "barely moved"
+NEARLY_UNCHANGED = 0.5    # one model's feature change below this fraction of every other's: it alone is invariant
+LESS_THAN = 0.8           # a change below this fraction of another's is "less than" it, else "about as much as"
+FAR_BETTER = 0.05         # training accuracy this far above test accuracy: the model fits but does not generalize
+
+
+def _pct(v, digits=0) -> str:
+    return f"{100 * v:.{digits}f}%"
+
+
+def _listed(parts) -> str:
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+
+# ---------------------------------------------------------------------------
+# Shifting the input
+# ---------------------------------------------------------------------------
+def shift_change(dy, dx, features_change, probability_change, prediction_changed, features_name="the features") -> str:
+    """What a shift by ``(dy, dx)`` pixels did to one image's features and prediction.
+
+    ``features_change``: ``||f(T x) - f(x)|| / ||f(x)||`` of the features the classifier reads;
+    ``probability_change``: half the L1 distance between the two probability vectors;
+    ``prediction_changed``: whether the top class differs. The verdict: *nearly invariant* when the
+    features change by less than :data:`SMALL_CHANGE` and the probabilities by less than
+    :data:`SMALL_PROBABILITY`; *not invariant* when the predicted class changes or the features change
+    by :data:`LARGE_CHANGE` or more; *partly invariant* in between.
+    """
+    if dy == 0 and dx == 0:
+        return "No shift: the maps, the features and the prediction are those of the original image."
+    moved = " and ".join(p for p in (f"{abs(dy)} px {'down' if dy > 0 else 'up'}" if dy else "",
+                                     f"{abs(dx)} px {'right' if dx > 0 else 'left'}" if dx else "") if p)
+    feats = (f"barely changed ({_pct(features_change, 1)})" if features_change < SMALL_CHANGE
+             else f"changed by {_pct(features_change)}")
+    if prediction_changed:
+        pred = "the predicted class changed"
+    elif probability_change < SMALL_PROBABILITY:
+        pred = f"the prediction barely moved ({_pct(probability_change, 1)} of the probability moved)"
+    else:
+        pred = f"the predicted class stayed, but {_pct(probability_change)} of the probability moved"
+    if features_change < SMALL_CHANGE and probability_change < SMALL_PROBABILITY and not prediction_changed:
+        verdict = "For this image, the model is nearly invariant to this shift."
+    elif prediction_changed or features_change >= LARGE_CHANGE:
+        verdict = ("For this image, the model is not invariant to this shift: its classifier still reads where "
+                   "the features are, not only what they are.")
+    else:
+        verdict = "For this image, the model is only partly invariant to this shift."
+    return (f"Moved {moved}, the feature maps move with the input (equivariance); {features_name} {feats} and "
+            f"{pred}. {verdict}")
+
+
+def invariance_verdict(changes, labels) -> str:
+    """Which of several models keeps its classifier's features nearly unchanged under a shift.
+
+    ``changes``: model key -> mean relative feature change at the largest shift; ``labels``: key -> name.
+    One model is called invariant only when its change is below :data:`NEARLY_UNCHANGED` times every
+    other model's; the max-pooling CNN (``cnn``) is compared with the MLP (``mlp``) when both are there.
+    """
+    order = sorted(changes, key=changes.get)
+    lowest, others = order[0], [changes[n] for n in order[1:]]
+    if others and changes[lowest] < NEARLY_UNCHANGED * min(others):
+        text = (f"Only the {labels.get(lowest, lowest)} keeps its features nearly unchanged: each of its features "
+                "is an average over the whole map, so it does not care where a pattern is.")
+    else:
+        text = ("No model keeps its features unchanged: each still ties features to positions, so invariance here "
+                "is partial.")
+    if "cnn" in changes and "mlp" in changes:
+        a, b = changes["cnn"], changes["mlp"]
+        if a < LESS_THAN * b:
+            text += f" The max-pooling CNN's features change less than the MLP's ({a:.2f} against {b:.2f}): its pooling absorbed part of the shift."
+        else:
+            text += (f" The max-pooling CNN's features change about as much as the MLP's ({a:.2f} against {b:.2f}): "
+                     "its pooling absorbed little of this shift, and the dense layer on top of the flattened maps "
+                     "still reads each position separately.")
+    return text
+
+
+def mlp_training(mt) -> str:
+    """How the MLP baseline was trained, and so whether its losses under a shift are missing invariance.
+
+    ``mt``: ``None`` (the MLP was given) or ``{"epochs", "matched", "validation_images",
+    "validation_accuracy", "cnn_validation_accuracy"}``.
+    """
+    if mt is None:
+        return "The MLP was given, not trained here."
+    if mt["matched"]:
+        return (f"The MLP was trained for {mt['epochs']} epochs, until it matched the CNN's accuracy on "
+                f"{mt['validation_images']} held-out training images ({_pct(mt['validation_accuracy'], 1)} against "
+                f"{_pct(mt['cnn_validation_accuracy'], 1)}), so what it loses under a shift is missing invariance, "
+                "not weak fitting.")
+    return (f"The MLP was trained for {mt['epochs']} epochs (the most allowed) and reached "
+            f"{_pct(mt['validation_accuracy'], 1)} on {mt['validation_images']} held-out training images against "
+            f"the CNN's {_pct(mt['cnn_validation_accuracy'], 1)}: with about as many parameters it cannot fit "
+            "this data as well, so part of its loss is weaker fitting, not only missing invariance.")
+
+
+# ---------------------------------------------------------------------------
+# Weight sharing
+# ---------------------------------------------------------------------------
+def weight_sharing_verdict(converged, epochs, train_accuracy, accuracy) -> str:
+    """Whether the dense model lost to the convolution for lack of training or for lack of structure.
+
+    ``converged``, ``epochs``, ``train_accuracy``: the dense model's; ``accuracy``: test accuracy per model
+    key (``conv``, ``dense``). Within one point of the convolution it did as well; a training accuracy
+    :data:`FAR_BETTER` above its test accuracy means it fits but does not generalize.
+    """
+    if not converged:
+        return (f"The dense model had not stopped improving after {epochs} epochs, so part of its gap may be lack "
+                "of training.")
+    if accuracy["dense"] >= accuracy["conv"] - 0.01:
+        return "Trained until its loss stopped falling, the dense model does as well as the convolution here."
+    if train_accuracy - accuracy["dense"] > FAR_BETTER:
+        return (f"The dense model was trained until its loss stopped falling and fits its training images "
+                f"({_pct(train_accuracy, 1)}) far better than new ones ({_pct(accuracy['dense'], 1)}): it lost for "
+                "lack of structure, not of training.")
+    return (f"The dense model was trained until its loss stopped falling and still reaches only "
+            f"{_pct(train_accuracy, 1)} on its own training images: with this parameter budget and no notion of "
+            "neighbourhood it cannot fit the data as well; it lost for lack of structure, not of training.")
+
+
+# ---------------------------------------------------------------------------
+# Filters and what they respond to
+# ---------------------------------------------------------------------------
+def top_patch_cosines(top, random_mean, random_std) -> str:
+    """Why a top-patch cosine well below 1 can still be a match: how far it stands above random patches'."""
+    z = (top - random_mean) / random_std if random_std > 0 else float("inf")
+    if z < 2:
+        return (f"A mean cosine of {top:.2f} is not clearly a match: the same filters give random patches "
+                f"{random_mean:+.2f} \u00b1 {random_std:.2f} on average, so the top patches stand only {z:.1f} "
+                "standard deviations above chance; their large responses come mostly from contrast, not shape.")
+    return (f"A mean cosine of {top:.2f} is a clear match even though it is far from 1: the same filters give random "
+            f"patches {random_mean:+.2f} \u00b1 {random_std:.2f} on average, so the top patches stand about {z:.1f} "
+            "standard deviations above chance.")
+
+
+def filters_caption(described) -> str:
+    """What a layer's filters are, from the counts of ``cnnlab.explain.features.describe_filters``.
+
+    ``described``: ``{"filters": [{"kind", "direction"}], "chance": {"oriented", "blob"}, "channels",
+    "percentile", "directions"}``; a filter is an edge, a bar or a blob only when its match beats
+    ``percentile`` % of random filters' (the ``chance`` cosines).
+    """
+    rows = described["filters"]
+    parts = []
+    for kind, plural in (("edge", "edges"), ("bar", "bars")):
+        found = [r["direction"] for r in rows if r["kind"] == kind]
+        if found:
+            ways = found[0] if len(found) == 1 else ", ".join(
+                f"{found.count(d)} {d}" for d in described["directions"] if d in found)
+            parts.append(f"{len(found)} oriented {kind if len(found) == 1 else plural} ({ways})")
+    for kind in ("bright blob", "dark blob"):
+        n = sum(r["kind"] == kind for r in rows)
+        if n:
+            parts.append(f"{n} {kind}{'s' if n > 1 else ''}")
+    none = sum(r["kind"] == "none" for r in rows)
+    if none:
+        parts.append(f"{none} with no clear edge, bar or blob (they match the templates no better than most random "
+                     "filters do)")
+    ch = described["chance"]
+    summed = f", each summed over its {described['channels']} input channels" if described["channels"] > 1 else ""
+    return (f"What these {len(rows)} filters are, measured from their weights{summed}: {_listed(parts)}. A filter "
+            f"counts as an edge, a bar or a blob when its cosine similarity with the best-matching template of that "
+            f"shape beats {described['percentile']}% of random filters of its size ({ch['oriented']:.2f} for the "
+            f"oriented templates, {ch['blob']:.2f} for the blob).")
+
+
+def edge_responses(kernels, what, noun, strong, ink, sums, signs) -> str:
+    """What two edge kernels slid over a picture show, every number measured on it.
+
+    ``kernels``: per kernel ``{"name", "kernel_name", "strong", "on_border", "ratio_to_others", "border_share"}``
+    (``on_border``: the fraction of its strong responses, ``|y| >= strong * max |y|``, on the ink's border;
+    ``border_share``: the fraction of the picture that border covers). Strong responses land on the border
+    "far more often than" chance when every kernel's fraction is over twice the border's share.
+    """
+    parts = []
+    for s in kernels:
+        ratio = (f"; there its response is {s['ratio_to_others']:.1f} times as strong as the other kernel's"
+                 if s["ratio_to_others"] is not None else "")
+        parts.append(f"the kernel for {s['name']} ({s['kernel_name']}) has {s['strong']} strong responses "
+                     f"(|response| at least {strong:.0%} of its largest), {s['on_border']:.0%} of them on "
+                     f"the ink's border{ratio}")
+    share = kernels[0]["border_share"]
+    least = min(s["on_border"] for s in kernels)
+    chance = "far more often than" if least > 2 * share else "more often than" if least > share else "no more often than"
+    return (f"Why convolve at all? Two hand-made 3\u00d73 kernels, run by cnnlab's Conv2D over {what} ('same' "
+            f"padding, so each feature map is as large as the picture), each subtract the pixels on one side of the "
+            f"centre from those on the other (the weights of each add up to {sums}). Where both sides are alike the "
+            f"products cancel and the map stays near zero (white); where the {noun}'s ink meets the background they "
+            f"do not, and the map lights up. Measured on this picture: {'; '.join(parts)}. The border (pixels within "
+            f"one pixel of where ink, value above {ink}, meets background) covers {share:.0%} of the picture, so "
+            f"strong responses land there {chance} by chance. Colours: {signs}.")
+
+
+# ---------------------------------------------------------------------------
+# The walk through one model (the explain index), one paragraph per step
+# ---------------------------------------------------------------------------
+def conv_step(kernel_hw, input_hw, output_hw) -> str:
+    """Step 1, how: one kernel, the sum at every position, and the sizes it gave."""
+    return (f"A small kernel ({kernel_hw[0]}\u00d7{kernel_hw[1]}) slides over the image; at each position the pixels "
+            "under it are multiplied by its weights and summed, plus a bias. Every output cell is that one sum: here "
+            f"a {input_hw[0]}\u00d7{input_hw[1]} input gives a {output_hw[0]}\u00d7{output_hw[1]} output.")
+
+
+def edge_summary(description, kernels) -> str:
+    """Why the convolution step is useful: where two edge kernels fire on a real picture (``edge_responses``'s numbers)."""
+    fired = " and ".join(f"{_pct(k['on_border'], 1)} of the strong responses of the kernel for {k['name']}"
+                         for k in kernels)
+    return (f"Why that is useful: two hand-made edge kernels slid over {description} light up where its ink meets the "
+            f"background: {fired} lie on the ink's border, which covers {_pct(kernels[0]['border_share'], 1)} of the "
+            "picture.")
+
+
+def feature_maps_summary(layer_name, filters, source, class_name, probability) -> str:
+    """Step 2, how: a layer of ``filters`` filters turns the input into as many maps; the prediction at the end."""
+    return (f"The model's first convolution ({layer_name}) has {filters} filters, so it turns {source} into {filters} "
+            "feature maps, each bright where its filter's pattern occurs (right: the filters themselves, red adds the "
+            "pixel, blue subtracts it). Later layers combine these maps; the last one gives the class scores: here "
+            f"{class_name} ({probability:.0%}).")
+
+
+def weight_sharing_summary(n_train=None, dataset=None, params=None, accuracy=None) -> str:
+    """Step 3, why: a convolution as a tied, sparse dense layer; with ``accuracy``, what the three models reached."""
+    text = ("A convolution is a fully connected layer whose matrix is mostly zeros, with the same few weights "
+            "repeated along its diagonals: one small neuron copied over every patch.")
+    if accuracy:
+        text += (f" This step trains its own three small models, each until its training loss stops falling, on the "
+                 f"same {n_train:,} {dataset} images: the convolution ({params['conv']:,} parameters) reaches "
+                 f"{_pct(accuracy['conv'], 1)}, the locally connected layer (the same sparsity, untied, "
+                 f"{params['locally_connected']:,}) {_pct(accuracy['locally_connected'], 1)} and a dense network of "
+                 f"about the convolution's size {_pct(accuracy['dense'], 1)}.")
+    return text
+
+
+def matched_filter_summary(noun, cosines) -> str:
+    """Step 4, why: a kernel is a template; how similar the first-layer filters are to the patches they answer."""
+    return ("The output of a convolution at a position is the dot product of its kernel with the patch there: largest "
+            "where the patch looks like the kernel. So a kernel is a template and its feature map says where the "
+            f"template matches. The model's first-layer filters, each compared with the {noun} patches that excite it "
+            f"most, have mean cosine similarities between {min(cosines):.2f} and {max(cosines):.2f} with them.")
+
+
+def invariance_summary(noun, shift, accuracy, changes) -> str:
+    """Step 5, why: accuracy and feature change at the largest ``shift`` for the CNN, the GAP model and the MLP."""
+    return ("Move the input and the feature maps move with it (equivariance); averaging a map over the whole image "
+            f"throws the position away (invariance). Shifted by {shift} px, the {noun}s are still recognized "
+            f"{_pct(accuracy['cnn'], 1)} of the time by this CNN and {_pct(accuracy['cnn_gap'], 1)} by one with global "
+            f"average pooling, against {_pct(accuracy['mlp'], 1)} for an MLP of about the same size. The classifier's "
+            f"features change by {changes['cnn_gap']:.2f} (relative) with global average pooling, {changes['cnn']:.2f} "
+            f"with max pooling, {changes['mlp']:.2f} in the MLP. "
+            + invariance_verdict(changes, {"cnn_gap": "model with global average pooling", "cnn": "CNN",
+                                           "mlp": "MLP"}))
+
+
+def saliency_summary(source, class_name, probability) -> str:
+    """Step 6, what: the four saliency maps of one image and class."""
+    return (f"For {source} and the class {class_name} (p = {probability:.2f}): which pixels a tiny change would move the "
+            "score most (gradient; speckled, because that slope jumps from pixel to pixel), the same averaged over "
+            "noisy copies (SmoothGrad), which regions hurt the prediction most when hidden (occlusion), and which "
+            "regions of the last convolution's coarser maps carry the evidence (Grad-CAM).")
+
+
+# ---------------------------------------------------------------------------
+# The invariance experiment (explain invariance)
+# ---------------------------------------------------------------------------
+def shift_accuracy(shift, cnn, mlp) -> str:
+    """Accuracy of the CNN and the MLP from no shift to ``shift`` px: ``cnn``, ``mlp`` = (unshifted, shifted)."""
+    return (f"At {shift} px the CNN keeps {_pct(cnn[1], 1)} (from {_pct(cnn[0], 1)}), the MLP {_pct(mlp[1], 1)} "
+            f"(from {_pct(mlp[0], 1)}).")
+
+
+def canvas_result(noun, size, offset, gap, mlp, chance) -> str:
+    """Trained in one corner of a ``size`` canvas, tested in the opposite one: the GAP CNN against the MLP.
+
+    The MLP is said to have failed for its untrained weights only when it scores at least
+    :data:`FAR_BETTER` below the CNN; otherwise the sentence says that the two did alike.
+    """
+    text = (f"Every training {noun} sits in the top-left corner of a {size}\u00d7{size} canvas. Tested in the "
+            f"bottom-right corner (offset {offset} px), the CNN with global average pooling scores {_pct(gap, 1)}, the "
+            f"MLP {_pct(mlp, 1)} (chance {_pct(chance, 1)})")
+    if mlp < gap - FAR_BETTER:
+        return text + ": the MLP's weights for pixels it never saw lit were never trained."
+    return text + ": here the MLP did not fall behind the CNN, so this data does not show the difference."
