@@ -15,6 +15,9 @@ broken models (learning rate 0) are measured too, to show the threshold tells th
     python benchmarks/measure_thresholds.py                 # every quantity, every configuration
     python benchmarks/measure_thresholds.py --only lenet5_shapes invariance
     python benchmarks/measure_thresholds.py --one           # this process's configuration only (JSON lines)
+    python benchmarks/measure_thresholds.py --table         # the table of the rows measured so far
+
+Rows are appended to ``--rows`` (``thresholds.jsonl``) as they come, so a long run stopped early keeps them.
 
 The last table measured is in benchmarks/README.md ("Learned numbers the tests assert").
 """
@@ -32,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
 SEEDS = {"lenet5_shapes": [1, 0, 2, 3, 4], "lenet5_mnist": [0, 1, 2, 3, 4], "features": [0, 1, 2, 3, 4],
          "invariance": [0, 1, 2, 3, 4], "onnx_import": [1, 0, 2, 3, 4]}       # the test's seed first
-CONFIGS = [{"CNNLAB_COMPILED": c, "OPENBLAS_CORETYPE": t} for c in ("1", "0") for t in (None, "Haswell", "Sandybridge")]
+CONFIGS = [{"CNNLAB_COMPILED": c, "OPENBLAS_CORETYPE": t} for t in (None, "Haswell", "Sandybridge") for c in ("1", "0")]
 
 
 def lenet5_shapes(seed, loss, lr=0.05):
@@ -124,33 +127,57 @@ def measure(names):
             print(json.dumps({"name": name, "seed": "lr~0", "values": broken[name]()}), flush=True)
 
 
+def run_configs(names, rows_file, parallel=2):
+    """Measure in a fresh process per configuration, ``parallel`` at a time; append every row to ``rows_file``."""
+    pending = list(CONFIGS)
+    with open(rows_file, "a") as sink:
+        while pending:
+            batch, pending = pending[:parallel], pending[parallel:]
+            procs = []
+            for cfg in batch:
+                env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+                env.update({k: v for k, v in cfg.items() if v is not None})
+                label = f"compiled={cfg['CNNLAB_COMPILED']} coretype={cfg['OPENBLAS_CORETYPE'] or 'unset'}"
+                procs.append((label, subprocess.Popen([sys.executable, __file__, "--one", "--only", *names], env=env,
+                                                      stdout=subprocess.PIPE, text=True)))
+            for label, proc in procs:
+                for line in proc.stdout:
+                    sink.write(json.dumps({"config": label, **json.loads(line)}) + "\n")
+                    sink.flush()
+                if proc.wait():
+                    raise SystemExit(f"{label}: exit status {proc.returncode}")
+                print(f"measured {label}", file=sys.stderr, flush=True)
+
+
+def print_table(rows_file):
+    """One line per measured number: lowest and highest over seeds and configurations, per configuration, lr ~ 0."""
+    table = {}                                      # (name, key) -> {"seeds"/"broken": {config: [values]}}
+    for line in Path(rows_file).read_text().splitlines():
+        row = json.loads(line)
+        kind = "broken" if row["seed"] == "lr~0" else "seeds"
+        for key, value in row["values"].items():
+            table.setdefault((row["name"], key), {}).setdefault(kind, {}).setdefault(row["config"], []).append(value)
+    print("| quantity | lowest | highest | per configuration (min-max over seeds) | lr ~ 0 |")
+    print("| --- | --- | --- | --- | --- |")
+    for (name, key), kinds in sorted(table.items()):
+        seen = [v for vs in kinds["seeds"].values() for v in vs]
+        per = "; ".join(f"{c}: {min(v):.4g}-{max(v):.4g} ({len(v)})" for c, v in sorted(kinds["seeds"].items()))
+        bad = sorted({round(v, 4) for vs in kinds.get("broken", {}).values() for v in vs})
+        print(f"| {name}.{key} | {min(seen):.4g} | {max(seen):.4g} | {per} | {bad or ''} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="+", choices=sorted(SEEDS), default=sorted(SEEDS))
     p.add_argument("--one", action="store_true", help="measure in this process's configuration only")
+    p.add_argument("--rows", default="thresholds.jsonl", help="file the measured rows are appended to")
+    p.add_argument("--table", action="store_true", help="only print the table of the rows already measured")
     args = p.parse_args()
     if args.one:
         return measure(args.only)
-    table = {}                                      # (name, key) -> {config: [values over seeds]}, broken apart
-    for cfg in CONFIGS:
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-        env.update({k: v for k, v in cfg.items() if v is not None})
-        label = f"compiled={cfg['CNNLAB_COMPILED']} coretype={cfg['OPENBLAS_CORETYPE'] or 'unset'}"
-        out = subprocess.run([sys.executable, __file__, "--one", "--only", *args.only], env=env, check=True,
-                             capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            row = json.loads(line)
-            for key, value in row["values"].items():
-                kind = "broken" if row["seed"] == "lr~0" else "seeds"
-                table.setdefault((row["name"], key), {}).setdefault(kind, {}).setdefault(label, []).append(value)
-        print(f"measured {label}", file=sys.stderr, flush=True)
-    print("| quantity | lowest | highest | per configuration (min-max over seeds) | lr=0 |")
-    print("| --- | --- | --- | --- | --- |")
-    for (name, key), kinds in table.items():
-        seen = [v for vs in kinds["seeds"].values() for v in vs]
-        per = "; ".join(f"{c}: {min(v):.4g}-{max(v):.4g}" for c, v in kinds["seeds"].items())
-        bad = sorted({round(v, 4) for vs in kinds.get("broken", {}).values() for v in vs})
-        print(f"| {name}.{key} | {min(seen):.4g} | {max(seen):.4g} | {per} | {bad or ''} |")
+    if not args.table:
+        run_configs(args.only, args.rows)
+    print_table(args.rows)
 
 
 if __name__ == "__main__":

@@ -279,6 +279,7 @@ def test_python_dash_m_subprocess(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "missing" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_real_ctrl_c_in_a_subprocess(tmp_path, workers):
