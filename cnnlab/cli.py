@@ -334,6 +334,21 @@ def cmd_summary(args) -> int:
 DEMO = {"dataset": "shapes", "dataset_options": {"n_train": 4000, "n_test": 1000}, "model": "lenet5",
         "epochs": 6, "batch_size": 64, "optimizer": "sgd", "lr": 0.05, "schedule": "onecycle", "val_split": 0.1,
         "snapshot_filters": 25, "seed": 0}
+DEMO_FILTERS_PNG = "filters.png"
+
+
+def _save_filters_png(run_dir) -> Path:
+    """The first convolution's learned filters of the run's model, drawn as the explain tools draw them."""
+    from .callbacks import first_conv
+    from .explain.features import plot_filters
+    from .model import load
+    from .plots import save_figure
+    conv = first_conv(load(run_dir))
+    k = conv.params["kernel"]
+    title = f"learned filters of {conv.name}: {k.shape[3]} filters of {k.shape[0]}\u00d7{k.shape[1]}\u00d7{k.shape[2]}"
+    path = Path(run_dir) / DEMO_FILTERS_PNG
+    save_figure(plot_filters(k, title), path)
+    return path
 
 
 def cmd_demo(args) -> int:
@@ -347,6 +362,7 @@ def cmd_demo(args) -> int:
           f"{n_train:,} generated for training, 10% of them held out for validation, {n_test:,} for testing),\n"
           f"{config['epochs']} epochs of SGD with momentum under a one-cycle learning-rate schedule, on the CPU.\n")
     result = runs.run_training(config, out, verbose=0 if args.quiet else 1)
+    _save_filters_png(out)
     ev = result["evaluation"]
     print()
     print(f"test accuracy: {100 * ev['accuracy']:.2f}% on {ev['num_images']:,} images")
@@ -358,6 +374,7 @@ def cmd_demo(args) -> int:
         (runs.CONFIG_FILE, "the training settings"),
         (runs.ARCHITECTURE_FILE, "the layers"),
         (runs.HISTORY_PNG, f"loss and accuracy per epoch (also {runs.HISTORY_CSV}, {runs.HISTORY_JSON})"),
+        (DEMO_FILTERS_PNG, "the first layer's learned filters as a picture (the trained model's)"),
         (runs.FILTERS_FILE, f"the first layer's filters every {config['snapshot_filters']} steps"),
         (runs.EVALUATION_FILE, "test accuracy, per class, and the confusion matrix"),
         (runs.CONFUSION_PNG, "the confusion matrix as a picture"),
@@ -473,7 +490,7 @@ def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(explain_cli.default_tool(argv))
     except SystemExit as e:           # --help, or a usage error argparse has already reported
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
     if getattr(args, "func", None) is None:

@@ -190,8 +190,16 @@ def test_demo(tmp_path, capsys):
     code, stdout, err = run(capsys, "demo", "--out", out, "--epochs", "1", "--quiet")
     assert code == 0, err
     assert "test accuracy" in stdout and str(out) in stdout and "filters.safetensors" in stdout
-    for name in ("model.safetensors", "evaluation.json", "confusion_matrix.png", "history.png", "filters.safetensors"):
+    for name in ("model.safetensors", "evaluation.json", "confusion_matrix.png", "history.png", "filters.safetensors",
+                 "filters.png"):
         assert (out / name).is_file()
+    # the learned filters as a picture, named in the summary: a PNG of LeNet-5's six 5x5 filters and a colour bar
+    assert any(line.split()[:1] == ["filters.png"] and "learned filters" in line for line in stdout.splitlines())
+    with Image.open(out / "filters.png") as im:
+        im.verify()
+    with Image.open(out / "filters.png") as im:
+        assert im.format == "PNG" and 300 <= im.size[0] <= 3000 and 100 <= im.size[1] <= 3000, im.size
+        assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 50     # not a blank canvas
 
 
 @pytest.mark.parametrize("name, content", [
@@ -233,6 +241,25 @@ def test_explain_and_report_are_commands(capsys):
     for argv in (("explain", "conv", "--help"), ("explain", "saliency", "--help"), ("report", "--help")):
         code, out, _ = run(capsys, *argv)
         assert code == 0 and "--out" in out, argv
+    code, out, _ = run(capsys, "explain", "--help")        # the tool is optional: the bare command runs them all
+    assert code == 0 and "usage: cnnlab explain [TOOL] [options]" in out and "saliency" in out
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["explain"], {"data_dir": None, "model": None, "seed": 0}),
+    (["explain", "--data-dir", "DATA"], {"data_dir": "DATA", "model": None, "seed": 0}),
+    (["explain", "--data-dir", "DATA", "--seed", "3", "--model", "RUN"], {"data_dir": "DATA", "model": "RUN", "seed": 3}),
+    (["explain", "all", "--data-dir", "DATA"], {"data_dir": "DATA", "model": None, "seed": 0}),
+])
+def test_explain_without_a_tool_name_runs_them_all_with_its_options(monkeypatch, capsys, tmp_path, argv, expected):
+    from cnnlab.explain import index
+    seen = {}
+    monkeypatch.setattr(index, "explain_all", lambda out, **kw: seen.update(kw, out=out))
+    code, out, err = run(capsys, *argv, "--out", tmp_path / "x")
+    assert code == 0 and "invalid choice" not in err and "index.html" in out, err
+    assert {k: seen[k] for k in expected} == expected and seen["out"] == str(tmp_path / "x")
+    code, _, err = run(capsys, "explain", "--no-such-option")
+    assert code == 2 and "unrecognized arguments: --no-such-option" in err
 
 
 def _env():
@@ -252,6 +279,7 @@ def test_python_dash_m_subprocess(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "missing" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_real_ctrl_c_in_a_subprocess(tmp_path, workers):

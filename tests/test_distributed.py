@@ -49,6 +49,7 @@ CASES = [  # ranks, shards, dtype, layer options
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ranks, shards, dtype, options", CASES)
 def test_ranks_equal_one_process(tmp_path, ranks, shards, dtype, options):
     mpi_required()
@@ -101,6 +102,7 @@ def _checkpoint(run):
     return read_safetensors(run / "checkpoint.safetensors")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process in /proc")
 def test_killed_rank_ends_the_job_and_resume_with_other_ranks_matches_uninterrupted(tmp_path):
     """A rank killed mid-epoch ends every rank at once; the last checkpoint is intact; the run resumed on 4 ranks
@@ -150,6 +152,7 @@ def test_killed_rank_ends_the_job_and_resume_with_other_ranks_matches_uninterrup
     assert history["epoch"] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_rank_that_cannot_read_its_data_fails_the_job_named_on_rank_0(tmp_path):
     """Rank 1's dataset folder is missing: every rank stops, and rank 0 prints rank 1's error with the path."""
     mpi_required()
@@ -179,6 +182,7 @@ def trained(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_evaluate_on_two_ranks_equals_one_process(trained, tmp_path):
     import json
     alone = subprocess.run([sys.executable, "-m", "cnnlab", "evaluate", trained, "--limit", "301", "--out", tmp_path / "a"],
@@ -202,6 +206,7 @@ def _image_tree(root, count):
         Image.fromarray((x[i, :, :, 0] * 255).astype(np.uint8)).save(folder / f"img{i:02d}.png")
 
 
+@pytest.mark.slow
 def test_predict_a_directory_tree_on_ranks_gives_one_csv_like_one_process(trained, tmp_path):
     import csv
     _image_tree(tmp_path / "tree", 11)
@@ -218,6 +223,7 @@ def test_predict_a_directory_tree_on_ranks_gives_one_csv_like_one_process(traine
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_predict_an_unreadable_image_on_rank_1_is_named_on_rank_0(trained, tmp_path):
     _image_tree(tmp_path / "tree", 6)
     (tmp_path / "tree" / "zz_broken.png").write_bytes(b"not an image")     # sorted last: rank 1's part

@@ -2,6 +2,7 @@
 import re
 
 import numpy as np
+import pytest
 
 from cnnlab.explain import index as X
 
@@ -13,6 +14,7 @@ SMALL = {"subject": {"n_train": 300, "epochs": 1},
          "saliency": {"stride": 4, "smooth_samples": 4}}
 
 
+@pytest.mark.slow
 def test_index_page_leads_from_how_to_why_to_what(tmp_path):
     r = X.explain_all(tmp_path, dataset="shapes", options=SMALL)
     html = (tmp_path / "index.html").read_text()

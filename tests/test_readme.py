@@ -26,6 +26,7 @@ def test_readme_gives_install_test_and_main_job_and_ci_runs_them():
     assert ci.strip().splitlines()[-1] == test
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX paths")
 def test_fresh_virtual_environment_runs_the_main_job(tmp_path):
     """Install a copy of the source (not editable) into a new virtual environment and run the main job.

@@ -33,6 +33,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_server_on_a_socket(tmp_path):
     """A zoo model served by ``python -m cnnlab serve``: the URL is printed, the API answers, a foreign
     Host header is refused, Ctrl-C (SIGINT) stops it."""
