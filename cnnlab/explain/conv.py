@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..layers.conv import Conv2D, pad_hw, resolve_padding, validate_padding
+from ..checks import check_pair
+from ..layers.conv import Conv2D, pad_hw, resolve_padding
 from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, esc, format_number, frame_player, image_png,
                      quantize_frames, img_tag, is_integral, load_image, load_model, new_figure, out_dir, parse_array_text,
                      pick_conv_layer, save_figure, save_gif, save_json, symmetric_limits, table_html, text_colour,
@@ -49,34 +50,14 @@ NAMED_KERNELS = {
 MAX_CHANNELS_SHOWN = 8
 
 
-def _pair(value, what):
-    if isinstance(value, str):
-        value = [int(v) for v in value.replace("x", ",").split(",")] if value.strip() else []
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    value = tuple(int(v) for v in value)
-    if len(value) == 1:
-        value = value * 2
-    if len(value) != 2 or min(value) < 1:
-        raise ValueError(f"{what} must be a positive integer or a pair such as 2,1; received {value!r}")
-    return value
-
-
 def parse_padding(padding):
     """``"valid"``, ``"same"``, ``2``, ``"2"``, ``"1,2"`` or ``(1, 2)`` -> what ``Conv2D`` accepts."""
-    if isinstance(padding, str):
-        s = padding.strip().lower()
-        if s in ("valid", "same"):
-            return s
-        try:
-            vals = [int(v) for v in s.split(",")]
-        except ValueError:
-            raise ValueError(f"padding must be 'valid', 'same', an integer or 'ph,pw'; received {padding!r}") from None
-        padding = vals[0] if len(vals) == 1 else tuple(vals)
-    if isinstance(padding, list):
-        padding = tuple(padding)
-    validate_padding(padding, "explain conv")
-    return padding
+    if isinstance(padding, str) and padding.strip().lower() in ("valid", "same"):
+        return padding.strip().lower()
+    try:
+        return check_pair("padding", padding, minimum=0)
+    except ValueError:
+        raise ValueError(f"padding must be 'valid', 'same', an integer or 'ph,pw'; received {padding!r}") from None
 
 
 def resolve_kernel(kernel, channels=None):
@@ -130,8 +111,8 @@ def convolve(x, kernel, bias=0.0, stride=1, padding="valid", dilation=1):
     """One filter over one image with cnnlab's ``Conv2D``: ``x`` (H, W, C), ``kernel`` (kh, kw, C) -> (Ho, Wo)."""
     x = np.asarray(x, np.float64)
     kernel = np.asarray(kernel, np.float64)
-    layer = Conv2D(1, kernel.shape[:2], strides=_pair(stride, "stride"), padding=parse_padding(padding),
-                   dilation=_pair(dilation, "dilation"))
+    layer = Conv2D(1, kernel.shape[:2], strides=check_pair("stride", stride), padding=parse_padding(padding),
+                   dilation=check_pair("dilation", dilation))
     layer.build(x.shape, dtype=np.float64)
     layer.params["kernel"][...] = kernel[..., None]
     layer.params["bias"][...] = bias
@@ -146,7 +127,7 @@ def conv_steps(x, kernel, bias=0.0, stride=1, padding="valid", dilation=1):
     """
     x = np.asarray(x, np.float64)
     kernel = np.asarray(kernel, np.float64)
-    (sh, sw), (dh, dw) = _pair(stride, "stride"), _pair(dilation, "dilation")
+    (sh, sw), (dh, dw) = check_pair("stride", stride), check_pair("dilation", dilation)
     padding = parse_padding(padding)
     kh, kw, _ = kernel.shape
     pads = resolve_padding(padding, x.shape[:2], (kh, kw), (sh, sw), (dh, dw), "explain conv")
@@ -601,8 +582,8 @@ def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, pad
         source.setdefault("kernel", "given")
     kernel = resolve_kernel(kernel, c)
     bias = float(model_bias if bias is None and model_bias is not None else (bias or 0.0))
-    stride = _pair(1 if stride is None else stride, "stride")
-    dilation = _pair(1 if dilation is None else dilation, "dilation")
+    stride = check_pair("stride", 1 if stride is None else stride)
+    dilation = check_pair("dilation", 1 if dilation is None else dilation)
     padding = parse_padding("valid" if padding is None else padding)
     kh, kw, _ = kernel.shape
     pads = resolve_padding(padding, x.shape[:2], (kh, kw), stride, dilation, "explain conv")

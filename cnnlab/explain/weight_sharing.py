@@ -23,7 +23,9 @@ import time
 import numpy as np
 
 from .. import optim
-from ..layers.conv import Conv2D, output_size, resolve_padding, validate_padding
+from ..checks import check_pair
+from ..layers.conv import Conv2D
+from ..layers.geometry import window_geometry
 from ..layers.core import Dense, Flatten
 from ..layers.activations import ReLU
 from ..layers.local import LocallyConnected2D
@@ -43,13 +45,8 @@ MODEL_COLOURS = {"conv": "#1f77b4", "locally_connected": "#ff7f0e", "dense": "#2
 # The dense equivalent
 # ---------------------------------------------------------------------------
 def _geometry(input_shape, kernel_hw, strides, padding, dilation):
-    strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
-    dilation = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
-    padding = validate_padding(padding if not isinstance(padding, list) else tuple(padding), "conv_to_dense")
-    h, w = input_shape[:2]
-    pads = resolve_padding(padding, (h, w), kernel_hw, strides, dilation, "conv_to_dense")
-    ho = output_size(h, kernel_hw[0], strides[0], pads[0] + pads[1], dilation[0], "conv_to_dense", "height")
-    wo = output_size(w, kernel_hw[1], strides[1], pads[2] + pads[3], dilation[1], "conv_to_dense", "width")
+    strides, dilation = check_pair("strides", strides, "conv_to_dense"), check_pair("dilation", dilation, "conv_to_dense")
+    pads, (ho, wo) = window_geometry(input_shape[:2], kernel_hw, strides, padding, dilation, "conv_to_dense")
     return strides, dilation, pads, ho, wo
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from .._extras import require
 from .._io import atomic_write
+from ..checks import is_int
 from ..layers.geometry import resolve_padding
 
 DEFAULT_OPSET = 17
@@ -286,7 +287,7 @@ def _load_with_class_names(source):
 
 def _check_opset(opset, onnx):
     newest = onnx.defs.onnx_opset_version()
-    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= opset <= newest:
+    if not is_int(opset) or not MIN_OPSET <= opset <= newest:
         raise ValueError(f"ONNX export: opset must be an integer from {MIN_OPSET} to {newest}, received {opset!r}")
     return int(opset)
 
