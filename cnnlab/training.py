@@ -1,4 +1,4 @@
-"""The training loop behind ``Sequential.fit`` and ``cnnlab train``.
+"""The training loop behind ``Model.fit`` and ``cnnlab train``.
 
 One epoch: shuffle (seeded), cut into mini-batches, optionally augment each
 batch, then forward, loss, backward and an optimizer step per batch. After
@@ -26,7 +26,7 @@ class TrainingDiverged(RuntimeError):
 
 
 class Trainer:
-    """Mini-batch training of a ``Sequential`` model.
+    """Mini-batch training of a model (``cnnlab.Model``: a graph or a ``Sequential`` chain).
 
     Args:
         model: the model (its ``loss`` is the classifier head).
