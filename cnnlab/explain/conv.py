@@ -28,6 +28,7 @@ import numpy as np
 
 from ..checks import check_pair
 from ..layers.conv import Conv2D, pad_hw, resolve_padding
+from ..layers.geometry import window_geometry
 from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, esc, format_number, frame_player, image_png,
                      quantize_frames, img_tag, is_integral, load_image, load_model, new_figure, out_dir, parse_array_text,
                      pick_conv_layer, save_figure, save_gif, save_json, symmetric_limits, table_html, text_colour,
@@ -586,12 +587,7 @@ def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, pad
     dilation = check_pair("dilation", 1 if dilation is None else dilation)
     padding = parse_padding("valid" if padding is None else padding)
     kh, kw, _ = kernel.shape
-    pads = resolve_padding(padding, x.shape[:2], (kh, kw), stride, dilation, "explain conv")
-    ho = (x.shape[0] + pads[0] + pads[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (x.shape[1] + pads[2] + pads[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"the kernel ({kh}x{kw}, dilation {dilation}) does not fit the padded "
-                         f"{x.shape[0] + pads[0] + pads[1]}x{x.shape[1] + pads[2] + pads[3]} input")
+    pads, (ho, wo) = window_geometry(x.shape[:2], (kh, kw), stride, padding, dilation, "explain conv")
     if ho * wo > max_frames:
         raise ValueError(f"the output has {ho}x{wo} = {ho * wo} positions, one frame each, more than "
                          f"max_frames={max_frames}; use a smaller image size or a larger stride")
