@@ -100,6 +100,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .checks import is_number
+
 __all__ = [
     "Augmenter",
     "PRESETS",
@@ -156,8 +158,8 @@ def _check_kind(value: Any, kind: str, what: str) -> Any:
     ``"prob"`` (float in [0, 1]) and ``"shift"`` (an int number of pixels >= 0,
     or a float fraction of the image size in [0, 1]).
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{what} must be a number, got {value!r}")
+    if not is_number(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
     if kind == "shift":
         if isinstance(value, numbers.Integral):
             if value < 0:

@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from .analysis.layers import first_conv
+from .checks import check_int
 
 
 class StopTraining(Exception):
@@ -125,8 +126,7 @@ class EarlyStopping(MonitorCallback):
     """
 
     def __init__(self, monitor="val_loss", patience=5, restore_best=True, mode="auto", tiebreak=None):
-        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1:
-            raise ValueError(f"EarlyStopping: patience must be an integer >= 1, received {patience!r}")
+        check_int("patience", patience, "EarlyStopping")
         super().__init__(monitor, mode, tiebreak)
         self.patience, self.restore_best = int(patience), restore_best
         self.best_weights = None
@@ -177,8 +177,7 @@ class FilterSnapshots(Callback):
     """
 
     def __init__(self, every=1, layer=None, steps=None):
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-            raise ValueError(f"snapshot interval must be a positive integer, received {every!r}")
+        check_int("snapshot interval", every)
         self.every, self.layer = int(every), layer
         self.steps = None if steps is None else {int(s) for s in steps}
         self.snapshots: dict[int, np.ndarray] = {}

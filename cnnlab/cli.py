@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 from . import distributed, images, optim, runs
 from . import models as zoo
 from ._extras import MissingExtra
-from ._io import CnnlabFileError, read_json
+from ._io import CnnlabFileError
 from .augment import SPEC_HELP
 from .explain import cli as explain_cli
 from .onnx import cli as onnx_cli
@@ -78,26 +77,6 @@ def _shape(text):
     return shape
 
 
-def _timestamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S")
-
-
-def _unique_dir(path: Path) -> Path:
-    if not path.exists():
-        return path
-    for i in range(2, 1000):
-        candidate = path.with_name(f"{path.name}-{i}")
-        if not candidate.exists():
-            return candidate
-    raise ValueError(f"{path} and its numbered variants exist already; choose --out")
-
-
-def _slug(text: str) -> str:
-    p = Path(text)
-    name = p.stem if p.suffix.lower() == ".json" else p.name or str(text)
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "run"
-
-
 # ---------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------
@@ -121,8 +100,7 @@ def cmd_train(args) -> int:
             weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment, seed=args.seed,
             val_split=args.val_split, early_stopping=args.early_stopping, label_smoothing=args.label_smoothing,
             loss=args.loss, snapshot_filters=args.snapshot_filters, limit=args.limit, workers=args.workers)
-        out = Path(args.out) if args.out else _unique_dir(
-            Path("runs") / f"{_slug(config['dataset'])}-{_slug(config['model'])}-{_timestamp()}")
+        out = Path(args.out) if args.out else runs.new_run_dir("runs", config["dataset"], config["model"])
         result = runs.run_training(config, out, verbose=verbose)
     if distributed.is_root():
         _print_result(result)
@@ -144,20 +122,16 @@ def _print_result(result):
 # ---------------------------------------------------------------------------
 # evaluate
 # ---------------------------------------------------------------------------
-def _load_model(path):
-    from .model import load
-    p = Path(path)
-    if not p.exists():
-        raise CnnlabFileError(f"{p} does not exist (expected a .safetensors model or a run directory)")
-    return load(p)
+def _trained_model(path) -> runs.ResolvedModel:
+    """The model of a run directory or a ``.safetensors`` file, with its run's configuration."""
+    return runs.resolve_model(path, untrained=False)
 
 
 def cmd_evaluate(args) -> int:
     from .datasets import load_dataset
     comm = distributed.world()                          # under mpiexec the ranks share the images
-    model = distributed.agreed_call(comm, _load_model, args.model)
-    run_dir = runs.find_run_dir(args.model)
-    config = runs.read_config(run_dir) if run_dir is not None else None
+    resolved = distributed.agreed_call(comm, _trained_model, args.model)
+    model, config = resolved.model, resolved.config
     dataset = args.dataset or (config["dataset"] if config else None)
     if dataset is None:
         raise ValueError(f"{args.model} is not in a run directory, so its dataset is unknown: give --dataset")
@@ -177,7 +151,7 @@ def cmd_evaluate(args) -> int:
         return 0                                        # rank 0 writes and prints
     evaluation.update(dataset=info["name"], split="test", model=str(args.model))
     p = Path(args.model)
-    out = Path(args.out) if args.out else (run_dir or (p if p.is_dir() else p.parent))
+    out = Path(args.out) if args.out else (resolved.run_dir or (p if p.is_dir() else p.parent))
     json_path, png_path = runs.write_evaluation(out, evaluation)
     print(f"{info['name']} test set: accuracy {100 * evaluation['accuracy']:.2f}% on "
           f"{evaluation['num_images']:,} images (loss {evaluation['loss']:.4f})")
@@ -239,18 +213,13 @@ def _classify(model, paths, options, dataset=None, progress=None, workers=None, 
 def cmd_predict(args) -> int:
     # Under mpiexec every rank classifies its contiguous part of the images; rank 0 writes and prints.
     comm = distributed.world()
-    model = distributed.agreed_call(comm, _load_model, args.model)
+    resolved = distributed.agreed_call(comm, _trained_model, args.model)
+    model, config = resolved.model, resolved.config
     shape = tuple(model.input_shape)
     if len(shape) != 3 or shape[2] not in (1, 3):
         raise ValueError(f"predict works with image models taking (H, W, 1) or (H, W, 3) inputs; this one takes {shape}")
-    run_dir = runs.find_run_dir(args.model)
-    class_names, dataset = None, None
-    if run_dir is not None:
-        config = runs.read_config(run_dir)
-        class_names = (config.get("data") or {}).get("class_names")
-        dataset = (config.get("data") or {}).get("name", config["dataset"])
-    if not class_names or len(class_names) != model.num_classes:
-        class_names = [str(i) for i in range(model.num_classes)]
+    dataset = (config.get("data") or {}).get("name", config["dataset"]) if config else None
+    class_names = resolved.class_names or [str(i) for i in range(model.num_classes)]
     options = images.options_from(args)
     paths = distributed.agreed_call(comm, image_paths, args.images)
     mine, _ = distributed.rank_part(paths, comm)
@@ -303,27 +272,7 @@ def _write_predictions(out: Path, paths, probs, top, class_names):
 # summary
 # ---------------------------------------------------------------------------
 def cmd_summary(args) -> int:
-    from .model import Sequential
-    p = Path(args.model)
-    if p.is_dir() or p.suffix.lower() == ".safetensors":
-        model = _load_model(p)
-    elif p.suffix.lower() == ".json" or p.is_file():
-        arch = read_json(p, "architecture file")
-        if isinstance(arch, dict) and arch.get("input_shape") is None and args.input_shape is not None:
-            arch = {**arch, "input_shape": list(args.input_shape)}
-        elif isinstance(arch, dict) and args.input_shape is not None:
-            arch = {**arch, "input_shape": list(args.input_shape)}
-        model = Sequential.from_config(arch, source=f"architecture file {p}")
-        if not model.built:
-            raise ValueError(f"architecture file {p} has no input_shape; give one with --input-shape H,W,C")
-    else:
-        fn = zoo.get(args.model)
-        kw = {}
-        if args.input_shape is not None:
-            kw["input_shape"] = args.input_shape
-        if args.num_classes is not None:
-            kw["num_classes"] = args.num_classes
-        model = fn(**kw)
+    model = runs.resolve_model(args.model, args.input_shape, args.num_classes).model
     model.summary()
     return 0
 
@@ -356,7 +305,7 @@ def cmd_demo(args) -> int:
     if args.epochs is not None:
         options["epochs"] = args.epochs
     config = runs.make_config(**options)
-    out = Path(args.out) if args.out else _unique_dir(Path("runs") / f"demo-{_timestamp()}")
+    out = Path(args.out) if args.out else runs.new_run_dir("runs", "demo")
     n_train, n_test = options["dataset_options"]["n_train"], options["dataset_options"]["n_test"]
     print(f"cnnlab demo: LeNet-5 learns the built-in 'shapes' images (lines, corners, crosses, squares, circles;\n"
           f"{n_train:,} generated for training, 10% of them held out for validation, {n_test:,} for testing),\n"
@@ -468,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", metavar="MODEL_OR_ARCH",
                    help=f"a .safetensors model, a run directory, an architecture .json or a zoo name "
                         f"({', '.join(zoo.ZOO)})")
-    s.add_argument("--input-shape", type=_shape, metavar="H,W,C", help="input shape for a zoo name or a .json")
+    s.add_argument("--input-shape", type=_shape, metavar="H,W,C", help="input shape for a zoo name, or a .json without one")
     s.add_argument("--num-classes", type=_positive_int, metavar="K", help="classes for a zoo name")
     s.set_defaults(func=cmd_summary)
 

@@ -7,7 +7,7 @@ Every rank holds the whole model and the whole dataset and draws the same
 global batch order from the run's seed, so the global batch and its order do
 not depend on the number of ranks N. Each global batch of B examples is cut
 into S shards exactly as ``cnnlab.parallel`` cuts it on one machine (S is the
-run's ``workers``, by default N; no shard smaller than ``MIN_SHARD``), each
+run's ``workers``, by default N; no shard smaller than ``cnnlab.parallel.MIN_SHARD``), each
 shard gets its random seed (augmentation, dropout) from the model's generator,
 and shard j is computed by rank ``j mod N``. So an N-rank run computes the same
 numbers as one process with ``workers=S``, for any N: a run can resume with a
@@ -48,7 +48,8 @@ import zlib
 
 import numpy as np
 
-from .parallel import MIN_SHARD, _ShardResult, shard_count, shard_seeds, shard_slices, train_shard  # noqa: F401
+from .parallel import _ShardResult, default_workers, shard_count, shard_seeds, shard_slices, train_shard
+from .resources import cpu_cores
 
 # Environment variables by which MPI launchers tell a process the size of its job.
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
@@ -241,7 +242,6 @@ def default_shards(comm=None) -> int:
     comm = world(comm)
     if comm is not None:
         return comm.size
-    from .parallel import default_workers
     return default_workers()
 
 
@@ -263,13 +263,6 @@ def end_job(error, message: str, code: int) -> None:
 # ---------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def synchronize(model, x, y, comm: Communicator):
     """Start every rank from rank 0's weights, buffers and random generator; check that all ranks hold
     the same training data (count and checksum), since each computes shards of the same global batches."""
@@ -323,7 +316,7 @@ class DistributedParallel:
         local = self.comm.comm.Split_type(self.comm._MPI.COMM_TYPE_SHARED)
         ranks_here = local.Get_size()
         local.Free()
-        self._limits = threadpool_limits(max(1, _cores() // ranks_here), user_api="blas")
+        self._limits = threadpool_limits(max(1, cpu_cores() // ranks_here), user_api="blas")
         return self
 
     def __exit__(self, *exc):
@@ -348,11 +341,11 @@ class DistributedParallel:
             for i, (layer, r) in enumerate(zip(lay, self.replicas)):
                 for k, g in r.grads.items():
                     parts[i, "grad", k] += g
-                for k, s in zip(layer.shard_statistics_shapes(), getattr(r, "_batch_stats", None) or ()):
+                for k, s in (r.shard_statistics() or {}).items():
                     parts[i, "stat", k] += s
         self.comm.allreduce(self.buffer)
         for i, layer in enumerate(lay):
-            stats = tuple(parts[i, "stat", k] / len(slices) for k in layer.shard_statistics_shapes())
+            stats = {k: parts[i, "stat", k] / len(slices) for k in layer.shard_statistics_shapes()}
             layer.merge_replicas([_ShardResult({k: parts[i, "grad", k] for k in layer.grads}, stats or None)])
         return float(parts["loss"][0]), int(parts["correct"][0])
 

@@ -17,6 +17,8 @@ import itertools
 
 import numpy as np
 
+from .checks import is_int
+
 _calls = itertools.count()                  # call order: a topological order of any graph written this way
 
 
@@ -40,7 +42,7 @@ def Input(shape, name: str = "input") -> SymbolicTensor:  # noqa: N802 - named l
     if isinstance(shape, (int, np.integer)):
         shape = (shape,)
     if not isinstance(shape, (list, tuple)) or not shape or \
-            any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in shape):
+            any(not is_int(d) or d < 1 for d in shape):
         raise ValueError(f"Input: shape must be positive ints such as (32, 32, 3), received {shape!r}")
     if not isinstance(name, str) or not name:
         raise ValueError(f"Input: name must be a non-empty string, received {name!r}")

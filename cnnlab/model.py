@@ -20,6 +20,7 @@ from . import losses as losses_mod
 from . import resources
 from . import layers as layers_mod
 from ._io import CnnlabFileError
+from .checks import check_int, is_int
 from .model_file import read_model_file, write_model_file
 from .stack import Stack
 
@@ -59,9 +60,7 @@ class Model:
                 raise ValueError(f"{kind}: every layer must be a cnnlab Layer, received {layer!r}")
         if not self.layers:
             raise ValueError(f"{kind}: needs at least one layer, received an empty list")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"{kind}: seed must be a non-negative integer, received {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_int("seed", seed, kind, minimum=0)
         self.rng = np.random.default_rng(self.seed)
         self.name = name
         self.loss = losses_mod.get(loss)
@@ -100,7 +99,7 @@ class Model:
         if isinstance(input_shape, int):
             input_shape = (input_shape,)
         input_shape = tuple(input_shape)
-        if not input_shape or any(not isinstance(d, (int, np.integer)) or d < 1 for d in input_shape):
+        if not input_shape or any(not is_int(d) or d < 1 for d in input_shape):
             raise ValueError(f"{kind}: input_shape must be positive ints such as (28, 28, 1), received {input_shape!r}")
         shapes = {0: tuple(int(d) for d in input_shape)}  # per tensor: its per-example shape
         inputs = []                                        # per layer: what it reads (a list when it joins)
@@ -333,8 +332,7 @@ class Model:
         """
         from .parallel import DataParallel
         x = self.check_input(x)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"{self.name}: batch_size must be a positive integer, received {batch_size!r}")
+        check_int("batch_size", batch_size, self.name)
         if comm is not None:
             from . import distributed
             comm = distributed.world(comm)

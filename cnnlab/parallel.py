@@ -33,6 +33,7 @@ import warnings
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .resources import cpu_cores
 from .stack import train_step
 
 MIN_SHARD = 16                       # smaller shards cost more in coordination than they gain
@@ -44,11 +45,7 @@ def default_workers() -> int:
     """One shard per core, at most 4; 1 where worker processes cannot be forked safely."""
     if not hasattr(os, "fork") or sys.platform == "darwin":
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 4))
+    return min(cpu_cores(), 4)
 
 
 @functools.lru_cache(maxsize=256)                        # every step asks again for the same few sizes
@@ -87,10 +84,14 @@ def train_shard(stack, loss, x, y, weight, seed=None, augment=None):
 
 
 class _ShardResult:
-    """A worker's replica as the main process sees it: gradients and shard statistics in shared memory."""
+    """A worker's replica as the main process sees it: gradients and shard statistics in shared memory
+    (what ``Layer.merge_replicas`` reads of a replica: ``grads`` and ``shard_statistics()``)."""
 
-    def __init__(self, grads, batch_stats):
-        self.grads, self._batch_stats = grads, batch_stats
+    def __init__(self, grads, statistics):
+        self.grads, self._statistics = grads, statistics
+
+    def shard_statistics(self):
+        return self._statistics
 
 
 class DataParallel:
@@ -210,7 +211,7 @@ class DataParallel:
         self.arena = a = _Arena(shapes, model.layers[0].dtype)
         # What each step merges, per layer: every worker's gradients and shard statistics (views of the block).
         self._results = [[_ShardResult({k: a[f"{w}/{i}/grad/{k}"] for k in layer.grads},
-                                       tuple(a[f"{w}/{i}/stat/{k}"] for k in layer.shard_statistics_shapes()) or None)
+                                       {k: a[f"{w}/{i}/stat/{k}"] for k in layer.shard_statistics_shapes()} or None)
                           for w in range(1, self.workers)] for i, layer in enumerate(model.layers)]
         # Move the weights and buffers into the shared block: this process's optimizer updates them
         # in place, and the workers forked below read the same memory.
@@ -293,7 +294,7 @@ class DataParallel:
                                                (stop - start) / n, seed if random else None, self.augment)
                     a[f"{w}/loss"][0] = loss
                     for i, r in enumerate(self.replicas):
-                        for k, s in zip(r.shard_statistics_shapes(), getattr(r, "_batch_stats", None) or ()):
+                        for k, s in (r.shard_statistics() or {}).items():
                             np.copyto(a[f"{w}/{i}/stat/{k}"], s)
                 else:
                     scores = self.stack.infer(a["x"][sl])

@@ -10,6 +10,10 @@ with the memory this process can get: :func:`available_memory`, the smallest of
 
 The estimates are lower bounds, so a refusal is certain to be right: a model is
 refused only when it could not possibly fit, with both sizes in the message.
+
+The cores this process may run on are counted here too (:func:`cpu_cores`), for
+the data-parallel workers (``cnnlab.parallel``) and the ranks of an MPI job
+(``cnnlab.distributed``).
 """
 from __future__ import annotations
 
@@ -18,6 +22,15 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask where the system has one (a container or
+    ``taskset`` may allow fewer than the machine has), else ``os.cpu_count()``; at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 class ResourceLimitError(ValueError):

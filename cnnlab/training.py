@@ -1,4 +1,4 @@
-"""The training loop behind ``Sequential.fit`` and ``cnnlab train``.
+"""The training loop behind ``Model.fit`` and ``cnnlab train``.
 
 One epoch: shuffle (seeded), cut into mini-batches, optionally augment each
 batch, then forward, loss, backward and an optimizer step per batch. After
@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from . import distributed, optim, resources
+from .checks import check_int
 from .callbacks import Callback, EarlyStopping, StopTraining  # noqa: F401  (the loop's callbacks, importable from here)
 from .datasets.split import split_seed_for, split_train_val
 from .parallel import DataParallel
@@ -25,7 +26,7 @@ class TrainingDiverged(RuntimeError):
 
 
 class Trainer:
-    """Mini-batch training of a ``Sequential`` model.
+    """Mini-batch training of a model (``cnnlab.Model``: a graph or a ``Sequential`` chain).
 
     Args:
         model: the model (its ``loss`` is the classifier head).
@@ -46,8 +47,7 @@ class Trainer:
 
     def __init__(self, model, optimizer=None, batch_size=32, verbose=1, shuffle=True, augment=None,
                  validation_split=0.0, callbacks=(), eval_batch_size=256, workers=None, comm=None):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"fit: batch_size must be a positive integer, received {batch_size!r}")
+        check_int("batch_size", batch_size, "fit")
         if not 0 <= validation_split < 1:
             raise ValueError(f"fit: validation_split must be in [0, 1), received {validation_split!r}")
         self.model = model
@@ -72,8 +72,7 @@ class Trainer:
         model = self.model
         x = model.check_input(x)
         y = model.check_labels(y, len(x))
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-            raise ValueError(f"fit: epochs must be a positive integer, received {epochs!r}")
+        check_int("epochs", epochs, "fit")
         if self.comm is not None:
             distributed.synchronize(model, x, y, self.comm)     # rank 0's weights and generator everywhere
         if validation_data is None and self.validation_split:

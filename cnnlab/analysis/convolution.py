@@ -19,47 +19,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layers.conv import Conv2D, output_size, pad_hw, resolve_padding, validate_padding
+from ..checks import check_pair
+from ..layers.conv import Conv2D, pad_hw, resolve_padding
+from ..layers.geometry import window_geometry
 from ..layers.local import LocallyConnected2D
-
-
-def pair(value, what):
-    """``2``, ``"2"``, ``"2,1"``, ``"2x1"`` or ``(2, 1)`` -> a pair of positive integers; ``what`` names it in errors."""
-    if isinstance(value, str):
-        value = [int(v) for v in value.replace("x", ",").split(",")] if value.strip() else []
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value), int(value))
-    value = tuple(int(v) for v in value)
-    if len(value) == 1:
-        value = value * 2
-    if len(value) != 2 or min(value) < 1:
-        raise ValueError(f"{what} must be a positive integer or a pair such as 2,1; received {value!r}")
-    return value
 
 
 def parse_padding(padding):
     """``"valid"``, ``"same"``, ``2``, ``"2"``, ``"1,2"`` or ``(1, 2)`` -> what ``Conv2D`` accepts."""
-    if isinstance(padding, str):
-        s = padding.strip().lower()
-        if s in ("valid", "same"):
-            return s
-        try:
-            vals = [int(v) for v in s.split(",")]
-        except ValueError:
-            raise ValueError(f"padding must be 'valid', 'same', an integer or 'ph,pw'; received {padding!r}") from None
-        padding = vals[0] if len(vals) == 1 else tuple(vals)
-    if isinstance(padding, list):
-        padding = tuple(padding)
-    validate_padding(padding, "convolution")
-    return padding
+    if isinstance(padding, str) and padding.strip().lower() in ("valid", "same"):
+        return padding.strip().lower()
+    try:
+        return check_pair("padding", padding, minimum=0)
+    except ValueError:
+        raise ValueError(f"padding must be 'valid', 'same', an integer or 'ph,pw'; received {padding!r}") from None
 
 
 def convolve(x, kernel, bias=0.0, stride=1, padding="valid", dilation=1):
     """One filter over one image with cnnlab's ``Conv2D``: ``x`` (H, W, C), ``kernel`` (kh, kw, C) -> (Ho, Wo)."""
     x = np.asarray(x, np.float64)
     kernel = np.asarray(kernel, np.float64)
-    layer = Conv2D(1, kernel.shape[:2], strides=pair(stride, "stride"), padding=parse_padding(padding),
-                   dilation=pair(dilation, "dilation"))
+    layer = Conv2D(1, kernel.shape[:2], strides=check_pair("stride", stride), padding=parse_padding(padding),
+                   dilation=check_pair("dilation", dilation))
     layer.build(x.shape, dtype=np.float64)
     layer.params["kernel"][...] = kernel[..., None]
     layer.params["bias"][...] = bias
@@ -74,7 +55,7 @@ def conv_steps(x, kernel, bias=0.0, stride=1, padding="valid", dilation=1):
     """
     x = np.asarray(x, np.float64)
     kernel = np.asarray(kernel, np.float64)
-    (sh, sw), (dh, dw) = pair(stride, "stride"), pair(dilation, "dilation")
+    (sh, sw), (dh, dw) = check_pair("stride", stride), check_pair("dilation", dilation)
     padding = parse_padding(padding)
     kh, kw, _ = kernel.shape
     pads = resolve_padding(padding, x.shape[:2], (kh, kw), (sh, sw), (dh, dw), "convolution")
@@ -100,12 +81,8 @@ def conv_steps(x, kernel, bias=0.0, stride=1, padding="valid", dilation=1):
 # The dense equivalent
 # ---------------------------------------------------------------------------
 def _geometry(input_shape, kernel_hw, strides, padding, dilation):
-    strides, dilation = pair(strides, "strides"), pair(dilation, "dilation")
-    padding = validate_padding(padding if not isinstance(padding, list) else tuple(padding), "conv_to_dense")
-    h, w = input_shape[:2]
-    pads = resolve_padding(padding, (h, w), kernel_hw, strides, dilation, "conv_to_dense")
-    ho = output_size(h, kernel_hw[0], strides[0], pads[0] + pads[1], dilation[0], "conv_to_dense", "height")
-    wo = output_size(w, kernel_hw[1], strides[1], pads[2] + pads[3], dilation[1], "conv_to_dense", "width")
+    strides, dilation = check_pair("strides", strides, "conv_to_dense"), check_pair("dilation", dilation, "conv_to_dense")
+    pads, (ho, wo) = window_geometry(input_shape[:2], kernel_hw, strides, padding, dilation, "conv_to_dense")
     return strides, dilation, pads, ho, wo
 
 

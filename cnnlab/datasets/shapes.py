@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import is_int
+
 SHAPES_CLASSES = ["horizontal line", "vertical line", "diagonal \\", "diagonal /", "L-corner",
                   "plus cross", "x cross", "square", "circle", "T-junction"]
 
@@ -79,7 +81,7 @@ def load_shapes(n_train: int = 6000, n_test: int = 1000, image_size: int = 28, s
     """
     for name, value, least in (("image_size", image_size, 12), ("n_train", n_train, 1), ("n_test", n_test, 1),
                                ("seed", seed, 0)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
+        if not is_int(value) or value < least:
             raise ValueError(f"shapes: {name} must be an integer >= {least}; got {value!r}")
     train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     return _generate(n_train, image_size, train_rng), _generate(n_test, image_size, test_rng)

@@ -247,9 +247,9 @@ def load_image(path, size=None, channels: int = 1) -> np.ndarray:
 
 
 def load_model(path):
-    """``cnnlab.load`` a run directory or a ``.safetensors`` file."""
-    from ..model import load
-    return load(path)
+    """The model of a run directory or a ``.safetensors`` file (``cnnlab.runs.resolve_model``)."""
+    from ..runs.resolve import resolve_model
+    return resolve_model(path, untrained=False).model
 
 
 def parse_array_text(text, what="array"):

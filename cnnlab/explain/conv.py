@@ -28,7 +28,9 @@ import numpy as np
 
 from .. import images
 from ..analysis import texts
-from ..analysis.convolution import conv_steps, convolve, pair, parse_padding
+from ..checks import check_pair
+from ..layers.geometry import window_geometry
+from ..analysis.convolution import conv_steps, convolve, parse_padding
 from ..analysis.layers import conv_layer
 from ..layers.conv import pad_hw, resolve_padding
 from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, esc, format_number, frame_player,
@@ -512,16 +514,11 @@ def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, pad
         source.setdefault("kernel", "given")
     kernel = resolve_kernel(kernel, c)
     bias = float(model_bias if bias is None and model_bias is not None else (bias or 0.0))
-    stride = pair(1 if stride is None else stride, "stride")
-    dilation = pair(1 if dilation is None else dilation, "dilation")
+    stride = check_pair("stride", 1 if stride is None else stride)
+    dilation = check_pair("dilation", 1 if dilation is None else dilation)
     padding = parse_padding("valid" if padding is None else padding)
     kh, kw, _ = kernel.shape
-    pads = resolve_padding(padding, x.shape[:2], (kh, kw), stride, dilation, "explain conv")
-    ho = (x.shape[0] + pads[0] + pads[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (x.shape[1] + pads[2] + pads[3] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"the kernel ({kh}x{kw}, dilation {dilation}) does not fit the padded "
-                         f"{x.shape[0] + pads[0] + pads[1]}x{x.shape[1] + pads[2] + pads[3]} input")
+    pads, (ho, wo) = window_geometry(x.shape[:2], (kh, kw), stride, padding, dilation, "explain conv")
     if ho * wo > max_frames:
         raise ValueError(f"the output has {ho}x{wo} = {ho * wo} positions, one frame each, more than "
                          f"max_frames={max_frames}; use a smaller image size or a larger stride")

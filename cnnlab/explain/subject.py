@@ -266,7 +266,7 @@ def run_data(path, dataset=None, data_dir=None):
 
 def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRAIN, epochs=DEFAULT_EPOCHS,
                     seed=0, log=None) -> Subject:
-    """The model to explain: a :class:`Subject`, a ``Sequential``, a run directory or ``.safetensors`` file, or ``None``.
+    """The model to explain: a :class:`Subject`, a model object, a run directory or ``.safetensors`` file, or ``None``.
 
     With ``None`` the demo model (:func:`demo_model`) is trained now on the
     first ``n_train`` images of ``dataset`` (default: :func:`default_data`),
@@ -274,25 +274,19 @@ def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRA
     dataset comes from its ``config.json`` unless ``dataset`` is given; for a
     bare model file of 28x28x1 images it defaults as above.
     """
-    from ..model import Sequential
+    from ..runs.resolve import resolve_model
     if isinstance(model, Subject):          # resolved once, shared by several tools (``cnnlab explain all``)
         return model
-    if isinstance(model, Sequential):
-        ds = dataset
-        if ds is None and tuple(model.input_shape) == (28, 28, 1):
-            ds, data_dir = default_data(data_dir)
-        return Subject(model, f"model {model.name!r}", ds, data_dir, class_names=default_names(model))
     if model is not None:
-        path = Path(model)
-        loaded = common.load_model(path)
-        ds, dd, options = run_data(path, dataset, data_dir)
+        resolved = resolve_model(model, untrained=False)        # a model object, a run directory or a model file
+        loaded, run_dir = resolved.model, resolved.run_dir
+        ds, dd, options = run_data(run_dir, dataset, data_dir) if run_dir is not None else (dataset, data_dir, None)
         if ds is None and tuple(loaded.input_shape) == (28, 28, 1):
             ds, dd = default_data(dd)
-        run_dir = path if path.is_dir() else None
         snaps = None
         if run_dir is not None and files.has_filter_snapshots(run_dir):
             snaps = read_filter_snapshots(run_dir)
-        return Subject(loaded, str(path), ds, dd, run_dir, default_names(loaded), snaps, options=options)
+        return Subject(loaded, resolved.source, ds, dd, run_dir, default_names(loaded), snaps, options=options)
     ds = dataset
     if ds is None:
         ds, data_dir = default_data(data_dir)

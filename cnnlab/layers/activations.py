@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import is_number
 from .base import Layer
 
 
@@ -34,8 +35,7 @@ class ClippedReLU(Elementwise):
 
     def __init__(self, max_value=6.0, name=None):
         super().__init__(name)
-        if isinstance(max_value, bool) or not isinstance(max_value, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(max_value) or max_value <= 0:
+        if not is_number(max_value) or max_value <= 0:
             raise ValueError(f"ClippedReLU: max_value must be a finite number > 0, received {max_value!r}")
         self.max_value = float(max_value)
 

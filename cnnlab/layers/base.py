@@ -11,6 +11,11 @@ Shapes are inferred: a layer is *built* from the shape of the first input it
 sees (or by the model that holds it), so the user never types an input channel
 count. ``input_shape`` and ``output_shape`` are per example, without the batch
 axis. Images are channels last: ``(N, H, W, C)``.
+
+For data parallelism a layer makes replicas (``replicate``) that compute shards
+of a batch; each reports its gradients and, where its training pass measures
+the batch (BatchNorm), its shard statistics (``shard_statistics``); the layer
+combines them (``merge_replicas``).
 """
 from __future__ import annotations
 
@@ -127,8 +132,9 @@ class Layer:
     def replicate(self) -> "Layer":
         """A copy sharing this layer's parameters and buffers, with its own gradients and caches.
 
-        Replicas let several threads run forward and backward on different
-        parts of one batch at once (see ``cnnlab.parallel``).
+        Replicas let several worker processes (``cnnlab.parallel``) or MPI ranks
+        (``cnnlab.distributed``) run forward and backward on different shards of
+        one batch at once; ``merge_replicas`` combines what they report.
         """
         r = copy.copy(self)
         r.grads = {k: np.zeros_like(v) for k, v in self.grads.items()}
@@ -137,9 +143,19 @@ class Layer:
 
     is_replica = False
 
+    # ---- data parallelism: what a replica reports of its shard -----------------
+    # A replica computes one shard of a batch (cnnlab.parallel across cores, cnnlab.distributed across
+    # MPI ranks) and reports its gradients and, for layers whose training pass measures the batch
+    # (BatchNorm's mean and variance), those shard statistics; merge_replicas combines them.
     def shard_statistics_shapes(self) -> dict:
-        """Shapes of the per-shard statistics a replica reports besides its gradients (BatchNorm's)."""
+        """``{name: shape}`` of the per-shard statistics a replica reports besides its gradients (BatchNorm's
+        ``mean`` and ``var``, one per channel); empty for most layers."""
         return {}
+
+    def shard_statistics(self) -> dict | None:
+        """``{name: array}`` with the shapes of ``shard_statistics_shapes()``: the statistics of the shard the last
+        training forward pass saw; ``None`` when there are none (most layers; no training pass yet)."""
+        return None
 
     def folded_params(self, scale, shift):
         """``(kernel, bias)`` of this layer followed by ``y * scale + shift`` per output unit (the last axis of
@@ -149,7 +165,8 @@ class Layer:
         return kernel, np.asarray(bias, self.dtype)
 
     def merge_replicas(self, replicas) -> None:
-        """Combine the replicas' results after a parallel step: gradients add up."""
+        """Combine the replicas' results after a parallel step (each replica, or what stands for it, offers
+        ``grads`` and ``shard_statistics()``): gradients add up."""
         for k, g in self.grads.items():
             np.copyto(g, replicas[0].grads[k])
             for r in replicas[1:]:

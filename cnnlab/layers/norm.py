@@ -25,6 +25,7 @@ class BatchNorm(Layer):
         if not (isinstance(eps, (int, float)) and eps > 0):
             raise ValueError(f"BatchNorm: eps must be > 0, received {eps!r}")
         self.momentum, self.eps = float(momentum), float(eps)
+        self._batch_stats = None                            # (mean, unbiased var) of the last training batch
 
     def param_shapes(self, input_shape):
         c = (input_shape[-1],)
@@ -179,13 +180,18 @@ class BatchNorm(Layer):
         c = self.params["gamma"].shape
         return {"mean": c, "var": c}
 
+    def shard_statistics(self):
+        """The last training batch's per-channel mean and unbiased variance (``None`` before one)."""
+        return None if self._batch_stats is None else dict(zip(("mean", "var"), self._batch_stats))
+
     def merge_replicas(self, replicas):
         """Each replica normalized its own shard of the batch (ghost batch normalization, as in
         data-parallel training); the running estimates take the average of the shards' statistics."""
         super().merge_replicas(replicas)
-        stats = [r._batch_stats for r in replicas]
+        stats = [r.shard_statistics() for r in replicas]
         if all(s is not None for s in stats):
-            self._update_running(np.mean([s[0] for s in stats], axis=0), np.mean([s[1] for s in stats], axis=0))
+            self._update_running(np.mean([s["mean"] for s in stats], axis=0),
+                                 np.mean([s["var"] for s in stats], axis=0))
 
     def backward(self, dy):
         xm, inv_std, order, training = self._cache

@@ -68,12 +68,7 @@ def write_run(model, out_dir, config):
     from .. import runs
     from ..runs import files
     from ..training import Trainer
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output path {out} exists and is not a directory")
-    taken = files.existing_run_files(out)
-    if taken:
-        raise ValueError(f"{out} already holds a run ({', '.join(taken)}); choose another --out")
+    out = files.require_no_run(out_dir, "choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     files.write_config(out, config)
     files.write_architecture(out, model)

@@ -30,6 +30,7 @@ import numpy as np
 
 from .._extras import require
 from .._io import atomic_write
+from ..checks import is_int
 from ..layers.geometry import resolve_padding
 
 DEFAULT_OPSET = 17
@@ -279,25 +280,14 @@ def export(model, path, channels_last=False, opset=DEFAULT_OPSET, class_names=No
 
 def _load_with_class_names(source):
     """A model from a run directory or a model file, and the class names its run recorded (or None)."""
-    from .. import runs
-    from .._io import CnnlabFileError
-    from ..model import load
-    p = Path(source)
-    if not p.exists():
-        raise CnnlabFileError(f"{p} does not exist (expected a run directory or a .safetensors model)")
-    model = load(p)
-    run_dir = runs.find_run_dir(p)
-    names = None
-    if run_dir is not None:
-        names = (runs.read_config(run_dir).get("data") or {}).get("class_names")
-        if names is not None and len(names) != model.num_classes:
-            names = None
-    return model, names
+    from ..runs.resolve import resolve_model
+    resolved = resolve_model(source, untrained=False)
+    return resolved.model, resolved.class_names
 
 
 def _check_opset(opset, onnx):
     newest = onnx.defs.onnx_opset_version()
-    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= opset <= newest:
+    if not is_int(opset) or not MIN_OPSET <= opset <= newest:
         raise ValueError(f"ONNX export: opset must be an integer from {MIN_OPSET} to {newest}, received {opset!r}")
     return int(opset)
 

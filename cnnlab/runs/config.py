@@ -1,22 +1,20 @@
-"""Training configurations: defaults, validation, and the model, optimizer and loss a configuration asks for.
+"""Training configurations: defaults, validation, and the optimizer and loss a configuration asks for.
 
 A configuration is a JSON object (``config.json`` of a run directory): dataset, model (a zoo name or an
 architecture ``.json``), epochs, batch size, optimizer, schedule, augmentation, seed, validation split,
 early stopping, loss, filter snapshots, workers. ``make_config`` fills and checks one; ``validate_config``
-checks one read from a file and names the file in its errors.
+checks one read from a file and names the file in its errors. The model it asks for is built by
+``cnnlab.runs.resolve.build_model``.
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from .. import losses as losses_mod
-from .. import models as zoo
 from .. import optim
-from .._io import CnnlabFileError, read_json
+from .._io import CnnlabFileError
 from ..augment import Augmenter
 from ..checks import is_int, is_number
-from ..model import Sequential
 
 # Default learning rate per optimizer when none is given.
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
@@ -156,43 +154,3 @@ def make_loss(config):
     if config["loss"] == "softmax":
         return losses_mod.SoftmaxCrossEntropy(label_smoothing=float(config["label_smoothing"]))
     return losses_mod.LOSSES[config["loss"]]()
-
-
-def build_model(spec, input_shape, num_classes, seed=0, loss="softmax") -> Sequential:
-    """A model from a zoo name or an architecture ``.json`` file, for the given data.
-
-    A JSON architecture without ``input_shape`` is built for ``input_shape``; its seed is replaced
-    by ``seed``. The model must take ``input_shape`` and output ``num_classes`` scores.
-    """
-    input_shape = tuple(int(d) for d in input_shape)
-    if str(spec).lower().endswith(".json") or Path(str(spec)).is_file():
-        path = Path(spec)
-        arch = read_json(path, "architecture file")
-        if not isinstance(arch, dict):
-            raise CnnlabFileError(f"architecture file {path}: expected a JSON object with a \"layers\" list")
-        arch = dict(arch)
-        if arch.get("input_shape") is None:
-            arch["input_shape"] = list(input_shape)
-        arch["seed"] = int(seed)
-        arch.pop("loss", None)
-        model = Sequential.from_config(arch, source=f"architecture file {path}")
-        where = f"the architecture in {path}"
-    else:
-        try:
-            model = zoo.get(spec)(input_shape=input_shape, num_classes=num_classes, seed=int(seed))
-        except ValueError as e:
-            if "unknown model" in str(e):
-                raise
-            raise ValueError(f"model {spec!r} cannot be built for inputs {input_shape} and {num_classes} "
-                             f"classes: {e}") from None
-        where = f"model {spec!r}"
-    model.loss = losses_mod.get(loss)
-    if tuple(model.input_shape) != input_shape:
-        raise ValueError(f"{where} takes inputs of shape {tuple(model.input_shape)} but the dataset's images are "
-                         f"{input_shape}")
-    if len(model.output_shape) != 1:
-        raise ValueError(f"{where} ends in outputs of shape {model.output_shape}; a classifier must end in "
-                         f"one score per class (add Flatten and Dense({num_classes}))")
-    if model.num_classes != num_classes:
-        raise ValueError(f"{where} outputs {model.num_classes} classes but the dataset has {num_classes}")
-    return model

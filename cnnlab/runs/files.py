@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,37 @@ def find_run_dir(path) -> Path | None:
 def existing_run_files(run_dir) -> list[str]:
     """The files in ``run_dir`` that show a run is there (empty when it holds none)."""
     return [m for m in RUN_MARKERS if (Path(run_dir) / m).exists()]
+
+
+def require_no_run(out_dir, advice="choose another output directory") -> Path:
+    """``out_dir`` as a ``Path`` when a new run may start there: it does not exist, or is a directory holding no
+    run (``existing_run_files``); else ``ValueError`` saying what is there, then ``advice``."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {out} exists and is not a directory")
+    taken = existing_run_files(out)
+    if taken:
+        raise ValueError(f"{out} already holds a run ({', '.join(taken)}); {advice}")
+    return out
+
+
+def _slug(text) -> str:
+    """A name part safe in a file name: the stem of an architecture ``.json``, other characters as ``-``."""
+    p = Path(str(text))
+    name = p.stem if p.suffix.lower() == ".json" else p.name or str(text)
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".-") or "run"
+
+
+def new_run_dir(root, *parts, taken=()) -> Path:
+    """A run directory that does not exist yet: ``ROOT/PART-PART-YYYYmmdd-HHMMSS`` (the parts, such as the
+    dataset and the model, made safe by ``_slug``), then ``-2``, ``-3``, ... while that name exists or is
+    in ``taken`` (names already promised)."""
+    base = "-".join([*map(_slug, parts), time.strftime("%Y%m%d-%H%M%S")])
+    for i in range(1, 1000):
+        out = Path(root) / (base if i == 1 else f"{base}-{i}")
+        if not out.exists() and out.name not in taken:
+            return out
+    raise ValueError(f"{Path(root) / base} and its numbered variants exist already; choose --out")
 
 
 # ---------------------------------------------------------------------------

@@ -27,9 +27,10 @@ from ..datasets.split import split_seed_for, split_train_val
 from ..model import load
 from ..training import Trainer, TrainingDiverged
 from . import files
-from .config import build_model, make_loss, make_optimizer, validate_config
+from .config import make_loss, make_optimizer, validate_config
 from .evaluation import evaluate_model
 from .recorder import RunRecorder, monitor_state
+from .resolve import build_model
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -90,7 +91,7 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
         old, state, (model_t, opt_t, ckpt) = _open_run(out_dir, config)
         split_seed = state["split_seed"]
     else:
-        _check_free(out_dir)
+        files.require_no_run(out_dir, f"continue it with --resume {out_dir} or choose another output directory")
         state, split_seed = None, split_seed_for(config["seed"])
 
     (x, y), (xt, yt), info = distributed.agreed_call(comm, load_data, config, data)
@@ -216,15 +217,6 @@ def _open_run(out_dir, config):
         raise ValueError(f"{out_dir} has already completed {state['epoch']} epoch(s); to train on, ask for "
                          f"more in total (e.g. --epochs {state['epoch'] + max(1, old['epochs'])})")
     return old, state, (model_t, opt_t, ckpt)
-
-
-def _check_free(out_dir):
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"output path {out_dir} exists and is not a directory")
-    taken = files.existing_run_files(out_dir)
-    if taken:
-        raise ValueError(f"{out_dir} already holds a run ({', '.join(taken)}); continue it with "
-                         f"--resume {out_dir} or choose another output directory")
 
 
 def _filter_snapshots(out_dir, model, config, state):

@@ -32,7 +32,6 @@ def _require_extra():
 def resolve_model(spec, runs_root: Path, log=print):
     """``(model, class_names, training_config)`` for MODEL_OR_RUN (``None``: the default shapes model)."""
     from .. import runs
-    from ..model import load
     if spec is None:
         run_dir = runs_root / DEFAULT_RUN
         state = run_dir / runs.STATE_FILE
@@ -47,16 +46,8 @@ def resolve_model(spec, runs_root: Path, log=print):
                 f"(a few seconds; reused next time)")
             runs.run_training(runs.make_config(**DEFAULT_TRAINING), run_dir, verbose=0, plot=False)
         spec = run_dir
-    path = Path(spec)
-    if path.is_dir() or path.suffix.lower() == ".safetensors":
-        model = load(path)
-        run_dir = runs.find_run_dir(path)
-        if run_dir is not None:
-            config = runs.read_config(run_dir)
-            return model, (config.get("data") or {}).get("class_names"), config
-        return model, None, None
-    from .. import models as zoo
-    return zoo.get(spec)(), None, None
+    resolved = runs.resolve_model(spec)
+    return resolved.model, resolved.class_names, resolved.config
 
 
 def allowed_hosts(host: str):

@@ -49,12 +49,6 @@ class JobError(ValueError):
         self.status, self.extra = status, extra
 
 
-def _slug(text) -> str:
-    p = Path(str(text))
-    name = p.stem if p.suffix.lower() == ".json" else p.name or str(text)
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".-") or "run"
-
-
 # ---------------------------------------------------------------------------
 # The child process
 # ---------------------------------------------------------------------------
@@ -198,12 +192,7 @@ class JobManager:
                     config = runs.make_config(**options)
                 except (TypeError, ValueError) as e:
                     raise JobError(f"invalid training options: {e}") from None
-                stamp = time.strftime("%Y%m%d-%H%M%S")
-                out = self.root / f"{_slug(config['dataset'])}-{_slug(config['model'])}-{stamp}"
-                for i in range(2, 1000):
-                    if not out.exists() and out.name not in self.jobs:
-                        break
-                    out = out.with_name(f"{_slug(config['dataset'])}-{_slug(config['model'])}-{stamp}-{i}")
+                out = runs.new_run_dir(self.root, config["dataset"], config["model"], taken=self.jobs)
                 resume = False
             events, stop = self.ctx.Queue(), self.ctx.Event()
             process = self.ctx.Process(target=_child, args=(config, str(out), resume, events, stop), daemon=True)
