@@ -265,3 +265,10 @@ def test_canvas_sentence_blames_untrained_weights_only_when_the_mlp_fell_behind(
     assert "never trained" in behind and "80.0%" in behind and "20.0%" in behind
     alike = texts.canvas_result("digit", 56, 28, 0.5, 0.48, 0.1)
     assert "never trained" not in alike and "did not fall behind" in alike
+
+
+def test_filter_evolution_says_random_start_only_for_small_changes():
+    small = texts.filter_evolution(16, 0, 480, 0.19, [0.1, 0.3], 40)
+    assert "19%" in small and "still look much like their random start" in small and "reshaped" not in small
+    big = texts.filter_evolution(16, 0, 480, 0.9, [0.7, 1.2], 40)
+    assert "reshaped" in big and "still look" not in big

@@ -15,6 +15,7 @@ SMALL_PROBABILITY = 0.05  # probability mass moved (half the L1 distance) below 
 NEARLY_UNCHANGED = 0.5    # one model's feature change below this fraction of every other's: it alone is invariant
 LESS_THAN = 0.8           # a change below this fraction of another's is "less than" it, else "about as much as"
 FAR_BETTER = 0.05         # training accuracy this far above test accuracy: the model fits but does not generalize
+RESHAPED = 0.6            # filters that moved this much of their initial size no longer look like their random start
 
 
 def _pct(v, digits=0) -> str:
@@ -174,6 +175,23 @@ def filters_caption(described) -> str:
             f"counts as an edge, a bar or a blob when its cosine similarity with the best-matching template of that "
             f"shape beats {described['percentile']}% of random filters of its size ({ch['oriented']:.2f} for the "
             f"oriented templates, {ch['blob']:.2f} for the blob).")
+
+
+def filter_evolution(snapshots, first_step, last_step, relative_change, per_filter, half_step) -> str:
+    """How far training moved a layer's filters from their random start, measured on its snapshots.
+
+    ``relative_change``: ``||k_T - k_0|| / ||k_0||`` for the whole kernel; ``per_filter`` the same per filter.
+    Below :data:`RESHAPED` the filters are said to still look like their random start.
+    """
+    text = (f"{snapshots} snapshots from step {first_step} to {last_step:,}, closer together in the first steps. Left: "
+            "the filters, one colour scale for all frames. Right: what training has added so far (the filter minus "
+            f"its random start, on its own scale). By the last step the filters moved by {relative_change:.0%} of "
+            f"their initial size (each filter between {min(per_filter):.0%} and {max(per_filter):.0%}); half of that "
+            f"change happened by step {half_step:,}. ")
+    if relative_change < RESHAPED:
+        return text + ("So the filters on the left still look much like their random start: the structure training "
+                       "added is in the right half.")
+    return text + "Training has reshaped them: the random start is mostly gone."
 
 
 def edge_responses(kernels, what, noun, strong, ink, sums, signs) -> str:

@@ -437,16 +437,10 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
             f"<details><summary>each filter's best match</summary>{filters_table(filters_json['described'])}</details>")
         if gif_bytes is not None:
             ev = evolution
-            moved = ev["relative_change_per_filter"]
             body += ("<h3>How the filters were learned</h3>" + common.img_tag(gif_bytes, "filter evolution",
-                     mime="image/gif") + f"<p class='note'>{len(ev['steps'])} snapshots from step "
-                     f"{ev['steps'][0]} to {ev['steps'][-1]:,}, closer together in the first steps. Left: the filters, one colour scale for all frames. Right: what training has "
-                     "added so far (the filter minus its random start, on its own scale). By the last step the "
-                     f"filters moved by {ev['relative_change']:.0%} of their initial size (each filter between "
-                     f"{min(moved):.0%} and {max(moved):.0%}); half of that change happened by step "
-                     f"{ev['half_step']:,}. " + ("So the filters on the left still look much like their random start: "
-                     "the structure training added is in the right half." if ev["relative_change"] < 0.6 else
-                     "Training has reshaped them: the random start is mostly gone.") + "</p>" +
+                     mime="image/gif") + "<p class='note'>" + esc(texts.filter_evolution(
+                         len(ev["steps"]), ev["steps"][0], ev["steps"][-1], ev["relative_change"],
+                         ev["relative_change_per_filter"], ev["half_step"])) + "</p>" +
                      common.img_tag(change_png, "change per filter"))
         else:
             body += "<p class='note'>No filter snapshots were recorded for this model (train with " \
