@@ -13,7 +13,7 @@ Only NumPy and cnnlab's layers: importing this package loads neither matplotlib 
 from .layers import (capture, capture_batches, conv_layer, feature_maps, first_conv, kind, layer_input,
                      layer_inputs, one_image, receptive_field, receptive_field_centres, sources, statistics)
 from .convolution import (check_dense_equivalent, conv_steps, conv_to_dense, convolve, dense_equivalent,
-                          expected_nonzeros, local_to_dense, pair, parse_padding)
+                          expected_nonzeros, local_to_dense, parse_padding)
 from .patches import cross_correlate, normalized_cross_correlate, top_patches
 from .attribution import (default_cam_layer, grad_cam, gradient_saliency, occlusion_sensitivity, score_gradient,
                           smoothgrad, upsample_bilinear)
@@ -24,7 +24,7 @@ from . import texts
 __all__ = ["capture", "capture_batches", "conv_layer", "feature_maps", "first_conv", "kind", "layer_input",
            "layer_inputs", "one_image", "receptive_field", "receptive_field_centres", "sources", "statistics",
            "check_dense_equivalent", "conv_steps", "conv_to_dense", "convolve", "dense_equivalent",
-           "expected_nonzeros", "local_to_dense", "pair", "parse_padding", "cross_correlate",
+           "expected_nonzeros", "local_to_dense", "parse_padding", "cross_correlate",
            "normalized_cross_correlate", "top_patches", "default_cam_layer", "grad_cam", "gradient_saliency",
            "occlusion_sensitivity", "score_gradient", "smoothgrad", "upsample_bilinear", "place_on_canvas",
            "relative_change", "shift_images", "shift_response", "unit", "texts"]

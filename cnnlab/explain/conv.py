@@ -32,7 +32,7 @@ from ..checks import check_pair
 from ..layers.geometry import window_geometry
 from ..analysis.convolution import conv_steps, convolve, parse_padding
 from ..analysis.layers import conv_layer
-from ..layers.conv import pad_hw, resolve_padding
+from ..layers.conv import pad_hw
 from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, esc, format_number, frame_player,
                      quantize_frames, img_tag, is_integral, load_image, load_model, new_figure, out_dir, parse_array_text,
                      save_figure, save_gif, save_json, symmetric_limits, table_html, text_colour,
