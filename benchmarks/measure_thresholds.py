@@ -86,8 +86,8 @@ def invariance(seed):
     return {"gap_over_strided_change": fc["cnn_gap"][3] / fc["cnn_strided"][3], "max_error_over_raw": max(errors)}
 
 
-def onnx_import(seed, lr=0.01):
-    """tests/test_onnx_import.py: the imported VGG-like network's loss after one epoch over its loss before."""
+def onnx_import(seed, lr=0.05, epochs=3):
+    """tests/test_onnx_import.py: the imported VGG-like network's loss after training over its loss before."""
     sys.path.insert(0, str(ROOT / "tests"))
     import torch
     import cnnlab
@@ -105,7 +105,7 @@ def onnx_import(seed, lr=0.01):
     x = rng.random((48, 16, 16, 3), dtype=np.float32)
     y = (x[:, :8].mean(axis=(1, 2, 3)) > x[:, 8:].mean(axis=(1, 2, 3))).astype(np.int64)
     before = model.evaluate(x, y, workers=1)["loss"]
-    model.fit(x, y, epochs=1, batch_size=16, optimizer=cnnlab.optim.SGD(lr=lr, momentum=0.9), verbose=0, workers=1)
+    model.fit(x, y, epochs=epochs, batch_size=16, optimizer=cnnlab.optim.SGD(lr=lr, momentum=0.9), verbose=0, workers=1)
     return {"loss_after_over_before": model.evaluate(x, y, workers=1)["loss"] / before}
 
 
