@@ -5,19 +5,20 @@ adds its sums. This script measures each such number the way its test computes i
 test's own among them), in a fresh process per configuration:
 
 * the compiled loops on and off (``CNNLAB_COMPILED=1`` / ``0``),
-* OpenBLAS's kernels as the shell picks them (``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` unset)
+* OpenBLAS's kernels as it picks them for the CPU (``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` unset)
   and forced to ``Haswell`` (AVX2) and ``Sandybridge`` (AVX): other kernels sum in another order, as
   another CPU would.
 
 Each test's threshold is the lowest value seen here minus a margin; its comment quotes both. The
-broken models (learning rate 0) are measured too, to show the threshold tells them apart.
+broken models (learning rate 1e-30: SGD refuses 0, and the weights do not move) are measured too, to
+show the threshold tells them apart.
 
     python benchmarks/measure_thresholds.py                 # every quantity, every configuration
     python benchmarks/measure_thresholds.py --only lenet5_shapes invariance
     python benchmarks/measure_thresholds.py --one           # this process's configuration only (JSON lines)
     python benchmarks/measure_thresholds.py --table         # the table of the rows measured so far
 
-Rows are appended to ``--rows`` (``thresholds.jsonl``) as they come, so a long run stopped early keeps them.
+Rows are appended to ``--rows`` (``./thresholds.jsonl``) as they come, so a long run stopped early keeps them.
 
 The last table measured is in benchmarks/README.md ("Learned numbers the tests assert").
 """
