@@ -5,19 +5,20 @@ adds its sums. This script measures each such number the way its test computes i
 test's own among them), in a fresh process per configuration:
 
 * the compiled loops on and off (``CNNLAB_COMPILED=1`` / ``0``),
-* OpenBLAS's kernels as the shell picks them (``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` unset)
+* OpenBLAS's kernels as it picks them for the CPU (``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` unset)
   and forced to ``Haswell`` (AVX2) and ``Sandybridge`` (AVX): other kernels sum in another order, as
   another CPU would.
 
 Each test's threshold is the lowest value seen here minus a margin; its comment quotes both. The
-broken models (learning rate 0) are measured too, to show the threshold tells them apart.
+broken models (learning rate 1e-30: SGD refuses 0, and the weights do not move) are measured too, to
+show the threshold tells them apart.
 
     python benchmarks/measure_thresholds.py                 # every quantity, every configuration
     python benchmarks/measure_thresholds.py --only lenet5_shapes invariance
     python benchmarks/measure_thresholds.py --one           # this process's configuration only (JSON lines)
     python benchmarks/measure_thresholds.py --table         # the table of the rows measured so far
 
-Rows are appended to ``--rows`` (``thresholds.jsonl``) as they come, so a long run stopped early keeps them.
+Rows are appended to ``--rows`` (``./thresholds.jsonl``) as they come, so a long run stopped early keeps them.
 
 The last table measured is in benchmarks/README.md ("Learned numbers the tests assert").
 """
@@ -86,8 +87,8 @@ def invariance(seed):
     return {"gap_over_strided_change": fc["cnn_gap"][3] / fc["cnn_strided"][3], "max_error_over_raw": max(errors)}
 
 
-def onnx_import(seed, lr=0.01):
-    """tests/test_onnx_import.py: the imported VGG-like network's loss after one epoch over its loss before."""
+def onnx_import(seed, lr=0.05, epochs=3):
+    """tests/test_onnx_import.py: the imported VGG-like network's loss after training over its loss before."""
     sys.path.insert(0, str(ROOT / "tests"))
     import torch
     import cnnlab
@@ -105,7 +106,7 @@ def onnx_import(seed, lr=0.01):
     x = rng.random((48, 16, 16, 3), dtype=np.float32)
     y = (x[:, :8].mean(axis=(1, 2, 3)) > x[:, 8:].mean(axis=(1, 2, 3))).astype(np.int64)
     before = model.evaluate(x, y, workers=1)["loss"]
-    model.fit(x, y, epochs=1, batch_size=16, optimizer=cnnlab.optim.SGD(lr=lr, momentum=0.9), verbose=0, workers=1)
+    model.fit(x, y, epochs=epochs, batch_size=16, optimizer=cnnlab.optim.SGD(lr=lr, momentum=0.9), verbose=0, workers=1)
     return {"loss_after_over_before": model.evaluate(x, y, workers=1)["loss"] / before}
 
 

@@ -150,7 +150,9 @@ def test_no_model_trains_the_demo_model_and_records_its_filters(tmp_path):
     assert len(ev["relative_change_per_filter"]) == 8 and ev["steps"][0] <= ev["half_step"] <= ev["steps"][-1]
     assert f"moved by {ev['relative_change']:.0%} of their initial size" in html
     assert r["evolution"]["steps"][0] == 0 and len(r["evolution"]["steps"]) >= 8
-    assert r["evolution"]["relative_change"] > 0.05
+    # how far training moved the filters, measured by benchmarks/measure_thresholds.py (seeds 0-4 x compiled loops
+    # on/off x OpenBLAS kernels; benchmarks/README.md): 0.349-0.415; threshold 0.2 (margin 0.15)
+    assert r["evolution"]["relative_change"] > 0.2
 
 
 def test_cli(tmp_path, run_dir, capsys):

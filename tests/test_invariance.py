@@ -104,15 +104,18 @@ def test_feature_change_and_equivariance_numbers(experiment, test_split):
     changes = [np.mean(np.linalg.norm(features(shifts.shift_images(xt, uy, ux)) - f0, axis=1) /
                        np.linalg.norm(f0, axis=1)) for uy, ux in I.DIRECTIONS.values()]
     assert r["feature_change"]["cnn_gap"][1] == pytest.approx(np.mean(changes), rel=1e-4)
-    # the classifier's features move less with global average pooling than with flatten + dense
-    assert r["feature_change"]["cnn_gap"][3] < r["feature_change"]["cnn_strided"][3]
+    # the classifier's features move less with global average pooling than with flatten + dense: measured by
+    # benchmarks/measure_thresholds.py (seeds 0-4 x compiled loops on/off x OpenBLAS kernels; benchmarks/README.md),
+    # the ratio at a shift of 3 is 0.105-0.135; threshold 0.35 (margin 0.2)
+    assert r["feature_change"]["cnn_gap"][3] < 0.35 * r["feature_change"]["cnn_strided"][3]
     eq = r["equivariance"]
     assert eq["model"] == "cnn" and eq["layers"][0]["name"] == "conv2d"
     for layer in eq["layers"]:
         for s, err, raw in zip(layer["shifts"], layer["error"], layer["unshifted_error"]):
             assert s % layer["stride"] == 0
             if s:
-                assert err < raw / 3                      # shifting the map back explains the change
+                # shifting the map back explains the change: err / raw measured 0.115-0.159 (as above); threshold 1/3
+                assert err < raw / 3
 
 
 def test_canvas_experiment(experiment, test_split):

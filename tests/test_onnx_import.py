@@ -162,15 +162,25 @@ def model_gradient_errors(model, x, y, samples=12, seed=0):
 
 def test_imported_models_train_and_pass_the_gradient_check(tmp_path):
     net = VGGish()
-    model = load(torch_export(net, tmp_path / "vgg.onnx", (3, 16, 16), preserve=True))
+    path = torch_export(net, tmp_path / "vgg.onnx", (3, 16, 16), preserve=True)
     rng = np.random.default_rng(0)
     x = rng.random((48, 16, 16, 3), dtype=np.float32)
     y = (x[:, :8].mean(axis=(1, 2, 3)) > x[:, 8:].mean(axis=(1, 2, 3))).astype(np.int64)   # top brighter than bottom?
-    before = model.evaluate(x, y, workers=1)["loss"]
-    kernel = model.layers[0].params["kernel"].copy()
-    model.fit(x, y, epochs=1, batch_size=16, optimizer=cnnlab.optim.SGD(lr=0.01, momentum=0.9), verbose=0, workers=1)
-    assert not np.array_equal(kernel, model.layers[0].params["kernel"])
-    assert model.evaluate(x, y, workers=1)["loss"] < before
+
+    def trained(lr):
+        """The imported model, its loss before, and after 3 epochs of SGD at ``lr`` (BatchNorm's statistics move too)."""
+        model = load(path)
+        before = model.evaluate(x, y, workers=1)["loss"]
+        model.fit(x, y, epochs=3, batch_size=16, optimizer=cnnlab.optim.SGD(lr=lr, momentum=0.9), verbose=0, workers=1)
+        return model, before, model.evaluate(x, y, workers=1)["loss"]
+
+    # loss after / before, measured by benchmarks/measure_thresholds.py (seeds 0-4 x compiled loops on/off x OpenBLAS
+    # kernels; benchmarks/README.md): 0.47-0.70; threshold 0.8 (margin 0.1). With a learning
+    # rate of ~0 only BatchNorm's running statistics move: 0.96, above it.
+    model, before, after = trained(0.05)
+    assert after < 0.8 * before, (before, after)
+    _, before, after = trained(1e-30)
+    assert not after < 0.8 * before, (before, after)
     # the whole imported network, backward against finite differences (ReLU kinks avoided by a smooth input)
     errors = model_gradient_errors(model, x[:3], y[:3])
     assert max(errors.values()) < 1e-5, errors
