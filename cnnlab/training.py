@@ -140,6 +140,8 @@ class Trainer:
                                  f"{p['epoch_step']}; the training set has {n} ({steps} steps)")
             order, first = np.asarray(p["order"]), int(p["epoch_step"])
             loss_sum, correct, t0 = float(p["loss_sum"]), int(p["correct"]), time.perf_counter() - p["seconds"]
+            if first:
+                opt.set_progress(self.epoch + (first - 1) / steps, total_epochs)   # the rate of the last step done
         else:
             order = model.rng.permutation(n) if self.shuffle else np.arange(n)
             first, loss_sum, correct, t0 = 0, 0.0, 0, time.perf_counter()

@@ -291,7 +291,8 @@ def fail_writing(monkeypatch, name, error=errno.ENOSPC, after=0):
 
 
 QUICK = ["--dataset", "shapes", "--model", "tiny_cnn", "--limit", "160", "--batch-size", "32", "--quiet",
-         "--workers", "1", "--augment", "translate=1"]
+         "--workers", "1", "--augment", "translate=1", "--schedule", "constant",
+         "--snapshot-filters", "2"]
 
 
 @pytest.mark.parametrize("name, error, message", [
@@ -306,8 +307,8 @@ def test_a_failed_write_keeps_the_last_checkpoint_and_resume_works(tmp_path, cap
     assert cli.main(["train", *QUICK, "--epochs", "1", "--out", str(run)]) == 0
     before = (run / "checkpoint.safetensors").read_bytes()
     capsys.readouterr()
-    seen = fail_writing(monkeypatch, name)
-    assert cli.main(["train", "--resume", str(run), "--epochs", "3"]) == 1
+    seen = fail_writing(monkeypatch, name, error)
+    assert cli.main(["train", "--resume", str(run), "--epochs", "3", "--quiet"]) == 1
     monkeypatch.undo()
     assert seen                                                       # the failure did happen where planned
     err = capsys.readouterr().err.strip().splitlines()
@@ -319,7 +320,7 @@ def test_a_failed_write_keeps_the_last_checkpoint_and_resume_works(tmp_path, cap
     assert (ckpt["epoch"], ckpt["step"]) == (1, 5)
     if name == "checkpoint.safetensors":
         assert (run / "checkpoint.safetensors").read_bytes() == before
-    assert cli.main(["train", "--resume", str(run), "--epochs", "3"]) == 0     # space freed: on it goes
+    assert cli.main(["train", "--resume", str(run), "--epochs", "3", "--quiet"]) == 0     # space freed: on it goes
     assert_same_run(tmp_path / "ref", run)
 
 
@@ -328,7 +329,7 @@ def test_a_read_only_run_directory_is_named(tmp_path, capsys, monkeypatch):
     assert cli.main(["train", *QUICK, "--epochs", "1", "--out", str(run)]) == 0
     capsys.readouterr()
     fail_writing(monkeypatch, "checkpoint.safetensors", errno.EROFS)
-    assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 1
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"cnnlab: error: read-only file system while writing {run}/checkpoint.safetensors")
 
