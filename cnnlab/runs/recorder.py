@@ -93,7 +93,8 @@ class RunRecorder(ModelCheckpoint):
                 model.save(self.path)
             if self.snapshots is not None:
                 files.write_filter_snapshots(self.run_dir, self.snapshots)
-            if self.plot:
+            if self.plot and getattr(trainer.stop, "received", None) is None:
+                # drawn again at the next epoch's end; a stop signal is not kept waiting for matplotlib
                 files.write_history_plot(self.run_dir, trainer.history)
 
     def save_progress(self, trainer):
