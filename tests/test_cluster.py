@@ -509,3 +509,59 @@ def test_sigterm_under_mpiexec_stops_every_rank_after_the_same_batch(tmp_path, a
             a, b = load_file(str(tmp_path / "ref" / "checkpoint.safetensors")), load_file(str(run / "checkpoint.safetensors"))
             for k in a:        # the same shard gradients, summed in another order: see test_distributed
                 assert np.abs(a[k] - b[k]).max() <= 1e-5, k
+
+
+# ---------------------------------------------------------------------------
+# docs/distributed.md's Slurm script, with a fake scontrol and srun
+# ---------------------------------------------------------------------------
+def slurm_script(settings) -> str:
+    """The batch script of docs/distributed.md, with its settings lines (``RUN=``, ``EPOCHS=``, ...) replaced."""
+    doc = (Path(__file__).parent.parent / "docs" / "distributed.md").read_text()
+    block = doc.split("<!-- slurm-requeue-script", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    for name, value in settings.items():
+        block, n = re.subn(rf"^{name}=.*$", lambda m: f"{name}={value}", block, flags=re.M)
+        assert n == 1, name
+    return block
+
+
+FAKE = {"scontrol": 'echo "$*" >> "$HOME/scontrol.log"\n',
+        "srun": 'while [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n',          # srun --mpi=pmi2 CMD...
+        "cnnlab": f'exec "{sys.executable}" -m cnnlab "$@"\n'}
+
+
+@pytest.mark.slow
+def test_the_slurm_script_requeues_on_its_time_limit_and_resumes(tmp_path, arch, reference):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in FAKE.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + body)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "venvs" / "cnnlab" / "bin").mkdir(parents=True)
+    (tmp_path / "venvs" / "cnnlab" / "bin" / "activate").write_text("")
+    run = tmp_path / "runs" / "job"
+    options = " ".join([*QUICK, "--model", str(arch), "--workers", "2"]).replace("--quiet", "")
+    script = tmp_path / "job.sh"
+    script.write_text(slurm_script({"RUN": f'"{run}"', "EPOCHS": EPOCHS, "OPTIONS": f'"{options}"'}))
+    env = {**ENV, "HOME": str(tmp_path), "SLURM_JOB_ID": "4242", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+    def job():
+        return subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, cwd=tmp_path, start_new_session=True)
+
+    first = job()
+    _wait_until(first, run, lambda s: s["epoch"] >= 2)
+    code, err, seconds = _stopped(first, lambda: os.kill(first.pid, signal.SIGTERM))   # the batch shell alone
+    assert code == 143, err
+    assert "cnnlab: stopped by SIGTERM at epoch" in err and seconds < 10, (err, seconds)
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
+    assert files.read_state(run)["status"] == "stopped"
+
+    second = job()                                       # the requeued job: the same script, from the top
+    out, err = second.communicate(timeout=TIMEOUT * 2)
+    assert second.returncode == 0, err
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
+    assert_same_run(reference, run)
+
+    third = job()                                        # requeued once too often: nothing left to do
+    out, err = third.communicate(timeout=TIMEOUT)
+    assert third.returncode == 0 and out.strip() == f"{run} is complete", err
