@@ -218,6 +218,18 @@ def test_the_same_process_cannot_lock_twice(tmp_path):
         pass
 
 
+def test_where_no_lock_can_be_taken_a_warning_and_training_goes_on(tmp_path, data, arch, monkeypatch, capsys):
+    def refuse(fd, how):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))   # NFS mounted nolock without lockd, Lustre noflock
+
+    monkeypatch.setattr("cnnlab.runs.lock.fcntl.lockf", refuse)
+    train(config(arch, workers=1, epochs=1), tmp_path / "run", data)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"cnnlab: warning: {tmp_path / 'run'} cannot be locked ({os.strerror(errno.ENOLCK)}); nothing "
+                   f"stops a second process from writing it at the same time"]
+    assert files.read_state(tmp_path / "run")["status"] == "completed"
+
+
 @pytest.mark.slow
 def test_a_second_writer_is_refused_while_readers_work(tmp_path, data, arch):
     run = tmp_path / "run"
