@@ -95,7 +95,7 @@ def test_signal_stops_after_the_batch_and_resume_is_bit_identical(tmp_path, data
     assert e.message == (f"stopped by {name} at epoch 2, step 3 of 6; resume with: "
                          f"cnnlab train --resume {part} --epochs 2")
     state = files.read_state(part)
-    assert state["epoch"] == 1 and state["step"] == 9 and state["status"] == "stopped"
+    assert state["epoch"] == 1 and state["step"] == 9 and state["status"] == "interrupted"
     assert state["epoch_progress"]["epoch_step"] == 3 and state["epoch_progress"]["correct"] >= 0
     _, _, ckpt = files.read_checkpoint(part)
     assert (ckpt["epoch"], ckpt["step"]) == (1, 9)
@@ -467,7 +467,7 @@ def test_sigterm_to_the_process_group_stops_in_seconds_and_resumes_bit_identical
                         rf"--resume {re.escape(str(run))} --epochs {EPOCHS}", last), err
     assert seconds < 10, seconds
     state = files.read_state(run)
-    assert state["status"] == "stopped" and state["epoch_progress"] is not None
+    assert state["status"] == "interrupted" and state["epoch_progress"] is not None
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp") or p.name == LOCK_FILE]
     done = subprocess.run(_cnnlab("train", "--resume", run, "--quiet", cwd=None), capture_output=True, text=True,
                           env=ENV, cwd=tmp_path, timeout=TIMEOUT * 2)
@@ -511,7 +511,7 @@ def test_sigterm_under_mpiexec_stops_every_rank_after_the_same_batch(tmp_path, a
         assert err.count("cnnlab: stopped by SIGTERM at epoch") == 1, err          # rank 0 alone says it
         assert seconds < 10, (target, seconds)
         state = files.read_state(run)
-        assert state["status"] == "stopped" and state["epoch_progress"] is not None
+        assert state["status"] == "interrupted" and state["epoch_progress"] is not None
         done = subprocess.run(_cnnlab("train", "--resume", run, "--quiet", mpi=resume_ranks, cwd=None),
                               capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=TIMEOUT * 2)
         assert done.returncode == 0, done.stderr
@@ -566,7 +566,7 @@ def test_the_slurm_script_requeues_on_its_time_limit_and_resumes(tmp_path, arch,
     assert code == 143, err
     assert "cnnlab: stopped by SIGTERM at epoch" in err and seconds < 10, (err, seconds)
     assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
-    assert files.read_state(run)["status"] == "stopped"
+    assert files.read_state(run)["status"] == "interrupted"
 
     second = job()                                       # the requeued job: the same script, from the top
     out, err = second.communicate(timeout=TIMEOUT * 2)

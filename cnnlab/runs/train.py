@@ -229,7 +229,7 @@ def _train(config, out_dir, comm, resume, verbose, callbacks, data, plot, every,
                 trainer.fit(x, y, epochs=config["epochs"], validation_data=val)
         except TrainingStopped as e:
             # every rank stops after the same batch; rank 0 writes the checkpoint of it
-            recorder.status = "stopped"
+            recorder.status = "interrupted"
             recorder.save_progress(trainer)
             if comm is not None:
                 comm.barrier()                               # no rank ends before rank 0 has written
