@@ -1,12 +1,17 @@
 """File helpers shared by every part of cnnlab that writes or reads files.
 
 Every file cnnlab writes goes through :func:`atomic_write`: the bytes land in a
-temporary file in the same directory, are flushed to disk, and only then replace
-the target with ``os.replace`` (atomic on POSIX and Windows). A crash mid-write
-leaves the old file intact.
+temporary file in the same directory, are flushed to disk (``fsync``), and only
+then replace the target with ``os.replace`` (atomic on POSIX and Windows); the
+directory is flushed too, so after a crash of the machine the name points at the
+old or the new file, never at a half-written one. A failed write (a full disk,
+a quota, an I/O error, a read-only folder) removes the temporary file, leaves
+the old file intact and raises :class:`WriteFailed`, whose one-line message says
+what happened and to which file.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -23,36 +28,81 @@ class CnnlabFileError(ValueError):
     """
 
 
+class WriteFailed(OSError):
+    """Writing a file failed (disk full, quota, I/O error, read-only folder, ...); the file named keeps its
+    previous content. ``str()`` is one line: ``no space left on device while writing PATH`` (then ``note``)."""
+
+    def __init__(self, error: OSError, path: Path):
+        super().__init__(error.errno, error.strerror or str(error), str(path))
+        self.path = Path(path)
+        self.note = ""                                 # what is still intact, added by whoever knows
+
+    def __str__(self):
+        what = (self.strerror or "write error")
+        return f"{what[:1].lower() + what[1:]} while writing {self.path}" + (f"; {self.note}" if self.note else "")
+
+
 def atomic_write(path: PathLike, data: Union[bytes, str, Callable[[str], None]]) -> Path:
     """Write ``data`` to ``path`` atomically and return the path.
 
     ``data`` is bytes, text (written as UTF-8), or a callable that receives a
     temporary file name and writes the content there itself (for libraries that
-    only write to a path, such as matplotlib or safetensors).
+    only write to a path, such as matplotlib or safetensors). An ``OSError`` on
+    the way is raised as :class:`WriteFailed` naming ``path``; no temporary file is left.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
-        if callable(data):
-            os.close(fd)
-            data(tmp)
-        else:
-            if isinstance(data, str):
-                data = data.encode("utf-8")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        _fill(fd, tmp, data)
         os.chmod(tmp, 0o666 & ~_umask())                  # mkstemp makes 0600; follow the umask like open() does
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        tmp = None
+        fsync_directory(path.parent)
+    except OSError as e:
+        raise (e if isinstance(e, WriteFailed) else WriteFailed(e, path)) from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
     return path
+
+
+def _fill(fd: int, tmp: str, data) -> None:
+    """The content of the temporary file ``tmp`` (open as ``fd``, which this closes), flushed to disk."""
+    if callable(data):
+        os.close(fd)
+        data(tmp)
+        fd = os.open(tmp, os.O_RDONLY)                  # fsync through a descriptor of our own
+    else:
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        view = memoryview(data)
+        while view:                                    # os.write may write less than asked
+            view = view[os.write(fd, view):]
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_directory(folder: PathLike) -> None:
+    """Flush a directory's entries to disk (a rename inside it survives a crash of the machine); a no-op
+    where directories cannot be opened or flushed (Windows, some network filesystems)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EROFS):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

@@ -8,8 +8,10 @@
     cnnlab demo
 
 Every failure reaches the user as one message on stderr and a non-zero exit
-status (2 for bad input or files, 1 when training diverges, 130 on Ctrl-C);
-``--debug`` adds the traceback. The explain tools and the explorer add their
+status (2 for bad input or files and for a run directory another process is
+writing, 1 when training diverges or a file cannot be written, 130 on Ctrl-C,
+143 when training was stopped by SIGTERM or SIGUSR1 with a checkpoint to
+resume from); ``--debug`` adds the traceback. The explain tools and the explorer add their
 subcommands with ``cnnlab.explain.cli.register(subparsers)`` and
 ``cnnlab.serve.cli.register(subparsers)``; every subcommand sets ``func``
 and is dispatched as ``args.func(args)``.
@@ -26,8 +28,9 @@ import numpy as np
 from . import distributed, images, optim, runs
 from . import models as zoo
 from ._extras import MissingExtra
-from ._io import CnnlabFileError
+from ._io import CnnlabFileError, WriteFailed
 from .augment import SPEC_HELP
+from .runs.stop import exit_status
 from .explain import cli as explain_cli
 from .onnx import cli as onnx_cli
 from .serve import cli as serve_cli
@@ -67,6 +70,14 @@ def _float(text):
     return v
 
 
+def _interval(text):
+    try:
+        runs.parse_interval(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _shape(text):
     try:
         shape = tuple(int(t) for t in text.replace("x", ",").split(","))
@@ -91,8 +102,10 @@ def cmd_train(args) -> int:
         fixed = [f"--{k.replace('_', '-')}" for k in TRAIN_OPTIONS if getattr(args, k) is not None]
         if fixed:
             raise ValueError(f"{', '.join(fixed)} cannot be changed when resuming: the run keeps its settings in "
-                             f"{Path(args.resume) / runs.CONFIG_FILE} (only --epochs, --data-dir and --quiet apply)")
-        result = runs.resume_training(args.resume, epochs=args.epochs, verbose=verbose, data_dir=args.data_dir)
+                             f"{Path(args.resume) / runs.CONFIG_FILE} (only --epochs, --data-dir, "
+                             f"--checkpoint-every and --quiet apply)")
+        result = runs.resume_training(args.resume, epochs=args.epochs, verbose=verbose, data_dir=args.data_dir,
+                                      checkpoint_every=args.checkpoint_every)
     else:
         config = runs.make_config(
             dataset=args.dataset, data_dir=args.data_dir, model=args.model, epochs=args.epochs,
@@ -101,7 +114,7 @@ def cmd_train(args) -> int:
             val_split=args.val_split, early_stopping=args.early_stopping, label_smoothing=args.label_smoothing,
             loss=args.loss, snapshot_filters=args.snapshot_filters, limit=args.limit, workers=args.workers)
         out = Path(args.out) if args.out else runs.new_run_dir("runs", config["dataset"], config["model"])
-        result = runs.run_training(config, out, verbose=verbose)
+        result = runs.run_training(config, out, verbose=verbose, checkpoint_every=args.checkpoint_every)
     if distributed.is_root():
         _print_result(result)
     return 0
@@ -356,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = runs.DEFAULTS
     t = sub.add_parser("train", parents=[common], formatter_class=fmt, help="train a model, writing a run directory",
                        description="Train a model and write a run directory (model, checkpoint, history, plots).\n"
-                                   "Ctrl-C keeps the last completed epoch; continue with --resume RUN_DIR.",
+                                   "Ctrl-C, SIGTERM or SIGUSR1 finish the current batch and save it (exit status "
+                                   "130 for Ctrl-C, 143 otherwise);\ncontinue with --resume RUN_DIR.",
                        epilog=SPEC_HELP + f"\n\nDefaults: --dataset {d['dataset']} --model {d['model']} --epochs "
                               f"{d['epochs']} --batch-size {d['batch_size']}\n  --optimizer sgd --lr "
                               f"{runs.DEFAULT_LR['sgd']} --momentum {d['optimizer']['momentum']} --schedule "
@@ -387,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=_positive_int, metavar="N",
                    help="processes that share each batch (default one per core, at most 4; recorded for --resume)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR (with --epochs N in total)")
+    t.add_argument("--checkpoint-every", type=_interval, metavar="STEPS|DURATION",
+                   help="also checkpoint inside epochs, every STEPS batches (2000) or DURATION (90s, 30m, 2h); "
+                        "for epochs longer than a few minutes and machines that may be taken away (default: "
+                        "at the end of every epoch only)")
     t.add_argument("--quiet", action="store_true", help="no per-epoch progress")
     t.set_defaults(func=cmd_train)
 
@@ -457,6 +475,10 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except runs.TrainingInterrupted as e:
+        if e.agreed:                                   # stopped by a signal after a batch, every rank alike
+            if distributed.is_root():
+                print(f"cnnlab: {e.message}", file=sys.stderr, flush=True)
+            return exit_status(e.signum)
         if e.epoch == 0:
             where = f"no epoch was completed; {e.run_dir} holds the untrained starting point"
         else:
@@ -467,6 +489,8 @@ def main(argv=None) -> int:
     except TrainingDiverged as e:
         return fail(EXIT_FAILED, f"training diverged: {e}")
     except MissingExtra as e:
+        return fail(EXIT_FAILED, str(e))
+    except WriteFailed as e:                           # a full disk, a quota, an I/O error, a read-only folder
         return fail(EXIT_FAILED, str(e))
     except (CnnlabFileError, ValueError, FileNotFoundError) as e:
         return fail(EXIT_USAGE, str(e))

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import zlib
 
@@ -253,8 +254,8 @@ def end_job(error, message: str, code: int) -> None:
         comm = world()
     except ValueError:
         return
-    if comm is None or isinstance(error, JobFailed):
-        return
+    if comm is None or isinstance(error, JobFailed) or getattr(error, "agreed", False):
+        return                                      # every rank ends by itself (``agreed``: at the same step)
     if comm.is_root or not isinstance(error, KeyboardInterrupt):
         print(f"cnnlab: error: rank {comm.rank} of {comm.size}: {message}", file=sys.stderr, flush=True)
     comm.abort(code)
@@ -291,6 +292,7 @@ class DistributedParallel:
 
     def __init__(self, model, comm: Communicator, shards: int | None = None, augment=None):
         self.model, self.comm, self.augment = model, comm, augment
+        self.stopping = 0
         self.shards = comm.size if shards is None else int(shards)
         if self.shards < 1:
             raise ValueError(f"shards must be >= 1, received {shards!r}")
@@ -302,6 +304,7 @@ class DistributedParallel:
             shapes.update({(i, "stat", k): s for k, s in layer.shard_statistics_shapes().items()})
         shapes["loss"] = (1,)
         shapes["correct"] = (1,)
+        shapes["stop"] = (2,)                    # ranks asking to stop, the sum of their signal numbers
         sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes.values()]
         self.buffer = np.zeros(sum(sizes), model.layers[0].dtype)   # the one buffer every step reduces
         offsets = np.cumsum([0] + sizes)
@@ -323,9 +326,13 @@ class DistributedParallel:
         self._limits.unregister()
         return False
 
-    def train_batch(self, x, y):
+    def train_batch(self, x, y, stop=0):
         """Forward, loss and backward of one global batch (identical ``x``, ``y`` on every rank); fills the
-        model's gradients with those of the whole batch. Returns (mean loss, correct predictions)."""
+        model's gradients with those of the whole batch. Returns (mean loss, correct predictions).
+
+        ``stop``: this rank's signal number to stop after this batch (0: none). The same reduction tells
+        every rank whether any asked, so all of them stop after the same batch: ``stopping`` is the signal
+        (the one every asking rank received, else SIGTERM) or 0."""
         n = len(x)
         slices = shard_slices(n, shard_count(n, self.shards))
         seeds = shard_seeds(self.model, len(slices), self.augment)
@@ -343,7 +350,10 @@ class DistributedParallel:
                     parts[i, "grad", k] += g
                 for k, s in (r.shard_statistics() or {}).items():
                     parts[i, "stat", k] += s
+        parts["stop"][:] = (1, stop) if stop else (0, 0)
         self.comm.allreduce(self.buffer)
+        asking, total = (int(round(v)) for v in parts["stop"])
+        self.stopping = 0 if not asking else total // asking if total % asking == 0 else int(signal.SIGTERM)
         for i, layer in enumerate(lay):
             stats = {k: parts[i, "stat", k] / len(slices) for k in layer.shard_statistics_shapes()}
             layer.merge_replicas([_ShardResult({k: parts[i, "grad", k] for k in layer.grads}, stats or None)])

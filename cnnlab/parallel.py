@@ -39,6 +39,8 @@ from .stack import train_step
 MIN_SHARD = 16                       # smaller shards cost more in coordination than they gain
 _MSG = struct.Struct("<5q")           # command, shard start, shard stop, batch size, random seed
 _EXIT, _TRAIN, _INFER = 0, 1, 2
+# Ctrl-C, SIGTERM and SIGUSR1 are the main process's to handle (cnnlab.runs.stop); workers ignore them.
+STOP_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, n)}
 
 
 def default_workers() -> int:
@@ -120,6 +122,7 @@ class DataParallel:
         self._procs: list[tuple[int, int, int]] = []                      # (pid, command fd, reply fd)
         self._shared: list[tuple[dict, str, np.ndarray]] = []            # (params or buffers, key, shared array)
         self._limits = None
+        self.stopping = 0                # the signal that stops training after this batch (0: none)
 
     # ---- the main process --------------------------------------------------------
     def train_step(self, x, y):
@@ -144,8 +147,10 @@ class DataParallel:
         a["scores"][slices[0]] = scores
         return loss, a["scores"][:n].copy()
 
-    def train_batch(self, x, y):
-        """``train_step``, returning (loss, number of correct predictions): what the training loop records."""
+    def train_batch(self, x, y, stop=0):
+        """``train_step``, returning (loss, number of correct predictions): what the training loop records.
+        ``stop``: a signal number to stop training after this batch (0: none), kept as ``stopping``."""
+        self.stopping = int(stop)
         loss, scores = self.train_step(x, y)
         return loss, int(np.count_nonzero(scores.argmax(axis=1) == y))
 
@@ -228,12 +233,13 @@ class DataParallel:
             for w in range(1, self.workers):
                 cmd_r, cmd_w = os.pipe()
                 rep_r, rep_w = os.pipe()
-                # Hold Ctrl-C back across the fork: a SIGINT landing in the child before it
-                # ignores SIGINT would kill it half-started and leave this process waiting.
-                blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                # Hold the stop signals back across the fork: one landing in the child before it
+                # ignores them would kill it half-started and leave this process waiting.
+                blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
                 pid = os.fork()
                 if pid == 0:
-                    signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the main process's to handle
+                    for sig in STOP_SIGNALS:                           # this process finishes the batch and stops
+                        signal.signal(sig, signal.SIG_IGN)
                     signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
                     self._worker(w, cmd_r, rep_w, cmd_w, rep_r)        # never returns
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)

@@ -6,6 +6,12 @@ each epoch the trainer records loss, accuracy, images/s and the learning rate,
 evaluates the validation data, and lets callbacks act (checkpoints, early
 stopping, filter snapshots). A non-finite loss stops training with
 ``TrainingDiverged`` before the bad step touches the weights.
+
+Stopping in the middle of an epoch: with ``stop`` (a ``cnnlab.runs.stop.StopSignals``), a signal ends
+training after the batch it arrives in with ``TrainingStopped``; ``trainer.progress`` then says where the
+epoch stands (the data order, the steps done, the partial sums of loss and correct predictions), and
+setting ``trainer.progress`` to such a record before ``fit`` (with the model's generator, weights and
+optimizer as they were) continues that epoch from the next batch, exactly as if it had not stopped.
 """
 from __future__ import annotations
 
@@ -23,6 +29,14 @@ from .parallel import DataParallel
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the weights are those before the bad step."""
+
+
+class TrainingStopped(Exception):
+    """A stop signal ended training after a complete batch (``signum``); ``trainer.progress`` says where."""
+
+    def __init__(self, signum):
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
 
 
 class Trainer:
@@ -43,10 +57,15 @@ class Trainer:
         comm: an ``mpi4py`` communicator to train across its ranks (``cnnlab.distributed``); by default
             ``MPI.COMM_WORLD`` when started by ``mpiexec`` with several ranks; ``False``: this process only.
             Only rank 0 prints.
+        stop: an object whose ``received`` becomes a signal number to stop after the current batch
+            (``cnnlab.runs.stop.StopSignals``); under MPI the ranks stop after the same batch.
+
+    ``progress``: ``None`` between epochs; inside one, ``{"epoch_step": k, "order": indices, "loss_sum": s,
+    "correct": c, "seconds": t}`` after its k-th batch.
     """
 
     def __init__(self, model, optimizer=None, batch_size=32, verbose=1, shuffle=True, augment=None,
-                 validation_split=0.0, callbacks=(), eval_batch_size=256, workers=None, comm=None):
+                 validation_split=0.0, callbacks=(), eval_batch_size=256, workers=None, comm=None, stop=None):
         check_int("batch_size", batch_size, "fit")
         if not 0 <= validation_split < 1:
             raise ValueError(f"fit: validation_split must be in [0, 1), received {validation_split!r}")
@@ -66,6 +85,8 @@ class Trainer:
         self.epoch = 0          # epochs completed
         self.step = 0           # optimizer steps taken
         self.stop_reason = None
+        self.stop = stop
+        self.progress = None    # where the current epoch stands (set before fit: where to continue it)
 
     # ---- the loop --------------------------------------------------------------
     def fit(self, x, y, epochs=1, validation_data=None):
@@ -110,20 +131,32 @@ class Trainer:
     def _train_epoch(self, x, y, total_epochs):
         model, opt, bs = self.model, self.optimizer, self.batch_size
         n = len(x)
-        order = model.rng.permutation(n) if self.shuffle else np.arange(n)
         steps = -(-n // bs)
-        loss_sum, correct, t0 = 0.0, 0, time.perf_counter()
+        if self.progress is not None:                    # continue an epoch stopped part way
+            p = self.progress
+            if len(p["order"]) != n or not 0 <= p["epoch_step"] <= steps:
+                raise ValueError(f"fit: the epoch to continue has {len(p['order'])} examples and step "
+                                 f"{p['epoch_step']}; the training set has {n} ({steps} steps)")
+            order, first = np.asarray(p["order"]), int(p["epoch_step"])
+            loss_sum, correct, t0 = float(p["loss_sum"]), int(p["correct"]), time.perf_counter() - p["seconds"]
+            if first:
+                opt.set_progress(self.epoch + (first - 1) / steps, total_epochs)   # the rate of the last step done
+        else:
+            order = model.rng.permutation(n) if self.shuffle else np.arange(n)
+            first, loss_sum, correct, t0 = 0, 0.0, 0, time.perf_counter()
         bar = self._progress_bar(steps, total_epochs)
         if self.comm is not None:
             engine = distributed.DistributedParallel(model, self.comm, self.workers, augment=self.augment)
         else:
             engine = DataParallel(model, self.workers, max_batch=bs, augment=self.augment)
         with engine as parallel:
-            for s in range(steps):
+            for s in range(first, steps):
                 idx = order[s * bs:(s + 1) * bs]
                 xb, yb = x[idx], y[idx]                          # augmented shard by shard, in parallel
                 opt.set_progress(self.epoch + s / steps, total_epochs)
-                loss, hits = parallel.train_batch(xb, yb)      # forward, loss and backward: gradients filled
+                signum = getattr(self.stop, "received", None)
+                # forward, loss and backward: gradients filled; under MPI the ranks also agree on stopping
+                loss, hits = parallel.train_batch(xb, yb, stop=signum or 0)
                 if not np.isfinite(loss):
                     raise TrainingDiverged(
                         f"the loss became {loss} at epoch {self.epoch + 1}, step {s + 1}; training stopped and "
@@ -132,14 +165,21 @@ class Trainer:
                 self.step += 1
                 loss_sum += loss * len(idx)
                 correct += hits
+                self.progress = {"epoch_step": s + 1, "order": order, "loss_sum": loss_sum, "correct": correct,
+                                 "seconds": time.perf_counter() - t0}
                 for cb in self.callbacks:
                     cb.on_batch_end(self, self.step, loss)
+                if parallel.stopping:
+                    if bar is not None:
+                        bar.close()
+                    raise TrainingStopped(parallel.stopping)
                 if bar is not None:
                     bar.update(1)
                     if s % 20 == 0:
                         bar.set_postfix(loss=f"{loss_sum / ((s + 1) * bs):.4f}", refresh=False)
         if bar is not None:
             bar.close()
+        self.progress = None
         seconds = time.perf_counter() - t0
         return {"epoch": self.epoch + 1, "loss": loss_sum / n, "accuracy": correct / n,
                 "lr": opt.current_lr, "images_per_sec": n / seconds, "seconds": seconds}

@@ -377,7 +377,7 @@ def test_checkpoint_with_wrong_shapes(finished_run, data):
 
 def test_state_and_checkpoint_from_different_epochs(finished_run, data):
     state = json.loads((finished_run / "state.json").read_text())
-    write_json(finished_run / "state.json", {**state, "epoch": 0, "step": 0})
+    write_json(finished_run / "state.json", {**state, "epoch": 0, "step": 1})   # neither checkpoint's generation
     with pytest.raises(CnnlabFileError, match="does not match"):
         runs.resume_training(finished_run, epochs=2, verbose=0, data=data)
 

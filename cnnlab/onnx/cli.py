@@ -64,17 +64,19 @@ def _config(args, out, info):
 
 def write_run(model, out_dir, config):
     """A run directory at epoch 0 holding ``model``: config, architecture, model, checkpoint and state,
-    written by the same recorder as a training run's start, so that ``train --resume`` continues it."""
+    written by the same recorder as a training run's start, so that ``train --resume`` continues it;
+    under the run directory's lock, as training writes it (``cnnlab.runs.lock``)."""
     from .. import runs
     from ..runs import files
     from ..training import Trainer
     out = files.require_no_run(out_dir, "choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    files.write_config(out, config)
-    files.write_architecture(out, model)
-    trainer = Trainer(model, optimizer=runs.make_optimizer(config), batch_size=config["batch_size"], verbose=0,
-                      workers=config["workers"])
-    runs.RunRecorder(out, runs.split_seed_for(config["seed"]), plot=False).on_train_begin(trainer)
+    with runs.RunLock(out):                                 # one writer per run directory
+        files.require_no_run(out, "choose another --out")   # again, now that no other writer can start one
+        files.write_config(out, config)
+        files.write_architecture(out, model)
+        trainer = Trainer(model, optimizer=runs.make_optimizer(config), batch_size=config["batch_size"], verbose=0,
+                          workers=config["workers"])
+        runs.RunRecorder(out, runs.split_seed_for(config["seed"]), plot=False).on_train_begin(trainer)
     return out
 
 

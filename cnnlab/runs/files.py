@@ -8,9 +8,13 @@ This module is the one place that knows how a run directory is laid out::
       model.safetensors        the model to use: the best by validation accuracy when a validation
                                set is held out, else the latest (``cnnlab.load(RUN_DIR)`` reads it)
       last.safetensors         the model after the latest completed epoch
-      checkpoint.safetensors   latest weights (``model/...``) and optimizer state (``optimizer/...``)
+      checkpoint.safetensors   latest weights (``model/...``) and optimizer state (``optimizer/...``);
+                               saved in the middle of an epoch, also its data order (``progress/order``)
+      checkpoint-previous.safetensors   the checkpoint before it (see "Generations" below)
       state.json               epoch and step completed, the model's random generator state, best
-                               metric and epoch, the data split seed, the cnnlab version, the status
+                               metric and epoch, the data split seed, the cnnlab version, the status;
+                               saved in the middle of an epoch, where it stands (``epoch_progress``)
+      .lock                    while a process writes the run: who (``cnnlab.runs.lock``)
       history.json / .csv      per-epoch metrics; history.png plots them
       filters.safetensors      first convolution's kernel every N steps (``--snapshot-filters N``),
                                tensors ``step_0000000`` (step 0: before training)
@@ -22,18 +26,27 @@ old or new, never half-written. Every reader checks what it reads; a missing or 
 ``CnnlabFileError`` naming the file and the problem. Readers of the files a run may lack
 (``read_history``, ``read_state``, ``read_evaluation``, ``read_config``) take ``missing_ok=True`` to
 return ``None`` for a missing file (a damaged one still raises).
+
+Generations: a save writes, in this order, the checkpoint, the history, then ``state.json``; each is
+flushed to disk with its directory before the next begins. The checkpoint and the state name their
+generation by the same ``(epoch, step)``. Before a new checkpoint replaces the old one, the old one is
+kept as ``checkpoint-previous.safetensors`` (a hard link: no copy is made), so a crash of the process or
+the machine between the checkpoint and ``state.json`` leaves the previous generation whole: the state
+still names it, and ``find_checkpoint`` returns the file that matches the state.
 """
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .._io import CnnlabFileError, atomic_write, read_json, read_safetensors, write_json
+from .._io import CnnlabFileError, WriteFailed, atomic_write, read_json, read_safetensors, write_json
 from .._version import __version__
 from ..checks import is_int, is_number
 from ..model import Sequential
@@ -44,6 +57,7 @@ CONFIG_FILE = "config.json"
 ARCHITECTURE_FILE = "architecture.json"
 LAST_FILE = "last.safetensors"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+PREVIOUS_CHECKPOINT_FILE = "checkpoint-previous.safetensors"
 STATE_FILE = "state.json"
 HISTORY_JSON, HISTORY_CSV, HISTORY_PNG = "history.json", "history.csv", "history.png"
 FILTERS_FILE = "filters.safetensors"
@@ -52,6 +66,7 @@ EVALUATION_FILE, CONFUSION_PNG = "evaluation.json", "confusion_matrix.png"
 RUN_MARKERS = (STATE_FILE, CHECKPOINT_FILE, MODEL_FILE)        # any of them: the folder holds a run
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "images_per_sec", "seconds"]
 CHECKPOINT_KEY = "cnnlab_checkpoint"
+ORDER_KEY = "progress/order"
 REQUIRED_STATE_KEYS = ["epoch", "step", "rng_state", "best_metric", "best_epoch", "split_seed"]
 
 
@@ -170,6 +185,13 @@ def read_state(run_dir, missing_ok=False) -> dict | None:
             raise CnnlabFileError(f"run state {path}: {k} must be a number or null, found {state[k]!r}")
     if not isinstance(state.get("status", ""), str):
         raise CnnlabFileError(f"run state {path}: status must be a string, found {state['status']!r}")
+    progress = state.get("epoch_progress")
+    if progress is not None and (not isinstance(progress, dict)
+                                 or any(not is_number(progress.get(k)) or progress[k] < 0
+                                        for k in ("epoch_step", "loss_sum", "correct", "seconds"))
+                                 or not is_int(progress["epoch_step"]) or not is_int(progress["correct"])):
+        raise CnnlabFileError(f"run state {path}: epoch_progress must hold epoch_step, loss_sum, correct and "
+                              f"seconds (non-negative numbers), found {progress!r}")
     return state
 
 
@@ -177,10 +199,12 @@ def write_state(run_dir, state) -> Path:
     return write_json(Path(run_dir) / STATE_FILE, state)
 
 
-def read_checkpoint(run_dir):
-    """``(model_tensors, optimizer_tensors, meta)`` from ``checkpoint.safetensors``."""
-    path = Path(run_dir) / CHECKPOINT_FILE
+def read_checkpoint(run_dir, name=CHECKPOINT_FILE):
+    """``(model_tensors, optimizer_tensors, meta)`` from ``checkpoint.safetensors`` (or ``name``); ``meta``:
+    ``epoch``, ``step``, ``path`` and ``order`` (the data order of an epoch saved part way, else ``None``)."""
+    path = Path(run_dir) / name
     tensors, meta = read_safetensors(path, "checkpoint")
+    order = tensors.pop(ORDER_KEY, None)
     try:
         info = json.loads(meta[CHECKPOINT_KEY])
         epoch, step = int(info["epoch"]), int(info["step"])
@@ -193,7 +217,22 @@ def read_checkpoint(run_dir):
     if other or not model_t or "__steps__" not in opt_t:
         raise CnnlabFileError(f"checkpoint {path} does not hold model/... and optimizer/... tensors as cnnlab "
                               f"writes them (unexpected: {other[:5] or 'none'})")
-    return model_t, opt_t, {"epoch": epoch, "step": step, "path": path}
+    if order is not None and (order.ndim != 1 or not np.issubdtype(order.dtype, np.integer)):
+        raise CnnlabFileError(f"checkpoint {path}: {ORDER_KEY} must be a list of indices, found {order.dtype} "
+                              f"{order.shape}")
+    return model_t, opt_t, {"epoch": epoch, "step": step, "path": path, "order": order}
+
+
+def find_checkpoint(run_dir, state):
+    """``read_checkpoint`` of the checkpoint of ``state``'s generation: ``checkpoint.safetensors``, or the
+    previous one when a save was cut off between the checkpoint and ``state.json``."""
+    found = read_checkpoint(run_dir)
+    generation = (state["epoch"], state["step"])
+    if (found[2]["epoch"], found[2]["step"]) != generation and (Path(run_dir) / PREVIOUS_CHECKPOINT_FILE).is_file():
+        previous = read_checkpoint(run_dir, PREVIOUS_CHECKPOINT_FILE)
+        if (previous[2]["epoch"], previous[2]["step"]) == generation:
+            return previous
+    return found
 
 
 def check_optimizer_state(opt_t, model, path):
@@ -215,13 +254,35 @@ def check_optimizer_state(opt_t, model, path):
             raise CnnlabFileError(f"checkpoint {path}: optimizer state {key!r} contains NaN or infinite values")
 
 
-def write_checkpoint(run_dir, model, optimizer, epoch, step) -> Path:
-    """The model file format (``cnnlab.model_file``) with the model's tensors under ``model/...`` and the
-    optimizer's under ``optimizer/...``."""
+def write_checkpoint(run_dir, model, optimizer, epoch, step, order=None) -> Path:
+    """The model file format (``cnnlab.model_file``) with the model's tensors under ``model/...``, the
+    optimizer's under ``optimizer/...`` and (``order``, saved in the middle of an epoch) the epoch's data
+    order; the checkpoint it replaces becomes ``checkpoint-previous.safetensors``."""
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"optimizer/{k}": v for k, v in optimizer.state_dict().items()})
+    if order is not None:
+        tensors[ORDER_KEY] = np.asarray(order, dtype=np.int64)
     meta = {CHECKPOINT_KEY: json.dumps({"epoch": int(epoch), "step": int(step)})}
-    return write_model_file(Path(run_dir) / CHECKPOINT_FILE, model, tensors, meta)
+    path = Path(run_dir) / CHECKPOINT_FILE
+    _keep_previous(path, Path(run_dir) / PREVIOUS_CHECKPOINT_FILE)
+    return write_model_file(path, model, tensors, meta)
+
+
+def _keep_previous(path, previous):
+    """Make ``previous`` another name of ``path``'s file (atomically); nothing where links are not supported."""
+    if not path.is_file():
+        return
+    tmp = previous.with_name(f".{previous.name}.tmp")
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.link(path, tmp)
+        os.replace(tmp, previous)
+    except OSError as e:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise WriteFailed(e, previous) from None
 
 
 # ---------------------------------------------------------------------------

@@ -8,6 +8,11 @@ weights bit-identical to an uninterrupted run: the model's weights and buffers, 
 model's random generator (it shuffles, augments and drops out), the epoch and step counters, the history,
 the best model and early stopping's best value, and the filter snapshots are all restored. The validation
 split comes from its own generator, seeded from the configuration's seed, so it is the same on resume.
+
+On a cluster: SIGTERM, SIGUSR1 and Ctrl-C (``cnnlab.runs.stop``) end training after the current batch with
+a checkpoint of the epoch part way (``RunRecorder.save_progress``; ``checkpoint_every`` writes the same on a
+schedule), from which a resume continues bit-identically; one process at a time writes a run directory
+(``cnnlab.runs.lock``); a failed write (a full disk) stops training with the previous checkpoint whole.
 """
 from __future__ import annotations
 
@@ -19,29 +24,42 @@ from pathlib import Path
 import numpy as np
 
 from .. import distributed
-from .._io import CnnlabFileError
+from .._io import CnnlabFileError, WriteFailed
 from ..augment import Augmenter
 from ..analysis.layers import first_conv
 from ..callbacks import EarlyStopping, FilterSnapshots
 from ..datasets.split import split_seed_for, split_train_val
 from ..model import load
-from ..training import Trainer, TrainingDiverged
+from ..training import Trainer, TrainingDiverged, TrainingStopped
 from . import files
 from .config import make_loss, make_optimizer, validate_config
 from .evaluation import evaluate_model
-from .recorder import RunRecorder, monitor_state
+from .lock import RunLock
+from .recorder import RunRecorder, monitor_state, parse_interval
 from .resolve import build_model
+from .stop import StopSignals, signal_name
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; the run directory keeps its last end-of-epoch checkpoint.
+    """Training stopped early; the run directory keeps a checkpoint to resume from.
 
-    ``run_dir``, ``epoch`` (epochs completed and saved) and ``epochs`` (planned) say how to resume.
+    ``run_dir``, ``epoch`` (epochs completed and saved) and ``epochs`` (planned) say how to resume. Stopped
+    by a signal (``signum``) after a batch, the checkpoint is of that batch: ``epoch_step`` of ``steps``
+    into epoch ``epoch + 1``; every rank of an MPI job stops there together (``agreed``). Otherwise
+    (Ctrl-C twice, or ``KeyboardInterrupt`` raised by a callback) it is the last epoch's end.
     """
 
-    def __init__(self, run_dir, epoch, epochs):
+    def __init__(self, run_dir, epoch, epochs, signum=None, epoch_step=0, steps=0):
         self.run_dir, self.epoch, self.epochs = Path(run_dir), int(epoch), int(epochs)
-        super().__init__(f"training interrupted; {self.run_dir} keeps the checkpoint of epoch {self.epoch}")
+        self.signum, self.epoch_step, self.steps = signum, int(epoch_step), int(steps)
+        self.agreed = signum is not None
+        super().__init__(self.message if self.agreed else
+                         f"training interrupted; {self.run_dir} keeps the checkpoint of epoch {self.epoch}")
+
+    @property
+    def message(self) -> str:
+        return (f"stopped by {signal_name(self.signum)} at epoch {self.epoch + 1}, step {self.epoch_step:,} of "
+                f"{self.steps:,}; resume with: {self.resume_command}")
 
     @property
     def resume_command(self) -> str:
@@ -71,7 +89,8 @@ def _print(verbose, *args):
         print(*args, file=sys.stderr, flush=True)
 
 
-def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=None, plot=True) -> dict:
+def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=None, plot=True,
+                 checkpoint_every=None) -> dict:
     """Train as ``config`` says, keeping ``out_dir`` a complete run directory; return a summary.
 
     ``config``: from ``make_config`` (or ``read_config`` of a run). ``resume=True`` continues the run in
@@ -79,12 +98,39 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
     ``Callback`` objects (they run after the checkpoint is written). ``data``: an already loaded
     ``((x, y), (x_test, y_test), info)`` instead of loading ``config["dataset"]``.
 
-    Raises ``TrainingInterrupted`` on Ctrl-C and ``TrainingDiverged`` on a non-finite loss; in both
-    cases the run directory keeps the checkpoint of the last completed epoch.
+    ``checkpoint_every``: also write the checkpoint in the middle of epochs, every so many steps (an
+    integer, or text such as ``"2000"``) or so long (``"30m"``, ``"90s"``, ``"2h"``).
+
+    Raises ``TrainingInterrupted`` when stopped by SIGTERM, SIGUSR1 or Ctrl-C (the run directory keeps a
+    checkpoint of the last complete batch) and ``TrainingDiverged`` on a non-finite loss (it keeps the
+    checkpoint of the last completed epoch); ``RunLocked`` if another process writes ``out_dir``;
+    ``WriteFailed`` if a file cannot be written (the message says which checkpoint is intact).
     """
     config = validate_config(config)
+    every = parse_interval(checkpoint_every)
     out_dir = Path(out_dir)
     comm = distributed.world()                   # under mpiexec: the ranks share each batch, rank 0 writes and prints
+    if resume and not out_dir.is_dir():
+        raise CnnlabFileError(f"run directory {out_dir} does not exist")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output path {out_dir} exists and is not a directory")
+    lock = RunLock(out_dir) if comm is None or comm.is_root else None     # under MPI rank 0 holds it
+    distributed.agreed_call(comm, lambda: lock and lock.acquire())
+    try:
+        return _train(config, out_dir, comm, resume, verbose, callbacks, data, plot, every, StopSignals())
+    except WriteFailed as e:
+        state = files.read_state(out_dir, missing_ok=True) if out_dir.is_dir() else None
+        e.note = ("no checkpoint had been written yet" if state is None else
+                  f"the last checkpoint (epoch {state['epoch']}"
+                  + (f", step {state['epoch_progress']['epoch_step']:,} of epoch {state['epoch'] + 1}"
+                     if state.get("epoch_progress") else "") + ") is intact")
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config, out_dir, comm, resume, verbose, callbacks, data, plot, every, signals) -> dict:
     root = comm is None or comm.is_root
     verbose = verbose if root else 0
     if resume:
@@ -148,7 +194,7 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
 
     augment = None if config["augment"] == "none" else Augmenter.from_spec(config["augment"])
     snapshots = _filter_snapshots(out_dir, model, config, state)
-    recorder = RunRecorder(out_dir, split_seed, state=state, snapshots=snapshots, plot=plot, write=root)
+    recorder = RunRecorder(out_dir, split_seed, state=state, snapshots=snapshots, plot=plot, write=root, every=every)
     cbs = ([snapshots] if snapshots else []) + [recorder, *callbacks]
     if config["early_stopping"]:
         # watches what the recorder watches, and continues from the same saved best on resume
@@ -156,32 +202,52 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
                              patience=config["early_stopping"], restore_best=False)
         cbs.append(stop.load_state_dict(monitor_state(state or {})))
     trainer = Trainer(model, optimizer=optimizer, batch_size=config["batch_size"], verbose=verbose,
-                      augment=augment, callbacks=cbs, workers=config["workers"])
+                      augment=augment, callbacks=cbs, workers=config["workers"], stop=signals)
+    steps = -(-len(x) // config["batch_size"])
     if resume:
         trainer.epoch, trainer.step, trainer.history = state["epoch"], state["step"], history
-        _print(verbose, f"resuming {out_dir} after epoch {state['epoch']} (step {state['step']}), "
-                        f"up to {config['epochs']} epochs")
+        progress = state.get("epoch_progress")
+        if progress is not None:                     # saved part way through an epoch: continue it
+            order = ckpt["order"]
+            if order is None or len(order) != len(x) or progress["epoch_step"] > steps:
+                raise CnnlabFileError(f"checkpoint {ckpt['path']} does not hold the data order of the epoch "
+                                      f"{out_dir / files.STATE_FILE} says is part way")
+            trainer.progress = {**progress, "order": order}
+            _print(verbose, f"resuming {out_dir} at epoch {state['epoch'] + 1}, step {progress['epoch_step']:,} "
+                            f"of {steps:,} (step {state['step']:,} in all), up to {config['epochs']} epochs")
+        else:
+            _print(verbose, f"resuming {out_dir} after epoch {state['epoch']} (step {state['step']}), "
+                            f"up to {config['epochs']} epochs")
     else:
         _print(verbose, f"training {model.name} ({model.num_params:,} parameters) on {info['name']}: "
                         f"{len(x):,} training images, {data_info['val_size']:,} validation, {len(xt):,} test; "
                         f"{config['epochs']} epochs; run directory {out_dir}")
 
-    try:
-        # overflow shows up as a non-finite loss or gradient, which stops training with a clear message
-        with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", r"(overflow|invalid value) encountered", RuntimeWarning)
-            trainer.fit(x, y, epochs=config["epochs"], validation_data=val)
-    except KeyboardInterrupt:
-        saved_epoch = recorder.state["epoch"] if recorder.state else 0
-        recorder.set_status("interrupted")
-        raise TrainingInterrupted(out_dir, saved_epoch, config["epochs"]) from None
-    except (TrainingDiverged, ValueError) as e:
-        if isinstance(e, ValueError) and all(np.isfinite(g).all() for _, _, g in model.parameters()):
-            raise
-        # a non-finite loss (TrainingDiverged) or gradient (the optimizer's ValueError): no weight was updated
-        saved_epoch = recorder.state["epoch"] if recorder.state else 0
-        recorder.set_status("diverged", error=str(e))
-        raise TrainingDiverged(f"{e}; {out_dir} keeps the checkpoint of epoch {saved_epoch}") from None
+    with signals:                                        # SIGTERM, SIGUSR1, Ctrl-C: stop after a batch
+        try:
+            # overflow shows up as a non-finite loss or gradient, which stops training with a clear message
+            with np.errstate(over="ignore", invalid="ignore"), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", r"(overflow|invalid value) encountered", RuntimeWarning)
+                trainer.fit(x, y, epochs=config["epochs"], validation_data=val)
+        except TrainingStopped as e:
+            # every rank stops after the same batch; rank 0 writes the checkpoint of it
+            recorder.status = "interrupted"
+            recorder.save_progress(trainer)
+            if comm is not None:
+                comm.barrier()                               # no rank ends before rank 0 has written
+            at = trainer.progress["epoch_step"] if trainer.progress else steps
+            raise TrainingInterrupted(out_dir, trainer.epoch, config["epochs"], e.signum, at, steps) from None
+        except KeyboardInterrupt:
+            saved_epoch = recorder.state["epoch"] if recorder.state else 0
+            recorder.set_status("interrupted")
+            raise TrainingInterrupted(out_dir, saved_epoch, config["epochs"]) from None
+        except (TrainingDiverged, ValueError) as e:
+            if isinstance(e, ValueError) and all(np.isfinite(g).all() for _, _, g in model.parameters()):
+                raise
+            # a non-finite loss (TrainingDiverged) or gradient (the optimizer's ValueError): no weight was updated
+            saved_epoch = recorder.state["epoch"] if recorder.state else 0
+            recorder.set_status("diverged", error=str(e))
+            raise TrainingDiverged(f"{e}; {out_dir} keeps the checkpoint of epoch {saved_epoch}") from None
 
     if comm is not None:
         comm.barrier()                                   # rank 0 has written the best model
@@ -204,11 +270,9 @@ def run_training(config, out_dir, resume=False, verbose=1, callbacks=(), data=No
 def _open_run(out_dir, config):
     """``(saved config, state, (model tensors, optimizer tensors, checkpoint info))`` of the run to resume,
     after checking that they belong together and that ``config`` asks for more epochs."""
-    if not out_dir.is_dir():
-        raise CnnlabFileError(f"run directory {out_dir} does not exist")
     old = files.read_config(out_dir)
     state = files.read_state(out_dir)
-    model_t, opt_t, ckpt = files.read_checkpoint(out_dir)
+    model_t, opt_t, ckpt = files.find_checkpoint(out_dir, state)
     if ckpt["epoch"] != state["epoch"] or ckpt["step"] != state["step"]:
         raise CnnlabFileError(
             f"{out_dir / files.STATE_FILE} (epoch {state['epoch']}, step {state['step']}) does not match "
@@ -243,11 +307,13 @@ def _dataset_names():
         return set()
 
 
-def resume_training(run_dir, epochs=None, verbose=1, data_dir=None, callbacks=(), data=None, plot=True) -> dict:
+def resume_training(run_dir, epochs=None, verbose=1, data_dir=None, callbacks=(), data=None, plot=True,
+                    checkpoint_every=None) -> dict:
     """Continue the run in ``run_dir`` to ``epochs`` epochs in total (default: the planned number)."""
     config = files.read_config(run_dir)
     if epochs is not None:
         config["epochs"] = epochs
     if data_dir is not None:
         config["data_dir"] = str(data_dir)
-    return run_training(config, run_dir, resume=True, verbose=verbose, callbacks=callbacks, data=data, plot=plot)
+    return run_training(config, run_dir, resume=True, verbose=verbose, callbacks=callbacks, data=data, plot=plot,
+                        checkpoint_every=checkpoint_every)
