@@ -24,6 +24,7 @@ from .files import (ARCHITECTURE_FILE, CHECKPOINT_FILE, CONFIG_FILE, CONFUSION_P
                     write_history, new_run_dir, require_no_run)
 from .lock import RunLock, RunLocked
 from .recorder import RunRecorder, defer_interrupt, parse_interval
+from .resolve import ResolvedModel, build_model, resolve_model
 from .train import TrainingInterrupted, load_data, resume_training, run_training
 
 __all__ = ["run_training", "resume_training", "TrainingInterrupted", "make_config", "validate_config", "DEFAULTS",
