@@ -27,7 +27,7 @@ Four answers to "where does the network look?" for one image and one class
   The convolution's own output is the default rather than its rectified
   output: behind a ReLU, background positions hold a constant positive
   response, and with a dense classifier on top their mostly negative mean
-  gradients often cancel every map (``--layer`` chooses another layer).
+  gradients often cancel every map (``grad_cam(..., layer=)`` chooses another layer).
 """
 from __future__ import annotations
 
