@@ -305,7 +305,7 @@ def _write_predictions(out: Path, paths, probs, top, class_names):
 def cmd_summary(args) -> int:
     from .model import Sequential
     p = Path(args.model)
-    if p.is_dir() or p.suffix.lower() == ".safetensors":
+    if p.is_dir() or p.suffix.lower() in (".safetensors", ".onnx"):
         model = _load_model(p)
     elif p.suffix.lower() == ".json" or p.is_file():
         arch = read_json(p, "architecture file")

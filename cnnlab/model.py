@@ -409,8 +409,12 @@ def _graph_wiring(config, source):
 
 
 def load(path) -> Model:
-    """Load a model saved by ``Model.save`` (a ``.safetensors`` file) or a run directory."""
+    """Load a model saved by ``Model.save`` (a ``.safetensors`` file), a run directory, or an ``.onnx`` file
+    (read by ``cnnlab.onnx.importer``)."""
     from .runs.files import model_file
+    if str(path).lower().endswith(".onnx"):
+        from .onnx.importer import load as load_onnx
+        return load_onnx(path)
     path = model_file(path)                    # a run directory: its model.safetensors
     tensors, meta = read_safetensors(path, "model file")
     if FORMAT_KEY not in meta:
