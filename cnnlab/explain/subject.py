@@ -233,7 +233,7 @@ def run_data(path, dataset=None, data_dir=None):
 
 def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRAIN, epochs=DEFAULT_EPOCHS,
                     seed=0, log=None) -> Subject:
-    """The model to explain: a :class:`Subject`, a ``Sequential``, a run directory or ``.safetensors`` file, or ``None``.
+    """The model to explain: a :class:`Subject`, a model, a run directory, a ``.safetensors`` or ``.onnx`` file, or ``None``.
 
     With ``None`` the demo model (:func:`demo_model`) is trained now on the
     first ``n_train`` images of ``dataset`` (default: :func:`default_data`),
@@ -241,10 +241,10 @@ def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRA
     dataset comes from its ``config.json`` unless ``dataset`` is given; for a
     bare model file of 28x28x1 images it defaults as above.
     """
-    from ..model import Sequential
+    from ..model import Model
     if isinstance(model, Subject):          # resolved once, shared by several tools (``cnnlab explain all``)
         return model
-    if isinstance(model, Sequential):
+    if isinstance(model, Model):            # a Sequential or a graph model (ResNet, GoogLeNet...)
         ds = dataset
         if ds is None and tuple(model.input_shape) == (28, 28, 1):
             ds, data_dir = default_data(data_dir)
