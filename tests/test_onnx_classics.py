@@ -98,7 +98,9 @@ def test_serve_predicts_with_the_imported_model(classic, picture, tmp_path):
     path, x = picture
     app = create_app(model, runs_root=tmp_path / "runs", allowed_hosts=("testserver",), max_upload=1_000_000)
     with TestClient(app) as client:
+        described = client.get("/api/model")
         r = client.post("/api/predict", content=path.read_bytes())
+    assert described.status_code == 200 and len(described.json()["layers"]) == len(model.layers)
     assert r.status_code == 200, r.text
     p = np.array(r.json()["probabilities"])
     np.testing.assert_allclose(p, model.predict(x[None], workers=1)[0], rtol=1e-5, atol=1e-7)
@@ -145,6 +147,9 @@ def test_summary_and_predict_commands_read_an_onnx_file(tmp_path, picture, capsy
     assert cli.main(["predict", str(path), str(image), "--top-k", "1"]) == 0
     best = int(model.predict(x[None], workers=1)[0].argmax())
     assert f"1. {best}" in capsys.readouterr().out
+    from cnnlab.serve.cli import resolve_model
+    served, names, config = resolve_model(str(path), tmp_path / "runs")
+    assert served.num_params == model.num_params and names is None and config is None
 
 
 def test_a_constant_node_the_evaluator_cannot_compute_is_refused_in_one_line(tmp_path):
