@@ -568,7 +568,7 @@ class _Importer:
             return self.flatten(node, v)
         wanted = _reshaped(_onnx_shape(v), target, self.batch) if first_ok else None
         h, w, c = v.shape if len(v.shape) == 3 else (0, 0, 0)
-        if v.layout == "nchw" and wanted and len(wanted) == 5 and wanted[3:] == [h, w] and wanted[1] > 1:
+        if v.layout == "nchw" and wanted and len(wanted) == 5 and wanted[3:] == [h, w]:
             return self.same(node, v, layout="grouped", groups=wanted[1])       # a channel shuffle begins
         if v.layout == "shuffled" and wanted == [BATCH, c, h, w]:
             return self.layer_on(node, _Value(v.step, "nchw", v.shape), L.ChannelShuffle(v.groups))
