@@ -12,19 +12,28 @@ cnnlab one:
   ``onnx[:, i] = cnnlab[:, perm[i]]``. Flattening an NCHW tensor orders features
   ``(c, h, w)``, cnnlab's ``Flatten`` orders them ``(h, w, c)``; the ``Dense`` that reads them
   gets its kernel rows permuted instead (``W_cnnlab[perm] = W_onnx``), so no transpose runs.
+* ``grouped`` and ``shuffled``: inside a channel shuffle, ONNX ``(N, g, C/g, H, W)`` after the first
+  ``Reshape`` and ``(N, C/g, g, H, W)`` after the ``Transpose``; cnnlab still holds the NCHW
+  input's numbers, and the ``Reshape`` back to ``(N, C, H, W)`` becomes one ``ChannelShuffle(g)``.
 
 Constants (initializers, ``Constant`` nodes, and whatever is computed from constants only, such
 as the ``Shape -> Gather -> Concat`` chain PyTorch writes for ``x.view(x.size(0), -1)``) are
 folded with ``onnx``'s reference evaluator; the batch size is a marker value in those shapes.
 
 Supported operators: ``Conv`` (strides, pads, dilations, group; a preceding zero ``Pad`` is
-folded into it), ``Gemm``, ``MatMul`` (+ ``Add`` of a constant: the bias), ``Relu``,
-``LeakyRelu``, ``Sigmoid``, ``Tanh``, ``Clip`` (``[0, m]``: ``ClippedReLU``), ``MaxPool``,
-``AveragePool``, ``GlobalAveragePool`` (and ``ReduceMean`` over H, W), ``BatchNormalization``
-(inference form), ``Flatten`` and ``Reshape`` to ``(N, D)``, ``Add`` and ``Concat`` of two
-branches (graph models), ``Softmax``/``LogSoftmax`` at the end (dropped: ``predict`` applies
-the softmax), ``Dropout``, ``Identity`` and the layout ``Transpose``\ s. Anything else is
-refused with one line naming the operator and the node.
+folded into it; a 1x1 ``Conv`` on globally pooled features is a ``Dense``), ``Gemm``, ``MatMul``,
+``Add``/``Mul`` of a per-channel constant (folded into the Conv, Dense or BatchNorm before it:
+Caffe2 writes its BatchNorm as ``BatchNormalization``, ``Mul``, ``Add``), ``Relu``, ``LeakyRelu``,
+``Sigmoid``, ``Tanh``, ``Clip`` (``[0, m]``: ``ClippedReLU``), ``MaxPool``, ``AveragePool`` (a
+window covering the whole image is global pooling), ``GlobalAveragePool`` (and ``ReduceMean`` over H, W),
+``BatchNormalization`` (inference form), ``LRN`` (``LocalResponseNorm``), ``Flatten`` and
+``Reshape`` to ``(N, D)``, the channel shuffle (``Reshape`` to ``(N, g, C/g, H, W)``, ``Transpose
+[0, 2, 1, 3, 4]``, ``Reshape`` back: a layout of its own between the three nodes), ``Add``, ``Sum``
+and ``Concat`` of branches (graph models), ``Softmax``/``LogSoftmax`` at the end, also over
+``(N, C, 1, 1)`` (dropped: ``predict`` applies the softmax), ``Dropout``, ``Identity`` and the
+layout ``Transpose``\ s. Constant folding evaluates a node under the file's own opset, so the
+opset 1-12 forms (``Unsqueeze`` with an ``axes`` attribute...) fold as they were written. Anything
+else is refused with one line naming the operator and the node.
 """
 from __future__ import annotations
 
@@ -566,7 +575,7 @@ class _Importer:
         if v.layout != "shuffled" and first_ok and len(target) == 2 and \
                 (target[1] == size or (target[1] == -1 and target[0] != -1)):
             return self.flatten(node, v)
-        wanted = _reshaped(_onnx_shape(v), target, self.batch) if first_ok else None
+        wanted = _reshaped(_onnx_shape(v), target) if first_ok else None
         h, w, c = v.shape if len(v.shape) == 3 else (0, 0, 0)
         if v.layout == "nchw" and wanted and len(wanted) == 5 and wanted[3:] == [h, w]:
             return self.same(node, v, layout="grouped", groups=wanted[1])       # a channel shuffle begins
@@ -660,7 +669,7 @@ def _onnx_shape(v):
     return [BATCH, *v.shape]
 
 
-def _reshaped(shape, target, batch):
+def _reshaped(shape, target):
     """ONNX ``Reshape`` of ``shape`` (batch ``BATCH``) to ``target`` (``0`` copies, ``-1`` infers); None if invalid."""
     out = [BATCH] + [shape[i] if d == 0 and i < len(shape) else d for i, d in enumerate(target) if i]
     known = int(np.prod([d for d in out[1:] if d != -1]))
