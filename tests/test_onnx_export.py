@@ -67,12 +67,14 @@ def random_sequential(seed):
         layers = []
         for _ in range(int(rng.integers(1, 4))):
             groups = pick([g for g in (1, 2, 3) if c % g == 0]) if not layers else 1
-            layers.append(L.Conv2D(groups * int(rng.integers(1, 4)), (int(rng.integers(1, 4)), int(rng.integers(1, 4))),
+            filters = groups * int(rng.integers(1, 4))
+            layers.append(L.Conv2D(filters, (int(rng.integers(1, 4)), int(rng.integers(1, 4))),
                                    strides=(int(rng.integers(1, 3)), int(rng.integers(1, 3))),
                                    padding=pick(["valid", "same", 1, (0, 1)]),
                                    dilation=(int(rng.integers(1, 3)), 1), groups=groups,
                                    use_bias=bool(rng.integers(2))))
-            layers.append(pick([L.ReLU(), L.LeakyReLU(0.2), L.Tanh(), L.Sigmoid(), L.ClippedReLU(0.7), L.BatchNorm()]))
+            layers.append(pick([L.ReLU(), L.LeakyReLU(0.2), L.Tanh(), L.Sigmoid(), L.ClippedReLU(0.7), L.BatchNorm(),
+                                L.LocalResponseNorm(3, 0.5, 0.75, 1.5), L.ChannelShuffle(next((d for d in (2, 3) if filters % d == 0 and d < filters), 1))]))
             layers.append(pick([L.MaxPool2D(2), L.AvgPool2D(2), L.AvgPool2D(3, strides=2, padding="same"),
                                 L.MaxPool2D(3, strides=1, padding=1), L.AvgPool2D((3, 2), strides=1, padding=(1, 1)),
                                 L.Subsample(2), L.Dropout(0.3), L.BatchNorm()]))

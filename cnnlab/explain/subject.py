@@ -266,7 +266,7 @@ def run_data(path, dataset=None, data_dir=None):
 
 def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRAIN, epochs=DEFAULT_EPOCHS,
                     seed=0, log=None) -> Subject:
-    """The model to explain: a :class:`Subject`, a model object, a run directory or ``.safetensors`` file, or ``None``.
+    """The model to explain: a :class:`Subject`, a model, a run directory, a ``.safetensors`` or ``.onnx`` file, or ``None``.
 
     With ``None`` the demo model (:func:`demo_model`) is trained now on the
     first ``n_train`` images of ``dataset`` (default: :func:`default_data`),

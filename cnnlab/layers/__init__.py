@@ -7,13 +7,15 @@ from .base import Layer
 from .conv import Conv2D, conv2d_naive
 from .core import Dense, Dropout, Flatten
 from .local import LocallyConnected2D
+from .lrn import LocalResponseNorm
 from .merge import Add, Concatenate
 from .norm import BatchNorm
 from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D, Subsample
+from .shuffle import ChannelShuffle
 
 LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, Subsample, GlobalAvgPool2D, ReLU, LeakyReLU,
                                        Tanh, Sigmoid, ClippedReLU, Flatten, Dense, Dropout, BatchNorm,
-                                       LocallyConnected2D, Add, Concatenate)}
+                                       LocallyConnected2D, Add, Concatenate, LocalResponseNorm, ChannelShuffle)}
 
 
 def register(cls):

@@ -17,7 +17,8 @@ while cnnlab computes on ``(N, H, W, C)``. Three things change with the layout:
 
 Every layer of ``cnnlab.layers`` has a translation (``Dropout`` is the identity at inference and
 is left out; ``BatchNorm`` is ``BatchNormalization`` with the running statistics);
-``LocallyConnected2D`` becomes a ``Conv`` with 0/1 weights that copies each patch out, then one
+``LocalResponseNorm`` is ``LRN``, ``ChannelShuffle`` the ``Reshape``, ``Transpose``, ``Reshape`` ShuffleNet's
+files use; ``LocallyConnected2D`` becomes a ``Conv`` with 0/1 weights that copies each patch out, then one
 batched ``MatMul`` with the per-position weights. In graph models (``cnnlab.Model``) every layer
 reads the tensors its inbound list names; ``Add`` and ``Concatenate`` become ``Add`` and ``Concat``.
 """
@@ -173,6 +174,19 @@ def _concatenate(g, layer, xs):
     return g.node("Concat", xs, layer.name, axis=1 if rank == 3 else rank)
 
 
+def _local_response_norm(g, layer, x):
+    return g.node("LRN", [x], layer.name, size=layer.size, alpha=layer.alpha, beta=layer.beta, bias=layer.k)
+
+
+def _channel_shuffle(g, layer, x):
+    """ShuffleNet's own form: ``Reshape (N, g, C/g, H, W)``, swap the two channel axes, ``Reshape (N, C, H, W)``."""
+    h, w, c = layer.input_shape
+    grid = g.node("Reshape", [x, g.const(f"{layer.name}.grid", [0, layer.groups, c // layer.groups, h, w], np.int64)],
+                  f"{layer.name}.grid")
+    grid = g.node("Transpose", [grid], f"{layer.name}.transposed", perm=[0, 2, 1, 3, 4])
+    return g.node("Reshape", [grid, g.const(f"{layer.name}.shape", [0, c, h, w], np.int64)], layer.name)
+
+
 def _simple(op, **attrs):
     return lambda g, layer, x: g.node(op, [x], layer.name, **attrs)
 
@@ -194,6 +208,8 @@ EXPORTERS = {
     "LocallyConnected2D": _locally_connected,
     "Add": _add,                                                 # graph models: these two read a list of tensors
     "Concatenate": _concatenate,
+    "LocalResponseNorm": _local_response_norm,
+    "ChannelShuffle": _channel_shuffle,
 }
 EXPORTERS["LeakyReLU"] = lambda g, layer, x: g.node("LeakyRelu", [x], layer.name, alpha=layer.alpha)
 

@@ -12,19 +12,28 @@ cnnlab one:
   ``onnx[:, i] = cnnlab[:, perm[i]]``. Flattening an NCHW tensor orders features
   ``(c, h, w)``, cnnlab's ``Flatten`` orders them ``(h, w, c)``; the ``Dense`` that reads them
   gets its kernel rows permuted instead (``W_cnnlab[perm] = W_onnx``), so no transpose runs.
+* ``grouped`` and ``shuffled``: inside a channel shuffle, ONNX ``(N, g, C/g, H, W)`` after the first
+  ``Reshape`` and ``(N, C/g, g, H, W)`` after the ``Transpose``; cnnlab still holds the NCHW
+  input's numbers, and the ``Reshape`` back to ``(N, C, H, W)`` becomes one ``ChannelShuffle(g)``.
 
 Constants (initializers, ``Constant`` nodes, and whatever is computed from constants only, such
 as the ``Shape -> Gather -> Concat`` chain PyTorch writes for ``x.view(x.size(0), -1)``) are
 folded with ``onnx``'s reference evaluator; the batch size is a marker value in those shapes.
 
 Supported operators: ``Conv`` (strides, pads, dilations, group; a preceding zero ``Pad`` is
-folded into it), ``Gemm``, ``MatMul`` (+ ``Add`` of a constant: the bias), ``Relu``,
-``LeakyRelu``, ``Sigmoid``, ``Tanh``, ``Clip`` (``[0, m]``: ``ClippedReLU``), ``MaxPool``,
-``AveragePool``, ``GlobalAveragePool`` (and ``ReduceMean`` over H, W), ``BatchNormalization``
-(inference form), ``Flatten`` and ``Reshape`` to ``(N, D)``, ``Add`` and ``Concat`` of two
-branches (graph models), ``Softmax``/``LogSoftmax`` at the end (dropped: ``predict`` applies
-the softmax), ``Dropout``, ``Identity`` and the layout ``Transpose``\ s. Anything else is
-refused with one line naming the operator and the node.
+folded into it; a 1x1 ``Conv`` on globally pooled features is a ``Dense``), ``Gemm``, ``MatMul``,
+``Add``/``Mul`` of a per-channel constant (folded into the Conv, Dense or BatchNorm before it:
+Caffe2 writes its BatchNorm as ``BatchNormalization``, ``Mul``, ``Add``), ``Relu``, ``LeakyRelu``,
+``Sigmoid``, ``Tanh``, ``Clip`` (``[0, m]``: ``ClippedReLU``), ``MaxPool``, ``AveragePool`` (a
+window covering the whole image is global pooling), ``GlobalAveragePool`` (and ``ReduceMean`` over H, W),
+``BatchNormalization`` (inference form), ``LRN`` (``LocalResponseNorm``), ``Flatten`` and
+``Reshape`` to ``(N, D)``, the channel shuffle (``Reshape`` to ``(N, g, C/g, H, W)``, ``Transpose
+[0, 2, 1, 3, 4]``, ``Reshape`` back: a layout of its own between the three nodes), ``Add``, ``Sum``
+and ``Concat`` of branches (graph models), ``Softmax``/``LogSoftmax`` at the end, also over
+``(N, C, 1, 1)`` (dropped: ``predict`` applies the softmax), ``Dropout``, ``Identity`` and the
+layout ``Transpose``\ s. Constant folding evaluates a node under the file's own opset, so the
+opset 1-12 forms (``Unsqueeze`` with an ``axes`` attribute...) fold as they were written. Anything
+else is refused with one line naming the operator and the node.
 """
 from __future__ import annotations
 
@@ -40,9 +49,9 @@ from .._io import CnnlabFileError
 from ..layers.geometry import resolve_padding
 
 BATCH = 2 ** 40 + 7          # stands for the (unknown) batch size inside constant-folded shapes
-SUPPORTED = ("Conv", "Pad", "Gemm", "MatMul", "Add", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "MaxPool",
-             "AveragePool", "GlobalAveragePool", "ReduceMean", "BatchNormalization", "Flatten", "Reshape", "Concat",
-             "Softmax", "LogSoftmax", "Dropout", "Identity", "Transpose", "Constant")
+SUPPORTED = ("Conv", "Pad", "Gemm", "MatMul", "Add", "Sum", "Mul", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip",
+             "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "BatchNormalization", "LRN", "Flatten",
+             "Reshape", "Concat", "Softmax", "LogSoftmax", "Dropout", "Identity", "Transpose", "Constant")
 
 
 class Unsupported(CnnlabFileError):
@@ -67,6 +76,7 @@ class _Value:
     shape: tuple                                  # cnnlab per-example shape
     perm: np.ndarray | None = None                # flat only: onnx[:, i] = cnnlab[:, perm[i]]
     pads: tuple = (0, 0, 0, 0)                    # a zero Pad waiting for the next Conv: (top, left, bottom, right)
+    groups: int = 0                               # grouped/shuffled only: the g of a channel shuffle under way
 
 
 class _Importer:
@@ -187,11 +197,11 @@ class _Importer:
             return False
         if node.op_type in ("Softmax", "LogSoftmax") or not node.output:
             return False
-        from onnx.reference import ReferenceEvaluator
         try:
-            outs = ReferenceEvaluator(node).run(None, {i: self.consts[i] for i in node.input if i})
-        except Exception as e:  # noqa: BLE001 - the evaluator raises many kinds for an unsupported node
-            self.refuse(node, f"on constants cannot be evaluated: {type(e).__name__}: {e}")
+            outs = _evaluate(node, {i: self.consts[i] for i in node.input if i}, self.onnx_model.opset_import)
+        except Exception:  # noqa: BLE001 - the evaluator raises many kinds for an unsupported node
+            self.refuse(node, f"reads only constants, and the onnx reference evaluator cannot compute it at opset "
+                              f"{_opset(self.onnx_model)}")
         for name, value in zip(node.output, outs):
             self.consts[name] = np.asarray(value)
         return True
@@ -204,7 +214,7 @@ class _Importer:
         if name not in self.values:
             raise Unsupported(f"{self.source}: the output {outputs[0].name!r} is not computed from the input")
         v = self.values[name]
-        if v.layout != "flat" or len(v.shape) != 1:
+        if v.layout not in ("flat", "pooled") or len(v.shape) != 1:
             raise Unsupported(f"{self.source}: the output {outputs[0].name!r} is {_describe(v)}; a classifier ends in "
                               f"class scores (N, classes)")
         if v.perm is not None:
@@ -239,11 +249,13 @@ class _Importer:
         self.same(node, v, pads=(vt + t, vl + l, vb + b, vr + r))
 
     def op_Conv(self, node):
-        v = self.value(node, node.input[0], ("nchw",))
+        v = self.value(node, node.input[0], ("nchw", "pooled"))
         w = self.const(node, 1).astype(np.float32)
         bias = self.const(node, 2, required=False)
         if w.ndim != 4:
             self.refuse(node, f"has a {w.ndim - 2}-D kernel {w.shape}; cnnlab convolutions are 2-D")
+        if v.layout == "pooled":
+            return self.conv_on_pooled(node, v, w, bias)
         f, cg, kh, kw = w.shape
         groups = _attr(node, "group", 1)
         strides, dilation = tuple(_attr(node, "strides", [1, 1])), tuple(_attr(node, "dilations", [1, 1]))
@@ -258,6 +270,16 @@ class _Importer:
         if bias is not None:
             params["bias"] = bias.astype(np.float32)
         self.layer_on(node, _Value(v.step, "nchw", v.shape), layer, params)         # the Pad is used up
+
+    def conv_on_pooled(self, node, v, w, bias):
+        """A 1x1 ``Conv`` on globally pooled ``(N, C, 1, 1)`` features (DenseNet's classifier) is a ``Dense``."""
+        f, c, kh, kw = w.shape
+        if (kh, kw) != (1, 1) or _attr(node, "group", 1) != 1 or any(_attr(node, "pads", [0])) or \
+                _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+            self.refuse(node, f"convolves globally pooled features with a {kh}x{kw} kernel, group "
+                              f"{_attr(node, 'group', 1)} and padding; cnnlab imports a 1x1 Conv there as a Dense")
+        self.dense(node, v, w[:, :, 0, 0].T, bias)
+        self.values[node.output[0]].layout = "pooled"
 
     def pads(self, node, hw, kernel, strides, dilation, extra=(0, 0, 0, 0)):
         """``(top, bottom, left, right)`` of a Conv or pool node, plus a folded Pad's ``(t, l, b, r)``."""
@@ -310,6 +332,10 @@ class _Importer:
         if cls is L.AvgPool2D and any(pads) and _attr(node, "count_include_pad", 0):
             self.refuse(node, "counts padded zeros in the average (count_include_pad=1); cnnlab averages over the "
                               "real pixels only")
+        t, b, l, r = pads
+        if cls is L.AvgPool2D and (h + t + b - kernel[0]) // strides[0] == 0 and kernel[0] - t >= h and \
+                (w + l + r - kernel[1]) // strides[1] == 0 and kernel[1] - l >= w and min(pads) >= 0:
+            return self.layer_on(node, v, L.GlobalAvgPool2D(), layout="pooled")     # one window over every real pixel
         if cls is L.MaxPool2D and kernel == (1, 1) and not any(pads):
             return self.layer_on(node, v, L.Subsample(strides))
         padding = self.padding_arg(node, pads, (h, w), kernel, strides, (1, 1))
@@ -382,8 +408,23 @@ class _Importer:
         a, b = node.input[0], node.input[1]
         if a in self.consts or b in self.consts:
             x, c = (b, self.consts[a]) if a in self.consts else (a, self.consts[b])
-            return self.add_bias(node, self.value(node, x), np.asarray(c, np.float32))
+            return self.fold_affine(node, self.value(node, x), np.asarray(c, np.float32))
         self.join(node, L.Add(), [self.value(node, a), self.value(node, b)])
+
+    def op_Sum(self, node):
+        """The n-ary ``Sum`` (Caffe2's residual join) is cnnlab's ``Add`` of n inputs."""
+        values = [self.value(node, name) for name in node.input]
+        if len(values) == 1:
+            return self.same(node, values[0])
+        self.join(node, L.Add(), values)
+
+    def op_Mul(self, node):
+        a, b = node.input[0], node.input[1]
+        if not (a in self.consts) ^ (b in self.consts):
+            self.refuse(node, "multiplies two tensors; cnnlab imports x * constant (one number per channel), folded "
+                              "into the layer before it")
+        x, c = (b, self.consts[a]) if a in self.consts else (a, self.consts[b])
+        self.fold_affine(node, self.value(node, x), np.asarray(c, np.float32))
 
     def join(self, node, layer, values):
         """A layer reading several values (a graph model's ``Add`` or ``Concatenate``): same layout and feature order."""
@@ -400,28 +441,48 @@ class _Importer:
         step = self.add_step(node, layer, [v.step for v in values], shape)
         self.values[node.output[0]] = _Value(step, first.layout, tuple(shape), first.perm)
 
-    def add_bias(self, node, v, c):
-        """Fold ``x + constant`` into the bias of the Conv or Dense computing ``x``."""
+    def fold_affine(self, node, v, c):
+        """Fold ``x + c`` (``Add``) or ``x * c`` (``Mul``), ``c`` one number per channel, into the layer computing ``x``.
+
+        ``x + c`` joins the bias of a Conv or Dense (``beta`` of a BatchNorm); ``x * c`` scales the kernel and
+        bias (``gamma`` and ``beta``): Caffe2's BatchNorm is written as ``BatchNormalization``, ``Mul``, ``Add``.
+        """
         step = self.steps[v.step] if v.step >= 0 else None
         src = node.input[0] if node.input[0] in self.values else node.input[1]
-        if step is None or step.op not in ("Conv", "Gemm", "MatMul") or self.consumers.get(src, 0) != 1:
-            self.refuse(node, "adds a constant; cnnlab folds a constant only into the bias of the Conv, Gemm or "
-                              "MatMul right before it")
-        if v.layout == "nchw":
-            h, w, ch = v.shape
-            full = np.broadcast_to(c, (1, ch, h, w)) if c.ndim <= 4 else None
-            add = full[0, :, 0, 0] if full is not None and (full == full[:, :, :1, :1]).all() else None
+        if step is None or step.op not in ("Conv", "Gemm", "MatMul", "BatchNormalization") or \
+                self.consumers.get(src, 0) != 1:
+            self.refuse(node, "applies a constant; cnnlab folds a constant only into the Conv, Gemm, MatMul or "
+                              "BatchNormalization right before it")
+        per_channel = self.per_channel(node, v, c)
+        params = step.params
+        if node.op_type == "Mul":
+            for key in ("kernel", "gamma", "bias", "beta"):
+                if key in params:
+                    params[key] = params[key] * per_channel
         else:
-            full = np.broadcast_to(c, (1, v.shape[0])) if c.ndim <= 2 else None
-            add = full[0] if full is not None else None
-        if add is None:
-            self.refuse(node, f"adds a constant of shape {c.shape} that is not one number per channel")
-        layer = step.layer
-        if not layer.use_bias:
-            layer.use_bias = True
-            step.params["bias"] = np.zeros(step.shape[-1], np.float32)
-        step.params["bias"] = step.params["bias"] + add
+            key = "beta" if "beta" in params else "bias"
+            if key not in params:
+                step.layer.use_bias = True
+                params[key] = np.zeros(step.shape[-1], np.float32)
+            params[key] = params[key] + per_channel
         self.same(node, v)
+
+    def per_channel(self, node, v, c):
+        """Constant ``c`` as one number per cnnlab channel (or feature) of ``v``; refused if it varies otherwise."""
+        shape = [1] + _onnx_shape(v)[1:]
+        try:
+            full = np.broadcast_to(c, shape) if c.ndim <= len(shape) else None
+        except ValueError:
+            full = None
+        index = (0, slice(None)) + (0,) * (len(shape) - 2)
+        if full is None or not (full == full[index].reshape([1, -1] + [1] * (len(shape) - 2))).all():
+            self.refuse(node, f"applies a constant of shape {c.shape} that is not one number per channel")
+        values = np.asarray(full[index], np.float32)
+        if v.perm is not None:
+            ordered = np.empty_like(values)
+            ordered[v.perm] = values
+            values = ordered
+        return values
 
     def activation(self, node, layer):
         v = self.value(node, node.input[0])
@@ -452,6 +513,11 @@ class _Importer:
             self.refuse(node, f"clips to [{lo}, {hi}]; cnnlab imports Clip to [0, max] (ReLU6 and the like)")
         self.activation(node, L.ReLU() if hi is None or hi == np.inf else L.ClippedReLU(hi))
 
+    def op_LRN(self, node):
+        v = self.value(node, node.input[0], ("nchw",))
+        self.layer_on(node, v, L.LocalResponseNorm(_attr(node, "size", 0), _attr(node, "alpha", 1e-4),
+                                                   _attr(node, "beta", 0.75), _attr(node, "bias", 1.0)))
+
     def op_BatchNormalization(self, node):
         v = self.value(node, node.input[0])
         self.only_output(node)
@@ -470,8 +536,10 @@ class _Importer:
 
     # ---- layout and shape ------------------------------------------------------
     def op_Transpose(self, node):
-        v = self.value(node, node.input[0], ("nchw", "nhwc"))
+        v = self.value(node, node.input[0], ("nchw", "nhwc", "grouped"))
         perm = _perm(node)
+        if v.layout == "grouped" and perm == [0, 2, 1, 3, 4]:
+            return self.same(node, v, layout="shuffled")
         if v.layout == "nhwc" and perm == [0, 3, 1, 2]:
             return self.same(node, v, layout="nchw")
         if v.layout == "nchw" and perm == [0, 2, 3, 1]:
@@ -499,14 +567,23 @@ class _Importer:
         self.flatten(node, v)
 
     def op_Reshape(self, node):
-        v = self.value(node, node.input[0])
-        target = [int(d) for d in np.asarray(self.const(node, 1)).ravel()]
+        v = self.value(node, node.input[0], ("nchw", "nhwc", "pooled", "flat", "shuffled"))
+        target = [int(d) for d in np.asarray(self.const(node, 1) if len(node.input) > 1 else
+                                             _attr(node, "shape", [])).ravel()]
         size = int(np.prod(v.shape))
-        first_ok = len(target) == 2 and target[0] in (BATCH, 0, -1, self.batch)
-        if first_ok and (target[1] == size or (target[1] == -1 and target[0] != -1)):
+        first_ok = len(target) >= 2 and target[0] in (BATCH, 0, -1, self.batch)
+        if v.layout != "shuffled" and first_ok and len(target) == 2 and \
+                (target[1] == size or (target[1] == -1 and target[0] != -1)):
             return self.flatten(node, v)
+        wanted = _reshaped(_onnx_shape(v), target) if first_ok else None
+        h, w, c = v.shape if len(v.shape) == 3 else (0, 0, 0)
+        if v.layout == "nchw" and wanted and len(wanted) == 5 and wanted[3:] == [h, w]:
+            return self.same(node, v, layout="grouped", groups=wanted[1])       # a channel shuffle begins
+        if v.layout == "shuffled" and wanted == [BATCH, c, h, w]:
+            return self.layer_on(node, _Value(v.step, "nchw", v.shape), L.ChannelShuffle(v.groups))
         self.refuse(node, f"reshapes {_describe(v)} to {[('N' if d == BATCH else d) for d in target]}; cnnlab "
-                          f"imports only the reshape to (N, features) before a Gemm/MatMul")
+                          f"imports the reshape to (N, features) before a Gemm/MatMul and the channel shuffle "
+                          f"(Reshape to (N, g, C/g, H, W), Transpose [0, 2, 1, 3, 4], Reshape back)")
 
     def op_Concat(self, node):
         values = [self.value(node, name) for name in node.input]
@@ -528,11 +605,11 @@ class _Importer:
         self.same(node, self.value(node, node.input[0]))
 
     def final_softmax(self, node):
-        v = self.value(node, node.input[0], ("flat",))
+        v = self.value(node, node.input[0], ("flat", "pooled"))
         axis = _attr(node, "axis", 1 if _opset(self.onnx_model) < 13 else -1)
         if node.output[0] not in [o.name for o in self.graph.output]:
             self.refuse(node, "is not the last operation; cnnlab imports a softmax only at the output")
-        if axis not in (1, -1):
+        if axis not in ((1, -1) if v.layout == "flat" else (1, -3)):
             self.refuse(node, f"normalizes along axis {axis}; cnnlab's classes are axis 1")
         self.same(node, v)
         self.final = node.output[0]
@@ -553,6 +630,23 @@ def _attr(node, name, default):
     return default
 
 
+def _evaluate(node, feeds, opsets):
+    """The outputs of ``node`` on the constant ``feeds``, as the file's opset defines the operator.
+
+    A one-node model carrying the file's ``opset_import``, so old forms (``Unsqueeze``/``Squeeze``
+    with an ``axes`` attribute before opset 13, ``Reshape``/``Pad`` before their inputs became
+    tensors...) are evaluated by their own definition, not the newest one.
+    """
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+    inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype), None)
+              for name, v in feeds.items()]
+    outputs = [helper.make_tensor_value_info(name, 0, None) for name in node.output if name]
+    graph = helper.make_graph([node], "fold", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=list(opsets))
+    return ReferenceEvaluator(model).run(None, {k: np.asarray(v) for k, v in feeds.items()})
+
+
 def _perm(node):
     return [int(p) for p in _attr(node, "perm", [])]
 
@@ -568,12 +662,27 @@ def _onnx_shape(v):
         return [BATCH, c, h, w]
     if v.layout == "pooled":
         return [BATCH, v.shape[0], 1, 1]
+    if v.layout in ("grouped", "shuffled"):
+        h, w, c = v.shape
+        g = v.groups if v.layout == "grouped" else c // v.groups
+        return [BATCH, g, c // g, h, w]
     return [BATCH, *v.shape]
+
+
+def _reshaped(shape, target):
+    """ONNX ``Reshape`` of ``shape`` (batch ``BATCH``) to ``target`` (``0`` copies, ``-1`` infers); None if invalid."""
+    out = [BATCH] + [shape[i] if d == 0 and i < len(shape) else d for i, d in enumerate(target) if i]
+    known = int(np.prod([d for d in out[1:] if d != -1]))
+    rest = int(np.prod(shape[1:]))
+    if out.count(-1) > 1 or known <= 0 or rest % known or (-1 not in out and known != rest):
+        return None
+    return [rest // known if d == -1 else d for d in out]
 
 
 def _describe(v):
     return {"nchw": "an NCHW image", "nhwc": "an NHWC image", "pooled": "globally pooled (N, C, 1, 1) features",
-            "flat": "flat (N, D) features"}[v.layout] + f" {tuple(_onnx_shape(v)[1:])}"
+            "flat": "flat (N, D) features", "grouped": "channels split into groups",
+            "shuffled": "channel groups transposed"}[v.layout] + f" {tuple(_onnx_shape(v)[1:])}"
 
 
 def _type_name(elem_type):

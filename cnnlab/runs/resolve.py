@@ -6,6 +6,7 @@ A model is named by one of:
 * a model object (``cnnlab.Model``, graph or ``Sequential``): itself;
 * a run directory, or a ``.safetensors`` model file: loaded (``cnnlab.load``), with the run's
   ``config.json`` and the class names it recorded when the file lies in a run directory;
+* an ``.onnx`` file: imported (``cnnlab.onnx.importer``), with the class names in its metadata;
 * an architecture ``.json`` file: built, untrained (``Model.from_config``);
 * a zoo name (``cnnlab.models``): built, untrained.
 
@@ -48,6 +49,11 @@ def resolve_model(spec, input_shape=None, num_classes=None, seed=None, untrained
     if isinstance(spec, Model):
         return ResolvedModel(spec, f"model {spec.name!r}")
     path = Path(str(spec))
+    if path.suffix.lower() == ".onnx":
+        from ..onnx.importer import load_with_class_names
+        model, names = load_with_class_names(path)
+        names = names if isinstance(names, list) and len(names) == model.num_classes else None
+        return ResolvedModel(model, str(path), True, class_names=names)
     if path.is_dir() or path.suffix.lower() == ".safetensors" or not untrained:
         if not path.exists():
             raise CnnlabFileError(f"{path} does not exist (expected a run directory or a .safetensors model)")

@@ -1,6 +1,6 @@
 """``cnnlab serve [MODEL_OR_RUN] [--port P] [--host H] [--open]``: the explorer in the browser.
 
-MODEL_OR_RUN is a run directory, a ``.safetensors`` model or a zoo name
+MODEL_OR_RUN is a run directory, a ``.safetensors`` model, an ``.onnx`` file or a zoo name
 (untrained). Without one, the zoo's ``tiny_cnn`` is trained on the built-in
 ``shapes`` data in a few seconds (kept as the run ``RUNS/shapes-tiny_cnn`` and
 reused next time), so the explorer works offline at once.
@@ -91,7 +91,8 @@ def add_parser(subparsers):
         description="Start a local web server that shows a model's layers, feature maps and numbers, and "
                     "trains models live. Without MODEL_OR_RUN it trains a tiny model on the built-in shapes data.")
     p.add_argument("model", nargs="?", metavar="MODEL_OR_RUN",
-                   help="a run directory, a .safetensors model or a zoo name (default: a tiny model on shapes)")
+                   help="a run directory, a .safetensors model, an .onnx file or a zoo name (default: a tiny model on "
+                        "shapes)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; anything else warns)")
