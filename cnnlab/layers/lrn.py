@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer, check_positive_int
+from ..checks import check_positive_int
+from .base import Layer
 
 
 def window_sum(a, before, after):

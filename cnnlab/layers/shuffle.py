@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer, check_positive_int
+from ..checks import check_positive_int
+from .base import Layer
 
 
 class ChannelShuffle(Layer):
