@@ -14,7 +14,6 @@ back. Shapes: ``(N, H, W, C)`` in and out; no parameters.
 """
 from __future__ import annotations
 
-import numpy as np
 
 from ..checks import check_positive_int
 from .base import Layer
