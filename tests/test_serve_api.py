@@ -1,5 +1,6 @@
 """The explorer's HTTP interface (``cnnlab serve``) through Starlette's test client: every route, every refusal."""
 import base64
+import contextlib
 import io
 import json
 import time
@@ -20,6 +21,7 @@ from cnnlab.datasets import SHAPES_CLASSES  # noqa: E402
 from cnnlab.serve.app import create_app  # noqa: E402
 
 HOSTS = ("testserver",)
+JSON = {"Content-Type": "application/json"}
 
 
 def png(a) -> bytes:
@@ -54,11 +56,19 @@ def image():
     return a
 
 
+@contextlib.contextmanager
+def served(app, **kw):
+    """A test client that opened the page first, so it holds the server's secret cookie as the page does."""
+    with TestClient(app, **kw) as c:
+        assert c.get("/").status_code == 200
+        yield c
+
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     app = create_app(every_kind_model(), class_names=["a", "b", "c"], runs_root=tmp_path_factory.mktemp("runs"),
                      allowed_hosts=HOSTS, max_upload=200_000)
-    with TestClient(app) as c:
+    with served(app) as c:
         yield c
 
 
@@ -258,17 +268,54 @@ def test_host_header_must_name_the_server(client):
     assert r.status_code == 200
 
 
+def test_other_web_pages_cannot_act_on_the_server(tmp_path, image):
+    """The issue's cross-site requests: a page on another site may send a "simple" POST (text/plain, its
+    own Origin, no secret); each refusal alone answers 403, and no job starts. The page's own requests
+    (same origin, the cookie set by ``GET /``, JSON) pass."""
+    app = create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path)
+    job = json.dumps({"dataset": "shapes", "epochs": 1})
+    evil = {"Origin": "http://evil.example"}
+    with TestClient(app) as stranger:                  # never opened the page: no secret
+        r = stranger.post("/api/runs", content=job, headers={**evil, "Content-Type": "text/plain"})
+        assert r.status_code == 403 and "evil.example" in r.json()["error"]
+        r = stranger.post("/api/runs", content=job, headers=JSON)
+        assert r.status_code == 403 and "token" in r.json()["error"]
+        assert stranger.post("/api/runs/anything/stop").status_code == 403
+        assert stranger.post("/api/predict", content=png(image)).status_code == 403
+    with served(app) as c:
+        cookie = c.get("/").headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+        for headers in (evil, {"Origin": "null"}, {"Origin": "http://testserver:9999"}, {"Sec-Fetch-Site": "cross-site"}):
+            r = c.post("/api/runs", content=job, headers={**JSON, **headers})
+            assert r.status_code == 403 and "refused" in r.json()["error"], headers
+            assert c.post("/api/runs/anything/stop", headers=headers).status_code == 403, headers
+        r = c.post("/api/runs", content=job, headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415 and "application/json" in r.json()["error"]
+        r = c.post("/api/runs", content=job, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 415
+        assert c.get("/api/runs").json()["jobs"] == []                         # nothing started
+        # the page's own request, with its Origin, passes the guard (and is then judged on its content)
+        r = c.post("/api/predict", content=png(image), headers={"Origin": "http://testserver"})
+        assert r.status_code == 200
+        for dataset in ("/etc", "../../etc", str(tmp_path.parent), "~"):
+            r = c.post("/api/runs", json={"dataset": dataset, "epochs": 1})
+            assert r.status_code == 400 and "built-in name or a folder inside" in r.json()["error"], dataset
+        r = c.post("/api/runs", json={"model": "/etc/hostname", "epochs": 1})
+        assert r.status_code == 400 and "model" in r.json()["error"]
+        assert c.get("/api/runs").json()["jobs"] == []
+
+
 def test_json_errors(client):
     for body in (b"{not json", b"\xff\xfe", b"[1, 2"):
-        r = client.post("/api/runs", content=body)
+        r = client.post("/api/runs", content=body, headers=JSON)
         assert r.status_code == 400 and "JSON" in r.json()["error"]
-    r = client.post("/api/runs", content=json.dumps([1, 2]))
+    r = client.post("/api/runs", json=[1, 2])
     assert r.status_code == 400 and "JSON object" in r.json()["error"]
-    r = client.post("/api/runs", content=json.dumps({"epochs": 1, "colour": "blue"}))
+    r = client.post("/api/runs", json={"epochs": 1, "colour": "blue"})
     assert r.status_code == 400 and "colour" in r.json()["error"]
-    r = client.post("/api/runs", content=json.dumps({"epochs": -1}))
+    r = client.post("/api/runs", json={"epochs": -1})
     assert r.status_code == 400 and "epochs" in r.json()["error"]
-    r = client.post("/api/runs", content=b"{" + b" " * 70_000 + b"}")
+    r = client.post("/api/runs", content=b"{" + b" " * 70_000 + b"}", headers=JSON)
     assert r.status_code == 413
     for name in ("..", "..%2F..%2Fetc", "nothing-here"):
         r = client.get(f"/api/runs/{name}")
@@ -279,7 +326,7 @@ def test_json_errors(client):
 def test_internal_errors_are_json_without_traceback(tmp_path):
     model = every_kind_model()
     model.layers[0].forward = None                   # breaks the forward pass
-    with TestClient(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path), raise_server_exceptions=False) as c:
+    with served(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path), raise_server_exceptions=False) as c:
         r = c.post("/api/predict", content=png(np.zeros((20, 18))))
     assert r.status_code == 500 and r.json()["error"].startswith("internal error: TypeError")
     assert "Traceback" not in r.text
@@ -312,7 +359,7 @@ def test_training_job_lifecycle(tmp_path):
     app = create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path)
     options = {"dataset": "shapes", "dataset_options": {"n_train": 320, "n_test": 64}, "model": "tiny_cnn",
                "epochs": 50, "batch_size": 32, "lr": 0.05}
-    with TestClient(app) as c:
+    with served(app) as c:
         r = c.post("/api/runs", json=options)
         assert r.status_code == 201, r.text
         job = r.json()["id"]
@@ -355,7 +402,7 @@ def test_training_job_lifecycle(tmp_path):
 
 def test_failed_job_says_why_and_keeps_its_last_epoch(tmp_path):
     app = create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path)
-    with TestClient(app) as c:
+    with served(app) as c:
         r = c.post("/api/runs", json={"dataset": "shapes", "dataset_options": {"n_train": 256, "n_test": 32},
                                       "model": "tiny_cnn", "epochs": 2, "lr": 1e12, "momentum": 0.0})
         events = sse(c, f"/api/runs/{r.json()['id']}/events")
@@ -369,7 +416,7 @@ def test_events_of_a_run_written_elsewhere(tmp_path):
     config = runs.make_config(dataset="shapes", dataset_options={"n_train": 256, "n_test": 32}, model="tiny_cnn",
                               epochs=2, workers=1)
     runs.run_training(config, tmp_path / "outside", verbose=0, plot=False)
-    with TestClient(create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path)) as c:
+    with served(create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path)) as c:
         events = sse(c, "/api/runs/outside/events")
         assert [e["type"] for e in events] == ["epoch", "epoch", "end"] and events[-1]["data"]["status"] == "completed"
         assert [e["type"] for e in sse(c, "/api/runs/outside/events", {"Last-Event-ID": "1"})] == ["epoch", "end"]
@@ -387,7 +434,7 @@ def test_zoo_models_every_layer_unit_matches_the_forward_pass(name, tmp_path):
     x, _ = prepare_input(png(img), model.input_shape)
     rng = np.random.default_rng(6)
     outputs = layer_outputs(model, x)
-    with TestClient(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path)) as client:
+    with served(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path)) as client:
         d = client.get("/api/model").json()
         assert [l["output_shape"] for l in d["layers"]] == [list(l.output_shape) for l in model.layers]
         p = client.post("/api/predict?activations=base64", content=png(img)).json()

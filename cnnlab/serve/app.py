@@ -18,8 +18,11 @@ Routes (all answers JSON except the page, the static files and the event stream)
     GET  /api/runs/NAME/events              server-sent events: batch, epoch, end (Last-Event-ID resumes)
     POST /api/runs/NAME/stop                stop a job (it keeps its last completed epoch)
 
-Safety: requests whose ``Host`` is not one of the served names get 403 (DNS
-rebinding); bodies over ``max_upload`` bytes get 413; decompression bombs get
+Safety (:class:`Guard`): requests whose ``Host`` is not one of the served names get 403 (DNS
+rebinding); a request that may change state (POST) gets 403 unless it comes from the served
+page (its ``Origin``) with the server's secret (a ``SameSite=Strict`` cookie set by ``GET /``);
+JSON routes take ``application/json`` only (415); a job's dataset is a built-in name or a
+folder inside ``--data-dir`` or ``--runs`` (400); bodies over ``max_upload`` bytes get 413; decompression bombs get
 413 before they are decoded (``cnnlab.images``, the project's one image reader);
 a body that is not an image, or malformed JSON, gets 400 naming the problem;
 every error is ``{"error": message}``. Pictures are prepared as ``cnnlab predict``
@@ -32,9 +35,12 @@ import asyncio
 import base64
 import contextlib
 import functools
+import hmac
 import io
 import json
+import secrets
 import threading
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +89,10 @@ async def read_body(request, limit) -> bytes:
 
 
 async def read_json_body(request):
+    """The request's JSON body; 415 unless it is declared ``application/json`` (see :class:`Guard`)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise ApiError(415, f"the body must be JSON sent as Content-Type: application/json, not {media or 'undeclared'}")
     data = await read_body(request, MAX_JSON)
     try:
         return json.loads(data.decode("utf-8")) if data.strip() else {}
@@ -145,10 +155,11 @@ class Explorer:
     """
 
     def __init__(self, model, class_names=None, runs_root="runs", dataset=None, max_jobs=1,
-                 max_upload=MAX_UPLOAD):
-        self.model, self.dataset = model, dataset
+                 max_upload=MAX_UPLOAD, data_dir=None):
+        self.model, self.dataset, self.data_dir = model, dataset, data_dir
         self.class_names = compute.describe(model, class_names)["class_names"]
-        self.jobs = JobManager(runs_root, max_jobs=max_jobs)
+        self.jobs = JobManager(runs_root, max_jobs=max_jobs, data_dir=data_dir)
+        self.closing = threading.Event()         # set when the server is asked to stop: event streams end
         self.max_upload = int(max_upload)
         self.lock = threading.Lock()
         self._run_models: dict[str, tuple] = {}
@@ -236,13 +247,18 @@ def _load_examples(shape, config, n=256):
 # Routes
 # ---------------------------------------------------------------------------
 def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.0.1", "localhost"), dataset=None,
-               max_jobs=1, max_upload=MAX_UPLOAD) -> Starlette:
+               max_jobs=1, max_upload=MAX_UPLOAD, data_dir=None) -> Starlette:
     """The application for ``model``. ``allowed_hosts``: the names the ``Host`` header may carry
-    (``None``: any); ``dataset``: the served model's training configuration (for its test images)."""
-    ex = Explorer(model, class_names, runs_root, dataset, max_jobs, max_upload)
+    (``None``: any); ``dataset``: the served model's training configuration (for its test images);
+    ``data_dir``: where named datasets are stored (``cnnlab train --data-dir``)."""
+    ex = Explorer(model, class_names, runs_root, dataset, max_jobs, max_upload, data_dir)
+
+    secret = secrets.token_urlsafe(32)
 
     async def index(request):
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        page = FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        page.set_cookie(token_cookie(request.headers.get("host", "")), secret, httponly=True, samesite="strict")
+        return page
 
     async def get_model(request):
         model, names, _ = ex.model_for(request)
@@ -351,6 +367,10 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
             yield "retry: 1000\n\n"
             idle = 0.0
             while True:
+                if ex.closing.is_set():          # the server stops: a last event (without an id, so that
+                    message = {"type": "shutdown", "message": "the server is stopping"}  # a reconnect resumes)
+                    yield f"event: shutdown\ndata: {json.dumps(message)}\n\n"
+                    return
                 if job is not None:
                     events, done = job.since(last), False
                     for e in events:
@@ -419,35 +439,73 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
-        ex.jobs.shutdown()                       # running jobs stop at their next batch, keeping their last epoch
+        ex.closing.set()
+        await run_in_threadpool(ex.jobs.shutdown)     # each job stops after its batch; no process left
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error},
                     lifespan=lifespan)
     app.state.explorer = ex
-    return HostCheck(app, allowed_hosts) if allowed_hosts is not None else app
+    return Guard(app, allowed_hosts, secret)
 
 
-class HostCheck:
-    """ASGI middleware: refuse (403, JSON) requests whose ``Host`` header names another host.
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
-    A page on another site can make the browser resolve its own name to 127.0.0.1 (DNS
-    rebinding); its requests then carry that name in ``Host``, and are refused here.
+
+def token_cookie(host: str) -> str:
+    """The secret's cookie name for the server at ``host`` (cookies ignore ports: one name per port)."""
+    port = host.rsplit(":", 1)[1] if ":" in host and not host.endswith("]") else ""
+    return f"cnnlab_token_{port}" if port.isdigit() else "cnnlab_token"
+
+
+class Guard:
+    """ASGI middleware: what another web page must not do to this server, refused with a JSON 403.
+
+    * ``Host`` must name the server (``allowed_hosts``; ``None``: any): a page on another site
+      that makes the browser resolve its name to 127.0.0.1 (DNS rebinding) carries its own name.
+    * A request that may change state (any method but GET, HEAD, OPTIONS) must come from the
+      served page: its ``Origin``, when sent, is the served origin (``scheme://Host``), its
+      ``Sec-Fetch-Site`` is not ``cross-site``, and it carries the server's secret, a random token
+      that ``GET /`` sets as a cookie (``HttpOnly; SameSite=Strict``: a browser sends it with
+      the page's own requests only, and no script can read it). The page's ``fetch`` calls send
+      it without asking. JSON routes also refuse a body that is not ``application/json`` (415,
+      :func:`read_json_body`), which a page cannot send to another site without a CORS preflight,
+      which this server never grants.
     """
 
-    def __init__(self, app, allowed_hosts):
-        self.app = app
-        self.allowed = {h.lower() for h in allowed_hosts}
+    def __init__(self, app, allowed_hosts, secret):
+        self.app, self.secret = app, secret
+        self.allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
 
     def __getattr__(self, name):                  # ``app.state`` and friends reach the wrapped application
         return getattr(self.app, name)
 
+    def refusal(self, scope) -> str | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if self.allowed is not None and name not in self.allowed:
+            return f"refused: the Host header {host!r} is not a served name ({', '.join(sorted(self.allowed))})"
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            return None
+        origin = headers.get("origin")
+        served = f"{scope.get('scheme', 'http')}://{host}"
+        if origin is not None and origin.lower() != served:
+            return f"refused: a request from {origin} may not change this server's state; only its own page ({served}) may"
+        if headers.get("sec-fetch-site") == "cross-site":
+            return "refused: a request from another site may not change this server's state"
+        cookies = SimpleCookie()
+        with contextlib.suppress(CookieError):
+            cookies.load(headers.get("cookie", ""))
+        sent = cookies.get(token_cookie(host))
+        if sent is None or not hmac.compare_digest(sent.value.encode(), self.secret.encode()):
+            return ("refused: this request needs the server's token, which its page receives as a cookie; "
+                    "open the page first")
+        return None
+
     async def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket"):
-            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name not in self.allowed:
-                response = _error(403, f"refused: the Host header {host!r} is not a served name "
-                                       f"({', '.join(sorted(self.allowed))})")
-                await response(scope, receive, send)
+            why = self.refusal(scope)
+            if why:
+                await _error(403, why)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
