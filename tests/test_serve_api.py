@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,7 +197,8 @@ def test_max_pool_detail_names_the_winner(client, image):
 
 def test_examples(client):
     d = client.get("/api/examples?n=5").json()
-    assert d["source"] == "shapes" and len(d["examples"]) == 5
+    assert d["source"] == "shapes" and len(d["examples"]) == 5 and "not known" in d["note"]
+    assert client.get("/api/examples?n=5&source=shapes").json()["note"] is None
     img = Image.open(io.BytesIO(base64.b64decode(d["examples"][0]["png"])))
     assert img.size == (18, 20) and d["examples"][0]["class_name"]
     assert client.get("/api/examples?source=elsewhere").status_code == 400
@@ -450,3 +452,79 @@ def test_zoo_models_every_layer_unit_matches_the_forward_pass(name, tmp_path):
             u = r.json()
             ref = unit_reference(outputs, layer.name, ch, i, j)
             assert abs(u["model_value"] - ref) < 1e-4 and abs(u["value"] - ref) < 1e-4, (layer.name, u["value"], ref)
+
+
+# ---------------------------------------------------------------------------
+# The model's own data: --data-dir, as cnnlab train has it
+# ---------------------------------------------------------------------------
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A ``--data-dir`` holding MNIST-format IDX files (random pictures, written here: CI never skips),
+    and a dataset folder of the same format; ``$CNNLAB_DATA`` and the cache point at empty folders."""
+    from test_datasets import make_idx_set
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    arrays = make_idx_set(tmp_path / "data" / "mnist", n_train=200, n_test=24, size=28, seed=4)
+    make_idx_set(tmp_path / "data" / "digits", n_train=8, n_test=4, size=28, seed=5)
+    return tmp_path / "data", arrays
+
+
+def decoded(example):
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(example["png"]))))
+
+
+def test_examples_come_from_the_models_own_data(data_dir, tmp_path):
+    """An MNIST model's examples are MNIST's test images found through --data-dir, in order, with their labels;
+    without the files, shapes pictures and a note saying why."""
+    folder, arrays = data_dir
+    images, labels = arrays["t10k"]
+    mnist_run = {"dataset": "mnist", "data_dir": None, "dataset_options": {}}
+    with served(create_app(cnnlab.models.lenet5(), allowed_hosts=HOSTS, runs_root=tmp_path / "runs",
+                           dataset=mnist_run, data_dir=folder)) as c:
+        d = c.get("/api/examples?n=6").json()
+        assert d["source"] == "mnist" and d["note"] is None and d["split"] == "test"
+        assert [e["label"] for e in d["examples"]] == labels[:6].tolist()
+        for e, img in zip(d["examples"], images):
+            np.testing.assert_array_equal(decoded(e), img)
+        assert c.get("/api/examples?n=6&source=test").json()["examples"] == d["examples"]
+    with served(create_app(cnnlab.models.lenet5(), allowed_hosts=HOSTS, runs_root=tmp_path / "runs",
+                           dataset=mnist_run)) as c:
+        d = c.get("/api/examples?n=6").json()
+        assert d["source"] == "shapes" and "mnist" in d["note"] and "--data-dir" in d["note"]
+
+
+def test_training_choices_are_what_is_on_disk(data_dir, tmp_path):
+    folder, _ = data_dir
+    with served(create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path / "runs",
+                           data_dir=folder)) as c:
+        d = c.get("/api/choices").json()
+    found = {x["name"]: x for x in d["datasets"]}
+    assert found["mnist"]["available"] and Path(found["mnist"]["where"]) == folder / "mnist"
+    assert not found["cifar10"]["available"] and "--data-dir" in found["cifar10"]["why"]
+    assert not found["fashion-mnist"]["available"] and found["shapes"]["available"]
+    assert found["digits"]["available"] and Path(found["digits"]["where"]) == folder / "digits"
+    assert d["models"] == list(cnnlab.models.ZOO) and "mnist" in d["augment"] and "none" in d["augment"]
+    from cnnlab.serve.jobs import JobManager
+    jobs = JobManager(tmp_path / "runs", data_dir=folder)
+    checked = jobs.check_sources({"dataset": "digits", "model": "lenet5"})
+    assert checked["dataset"] == str((folder / "digits").resolve()) and checked["data_dir"] == str(folder)
+
+
+def test_an_mnist_job_from_the_data_dir_streams_every_batch(data_dir, tmp_path):
+    """A job on ``mnist`` found through --data-dir trains; its filters answer (empty) before the first save;
+    every batch of a short run is a point; the run's examples are its own test images."""
+    folder, arrays = data_dir
+    app = create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path / "runs", data_dir=folder)
+    with served(app) as c:
+        r = c.post("/api/runs", json={"dataset": "mnist", "model": "lenet5", "epochs": 1, "batch_size": 8})
+        assert r.status_code == 201, r.text
+        job = r.json()["id"]
+        f = c.get(f"/api/filters?run={job}")                 # the child has not saved anything yet
+        assert f.status_code == 200 and f.json()["kernel"] is None and "no saved weights" in f.json()["message"]
+        events = sse(c, f"/api/runs/{job}/events")
+        assert events[-1]["data"]["status"] == "completed", events[-1]
+        steps = [e["data"]["step"] for e in events if e["type"] == "batch"]
+        assert steps == list(range(1, 200 // 8 + 1))         # 25 batches, 25 points
+        assert c.get(f"/api/filters?run={job}").json()["kernel"]["shape"] == [5, 5, 1, 6]
+        d = c.get(f"/api/examples?run={job}&n=4").json()
+        assert d["source"] == "mnist" and [e["label"] for e in d["examples"]] == arrays["t10k"][1][:4].tolist()

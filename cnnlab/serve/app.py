@@ -7,8 +7,9 @@ Routes (all answers JSON except the page, the static files and the event stream)
     GET  /api/model[?run=NAME]              input_shape, class_names, layers [{name, class, kind, output_shape, ...}]
     POST /api/predict[?activations=1|base64][&run=NAME]      body: PNG/JPEG bytes -> probabilities, softmax
     POST /api/unit?layer=L&channel=C&y=Y&x=X[&run=NAME]      body: image -> the numbers behind one unit
-    GET  /api/examples?source=shapes|test&n=N               example images (PNG, base64) with labels
-    GET  /api/filters[?run=NAME]            the first convolution's kernels (live training view)
+    GET  /api/examples?source=model|shapes&n=N              test images of the model's data (else shapes, and a note)
+    GET  /api/filters[?run=NAME]            the first convolution's kernels (live training view; empty before a save)
+    GET  /api/choices                       datasets found on disk, zoo models, augmentation presets (training form)
     GET  /api/why/filters[?run=NAME]        first-layer filters with their most activating patches
     POST /api/why/saliency[?class=K]        body: image -> gradient saliency and Grad-CAM
     POST /api/why/shift?dy=DY&dx=DX         body: image -> shifted image, conv maps, pooled features
@@ -165,38 +166,64 @@ class Explorer:
         self._run_models: dict[str, tuple] = {}
         self._examples: dict[tuple, tuple] = {}
 
+    def weights_of(self, name) -> Path | None:
+        """The file of run ``name``'s latest weights; ``None`` while it has none (404: no such run or job)."""
+        job = self.jobs.jobs.get(name)
+        run_dir = job.run_dir if job else self.jobs.run_dir(name)
+        return next((p for p in (run_dir / runs.LAST_FILE, run_dir / runs.MODEL_FILE) if p.is_file()), None)
+
     def model_for(self, request):
         """``(model, class_names, dataset)``: the run's latest weights with ``?run=NAME``, else the served model."""
         name = request.query_params.get("run")
         if not name:
             return self.model, self.class_names, self.dataset
-        run_dir = self.jobs.run_dir(name)
-        path = run_dir / runs.LAST_FILE
-        path = path if path.is_file() else run_dir / runs.MODEL_FILE
-        if not path.is_file():
+        path = self.weights_of(name)
+        if path is None:
             raise ApiError(409, f"run {name!r} has no saved model yet")
         key = path.stat().st_mtime_ns
         cached = self._run_models.get(name)
         if cached is None or cached[0] != key:
             from ..model import load
             model = load(path)
-            config = runs.read_config(run_dir)
+            config = runs.read_config(path.parent)
             names = (config.get("data") or {}).get("class_names")
             cached = (key, model, compute.describe(model, names)["class_names"], config)
             self._run_models[name] = cached
         return cached[1], cached[2], cached[3]
 
-    def examples(self, model, dataset, source="shapes", n=12):
-        """``(x, y, class_names, source)``: ``n`` test images for ``model``'s input; ``source="test"``
-        takes the run's own test set when it is on disk (never downloaded), else ``shapes``."""
+    def examples(self, model, dataset, source="model", n=12):
+        """``(x, y, class_names, source, note)``: ``n`` test images for ``model``'s input: with
+        ``source="model"`` its own data when found on disk (:func:`_load_examples`), else ``shapes``
+        and a ``note`` saying why."""
         shape = tuple(model.input_shape)
         if len(shape) != 3 or shape[2] not in (1, 3):
             raise ApiError(400, f"this model takes inputs of shape {shape}, not images")
         key = (shape, source, json.dumps(dataset, sort_keys=True, default=str))
         if key not in self._examples:
-            self._examples[key] = _load_examples(shape, dataset if source == "test" else None)
-        x, y, names, used = self._examples[key]
-        return x[:n], y[:n], names, used
+            self._examples[key] = _load_examples(shape, dataset if source == "model" else None, self.data_dir,
+                                                 asked=source == "model")
+        x, y, names, used, note = self._examples[key]
+        return x[:n], y[:n], names, used, note
+
+    def choices(self) -> dict:
+        """What a training job may use here: the named datasets found on disk (``--data-dir``,
+        ``$CNNLAB_DATA``, the cache; ``shapes`` always), the dataset folders directly inside
+        ``--data-dir``, the zoo's models and the augmentation presets."""
+        from ..augment import PRESETS
+        from ..datasets import DATASETS, find_cifar10_files, find_dataset, find_idx_files
+        from ..models import ZOO
+        datasets = []
+        for key in DATASETS:
+            where = "generated" if key == "shapes" else find_dataset(key, self.data_dir)
+            datasets.append({"name": key, "available": where is not None, "where": where and str(where),
+                             "why": None if where else "not found in --data-dir, $CNNLAB_DATA or the cache"})
+        root = Path(self.data_dir) if self.data_dir else None
+        for sub in sorted(root.iterdir()) if root and root.is_dir() else ():
+            with contextlib.suppress(OSError, CnnlabFileError):
+                if sub.is_dir() and sub.name not in DATASETS and (find_idx_files(sub) or find_cifar10_files(sub)):
+                    datasets.append({"name": sub.name, "available": True, "where": str(sub), "why": None})
+        return {"data_dir": self.data_dir and str(self.data_dir), "datasets": datasets, "models": list(ZOO),
+                "augment": list(PRESETS)}
 
     def compute(self, fn, *args, **kw):
         """Run ``fn`` under the compute lock, in a worker thread, with one BLAS thread.
@@ -217,30 +244,46 @@ def _blas():
     return ThreadpoolController()
 
 
-def _load_examples(shape, config, n=256):
-    """Test images resized to ``shape``: the run's dataset when readable without a download, else shapes."""
+def _load_examples(shape, config, data_dir=None, n=256, asked=True):
+    """``(x, y, class_names, source, note)``: ``n`` test images for a model taking ``shape``.
+
+    The test split of the model's training data (``config``, its run's configuration) when it is
+    on disk: a named dataset looked up as ``cnnlab train`` looks (``data_dir``, the run's own
+    ``data_dir``, ``$CNNLAB_DATA``, the cache; never downloaded), or the run's dataset folder.
+    Otherwise ``shapes`` pictures resized to ``shape``, and ``note`` says why in one sentence
+    (``None`` when shapes is the model's own data or was asked for: ``asked=False``).
+    """
     from PIL import Image
-    from ..datasets import DATASETS, SHAPES_CLASSES, load_dataset, load_shapes
-    if config:
-        name = str(config.get("dataset", ""))
-        key = name.lower().replace("_", "-")
+    from ..datasets import DATASETS, SHAPES_CLASSES, find_dataset, load_dataset, load_shapes
+    name = str((config or {}).get("dataset") or "")
+    key = name.lower().replace("_", "-")
+    note = None
+    if not name:
+        note = "this model's training data is not known (it is not a run), so these are shapes pictures"
+    else:
+        options = config.get("dataset_options") or {}
         try:
             if key in DATASETS and key != "shapes":
-                loader, names = DATASETS[key]
-                _, (xt, yt) = loader(config.get("data_dir"), download=False)
+                where = next(filter(None, (find_dataset(key, d) for d in (data_dir, config.get("data_dir"), None))), None)
+                if where is None:
+                    raise FileNotFoundError(f"{name}'s files were not found in --data-dir, $CNNLAB_DATA or the cache")
+                _, (xt, yt), info = load_dataset(where, **options)
+                names = DATASETS[key][1]
             else:
-                _, (xt, yt), info = load_dataset(name, config.get("data_dir"), **(config.get("dataset_options") or {}))
+                _, (xt, yt), info = load_dataset(name, **options)
                 names = info["class_names"]
-            if tuple(xt.shape[1:]) == shape:
-                return xt[:n], yt[:n], list(names), key
-        except (OSError, ValueError):
-            pass                                     # not on disk: shapes instead
+            if tuple(xt.shape[1:]) != tuple(shape):
+                raise ValueError(f"{name}'s images are {tuple(xt.shape[1:])}, the model takes {tuple(shape)}")
+            return xt[:n], yt[:n], list(names), key if key in DATASETS else info["name"], None
+        except (OSError, ValueError) as e:
+            note = f"the model's own test images could not be used ({e}), so these are shapes pictures"
     h, w, c = shape
     (_, _), (xt, yt) = load_shapes(1, n, image_size=max(12, h, w), seed=1)
     if xt.shape[1:3] != (h, w):
         xt = np.stack([np.asarray(Image.fromarray(img[..., 0]).resize((w, h), Image.Resampling.BOX))
                        for img in xt])[..., None]
-    return np.repeat(xt, c, axis=3).astype(np.float32), yt, list(SHAPES_CLASSES), "shapes"
+    return (np.repeat(xt, c, axis=3).astype(np.float32), yt, list(SHAPES_CLASSES), "shapes",
+            note if asked else None)
 
 
 # ---------------------------------------------------------------------------
@@ -294,23 +337,26 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
 
     async def examples(request):
         model, _, dataset = ex.model_for(request)
-        source = request.query_params.get("source", "shapes")
-        if source not in ("shapes", "test"):
-            raise ApiError(400, f"source must be 'shapes' or 'test', received {source!r}")
+        source = {"test": "model"}.get(request.query_params.get("source"), request.query_params.get("source", "model"))
+        if source not in ("model", "shapes"):
+            raise ApiError(400, f"source must be 'model' (or 'test') or 'shapes', received {source!r}")
         n = min(_int(request, "n", 12, lo=1), 64)
-        x, y, names, used = await ex.compute(ex.examples, model, dataset, source, n)
-        return JSONResponse({"source": used, "examples": [
+        x, y, names, used, note = await ex.compute(ex.examples, model, dataset, source, n)
+        return JSONResponse({"source": used, "split": "test", "note": note, "examples": [
             {"label": int(t), "class_name": names[t] if t < len(names) else str(t), "png": png_base64(img)}
             for img, t in zip(x, y)]})
 
     async def filters(request):
+        name = request.query_params.get("run")
+        if name and ex.weights_of(name) is None:          # a new run before its first save: nothing yet
+            return JSONResponse({"layer": None, "kernel": None, "message": f"run {name!r} has no saved weights yet"})
         model, _, _ = ex.model_for(request)
         layer = compute.first_conv(model)
         return JSONResponse({"layer": layer.name, "kernel": compute.pack(layer.params["kernel"], "base64")})
 
     async def why_filters(request):
         model, _, dataset = ex.model_for(request)
-        x, _, _, _ = await ex.compute(ex.examples, model, dataset, "test", 256)
+        x, *_ = await ex.compute(ex.examples, model, dataset, "model", 256)
         out = await ex.compute(compute.filters_view, model, x, _int(request, "k", 4, lo=1))
         out["examples"] = len(x)
         return JSONResponse(out)
@@ -327,6 +373,9 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         dy, dx = _int(request, "dy", 0), _int(request, "dx", 0)
         x, _ = await image_of(request, model, dataset)
         return JSONResponse(await ex.compute(compute.shift_view, model, x, dy, dx))
+
+    async def choices(request):
+        return JSONResponse(await run_in_threadpool(ex.choices))
 
     async def list_runs(request):
         return JSONResponse({"root": str(ex.jobs.root), "runs": ex.jobs.list_runs(),
@@ -422,6 +471,7 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         Route("/api/why/filters", api(why_filters)),
         Route("/api/why/saliency", api(why_saliency), methods=["POST"]),
         Route("/api/why/shift", api(why_shift), methods=["POST"]),
+        Route("/api/choices", api(choices)),
         Route("/api/runs", api(list_runs), methods=["GET"]),
         Route("/api/runs", api(start_run), methods=["POST"]),
         Route("/api/runs/{name}", api(get_run)),

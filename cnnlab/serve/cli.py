@@ -90,7 +90,7 @@ def run(args) -> int:
         print(f"cnnlab serve: warning: listening on {args.host}: other machines can reach this server"
               + ("" if hosts else " and the Host header is not checked"), file=sys.stderr)
     app = create_app(model, class_names, runs_root=runs_root, allowed_hosts=hosts, dataset=config,
-                     max_jobs=args.max_jobs)
+                     max_jobs=args.max_jobs, data_dir=args.data_dir)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else shown}:{args.port}/"
     print(f"cnnlab serve: {model.name} ({model.num_params:,} parameters) at {url}  (Ctrl-C stops)", flush=True)
@@ -133,6 +133,9 @@ def add_parser(subparsers):
     p.add_argument("--open", action="store_true", help="open the page in the browser")
     p.add_argument("--runs", default="runs", help="folder of run directories to serve and write (default runs)")
     p.add_argument("--max-jobs", type=int, default=1, help="training jobs at a time (default 1)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="where the named datasets are stored, as for cnnlab train: the examples come from the "
+                        "model's own test images, and the training form offers the datasets found")
     p.set_defaults(func=run)
     return p
 

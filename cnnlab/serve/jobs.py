@@ -6,7 +6,8 @@ an ordinary run directory: ``cnnlab train --resume`` continues it and ``cnnlab
 report`` reports it. The child sends events through a queue::
 
     {"type": "start", "run": NAME, "epochs": E, ...}
-    {"type": "batch", "epoch": e, "step": s, "loss": l}     at most every BATCH_EVERY seconds
+    {"type": "batch", "epoch": e, "step": s, "loss": l}     every batch for the first EVERY_BATCH, then
+                                                            at most one every BATCH_EVERY seconds
     {"type": "epoch", "epoch": e, "loss": ..., "accuracy": ..., "val_accuracy": ...}   after the checkpoint
     {"type": "end", "status": "completed" | "stopped" | "failed", "epoch": last saved epoch, "message": ...}
 
@@ -33,7 +34,8 @@ from pathlib import Path
 from .. import runs
 from ..runs.files import existing_run_files
 
-BATCH_EVERY = 0.25         # seconds between batch events
+EVERY_BATCH = 200          # the first batches of a job each send an event (a short run still draws a curve),
+BATCH_EVERY = 0.1          # then at most one every BATCH_EVERY seconds
 # What a page may set when it starts a job (everything else keeps ``cnnlab train``'s defaults).
 JOB_OPTIONS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
                "schedule", "augment", "seed", "val_split", "label_smoothing", "loss", "limit", "workers",
@@ -63,14 +65,14 @@ def _child(config, out_dir, resume, events, stop):
     from ..training import Callback
 
     class Progress(Callback):
-        last = 0.0
+        last, sent = 0.0, 0
 
         def on_batch_end(self, trainer, step, loss):
             if stop.is_set():
                 raise KeyboardInterrupt                 # ends training as Ctrl-C does: last epoch kept
             now = time.monotonic()
-            if now - self.last >= BATCH_EVERY:
-                self.last = now
+            if self.sent < EVERY_BATCH or now - self.last >= BATCH_EVERY:
+                self.last, self.sent = now, self.sent + 1
                 events.put({"type": "batch", "epoch": trainer.epoch + 1, "step": int(step), "loss": float(loss)})
 
         def on_epoch_end(self, trainer, epoch, logs):

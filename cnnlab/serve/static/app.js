@@ -96,6 +96,7 @@ async function loadExamples() {
       });
       box.append(img);
     }
+    if (d.note) box.prepend(el("p", {class: "note", id: "examples-note"}, d.note));
   } catch (err) { box.textContent = err.message; }
 }
 $("example-source").addEventListener("change", loadExamples);
