@@ -1,0 +1,1 @@
+"""Numbers about models and their data, computed with NumPy (no plotting, no web framework)."""
