@@ -528,3 +528,50 @@ def test_an_mnist_job_from_the_data_dir_streams_every_batch(data_dir, tmp_path):
         assert c.get(f"/api/filters?run={job}").json()["kernel"]["shape"] == [5, 5, 1, 6]
         d = c.get(f"/api/examples?run={job}&n=4").json()
         assert d["source"] == "mnist" and [e["label"] for e in d["examples"]] == arrays["t10k"][1][:4].tolist()
+
+
+# ---------------------------------------------------------------------------
+# Words for a browser, the page's options, and inputs unlike the training data
+# ---------------------------------------------------------------------------
+def test_notes_are_plain_words_and_the_options_are_query_parameters(data_dir, tmp_path):
+    folder, _ = data_dir
+    with served(create_app(cnnlab.models.lenet5(), allowed_hosts=HOSTS, runs_root=tmp_path / "runs",
+                           dataset={"dataset": "mnist"}, data_dir=folder)) as c:
+        ink = np.ones((200, 160))
+        ink[60:140, 70:90] = 0.0                                  # a dark stroke on white paper, off centre
+        d = c.post("/api/predict?input=drawing", content=png(ink)).json()
+        assert len(d["notes"]) == 2 and all(n.startswith("Your drawing") for n in d["notes"]), d["notes"]
+        assert "20x20 box and centred" in d["notes"][1] and "as MNIST digits are" in d["notes"][1]
+        assert not any("--" in n for n in d["notes"]) and "untick" in d["notes"][0]
+        kept = c.post("/api/predict?input=upload&invert=no", content=png(ink)).json()
+        assert not any("inverted" in n for n in kept["notes"]) and "your picture" in kept["notes"][0].lower()
+        plain = c.post("/api/predict?invert=no&center=no", content=png(ink)).json()
+        assert plain["notes"] == [] and plain["probabilities"] != d["probabilities"]
+        # the unit route prepares the picture the same way: its value is the forward pass of that input
+        x, _ = prepare_input(png(ink), (28, 28, 1), invert="no", center="no")
+        u = c.post("/api/unit?layer=conv2d&channel=0&y=3&x=4&invert=no&center=no", content=png(ink)).json()
+        assert abs(u["model_value"] - layer_outputs(cnnlab.models.lenet5(), x)["conv2d"][3, 4, 0]) < 1e-5
+        assert c.post("/api/predict?center=sideways", content=png(ink)).status_code == 400
+
+
+def test_predictions_say_when_an_input_is_far_from_the_training_data(data_dir, tmp_path):
+    """The served measure is cnnlab.analysis.novelty calibrated on the model's own data (here the IDX
+    fixture found through --data-dir); without the data, no warning and a sentence why."""
+    from cnnlab.analysis.novelty import Novelty
+    folder, arrays = data_dir
+    model = cnnlab.models.lenet5()
+    with served(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path / "runs",
+                           dataset={"dataset": "mnist"}, data_dir=folder)) as c:
+        blank = c.post("/api/predict", content=png(np.zeros((28, 28)))).json()["novelty"]
+        own = c.post("/api/predict?center=no", content=png(arrays["t10k"][0][3] / 255)).json()["novelty"]
+    (x, _), (xt, _) = [(a[..., None].astype(np.float32) / 255, b) for a, b in (arrays["train"], arrays["t10k"])]
+    reference = Novelty.fit(model, x, xt)
+    for answer, image in ((blank, np.zeros((28, 28, 1), np.float32)), (own, xt[3])):
+        expected = reference.judge(image)
+        assert answer["dataset"] == "mnist" and abs(answer["score"] - expected["score"]) < 1e-6 * expected["score"]
+        assert answer["threshold"] == pytest.approx(reference.threshold) and answer["far"] == expected["far"]
+        assert answer["far"] == (answer["score"] > answer["threshold"]) and "Mahalanobis" in answer["measure"]
+    assert blank["far"] and "unlike the mnist images" in blank["message"]
+    with served(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path / "runs")) as c:
+        none = c.post("/api/predict", content=png(np.zeros((28, 28)))).json()["novelty"]
+    assert none["far"] is None and "not known" in none["message"]

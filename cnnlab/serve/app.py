@@ -41,6 +41,7 @@ import io
 import json
 import secrets
 import threading
+import weakref
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 
@@ -60,6 +61,11 @@ from .jobs import JobError, JobManager, run_events
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD = 4 * 1024 * 1024            # bytes of an uploaded image
 MAX_JSON = 64 * 1024                    # bytes of a JSON request
+
+
+NOVELTY_MEASURE = ("the largest Mahalanobis distance, relative to its median on held-out images, of the "
+                   "input's pixel statistics and of each layer's per-channel mean and spread from those of "
+                   "the training images")
 
 
 class ApiError(Exception):
@@ -101,14 +107,21 @@ async def read_json_body(request):
         raise ApiError(400, f"the body is not valid JSON: {e}") from None
 
 
-def decode_image(data: bytes, shape, dataset=None) -> tuple[np.ndarray, list]:
+# The words of the notes for a browser: who the picture is, and how the page turns each rule off.
+SUBJECTS = {"drawing": "your drawing", "upload": "your picture", "example": "the example"}
+UNDO = {"invert": "untick \u201cinvert a light background\u201d to keep it", "center": "untick \u201ccentre as MNIST\u201d to skip this"}
+
+
+def decode_image(data: bytes, shape, dataset=None, invert="auto", center="auto", subject=None) -> tuple[np.ndarray, list]:
     """The bytes of an image file -> (float32 (H, W, C) in [0, 1] for a model taking ``shape``, notes).
 
     Read and prepared by cnnlab's one image reader, as ``cnnlab predict`` and ``cnnlab explain``
     do (:func:`cnnlab.images.prepare_input`): the header's size checked before any pixel is
-    decoded (decompression bombs: 413), alpha on white, the light-background rule, MNIST's
-    size normalization for MNIST-style models. ``dataset`` is the model's training configuration
-    when known; the notes say in a sentence each what was done to the picture.
+    decoded (decompression bombs: 413), alpha on white, the light-background rule (``invert``:
+    auto, yes or no), MNIST's size normalization for MNIST-style models (``center``: auto, yes or
+    no). ``dataset`` is the model's training configuration when known; the notes say in a plain
+    sentence each what was done to ``subject`` (``drawing``, ``upload`` or ``example``) and which
+    option of the page undoes it.
     """
     if not data:
         raise ApiError(400, "the body is empty: send the bytes of a PNG or JPEG image")
@@ -116,9 +129,18 @@ def decode_image(data: bytes, shape, dataset=None) -> tuple[np.ndarray, list]:
         raise ApiError(400, f"this model takes inputs of shape {tuple(shape)}, not (H, W, 1) or (H, W, 3) images")
     name = dataset.get("dataset") if isinstance(dataset, dict) else None
     try:
-        return images.prepare_input(data, tuple(shape), dataset=name, name="the uploaded image")
+        return images.prepare_input(data, tuple(shape), invert=invert, center=center, dataset=name,
+                                    name=SUBJECTS.get(subject, "the picture"), undo=UNDO)
     except CnnlabFileError as e:
         raise ApiError(413 if "decompression bomb" in str(e) else 400, str(e)) from None
+
+
+def _choice(request, key, choices, default):
+    value = request.query_params.get(key, default) or default
+    value = {"1": "yes", "true": "yes", "0": "no", "false": "no"}.get(value, value)
+    if value not in choices:
+        raise ApiError(400, f"query parameter {key!r} must be one of {', '.join(choices)}, received {value!r}")
+    return value
 
 
 def _int(request, key, default=None, lo=None):
@@ -164,7 +186,9 @@ class Explorer:
         self.max_upload = int(max_upload)
         self.lock = threading.Lock()
         self._run_models: dict[str, tuple] = {}
-        self._examples: dict[tuple, tuple] = {}
+        self._data: dict[tuple, tuple | LookupError] = {}
+        self._shapes: dict[tuple, tuple] = {}
+        self._novelty = weakref.WeakKeyDictionary()      # model -> (Novelty or None, dataset or why not)
 
     def weights_of(self, name) -> Path | None:
         """The file of run ``name``'s latest weights; ``None`` while it has none (404: no such run or job)."""
@@ -191,19 +215,54 @@ class Explorer:
             self._run_models[name] = cached
         return cached[1], cached[2], cached[3]
 
+    def own_data(self, shape, dataset):
+        """:func:`model_data` for a model taking ``shape`` trained on ``dataset``, read once; or the
+        ``LookupError`` saying why there is none."""
+        key = (tuple(shape), json.dumps(dataset, sort_keys=True, default=str))
+        if key not in self._data:
+            try:
+                self._data[key] = model_data(shape, dataset, self.data_dir)
+            except LookupError as e:
+                self._data[key] = e
+        return self._data[key]
+
     def examples(self, model, dataset, source="model", n=12):
         """``(x, y, class_names, source, note)``: ``n`` test images for ``model``'s input: with
-        ``source="model"`` its own data when found on disk (:func:`_load_examples`), else ``shapes``
-        and a ``note`` saying why."""
+        ``source="model"`` its own data when found on disk (:func:`model_data`), else ``shapes``
+        pictures and a ``note`` saying why."""
         shape = tuple(model.input_shape)
         if len(shape) != 3 or shape[2] not in (1, 3):
             raise ApiError(400, f"this model takes inputs of shape {shape}, not images")
-        key = (shape, source, json.dumps(dataset, sort_keys=True, default=str))
-        if key not in self._examples:
-            self._examples[key] = _load_examples(shape, dataset if source == "model" else None, self.data_dir,
-                                                 asked=source == "model")
-        x, y, names, used, note = self._examples[key]
-        return x[:n], y[:n], names, used, note
+        data = self.own_data(shape, dataset) if source == "model" else None
+        if isinstance(data, tuple):
+            (xt, yt), names, used = data[1], data[2], data[3]
+            return xt[:n], yt[:n], names, used, None
+        if shape not in self._shapes:
+            self._shapes[shape] = shapes_examples(shape)
+        x, y, names = self._shapes[shape]
+        note = None if data is None else f"Shapes pictures instead of the model's own: {data}."
+        return x[:n], y[:n], names, "shapes", note
+
+    def novelty(self, model, dataset, x) -> dict:
+        """Whether ``x`` is far from ``model``'s training data (``cnnlab.analysis.novelty``, calibrated
+        once per model on its own held-out test images); ``far`` is ``None`` when there are none."""
+        from ..analysis.novelty import Novelty
+        if model not in self._novelty:
+            data = self.own_data(tuple(model.input_shape), dataset)
+            if isinstance(data, LookupError):
+                self._novelty[model] = (None, f"No warning for inputs unlike the training images: {data}.")
+            else:
+                (xtr, _), (xt, _), _, used = data
+                self._novelty[model] = (Novelty.fit(model, xtr, xt), used)
+        novelty, used = self._novelty[model]
+        if novelty is None:
+            return {"far": None, "message": used}
+        out = {**novelty.judge(x), "dataset": used, "measure": NOVELTY_MEASURE}
+        out["message"] = (f"This input is unlike the {used} images the model was trained on (its score, "
+                          f"{out['score']:.1f}, is above {out['threshold']:.1f}, which only 3% of {used}'s "
+                          f"held-out test images exceed): the prediction says little about it."
+                          if out["far"] else None)
+        return out
 
     def choices(self) -> dict:
         """What a training job may use here: the named datasets found on disk (``--data-dir``,
@@ -244,46 +303,48 @@ def _blas():
     return ThreadpoolController()
 
 
-def _load_examples(shape, config, data_dir=None, n=256, asked=True):
-    """``(x, y, class_names, source, note)``: ``n`` test images for a model taking ``shape``.
+def model_data(shape, config, data_dir=None, n_train=2000, n_test=1000):
+    """``((x_train, y_train), (x_test, y_test), class_names, source)``: the first ``n_train`` training and
+    ``n_test`` test images of the model's own data, for a model taking ``shape``.
 
-    The test split of the model's training data (``config``, its run's configuration) when it is
-    on disk: a named dataset looked up as ``cnnlab train`` looks (``data_dir``, the run's own
-    ``data_dir``, ``$CNNLAB_DATA``, the cache; never downloaded), or the run's dataset folder.
-    Otherwise ``shapes`` pictures resized to ``shape``, and ``note`` says why in one sentence
-    (``None`` when shapes is the model's own data or was asked for: ``asked=False``).
+    The dataset of ``config`` (its run's configuration): a named dataset looked up as ``cnnlab train``
+    looks (``data_dir``, the run's own ``data_dir``, ``$CNNLAB_DATA``, the cache; never downloaded),
+    ``shapes`` (generated as the run had it) or the run's dataset folder. ``LookupError`` says why
+    when there is none.
     """
-    from PIL import Image
-    from ..datasets import DATASETS, SHAPES_CLASSES, find_dataset, load_dataset, load_shapes
+    from ..datasets import DATASETS, find_dataset, load_dataset
     name = str((config or {}).get("dataset") or "")
-    key = name.lower().replace("_", "-")
-    note = None
     if not name:
-        note = "this model's training data is not known (it is not a run), so these are shapes pictures"
-    else:
-        options = config.get("dataset_options") or {}
-        try:
-            if key in DATASETS and key != "shapes":
-                where = next(filter(None, (find_dataset(key, d) for d in (data_dir, config.get("data_dir"), None))), None)
-                if where is None:
-                    raise FileNotFoundError(f"{name}'s files were not found in --data-dir, $CNNLAB_DATA or the cache")
-                _, (xt, yt), info = load_dataset(where, **options)
-                names = DATASETS[key][1]
-            else:
-                _, (xt, yt), info = load_dataset(name, **options)
-                names = info["class_names"]
-            if tuple(xt.shape[1:]) != tuple(shape):
-                raise ValueError(f"{name}'s images are {tuple(xt.shape[1:])}, the model takes {tuple(shape)}")
-            return xt[:n], yt[:n], list(names), key if key in DATASETS else info["name"], None
-        except (OSError, ValueError) as e:
-            note = f"the model's own test images could not be used ({e}), so these are shapes pictures"
+        raise LookupError("this model's training data is not known (it is not a run)")
+    key = name.lower().replace("_", "-")
+    options = config.get("dataset_options") or {}
+    try:
+        if key in DATASETS and key != "shapes":
+            where = next(filter(None, (find_dataset(key, d) for d in (data_dir, config.get("data_dir"), None))), None)
+            if where is None:
+                raise LookupError(f"{name}'s files were not found in --data-dir, $CNNLAB_DATA or the cache")
+            (x, y), (xt, yt), _ = load_dataset(where, **options)
+            names, source = DATASETS[key][1], key
+        else:
+            (x, y), (xt, yt), info = load_dataset(name, **options)
+            names, source = info["class_names"], key if key in DATASETS else info["name"]
+    except (OSError, ValueError) as e:
+        raise LookupError(f"{name} could not be read: {e}") from None
+    if tuple(xt.shape[1:]) != tuple(shape):
+        raise LookupError(f"{name}'s images are {tuple(xt.shape[1:])}, the model takes {tuple(shape)}")
+    return (x[:n_train], y[:n_train]), (xt[:n_test], yt[:n_test]), list(names), source
+
+
+def shapes_examples(shape, n=256):
+    """``(x, y, class_names)``: ``n`` shapes pictures resized to ``shape``."""
+    from PIL import Image
+    from ..datasets import SHAPES_CLASSES, load_shapes
     h, w, c = shape
     (_, _), (xt, yt) = load_shapes(1, n, image_size=max(12, h, w), seed=1)
     if xt.shape[1:3] != (h, w):
         xt = np.stack([np.asarray(Image.fromarray(img[..., 0]).resize((w, h), Image.Resampling.BOX))
                        for img in xt])[..., None]
-    return (np.repeat(xt, c, axis=3).astype(np.float32), yt, list(SHAPES_CLASSES), "shapes",
-            note if asked else None)
+    return np.repeat(xt, c, axis=3).astype(np.float32), yt, list(SHAPES_CLASSES)
 
 
 # ---------------------------------------------------------------------------
@@ -308,8 +369,12 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         return JSONResponse(compute.describe(model, names))
 
     async def image_of(request, model, dataset):
-        """The request's picture prepared for ``model``, and the notes saying how."""
-        return decode_image(await read_body(request, ex.max_upload), model.input_shape, dataset)
+        """The request's picture prepared for ``model`` as its query asks (``invert``, ``center``:
+        auto, yes or no; ``input``: drawing, upload or example, for the notes' words), and the notes."""
+        options = {k: _choice(request, k, ("auto", "yes", "no"), "auto") for k in ("invert", "center")}
+        subject = _choice(request, "input", ("drawing", "upload", "example", "picture"), "picture")
+        return decode_image(await read_body(request, ex.max_upload), model.input_shape, dataset,
+                            subject=subject, **options)
 
     async def predict(request):
         model, names, dataset = ex.model_for(request)
@@ -320,6 +385,7 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
             raise ApiError(400, f"activations must be 1, list or base64, received {request.query_params['activations']!r}")
         out = await ex.compute(compute.predict, model, x, fmt, names)
         out["notes"] = notes
+        out["novelty"] = await ex.compute(ex.novelty, model, dataset, x)
         return JSONResponse(out)
 
     async def unit(request):

@@ -278,7 +278,7 @@ class JobManager:
             job.stop_event.set()
         return job
 
-    def shutdown(self, grace=3.0) -> list[Job]:
+    def shutdown(self, grace=5.0) -> list[Job]:
         """Stop every running job and wait for its process; return the jobs that were running.
 
         A job is asked to stop after its current batch (its run keeps the checkpoint of its last
