@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import functools
 import hmac
 import io
@@ -63,6 +64,7 @@ MAX_UPLOAD = 4 * 1024 * 1024            # bytes of an uploaded image
 MAX_JSON = 64 * 1024                    # bytes of a JSON request
 
 
+N_FIT, N_HELD_OUT = 1000, 500          # images of the model's data fitting the novelty measure, calibrating it
 NOVELTY_MEASURE = ("the largest Mahalanobis distance, relative to its median on held-out images, of the "
                    "input's pixel statistics and of each layer's per-channel mean and spread from those of "
                    "the training images")
@@ -188,7 +190,8 @@ class Explorer:
         self._run_models: dict[str, tuple] = {}
         self._data: dict[tuple, tuple | LookupError] = {}
         self._shapes: dict[tuple, tuple] = {}
-        self._novelty = weakref.WeakKeyDictionary()      # model -> (Novelty or None, dataset or why not)
+        self._novelty = weakref.WeakKeyDictionary()      # model -> {"ready", "novelty", "why"}
+        self._data_lock, self._novelty_lock = threading.Lock(), threading.Lock()
 
     def weights_of(self, name) -> Path | None:
         """The file of run ``name``'s latest weights; ``None`` while it has none (404: no such run or job)."""
@@ -219,12 +222,13 @@ class Explorer:
         """:func:`model_data` for a model taking ``shape`` trained on ``dataset``, read once; or the
         ``LookupError`` saying why there is none."""
         key = (tuple(shape), json.dumps(dataset, sort_keys=True, default=str))
-        if key not in self._data:
-            try:
-                self._data[key] = model_data(shape, dataset, self.data_dir)
-            except LookupError as e:
-                self._data[key] = e
-        return self._data[key]
+        with self._data_lock:
+            if key not in self._data:
+                try:
+                    self._data[key] = model_data(shape, dataset, self.data_dir)
+                except LookupError as e:
+                    self._data[key] = e
+            return self._data[key]
 
     def examples(self, model, dataset, source="model", n=12):
         """``(x, y, class_names, source, note)``: ``n`` test images for ``model``'s input: with
@@ -244,17 +248,19 @@ class Explorer:
         return x[:n], y[:n], names, "shapes", note
 
     def novelty(self, model, dataset, x) -> dict:
-        """Whether ``x`` is far from ``model``'s training data (``cnnlab.analysis.novelty``, calibrated
-        once per model on its own held-out test images); ``far`` is ``None`` when there are none."""
-        from ..analysis.novelty import Novelty
-        if model not in self._novelty:
-            data = self.own_data(tuple(model.input_shape), dataset)
-            if isinstance(data, LookupError):
-                self._novelty[model] = (None, f"No warning for inputs unlike the training images: {data}.")
-            else:
-                (xtr, _), (xt, _), _, used = data
-                self._novelty[model] = (Novelty.fit(model, xtr, xt), used)
-        novelty, used = self._novelty[model]
+        """Whether ``x`` is far from ``model``'s training data (``cnnlab.analysis.novelty``, calibrated once
+        per model on its own held-out test images, in a thread of its own on a copy of the model, so
+        that predictions never wait for it); ``far`` is ``None`` until then, or when there are none."""
+        with self._novelty_lock:
+            entry = self._novelty.get(model)
+            if entry is None:
+                self._novelty[model] = entry = {"ready": threading.Event(), "novelty": None, "why": None}
+                threading.Thread(target=self._calibrate, args=(model, dataset, entry), daemon=True,
+                                 name="novelty-calibration").start()
+        if not entry["ready"].is_set():
+            return {"far": None, "message": "The warning for inputs unlike the training images is being calibrated "
+                                            "on the model's own data; later predictions will have it."}
+        novelty, used = entry["novelty"], entry["why"]
         if novelty is None:
             return {"far": None, "message": used}
         out = {**novelty.judge(x), "dataset": used, "measure": NOVELTY_MEASURE}
@@ -263,6 +269,21 @@ class Explorer:
                           f"held-out test images exceed): the prediction says little about it."
                           if out["far"] else None)
         return out
+
+    def _calibrate(self, model, dataset, entry):
+        from ..analysis.novelty import Novelty
+        try:
+            data = self.own_data(tuple(model.input_shape), dataset)
+            if isinstance(data, LookupError):
+                entry["why"] = f"No warning for inputs unlike the training images: {data}."
+            else:
+                (xtr, _), (xt, _), _, used = data
+                entry["novelty"] = Novelty.fit(copy.deepcopy(model), xtr[:N_FIT], xt[:N_HELD_OUT])
+                entry["why"] = used
+        except Exception as e:                      # noqa: BLE001 - said with every prediction, never lost
+            entry["why"] = f"No warning for inputs unlike the training images: calibration failed ({type(e).__name__}: {e})."
+        finally:
+            entry["ready"].set()
 
     def choices(self) -> dict:
         """What a training job may use here: the named datasets found on disk (``--data-dir``,
