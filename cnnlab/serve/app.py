@@ -5,7 +5,8 @@ Routes (all answers JSON except the page, the static files and the event stream)
     GET  /                                  the page (static/index.html)
     GET  /static/...                        the page's scripts and styles (package data only)
     GET  /api/model[?run=NAME]              input_shape, class_names, layers [{name, class, kind, output_shape, ...}]
-    POST /api/predict[?activations=1|base64][&run=NAME]      body: PNG/JPEG bytes -> probabilities, softmax
+    POST /api/predict[?activations=1|base64][&run=NAME]      body: PNG/JPEG bytes -> probabilities, softmax,
+                                            notes (what was done to the picture), novelty (far from the training data?)
     POST /api/unit?layer=L&channel=C&y=Y&x=X[&run=NAME]      body: image -> the numbers behind one unit
     GET  /api/examples?source=model|shapes&n=N              test images of the model's data (else shapes, and a note)
     GET  /api/filters[?run=NAME]            the first convolution's kernels (live training view; empty before a save)
@@ -16,8 +17,12 @@ Routes (all answers JSON except the page, the static files and the event stream)
     GET  /api/runs                          run directories under the runs folder, and jobs
     POST /api/runs                          JSON training options -> a job in its own process (409 if busy)
     GET  /api/runs/NAME                     a run's config, state and history
-    GET  /api/runs/NAME/events              server-sent events: batch, epoch, end (Last-Event-ID resumes)
+    GET  /api/runs/NAME/events              server-sent events: batch, epoch, end (Last-Event-ID resumes);
+                                            shutdown when the server stops
     POST /api/runs/NAME/stop                stop a job (it keeps its last completed epoch)
+
+Every route that reads an image takes ``invert=auto|no``, ``center=auto|no`` (how the picture is
+prepared) and ``input=drawing|upload|example`` (what the notes call it).
 
 Safety (:class:`Guard`): requests whose ``Host`` is not one of the served names get 403 (DNS
 rebinding); a request that may change state (POST) gets 403 unless it comes from the served
