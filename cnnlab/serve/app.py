@@ -24,7 +24,7 @@ Routes (all answers JSON except the page, the static files and the event stream)
 Every route that reads an image takes ``invert=auto|no``, ``center=auto|no`` (how the picture is
 prepared) and ``input=drawing|upload|example`` (what the notes call it).
 
-Safety (:class:`Guard`): requests whose ``Host`` is not one of the served names get 403 (DNS
+Safety (:class:`.guard.Guard`): requests whose ``Host`` is not one of the served names get 403 (DNS
 rebinding); a request that may change state (POST) gets 403 unless it comes from the served
 page (its ``Origin``) with the server's secret (a ``SameSite=Strict`` cookie set by ``GET /``);
 JSON routes take ``application/json`` only (415); a job's dataset is a built-in name or a
@@ -42,13 +42,11 @@ import base64
 import contextlib
 import copy
 import functools
-import hmac
 import io
 import json
 import secrets
 import threading
 import weakref
-from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +60,7 @@ from starlette.staticfiles import StaticFiles
 from .. import images, runs
 from .._io import CnnlabFileError
 from . import compute
+from .guard import Guard, token_cookie
 from .jobs import JobError, JobManager, run_events
 
 STATIC = Path(__file__).parent / "static"
@@ -588,66 +587,3 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
                     lifespan=lifespan)
     app.state.explorer = ex
     return Guard(app, allowed_hosts, secret)
-
-
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-
-
-def token_cookie(host: str) -> str:
-    """The secret's cookie name for the server at ``host`` (cookies ignore ports: one name per port)."""
-    port = host.rsplit(":", 1)[1] if ":" in host and not host.endswith("]") else ""
-    return f"cnnlab_token_{port}" if port.isdigit() else "cnnlab_token"
-
-
-class Guard:
-    """ASGI middleware: what another web page must not do to this server, refused with a JSON 403.
-
-    * ``Host`` must name the server (``allowed_hosts``; ``None``: any): a page on another site
-      that makes the browser resolve its name to 127.0.0.1 (DNS rebinding) carries its own name.
-    * A request that may change state (any method but GET, HEAD, OPTIONS) must come from the
-      served page: its ``Origin``, when sent, is the served origin (``scheme://Host``), its
-      ``Sec-Fetch-Site`` is not ``cross-site``, and it carries the server's secret, a random token
-      that ``GET /`` sets as a cookie (``HttpOnly; SameSite=Strict``: a browser sends it with
-      the page's own requests only, and no script can read it). The page's ``fetch`` calls send
-      it without asking. JSON routes also refuse a body that is not ``application/json`` (415,
-      :func:`read_json_body`), which a page cannot send to another site without a CORS preflight,
-      which this server never grants.
-    """
-
-    def __init__(self, app, allowed_hosts, secret):
-        self.app, self.secret = app, secret
-        self.allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
-
-    def __getattr__(self, name):                  # ``app.state`` and friends reach the wrapped application
-        return getattr(self.app, name)
-
-    def refusal(self, scope) -> str | None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        host = headers.get("host", "").lower()
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if self.allowed is not None and name not in self.allowed:
-            return f"refused: the Host header {host!r} is not a served name ({', '.join(sorted(self.allowed))})"
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
-            return None
-        origin = headers.get("origin")
-        served = f"{scope.get('scheme', 'http')}://{host}"
-        if origin is not None and origin.lower() != served:
-            return f"refused: a request from {origin} may not change this server's state; only its own page ({served}) may"
-        if headers.get("sec-fetch-site") == "cross-site":
-            return "refused: a request from another site may not change this server's state"
-        cookies = SimpleCookie()
-        with contextlib.suppress(CookieError):
-            cookies.load(headers.get("cookie", ""))
-        sent = cookies.get(token_cookie(host))
-        if sent is None or not hmac.compare_digest(sent.value.encode(), self.secret.encode()):
-            return ("refused: this request needs the server's token, which its page receives as a cookie; "
-                    "open the page first")
-        return None
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] in ("http", "websocket"):
-            why = self.refusal(scope)
-            if why:
-                await _error(403, why)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
