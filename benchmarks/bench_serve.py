@@ -41,8 +41,11 @@ def image_png(shape, seed=0) -> bytes:
     return buf.getvalue()
 
 
+COOKIE = {}          # the server's secret, as its page receives it (every POST needs it)
+
+
 def request(conn, method, path, body=None, headers=None):
-    conn.request(method, path, body=body, headers=headers or {})
+    conn.request(method, path, body=body, headers={**COOKIE, **(headers or {})})
     r = conn.getresponse()
     data = r.read()
     if r.status >= 300:
@@ -84,6 +87,10 @@ def serve(model, runs_dir):
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             shape = request(conn, "GET", "/api/model")["input_shape"]
+            conn.request("GET", "/")
+            page = conn.getresponse()
+            page.read()
+            COOKIE["Cookie"] = page.getheader("set-cookie").split(";")[0]
             conn.close()
             return proc, port, shape
         except OSError:
@@ -108,7 +115,8 @@ def main(argv=None):
                         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
                         job = request(conn, "POST", "/api/runs", json.dumps(
                             {"dataset": "shapes", "model": "lenet5", "epochs": 100, "workers": 1,
-                             "dataset_options": {"n_train": 3000, "n_test": 100}}))["id"]
+                             "dataset_options": {"n_train": 3000, "n_test": 100}}),
+                            {"Content-Type": "application/json"})["id"]
                         conn.close()
                         time.sleep(3)                              # past process start and data generation
                     for clients in (1, 16):

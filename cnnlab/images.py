@@ -267,15 +267,21 @@ def is_mnist_style(input_shape, dataset=None) -> bool:
     return dataset is None or str(dataset).lower() in MNIST_STYLE_DATASETS
 
 
+# How the command line turns each rule off, quoted in the notes; another interface passes its own words.
+UNDO_FLAGS = {"invert": "--keep-background keeps it as it is", "center": "--no-center skips this"}
+
+
 def prepare_input(source: Source, input_shape, invert="auto", center="auto", dataset=None,
-                  name: Optional[str] = None) -> tuple[np.ndarray, list]:
+                  name: Optional[str] = None, undo: Optional[dict] = None) -> tuple[np.ndarray, list]:
     """One picture as one model input (H, W, C) float32, and the notes saying what was done to it.
 
     ``invert``: ``"auto"`` (grayscale models: invert a picture whose background is
     light, the opposite of the training data's dark one), ``"yes"`` or ``"no"``.
     ``center``: ``"auto"`` (MNIST's normalization for MNIST-style models, see
     :func:`is_mnist_style`; ``dataset`` is the training data's name when known),
-    ``"yes"`` or ``"no"``. The notes are sentences for the user, one per rule applied.
+    ``"yes"`` or ``"no"``. The notes are sentences for the user, one per rule applied,
+    whose subject is ``name`` (e.g. "your drawing"); ``undo`` says how the user turns the
+    ``"invert"`` and ``"center"`` rules off (default :data:`UNDO_FLAGS`, the command line's flags).
     """
     if invert not in ("auto", "yes", "no"):
         raise ValueError(f"invert must be 'auto', 'yes' or 'no', received {invert!r}")
@@ -287,25 +293,31 @@ def prepare_input(source: Source, input_shape, invert="auto", center="auto", dat
                          f"takes {shape}")
     h, w, c = shape
     what = _name(source, name)
+    undo = {**UNDO_FLAGS, **(undo or {})}
     x = read_image(source, None, c, name)
     notes = []
     background = border_brightness(x)
     if invert == "yes" or (invert == "auto" and c == 1 and background > LIGHT_BORDER):
         x = 1.0 - x
-        notes.append(f"{what}: inverted (light strokes on a dark background, like the training data)"
+        notes.append(f"{_capital(what)} was inverted: light strokes on a dark background, like the training images."
                      if invert == "yes" else
-                     f"{what}: its background is light ({background:.2f}), the opposite of the training data's "
-                     f"dark one, so it was inverted (--keep-background keeps it as it is)")
+                     f"{_capital(what)} has a light background ({background:.2f} of white), the opposite of the "
+                     f"training images' dark one, so it was inverted ({undo['invert']}).")
     if c == 1 and (center == "yes" or (center == "auto" and is_mnist_style(shape, dataset))):
-        norm = mnist_normalize(x, box=round(MNIST_BOX * min(h, w) / MNIST_FIELD), field=min(h, w))
+        box = round(MNIST_BOX * min(h, w) / MNIST_FIELD)
+        norm = mnist_normalize(x, box=box, field=min(h, w))
         if norm is None:
-            notes.append(f"{what}: nothing stands out from the background, so it was only resized")
+            notes.append(f"Nothing in {what} stands out from the background, so it was only resized.")
         else:
             x = norm if (h, w) == norm.shape[:2] else resize(norm, h, w)
-            notes.append(f"{what}: the drawing was scaled into a {round(MNIST_BOX * min(h, w) / MNIST_FIELD)}-pixel "
-                         f"box and centred by its centre of mass, as MNIST was made (--no-center skips this)")
+            notes.append(f"{_capital(what)} was scaled into a {box}x{box} box and centred by its centre of mass, "
+                         f"as MNIST digits are ({undo['center']}).")
             return x.astype(np.float32), notes
     return resize(x, h, w), notes
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def add_arguments(parser, invert_flag: bool = True) -> None:

@@ -1,8 +1,10 @@
 """The explorer's HTTP interface (``cnnlab serve``) through Starlette's test client: every route, every refusal."""
 import base64
+import contextlib
 import io
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from cnnlab.datasets import SHAPES_CLASSES  # noqa: E402
 from cnnlab.serve.app import create_app  # noqa: E402
 
 HOSTS = ("testserver",)
+JSON = {"Content-Type": "application/json"}
 
 
 def png(a) -> bytes:
@@ -54,11 +57,19 @@ def image():
     return a
 
 
+@contextlib.contextmanager
+def served(app, **kw):
+    """A test client that opened the page first, so it holds the server's secret cookie as the page does."""
+    with TestClient(app, **kw) as c:
+        assert c.get("/").status_code == 200
+        yield c
+
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     app = create_app(every_kind_model(), class_names=["a", "b", "c"], runs_root=tmp_path_factory.mktemp("runs"),
                      allowed_hosts=HOSTS, max_upload=200_000)
-    with TestClient(app) as c:
+    with served(app) as c:
         yield c
 
 
@@ -186,7 +197,8 @@ def test_max_pool_detail_names_the_winner(client, image):
 
 def test_examples(client):
     d = client.get("/api/examples?n=5").json()
-    assert d["source"] == "shapes" and len(d["examples"]) == 5
+    assert d["source"] == "shapes" and len(d["examples"]) == 5 and "not known" in d["note"]
+    assert client.get("/api/examples?n=5&source=shapes").json()["note"] is None
     img = Image.open(io.BytesIO(base64.b64decode(d["examples"][0]["png"])))
     assert img.size == (18, 20) and d["examples"][0]["class_name"]
     assert client.get("/api/examples?source=elsewhere").status_code == 400
@@ -258,17 +270,54 @@ def test_host_header_must_name_the_server(client):
     assert r.status_code == 200
 
 
+def test_other_web_pages_cannot_act_on_the_server(tmp_path, image):
+    """The issue's cross-site requests: a page on another site may send a "simple" POST (text/plain, its
+    own Origin, no secret); each refusal alone answers 403, and no job starts. The page's own requests
+    (same origin, the cookie set by ``GET /``, JSON) pass."""
+    app = create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path)
+    job = json.dumps({"dataset": "shapes", "epochs": 1})
+    evil = {"Origin": "http://evil.example"}
+    with TestClient(app) as stranger:                  # never opened the page: no secret
+        r = stranger.post("/api/runs", content=job, headers={**evil, "Content-Type": "text/plain"})
+        assert r.status_code == 403 and "evil.example" in r.json()["error"]
+        r = stranger.post("/api/runs", content=job, headers=JSON)
+        assert r.status_code == 403 and "token" in r.json()["error"]
+        assert stranger.post("/api/runs/anything/stop").status_code == 403
+        assert stranger.post("/api/predict", content=png(image)).status_code == 403
+    with served(app) as c:
+        cookie = c.get("/").headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+        for headers in (evil, {"Origin": "null"}, {"Origin": "http://testserver:9999"}, {"Sec-Fetch-Site": "cross-site"}):
+            r = c.post("/api/runs", content=job, headers={**JSON, **headers})
+            assert r.status_code == 403 and "refused" in r.json()["error"], headers
+            assert c.post("/api/runs/anything/stop", headers=headers).status_code == 403, headers
+        r = c.post("/api/runs", content=job, headers={"Content-Type": "text/plain"})
+        assert r.status_code == 415 and "application/json" in r.json()["error"]
+        r = c.post("/api/runs", content=job, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 415
+        assert c.get("/api/runs").json()["jobs"] == []                         # nothing started
+        # the page's own request, with its Origin, passes the guard (and is then judged on its content)
+        r = c.post("/api/predict", content=png(image), headers={"Origin": "http://testserver"})
+        assert r.status_code == 200
+        for dataset in ("/etc", "../../etc", str(tmp_path.parent), "~"):
+            r = c.post("/api/runs", json={"dataset": dataset, "epochs": 1})
+            assert r.status_code == 400 and "built-in name or a folder inside" in r.json()["error"], dataset
+        r = c.post("/api/runs", json={"model": "/etc/hostname", "epochs": 1})
+        assert r.status_code == 400 and "model" in r.json()["error"]
+        assert c.get("/api/runs").json()["jobs"] == []
+
+
 def test_json_errors(client):
     for body in (b"{not json", b"\xff\xfe", b"[1, 2"):
-        r = client.post("/api/runs", content=body)
+        r = client.post("/api/runs", content=body, headers=JSON)
         assert r.status_code == 400 and "JSON" in r.json()["error"]
-    r = client.post("/api/runs", content=json.dumps([1, 2]))
+    r = client.post("/api/runs", json=[1, 2])
     assert r.status_code == 400 and "JSON object" in r.json()["error"]
-    r = client.post("/api/runs", content=json.dumps({"epochs": 1, "colour": "blue"}))
+    r = client.post("/api/runs", json={"epochs": 1, "colour": "blue"})
     assert r.status_code == 400 and "colour" in r.json()["error"]
-    r = client.post("/api/runs", content=json.dumps({"epochs": -1}))
+    r = client.post("/api/runs", json={"epochs": -1})
     assert r.status_code == 400 and "epochs" in r.json()["error"]
-    r = client.post("/api/runs", content=b"{" + b" " * 70_000 + b"}")
+    r = client.post("/api/runs", content=b"{" + b" " * 70_000 + b"}", headers=JSON)
     assert r.status_code == 413
     for name in ("..", "..%2F..%2Fetc", "nothing-here"):
         r = client.get(f"/api/runs/{name}")
@@ -279,7 +328,7 @@ def test_json_errors(client):
 def test_internal_errors_are_json_without_traceback(tmp_path):
     model = every_kind_model()
     model.layers[0].forward = None                   # breaks the forward pass
-    with TestClient(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path), raise_server_exceptions=False) as c:
+    with served(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path), raise_server_exceptions=False) as c:
         r = c.post("/api/predict", content=png(np.zeros((20, 18))))
     assert r.status_code == 500 and r.json()["error"].startswith("internal error: TypeError")
     assert "Traceback" not in r.text
@@ -312,7 +361,7 @@ def test_training_job_lifecycle(tmp_path):
     app = create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path)
     options = {"dataset": "shapes", "dataset_options": {"n_train": 320, "n_test": 64}, "model": "tiny_cnn",
                "epochs": 50, "batch_size": 32, "lr": 0.05}
-    with TestClient(app) as c:
+    with served(app) as c:
         r = c.post("/api/runs", json=options)
         assert r.status_code == 201, r.text
         job = r.json()["id"]
@@ -355,7 +404,7 @@ def test_training_job_lifecycle(tmp_path):
 
 def test_failed_job_says_why_and_keeps_its_last_epoch(tmp_path):
     app = create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path)
-    with TestClient(app) as c:
+    with served(app) as c:
         r = c.post("/api/runs", json={"dataset": "shapes", "dataset_options": {"n_train": 256, "n_test": 32},
                                       "model": "tiny_cnn", "epochs": 2, "lr": 1e12, "momentum": 0.0})
         events = sse(c, f"/api/runs/{r.json()['id']}/events")
@@ -369,7 +418,7 @@ def test_events_of_a_run_written_elsewhere(tmp_path):
     config = runs.make_config(dataset="shapes", dataset_options={"n_train": 256, "n_test": 32}, model="tiny_cnn",
                               epochs=2, workers=1)
     runs.run_training(config, tmp_path / "outside", verbose=0, plot=False)
-    with TestClient(create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path)) as c:
+    with served(create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path)) as c:
         events = sse(c, "/api/runs/outside/events")
         assert [e["type"] for e in events] == ["epoch", "epoch", "end"] and events[-1]["data"]["status"] == "completed"
         assert [e["type"] for e in sse(c, "/api/runs/outside/events", {"Last-Event-ID": "1"})] == ["epoch", "end"]
@@ -387,7 +436,7 @@ def test_zoo_models_every_layer_unit_matches_the_forward_pass(name, tmp_path):
     x, _ = prepare_input(png(img), model.input_shape)
     rng = np.random.default_rng(6)
     outputs = layer_outputs(model, x)
-    with TestClient(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path)) as client:
+    with served(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path)) as client:
         d = client.get("/api/model").json()
         assert [l["output_shape"] for l in d["layers"]] == [list(l.output_shape) for l in model.layers]
         p = client.post("/api/predict?activations=base64", content=png(img)).json()
@@ -403,3 +452,137 @@ def test_zoo_models_every_layer_unit_matches_the_forward_pass(name, tmp_path):
             u = r.json()
             ref = unit_reference(outputs, layer.name, ch, i, j)
             assert abs(u["model_value"] - ref) < 1e-4 and abs(u["value"] - ref) < 1e-4, (layer.name, u["value"], ref)
+
+
+# ---------------------------------------------------------------------------
+# The model's own data: --data-dir, as cnnlab train has it
+# ---------------------------------------------------------------------------
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A ``--data-dir`` holding MNIST-format IDX files (random pictures, written here: CI never skips),
+    and a dataset folder of the same format; ``$CNNLAB_DATA`` and the cache point at empty folders."""
+    from test_datasets import make_idx_set
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    arrays = make_idx_set(tmp_path / "data" / "mnist", n_train=200, n_test=24, size=28, seed=4)
+    make_idx_set(tmp_path / "data" / "digits", n_train=8, n_test=4, size=28, seed=5)
+    return tmp_path / "data", arrays
+
+
+def decoded(example):
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(example["png"]))))
+
+
+def test_examples_come_from_the_models_own_data(data_dir, tmp_path):
+    """An MNIST model's examples are MNIST's test images found through --data-dir, in order, with their labels;
+    without the files, shapes pictures and a note saying why."""
+    folder, arrays = data_dir
+    images, labels = arrays["t10k"]
+    mnist_run = {"dataset": "mnist", "data_dir": None, "dataset_options": {}}
+    with served(create_app(cnnlab.models.lenet5(), allowed_hosts=HOSTS, runs_root=tmp_path / "runs",
+                           dataset=mnist_run, data_dir=folder)) as c:
+        d = c.get("/api/examples?n=6").json()
+        assert d["source"] == "mnist" and d["note"] is None and d["split"] == "test"
+        assert [e["label"] for e in d["examples"]] == labels[:6].tolist()
+        for e, img in zip(d["examples"], images):
+            np.testing.assert_array_equal(decoded(e), img)
+        assert c.get("/api/examples?n=6&source=test").json()["examples"] == d["examples"]
+    with served(create_app(cnnlab.models.lenet5(), allowed_hosts=HOSTS, runs_root=tmp_path / "runs",
+                           dataset=mnist_run)) as c:
+        d = c.get("/api/examples?n=6").json()
+        assert d["source"] == "shapes" and "mnist" in d["note"] and "--data-dir" in d["note"]
+
+
+def test_training_choices_are_what_is_on_disk(data_dir, tmp_path):
+    folder, _ = data_dir
+    with served(create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path / "runs",
+                           data_dir=folder)) as c:
+        d = c.get("/api/choices").json()
+    found = {x["name"]: x for x in d["datasets"]}
+    assert found["mnist"]["available"] and Path(found["mnist"]["where"]) == folder / "mnist"
+    assert not found["cifar10"]["available"] and "--data-dir" in found["cifar10"]["why"]
+    assert not found["fashion-mnist"]["available"] and found["shapes"]["available"]
+    assert found["digits"]["available"] and Path(found["digits"]["where"]) == folder / "digits"
+    assert d["models"] == list(cnnlab.models.ZOO) and "mnist" in d["augment"] and "none" in d["augment"]
+    from cnnlab.serve.jobs import JobManager
+    jobs = JobManager(tmp_path / "runs", data_dir=folder)
+    checked = jobs.check_sources({"dataset": "digits", "model": "lenet5"})
+    assert checked["dataset"] == str((folder / "digits").resolve()) and checked["data_dir"] == str(folder)
+
+
+def test_an_mnist_job_from_the_data_dir_streams_every_batch(data_dir, tmp_path):
+    """A job on ``mnist`` found through --data-dir trains; its filters answer (empty) before the first save;
+    every batch of a short run is a point; the run's examples are its own test images."""
+    folder, arrays = data_dir
+    app = create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path / "runs", data_dir=folder)
+    with served(app) as c:
+        r = c.post("/api/runs", json={"dataset": "mnist", "model": "lenet5", "epochs": 1, "batch_size": 8})
+        assert r.status_code == 201, r.text
+        job = r.json()["id"]
+        f = c.get(f"/api/filters?run={job}")                 # the child has not saved anything yet
+        assert f.status_code == 200 and f.json()["kernel"] is None and "no saved weights" in f.json()["message"]
+        events = sse(c, f"/api/runs/{job}/events")
+        assert events[-1]["data"]["status"] == "completed", events[-1]
+        steps = [e["data"]["step"] for e in events if e["type"] == "batch"]
+        assert steps == list(range(1, 200 // 8 + 1))         # 25 batches, 25 points
+        assert c.get(f"/api/filters?run={job}").json()["kernel"]["shape"] == [5, 5, 1, 6]
+        d = c.get(f"/api/examples?run={job}&n=4").json()
+        assert d["source"] == "mnist" and [e["label"] for e in d["examples"]] == arrays["t10k"][1][:4].tolist()
+
+
+# ---------------------------------------------------------------------------
+# Words for a browser, the page's options, and inputs unlike the training data
+# ---------------------------------------------------------------------------
+def test_notes_are_plain_words_and_the_options_are_query_parameters(data_dir, tmp_path):
+    folder, _ = data_dir
+    with served(create_app(cnnlab.models.lenet5(), allowed_hosts=HOSTS, runs_root=tmp_path / "runs",
+                           dataset={"dataset": "mnist"}, data_dir=folder)) as c:
+        ink = np.ones((200, 160))
+        ink[60:140, 70:90] = 0.0                                  # a dark stroke on white paper, off centre
+        d = c.post("/api/predict?input=drawing", content=png(ink)).json()
+        assert len(d["notes"]) == 2 and all(n.startswith("Your drawing") for n in d["notes"]), d["notes"]
+        assert "20x20 box and centred" in d["notes"][1] and "as MNIST digits are" in d["notes"][1]
+        assert not any("--" in n for n in d["notes"]) and "untick" in d["notes"][0]
+        kept = c.post("/api/predict?input=upload&invert=no", content=png(ink)).json()
+        assert not any("inverted" in n for n in kept["notes"]) and "your picture" in kept["notes"][0].lower()
+        plain = c.post("/api/predict?invert=no&center=no", content=png(ink)).json()
+        assert plain["notes"] == [] and plain["probabilities"] != d["probabilities"]
+        # the unit route prepares the picture the same way: its value is the forward pass of that input
+        x, _ = prepare_input(png(ink), (28, 28, 1), invert="no", center="no")
+        u = c.post("/api/unit?layer=conv2d&channel=0&y=3&x=4&invert=no&center=no", content=png(ink)).json()
+        assert abs(u["model_value"] - layer_outputs(cnnlab.models.lenet5(), x)["conv2d"][3, 4, 0]) < 1e-5
+        assert c.post("/api/predict?center=sideways", content=png(ink)).status_code == 400
+
+
+def calibrated(client, body, query=""):
+    """The ``novelty`` of a prediction once the measure is calibrated (in the background: until then
+    ``far`` is null and the message says it is being calibrated)."""
+    deadline = time.time() + 60
+    while True:
+        novelty = client.post("/api/predict" + query, content=body).json()["novelty"]
+        if "being calibrated" not in (novelty["message"] or "") or time.time() > deadline:
+            return novelty
+        time.sleep(0.1)
+
+
+def test_predictions_say_when_an_input_is_far_from_the_training_data(data_dir, tmp_path):
+    """The served measure is cnnlab.analysis.novelty calibrated on the model's own data (here the IDX
+    fixture found through --data-dir); without the data, no warning and a sentence why."""
+    from cnnlab.analysis.novelty import Novelty
+    folder, arrays = data_dir
+    model = cnnlab.models.lenet5()
+    with served(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path / "runs",
+                           dataset={"dataset": "mnist"}, data_dir=folder)) as c:
+        blank = calibrated(c, png(np.zeros((28, 28))))
+        own = calibrated(c, png(arrays["t10k"][0][3] / 255), "?center=no")
+    (x, _), (xt, _) = [(a[..., None].astype(np.float32) / 255, b) for a, b in (arrays["train"], arrays["t10k"])]
+    reference = Novelty.fit(model, x, xt)
+    for answer, image in ((blank, np.zeros((28, 28, 1), np.float32)), (own, xt[3])):
+        expected = reference.judge(image)
+        assert answer["dataset"] == "mnist" and abs(answer["score"] - expected["score"]) < 1e-6 * expected["score"]
+        assert answer["threshold"] == pytest.approx(reference.threshold) and answer["far"] == expected["far"]
+        assert answer["far"] == (answer["score"] > answer["threshold"]) and "Mahalanobis" in answer["measure"]
+    assert blank["far"] and "unlike the mnist images" in blank["message"]
+    with served(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path / "runs")) as c:
+        none = calibrated(c, png(np.zeros((28, 28))))
+    assert none["far"] is None and "not known" in none["message"]

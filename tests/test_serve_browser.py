@@ -23,6 +23,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
+pytestmark = pytest.mark.slow                  # a real server and a browser
+
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -174,3 +176,47 @@ def test_uploading_a_non_image_shows_the_message(page, tmp_path):
     page.wait_for_function("document.querySelector('#input-error').textContent.length > 0")
     assert "not a picture" in page.inner_text("#input-error")
     screenshot(page, tmp_path, "upload-error")
+
+
+def test_an_mnist_run_meets_its_own_digits_and_plain_words(browser, tmp_path):
+    """``cnnlab serve RUN --data-dir DIR`` on a LeNet-5 run of MNIST-format data (an IDX fixture written here):
+    the first example is the data's first test image, with no note; the notes speak of "the example", quote
+    no flag, and the page's boxes change the preparation."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from cnnlab import runs
+    from test_datasets import make_idx_set
+    data = tmp_path / "data"
+    arrays = make_idx_set(data / "mnist", n_train=64, n_test=8, size=28, seed=7)
+    run = tmp_path / "runs" / "mnist-lenet5"
+    runs.run_training(runs.make_config(dataset="mnist", data_dir=str(data), model="lenet5", epochs=1, batch_size=32,
+                                       workers=1), run, verbose=0, plot=False)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", str(run), "--port", str(port), "--runs",
+                             str(tmp_path / "runs"), "--data-dir", str(data)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "(Ctrl-C stops)" in proc.stdout.readline()
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("#top-class", timeout=30_000)
+        settled(page)
+        first = page.locator("#examples img").first
+        assert "(mnist)" in first.get_attribute("title") and page.locator("#examples-note").count() == 0
+        png = base64.b64decode(first.get_attribute("src").split(",", 1)[1])
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), arrays["t10k"][0][0])
+        notes = page.inner_text("#prediction")
+        assert "The example" in notes and "--" not in notes, notes
+        page.uncheck("#prep-center")
+        page.wait_for_timeout(200)
+        settled(page)
+        assert "centred" not in page.inner_text("#prediction")
+        screenshot(page, tmp_path, "mnist-run")
+        page.close()
+    finally:
+        proc.send_signal(2)
+        proc.wait(timeout=20)

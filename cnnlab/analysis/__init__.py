@@ -6,6 +6,7 @@
 * :mod:`.patches` -- template matching: cross-correlation and the input patches a filter responds to most;
 * :mod:`.attribution` -- which pixels a prediction depends on: gradient saliency, SmoothGrad, occlusion, Grad-CAM;
 * :mod:`.shifts` -- shifted inputs and how much features and prediction change;
+* :mod:`.novelty` -- how far an input is from a model's training data (the explorer's warning), calibrated on held-out images;
 * :mod:`.texts` -- the sentences that explain a model to a learner, chosen by rules from the numbers above.
 
 Only NumPy and cnnlab's layers: importing this package loads neither matplotlib nor a web framework.

@@ -11,8 +11,8 @@ from .cifar import find_cifar10_files, load_cifar10_files, read_cifar10_bin
 from .download import DatasetNotFoundError, cache_dir, download_file, extract_tar
 from .folder import load_folder_dataset, load_image_folder
 from .idx import load_idx_pair, read_idx
-from .official import (CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES, SOURCES, find_idx_files,
-                       load_cifar10, load_fashion_mnist, load_mnist)
+from .official import (CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES, SOURCES, find_dataset,
+                       find_idx_files, load_cifar10, load_fashion_mnist, load_mnist)
 from .registry import DATASETS, load_dataset
 from .shapes import SHAPES_CLASSES, load_shapes
 from .split import split_seed_for, split_train_val
@@ -21,7 +21,7 @@ __all__ = [
     "from_arrays", "find_cifar10_files", "load_cifar10_files", "read_cifar10_bin",
     "DatasetNotFoundError", "cache_dir", "download_file", "extract_tar",
     "load_folder_dataset", "load_image_folder", "load_idx_pair", "read_idx",
-    "CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "MNIST_CLASSES", "SOURCES", "find_idx_files",
+    "CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "MNIST_CLASSES", "SOURCES", "find_dataset", "find_idx_files",
     "load_cifar10", "load_fashion_mnist", "load_mnist", "DATASETS", "load_dataset",
     "SHAPES_CLASSES", "load_shapes", "split_seed_for", "split_train_val",
 ]

@@ -163,6 +163,18 @@ def _locate(key: str, path: PathLike | None, download: bool, finder):
     )
 
 
+def find_dataset(key: str, path: PathLike | None = None) -> Path | None:
+    """The folder holding the named dataset ``key``'s files, looked up as the loaders look (``path``,
+    ``$CNNLAB_DATA``, the cache), without reading or downloading them; ``None`` when absent."""
+    finder = find_cifar10_files if key == "cifar10" else find_idx_files
+    try:
+        found = _locate(key, path, False, finder)
+    except (DatasetNotFoundError, CnnlabFileError):
+        return None
+    first = found[0] if key != "cifar10" else found[1][0]
+    return Path(first).parent
+
+
 def load_mnist(path: PathLike | None = None, download: bool = True):
     """MNIST digits: ``(x_train, y_train), (x_test, y_test)``, 60000 and 10000 images (28, 28, 1)."""
     return load_idx_folder(_locate("mnist", path, download, find_idx_files))

@@ -2,10 +2,11 @@
 
 * :mod:`.compute` -- what the pages show, computed with NumPy from ``cnnlab.analysis``;
 * :mod:`.jobs` -- training jobs in their own processes, progress events for any run directory;
-* :mod:`.app` -- the Starlette application (``create_app(model)``), JSON errors, safety checks;
+* :mod:`.app` -- the Starlette application (``create_app(model)``), JSON errors;
+* :mod:`.guard` -- what other web pages may not do (Host, Origin, the server's secret);
 * :mod:`.cli` -- the ``cnnlab serve`` command;
 * ``static/`` -- the page: plain JavaScript modules, SVG and canvas, no build step, no network.
 
 Starlette and uvicorn are the ``serve`` extra (``pip install "cnnlab[serve]"``); only
-:mod:`.app` imports them.
+:mod:`.app` and :mod:`.guard` import them.
 """

@@ -5,15 +5,22 @@ MODEL_OR_RUN is a run directory, a ``.safetensors`` model, an ``.onnx`` file or 
 ``shapes`` data in a few seconds (kept as the run ``RUNS/shapes-tiny_cnn`` and
 reused next time), so the explorer works offline at once.
 
+Ctrl-C or SIGTERM stops the server within a few seconds: open event streams end with a
+``shutdown`` event, requests get ``GRACE`` seconds to finish, and a running training job
+is stopped after its current batch (its run keeps the checkpoint of its last completed
+epoch; ``cnnlab train --resume`` continues it); no process is left behind.
+
 Starlette and uvicorn come with the ``serve`` extra and are imported only when
 the command runs; without them the command says what to install.
 """
 from __future__ import annotations
 
 import ipaddress
+import signal
 import sys
 from pathlib import Path
 
+GRACE = 3                  # seconds a request may take to finish once the server is asked to stop
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
 DEFAULT_RUN = "shapes-tiny_cnn"
 DEFAULT_TRAINING = {"dataset": "shapes", "dataset_options": {"n_train": 3000, "n_test": 500}, "model": "tiny_cnn",
@@ -74,14 +81,33 @@ def run(args) -> int:
         print(f"cnnlab serve: warning: listening on {args.host}: other machines can reach this server"
               + ("" if hosts else " and the Host header is not checked"), file=sys.stderr)
     app = create_app(model, class_names, runs_root=runs_root, allowed_hosts=hosts, dataset=config,
-                     max_jobs=args.max_jobs)
+                     max_jobs=args.max_jobs, data_dir=args.data_dir)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else shown}:{args.port}/"
     print(f"cnnlab serve: {model.name} ({model.num_params:,} parameters) at {url}  (Ctrl-C stops)", flush=True)
     if args.open:
         import webbrowser
         webbrowser.open(url)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    explorer, running = app.state.explorer, []
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            """Ctrl-C or SIGTERM: event streams end at once, the server stops and the command returns 0
+            (the signal is not raised again after shutdown, as uvicorn does); a second Ctrl-C forces it."""
+            if not explorer.closing.is_set():
+                running.extend(explorer.jobs.running())
+                explorer.closing.set()
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self.should_exit = True
+
+    Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                          timeout_graceful_shutdown=GRACE)).run()
+    for job in running:
+        print(f"cnnlab serve: stopped; the training job {job.id} was stopped, and {job.run_dir} keeps the "
+              f"checkpoint of its last completed epoch (cnnlab train --resume {job.run_dir} continues it)", flush=True)
+    if not running:
+        print("cnnlab serve: stopped", flush=True)
     return 0
 
 
@@ -99,6 +125,9 @@ def add_parser(subparsers):
     p.add_argument("--open", action="store_true", help="open the page in the browser")
     p.add_argument("--runs", default="runs", help="folder of run directories to serve and write (default runs)")
     p.add_argument("--max-jobs", type=int, default=1, help="training jobs at a time (default 1)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="where the named datasets are stored, as for cnnlab train: the examples come from the "
+                        "model's own test images, and the training form offers the datasets found")
     p.set_defaults(func=run)
     return p
 

@@ -6,7 +6,8 @@ an ordinary run directory: ``cnnlab train --resume`` continues it and ``cnnlab
 report`` reports it. The child sends events through a queue::
 
     {"type": "start", "run": NAME, "epochs": E, ...}
-    {"type": "batch", "epoch": e, "step": s, "loss": l}     at most every BATCH_EVERY seconds
+    {"type": "batch", "epoch": e, "step": s, "loss": l}     every batch for the first EVERY_BATCH, then
+                                                            at most one every BATCH_EVERY seconds
     {"type": "epoch", "epoch": e, "loss": ..., "accuracy": ..., "val_accuracy": ...}   after the checkpoint
     {"type": "end", "status": "completed" | "stopped" | "failed", "epoch": last saved epoch, "message": ...}
 
@@ -33,7 +34,8 @@ from pathlib import Path
 from .. import runs
 from ..runs.files import existing_run_files
 
-BATCH_EVERY = 0.25         # seconds between batch events
+EVERY_BATCH = 200          # the first batches of a job each send an event (a short run still draws a curve),
+BATCH_EVERY = 0.1          # then at most one every BATCH_EVERY seconds
 # What a page may set when it starts a job (everything else keeps ``cnnlab train``'s defaults).
 JOB_OPTIONS = ("dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
                "schedule", "augment", "seed", "val_split", "label_smoothing", "loss", "limit", "workers",
@@ -57,14 +59,14 @@ def _child(config, out_dir, resume, events, stop):
     from ..training import Callback
 
     class Progress(Callback):
-        last = 0.0
+        last, sent = 0.0, 0
 
         def on_batch_end(self, trainer, step, loss):
             if stop.is_set():
                 raise KeyboardInterrupt                 # ends training as Ctrl-C does: last epoch kept
             now = time.monotonic()
-            if now - self.last >= BATCH_EVERY:
-                self.last = now
+            if self.sent < EVERY_BATCH or now - self.last >= BATCH_EVERY:
+                self.last, self.sent = now, self.sent + 1
                 events.put({"type": "batch", "epoch": trainer.epoch + 1, "step": int(step), "loss": float(loss)})
 
         def on_epoch_end(self, trainer, epoch, logs):
@@ -123,8 +125,9 @@ class Job:
 class JobManager:
     """Starts, lists and stops training jobs writing run directories under ``runs_root``."""
 
-    def __init__(self, runs_root, max_jobs=1):
+    def __init__(self, runs_root, max_jobs=1, data_dir=None):
         self.root = Path(runs_root)
+        self.data_dir = None if data_dir is None else Path(data_dir)
         self.max_jobs = int(max_jobs)
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
@@ -141,6 +144,36 @@ class JobManager:
         if not path.is_dir() or not existing_run_files(path):
             raise JobError(f"no run named {name!r} in {self.root}", 404)
         return path
+
+    def inside(self, value, what) -> str:
+        """``value`` as a path inside ``--data-dir`` or ``--runs`` (resolved, links followed), else 400."""
+        roots = [r.resolve() for r in (self.data_dir, self.root) if r is not None]
+        path = Path(str(value)).expanduser()
+        for root in roots:
+            candidate = (path if path.is_absolute() else root / path).resolve()
+            if candidate.is_relative_to(root) and candidate.exists():
+                return str(candidate)
+        raise JobError(f"{what} {value!r} refused: a job's {what} is a built-in name or a folder inside "
+                       f"--data-dir or --runs ({', '.join(map(str, roots))})")
+
+    def check_sources(self, options) -> dict:
+        """A job reads only what the server serves: the dataset is a built-in name or a folder inside
+        ``--data-dir`` or ``--runs``, the model a zoo name or an architecture file inside them; named
+        datasets are looked up in ``--data-dir`` (as ``cnnlab train --data-dir``)."""
+        from ..datasets import DATASETS
+        from ..models import ZOO
+        out = dict(options)
+        name = out.get("dataset")
+        if not isinstance(name, str) or not name:
+            raise JobError(f"dataset must be a name or a folder, received {name!r}")
+        if name.lower().replace("_", "-") not in DATASETS:
+            out["dataset"] = self.inside(name, "dataset")
+        model = out.get("model")
+        if isinstance(model, str) and model.strip().lower().replace("-", "_") not in ZOO:
+            out["model"] = self.inside(model, "model")
+        if self.data_dir is not None:
+            out["data_dir"] = str(self.data_dir)
+        return out
 
     def list_runs(self) -> list[dict]:
         out = []
@@ -176,7 +209,7 @@ class JobManager:
                 unknown = sorted(set(body) - {"resume", "epochs"})
                 if unknown:
                     raise JobError(f"a resumed run keeps its settings; only 'epochs' may be given, received {unknown}")
-                config = runs.read_config(out)
+                config = self.check_sources(runs.read_config(out))
                 if body.get("epochs") is not None:
                     config["epochs"] = body["epochs"]
                 config = runs.validate_config(config)
@@ -188,6 +221,7 @@ class JobManager:
                 options = {"dataset": "shapes", "model": "tiny_cnn", "epochs": 3, "workers": 1,
                            "dataset_options": {"n_train": 3000, "n_test": 500}
                            if body.get("dataset", "shapes") == "shapes" else {}, **body}
+                options = self.check_sources(options)
                 try:
                     config = runs.make_config(**options)
                 except (TypeError, ValueError) as e:
@@ -233,14 +267,24 @@ class JobManager:
             job.stop_event.set()
         return job
 
-    def shutdown(self, timeout=10.0):
-        """Stop every running job (each keeps its last completed epoch) and wait for it."""
-        for job in self.running():
+    def shutdown(self, grace=5.0) -> list[Job]:
+        """Stop every running job and wait for its process; return the jobs that were running.
+
+        A job is asked to stop after its current batch (its run keeps the checkpoint of its last
+        completed epoch); a process still alive after ``grace`` seconds is terminated, then killed,
+        so no training process outlives the server.
+        """
+        stopped = self.running()
+        for job in stopped:
             job.stop_event.set()
+        deadline = time.monotonic() + grace
         for job in list(self.jobs.values()):
-            job.process.join(timeout)
-            if job.process.is_alive():
-                job.process.terminate()
+            job.process.join(max(0.0, deadline - time.monotonic()))
+            for end in (job.process.terminate, job.process.kill):
+                if job.process.is_alive():
+                    end()
+                    job.process.join(2.0)
+        return stopped
 
 
 # ---------------------------------------------------------------------------

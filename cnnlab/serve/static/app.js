@@ -6,13 +6,15 @@ import {initWhy, refreshWhy} from "./why.js";
 import {initTraining} from "./train.js";
 
 // Everything the views share. ``run`` is "" for the served model, else a run directory's name.
-export const state = {run: "", model: null, input: null, prediction: null, activations: {}, busy: false, dirty: false, version: 0};
+export const state = {run: "", source: "drawing", model: null, input: null, prediction: null, activations: {}, busy: false, dirty: false, version: 0};
 window.explorer = {state, showUnit: (...a) => showUnit(...a)};       // for scripts and tests
 
 const $ = id => document.getElementById(id);
 const canvas = $("draw"), ctx = canvas.getContext("2d");
 
-export function withRun(params = {}) { return query({...params, run: state.run}); }
+// Every image route prepares the picture as the page's options say, and names it in its notes.
+const preparation = () => ({input: state.source, invert: $("prep-invert").checked ? "auto" : "no", center: $("prep-center").checked ? "auto" : "no"});
+export function withRun(params = {}) { return query({...params, run: state.run, ...preparation()}); }
 
 function setStatus(text) { $("status").textContent = text; }
 function showError(msg) { $("input-error").textContent = msg || ""; }
@@ -61,7 +63,7 @@ canvas.addEventListener("pointermove", e => { if (drawing) { stroke(point(e)); u
 canvas.addEventListener("pointerup", () => { drawing = false; last = null; useCanvas(); });
 $("clear").addEventListener("click", () => { clearCanvas(); useCanvas(); });
 
-function useCanvas() { state.input = null; schedule(); }
+function useCanvas() { state.input = null; state.source = "drawing"; schedule(); }
 
 // The input as image bytes: the uploaded file or example as it is, else the canvas.
 async function inputBlob() { return state.input || canvasBlob(); }
@@ -77,6 +79,7 @@ $("upload").addEventListener("change", async e => {
   const file = e.target.files[0];
   if (!file) return;
   state.input = file;
+  state.source = "upload";
   await schedule();
   if (!state.lastError) { try { await showOnCanvas(file); } catch (err) { /* shown by the server's answer */ } }
 });
@@ -91,14 +94,17 @@ async function loadExamples() {
       img.addEventListener("click", async () => {
         const blob = await (await fetch(img.src)).blob();
         state.input = blob;
+        state.source = "example";
         await showOnCanvas(blob);
         schedule();
       });
       box.append(img);
     }
+    if (d.note) box.prepend(el("p", {class: "note", id: "examples-note"}, d.note));
   } catch (err) { box.textContent = err.message; }
 }
 $("example-source").addEventListener("change", loadExamples);
+for (const id of ["prep-invert", "prep-center"]) $(id).addEventListener("change", () => schedule());
 
 // ---------------------------------------------------------------------------
 // Prediction: one request at a time; changes made meanwhile are sent when it returns
@@ -145,6 +151,7 @@ function renderPrediction() {
   box.append(probBars(p.probabilities, names));
   // What was done to the picture before the model saw it (background rule, MNIST's normalization).
   if (p.notes && p.notes.length) box.append(el("p", {class: "note", id: "input-notes"}, p.notes.join(" ")));
+  if (p.novelty && p.novelty.far) box.append(el("p", {class: "error", id: "input-novelty", role: "status"}, p.novelty.message));
   box.append(el("button", {onclick: () => { showSoftmax(p, names); openView("details"); }}, "softmax details"));
 }
 
