@@ -35,7 +35,7 @@ SHRINK = 1e-3
 def summary_layers(model) -> list[str]:
     """The layers whose outputs are summarized: activations and poolings with (H, W, C) outputs."""
     from ..layers import activations, pool
-    kinds = (activations._Elementwise, pool._Pool2D, pool.Subsample)
+    kinds = (activations.Elementwise, pool.Pool2D, pool.Subsample)
     return [layer.name for layer in model.layers if isinstance(layer, kinds) and len(layer.output_shape) == 3]
 
 
