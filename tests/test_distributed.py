@@ -219,7 +219,13 @@ def test_predict_a_directory_tree_on_ranks_gives_one_csv_like_one_process(traine
     rows = list(csv.reader((tmp_path / "mpi.csv").open()))
     assert rows[0] == ["path", "class_1", "probability_1", "class_2", "probability_2"] and len(rows) == 12
     assert [r[0] for r in rows[1:]] == sorted(r[0] for r in rows[1:])
-    assert (tmp_path / "mpi.csv").read_text() == (tmp_path / "alone.csv").read_text()
+    # The same paths, classes and probabilities; a probability may differ in its last printed digit (1e-6),
+    # since each rank computes its images in batches of another size, so the sums run in another order
+    # (seen: 0.176998 against 0.176999 on one CPU).
+    alone_rows = list(csv.reader((tmp_path / "alone.csv").open()))
+    assert [[r[0], r[1], r[3]] for r in rows] == [[r[0], r[1], r[3]] for r in alone_rows]
+    for mine, ref in zip(rows[1:], alone_rows[1:]):
+        assert abs(float(mine[2]) - float(ref[2])) <= 2e-6 and abs(float(mine[4]) - float(ref[4])) <= 2e-6, (mine, ref)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
