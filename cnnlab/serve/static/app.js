@@ -1,18 +1,15 @@
 // The explorer page: the input panel, the prediction, the overview of every layer; other views in modules.
-import {getJSON, postImage, query, unpack, at} from "./api.js";
-import {el, fmt, mapCanvas, rgbCanvas} from "./draw.js";
+import {getJSON, postImage, unpack, at} from "./api.js";
+import {el, fmt, mapCanvas, rgbCanvas, probBars} from "./draw.js";
 import {showUnit, showSoftmax} from "./detail.js";
 import {initWhy, refreshWhy} from "./why.js";
 import {initTraining} from "./train.js";
+import {state, actions, withRun} from "./state.js";
 
-// Everything the views share. ``run`` is "" for the served model, else a run directory's name.
-export const state = {run: "", model: null, input: null, prediction: null, activations: {}, busy: false, dirty: false, version: 0};
 window.explorer = {state, showUnit: (...a) => showUnit(...a)};       // for scripts and tests
 
 const $ = id => document.getElementById(id);
 const canvas = $("draw"), ctx = canvas.getContext("2d");
-
-export function withRun(params = {}) { return query({...params, run: state.run}); }
 
 function setStatus(text) { $("status").textContent = text; }
 function showError(msg) { $("input-error").textContent = msg || ""; }
@@ -20,7 +17,7 @@ function showError(msg) { $("input-error").textContent = msg || ""; }
 // ---------------------------------------------------------------------------
 // The model
 // ---------------------------------------------------------------------------
-export async function loadModel() {
+async function loadModel() {
   state.model = await getJSON("/api/model" + withRun());
   const m = state.model;
   $("model-name").textContent = `${m.name}: input ${m.input_shape.join("×")}, ${m.layers.length} layers, ${m.num_params.toLocaleString()} parameters`;
@@ -103,7 +100,7 @@ $("example-source").addEventListener("change", loadExamples);
 // ---------------------------------------------------------------------------
 // Prediction: one request at a time; changes made meanwhile are sent when it returns
 // ---------------------------------------------------------------------------
-export async function schedule() {
+async function schedule() {
   state.dirty = true;
   if (state.busy) return;
   state.busy = true;
@@ -148,15 +145,6 @@ function renderPrediction() {
   box.append(el("button", {onclick: () => { showSoftmax(p, names); openView("details"); }}, "softmax details"));
 }
 
-export function probBars(probs, names) {
-  const box = el("div", {class: "probs"});
-  const best = probs.indexOf(Math.max(...probs));
-  probs.forEach((v, k) => {
-    box.append(el("div", {class: "bar" + (k === best ? " top" : "")}, el("span", {class: "name"}, names[k]),
-      el("span", {class: "fill", style: `width:${Math.max(1, 120 * v)}px`}), el("span", {}, `${(100 * v).toFixed(1)}%`)));
-  });
-  return box;
-}
 
 // ---------------------------------------------------------------------------
 // Overview: the input, every layer's maps or units, the probabilities
@@ -229,22 +217,21 @@ async function renderOverview() {
 // ---------------------------------------------------------------------------
 // Views
 // ---------------------------------------------------------------------------
-export function openView(name) {
+function openView(name) {
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === name);
   for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === `view-${name}`);
   if (name === "why") refreshWhy();
 }
 for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => openView(b.dataset.view));
 
-export async function openUnit(layer, channel, y, x) {
+async function openUnit(layer, channel, y, x) {
   openView("details");
   await showUnit(layer, channel, y, x);
 }
 
-export async function currentBlob() { return state.blob || inputBlob(); }
 
 // Switch between the served model and a run's latest weights.
-export async function useRun(name) {
+async function useRun(name) {
   state.run = name || "";
   const sel = $("model-source");
   if (name && ![...sel.options].some(o => o.value === name)) sel.append(el("option", {value: name}, name));
@@ -254,6 +241,8 @@ export async function useRun(name) {
   await schedule();
 }
 $("model-source").addEventListener("change", e => useRun(e.target.value));
+
+Object.assign(actions, {openView, openUnit, useRun});
 
 async function start() {
   try {

@@ -1,7 +1,7 @@
 // Unit details: the numbers behind one output of a layer (conv, pooling, activation, BatchNorm, dense, softmax).
 import {postImage, unpack, at} from "./api.js";
 import {el, fmt, numberGrid, colour} from "./draw.js";
-import {state, withRun, currentBlob} from "./app.js";
+import {state, withRun, currentBlob, layerInfo} from "./state.js";
 
 const MAX_CHANNELS = 8;
 const box = () => document.getElementById("details");
@@ -20,7 +20,6 @@ export async function showUnit(layer, channel, y, x) {
   render(d);
 }
 
-function layerInfo(name) { return state.model.layers.find(l => l.name === name); }
 
 function controls(d) {
   const info = layerInfo(d.layer);

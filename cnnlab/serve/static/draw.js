@@ -83,6 +83,17 @@ export function numberGrid(rows, cols, get, lo, hi, opts = {}) {
   return table;
 }
 
+// Bars of class probabilities, the largest marked.
+export function probBars(probs, names) {
+  const box = el("div", {class: "probs"});
+  const best = probs.indexOf(Math.max(...probs));
+  probs.forEach((v, k) => {
+    box.append(el("div", {class: "bar" + (k === best ? " top" : "")}, el("span", {class: "name"}, names[k]),
+      el("span", {class: "fill", style: `width:${Math.max(1, 120 * v)}px`}), el("span", {}, `${(100 * v).toFixed(1)}%`)));
+  });
+  return box;
+}
+
 export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {

@@ -2,7 +2,7 @@
 // update per batch and per epoch, the first-layer filters and the current input's first maps with the weights.
 import {getJSON, postJSON, postImage, query, unpack} from "./api.js";
 import {el, fmt, mapCanvas, lineChart} from "./draw.js";
-import {currentBlob, useRun} from "./app.js";
+import {currentBlob, actions} from "./state.js";
 
 const box = () => document.getElementById("training");
 let source = null, watched = null, curves = null;
@@ -38,7 +38,7 @@ async function listRuns() {
   for (const r of d.runs) {
     t.append(el("tr", {}, el("td", {}, r.name), el("td", {}, r.job ? r.job.status : r.status ?? ""), el("td", {}, `${r.epoch ?? ""}/${r.epochs ?? ""}`),
       el("td", {}, r.dataset ?? ""), el("td", {}, r.model ?? ""),
-      el("td", {}, el("button", {onclick: () => watch(r.name)}, "watch"), el("button", {onclick: () => useRun(r.name)}, "use its weights"),
+      el("td", {}, el("button", {onclick: () => watch(r.name)}, "watch"), el("button", {onclick: () => actions.useRun(r.name)}, "use its weights"),
         el("button", {onclick: () => resume(r.name, (r.epoch || 0) + 2)}, "resume +2 epochs"))));
   }
   document.getElementById("runs").replaceChildren(d.runs.length ? t : el("p", {class: "note"}, `no runs in ${d.root} yet`));

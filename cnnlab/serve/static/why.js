@@ -1,7 +1,7 @@
 // Why it works: matched filters (top-activating patches), weight sharing, shifting the input, saliency and Grad-CAM.
 import {getJSON, postImage, unpack} from "./api.js";
-import {el, fmt, mapCanvas, overlayCanvas} from "./draw.js";
-import {state, withRun, currentBlob, openUnit, probBars} from "./app.js";
+import {el, fmt, mapCanvas, overlayCanvas, probBars} from "./draw.js";
+import {state, withRun, currentBlob, actions} from "./state.js";
 
 const box = () => document.getElementById("why");
 let shown = -1, filtersFor = null;
@@ -58,7 +58,7 @@ async function filters() {
 async function shareDemo() {
   const conv = state.model.layers.find(l => l.kind === "conv");
   if (!conv) return;
-  await openUnit(conv.name, 0, 0, 0);
+  await actions.openUnit(conv.name, 0, 0, 0);
   document.getElementById("unit-play")?.click();
 }
 
