@@ -156,7 +156,14 @@ def test_unit_detail_of_every_layer_equals_the_forward_pass(client, image):
                                            rtol=1e-5, atol=1e-7)
                 assert abs(sum(d["channel_sums"]) + d["bias"] - d["value"]) < 1e-5
             if d["kind"] == "dense":
-                assert abs(sum(d["products"]["data"]) + d["bias"] - d["value"]) < 1e-4
+                products = np.array(d["products"]["data"])
+                assert abs(products.sum() + d["bias"] - d["value"]) < 1e-4
+                top = d["top"]                   # the largest |w x v| first; the rest summed in one number
+                assert len(top) == min(10, products.size) and d["rest_count"] == products.size - len(top)
+                assert np.all(np.diff(np.abs(products[top])) <= 0)
+                others = np.delete(products, top)
+                assert others.size == 0 or np.abs(others).max() <= np.abs(products[top]).min()
+                assert abs(products[top].sum() + d["rest_sum"] - d["sum"]) < 1e-4
 
 
 def test_conv_unit_window_follows_stride_padding_dilation(client, image):

@@ -1,16 +1,45 @@
 // Drawing numbers: maps as canvases, grids of numbers as tables, curves as SVG.
 
-// Colour of v in [lo, hi]: grey for non-negative data, blue-white-red when the range spans zero.
+// Colour of v in [lo, hi]: grey (black to white) for non-negative data; blue-white-orange when the
+// range spans zero, symmetric about 0 (blue and orange stay apart in the common colour-vision
+// deficiencies, unlike red and green).
+const NEG = [33, 102, 172], POS = [200, 90, 0];
 export function colour(v, lo, hi) {
   if (lo < 0 && hi > 0) {
     const m = Math.max(-lo, hi);
     const t = Math.max(-1, Math.min(1, v / m));
-    return t >= 0 ? [255, Math.round(255 * (1 - t)), Math.round(255 * (1 - t))]
-                  : [Math.round(255 * (1 + t)), Math.round(255 * (1 + t)), 255];
+    const end = t >= 0 ? POS : NEG, a = Math.abs(t);
+    return end.map(e => Math.round(255 + (e - 255) * a));
   }
   const t = hi > lo ? Math.max(0, Math.min(1, (v - lo) / (hi - lo))) : 0;
   const g = Math.round(255 * t);
   return [g, g, g];
+}
+
+// A legend for the colour scale of [lo, hi]: the gradient with its numbers at the ends (and 0).
+export function legend(lo, hi, width = 96) {
+  const n = 32;
+  const cv = paintCanvas(1, n, 1, (i, j) => colour(lo + (hi - lo) * j / (n - 1), lo, hi));
+  cv.style.width = `${width}px`; cv.style.height = "8px";
+  const signed = lo < 0 && hi > 0, m = Math.max(-lo, hi);
+  const ends = signed ? [-m, m] : [lo, hi];
+  const box = el("div", {class: "legend", role: "img",
+    "aria-label": signed ? `colour scale: blue ${fmt(-m)}, white 0, orange ${fmt(m)}` : `colour scale: black ${fmt(lo)} to white ${fmt(hi)}`}, cv,
+    el("div", {class: "legend-numbers"}, el("span", {}, fmt(ends[0])), signed ? el("span", {}, "0") : "", el("span", {}, fmt(ends[1]))));
+  return box;
+}
+
+// A canvas of (h * cell) x (w * cell) pixels, each cell painted with rgb(i, j) = [r, g, b].
+export function paintCanvas(h, w, cell, rgb) {
+  const canvas = document.createElement("canvas");
+  canvas.width = w * cell; canvas.height = h * cell;
+  const ctx = canvas.getContext("2d");
+  for (let i = 0; i < h; i++) for (let j = 0; j < w; j++) {
+    const [r, g, b] = rgb(i, j);
+    ctx.fillStyle = `rgb(${r},${g},${b})`;
+    ctx.fillRect(j * cell, i * cell, cell, cell);
+  }
+  return canvas;
 }
 
 // A canvas of w x h pixels shown cell-sized; pixel(p) returns the [r, g, b] of pixel p = i * w + j.
