@@ -117,7 +117,7 @@ def test_drawing_a_stroke_changes_the_prediction(page, tmp_path):
 
 
 def test_conv_unit_detail_sums_to_the_overview_value(page, tmp_path):
-    page.click('.layer[data-layer="conv2d_1"] canvas >> nth=3', position={"x": 9, "y": 13})
+    page.click('.layer[data-layer="conv2d_1"] canvas[data-node] >> nth=3', position={"x": 9, "y": 13})
     page.wait_for_selector("#unit-equation", timeout=15_000)
     for _ in range(2):
         eq = page.locator("#unit-equation")

@@ -1,6 +1,7 @@
 // The explorer page: the input panel, the prediction, the overview of every layer; other views in modules.
-import {getJSON, postImage, unpack, at} from "./api.js";
-import {el, fmt, mapCanvas, rgbCanvas, probBars} from "./draw.js";
+import {getJSON, postImage, unpack} from "./api.js";
+import {el, probBars} from "./draw.js";
+import {renderOverview} from "./overview.js";
 import {showUnit, showSoftmax} from "./detail.js";
 import {initWhy, refreshWhy} from "./why.js";
 import {initTraining} from "./train.js";
@@ -145,74 +146,6 @@ function renderPrediction() {
   box.append(el("button", {onclick: () => { showSoftmax(p, names); openView("details"); }}, "softmax details"));
 }
 
-
-// ---------------------------------------------------------------------------
-// Overview: the input, every layer's maps or units, the probabilities
-// ---------------------------------------------------------------------------
-const tooltip = $("tooltip");
-function tip(e, text) {
-  tooltip.hidden = false; tooltip.textContent = text;
-  tooltip.style.left = `${e.clientX + 12}px`; tooltip.style.top = `${e.clientY + 12}px`;
-}
-function untip() { tooltip.hidden = true; }
-
-function layerColumn(layer, a) {
-  const col = el("div", {class: "layer", "data-layer": layer.name});
-  col.append(el("div", {class: "title"}, el("b", {}, layer.name), `${layer.class} ${a.shape.join("×")}`));
-  const maps = el("div", {class: "maps"});
-  if (a.shape.length === 3) {
-    const [h, w, c] = a.shape;
-    const cell = Math.max(1, Math.floor(56 / Math.max(h, w)));
-    maps.style.gridTemplateColumns = `repeat(${Math.min(c, c > 16 ? 4 : 2)}, auto)`;
-    for (let ch = 0; ch < c; ch++) {
-      const cv = mapCanvas(a, ch, a.min, a.max, cell);
-      cv.dataset.channel = ch;
-      const where = e => [Math.min(h - 1, Math.floor(e.offsetY / cell)), Math.min(w - 1, Math.floor(e.offsetX / cell))];
-      cv.addEventListener("mousemove", e => {
-        const [i, j] = where(e);
-        tip(e, `${layer.name} (${layer.class}) output ${a.shape.join("×")} · channel ${ch} · range [${fmt(a.min)}, ${fmt(a.max)}] · (${i}, ${j}) = ${fmt(at(a, i, j, ch))}`);
-      });
-      cv.addEventListener("mouseleave", untip);
-      cv.addEventListener("click", e => { const [i, j] = where(e); untip(); openUnit(layer.name, ch, i, j); });
-      maps.append(cv);
-    }
-  } else {
-    const n = a.shape[0], cols = Math.min(n, 16), cell = 6;
-    const grid = {shape: [Math.ceil(n / cols), cols, 1], values: new Float32Array(Math.ceil(n / cols) * cols).fill(NaN)};
-    grid.values.set(a.values);
-    const cv = mapCanvas(grid, 0, a.min, a.max, cell);
-    const unit = e => Math.min(n - 1, Math.floor(e.offsetY / cell) * cols + Math.floor(e.offsetX / cell));
-    cv.addEventListener("mousemove", e => {
-      const k = unit(e);
-      tip(e, `${layer.name} (${layer.class}) output (${n}) · range [${fmt(a.min)}, ${fmt(a.max)}] · unit ${k} = ${fmt(a.values[k])}`);
-    });
-    cv.addEventListener("mouseleave", untip);
-    cv.addEventListener("click", e => { untip(); openUnit(layer.name, unit(e), 0, 0); });
-    maps.append(cv);
-  }
-  col.append(maps);
-  return col;
-}
-
-// What the model sees: the input after decoding and resizing.
-function inputPreview() {
-  const a = state.activations.__input_array__;
-  const cell = Math.max(1, Math.floor(56 / Math.max(a.shape[0], a.shape[1])));
-  return a.shape[2] === 3 ? rgbCanvas(a, cell) : mapCanvas(a, 0, 0, 1, cell);
-}
-
-async function renderOverview() {
-  const box = $("overview");
-  const cols = [];
-  const inCol = el("div", {class: "layer"}, el("div", {class: "title"}, el("b", {}, "input"), state.model.input_shape.join("×")));
-  inCol.append(inputPreview());
-  cols.push(inCol);
-  for (const layer of state.model.layers) cols.push(layerColumn(layer, state.activations[layer.name]));
-  const out = el("div", {class: "layer"}, el("div", {class: "title"}, el("b", {}, "softmax"), "probabilities"));
-  out.append(probBars(state.prediction.probabilities, state.model.class_names));
-  cols.push(out);
-  box.replaceChildren(...cols);
-}
 
 // ---------------------------------------------------------------------------
 // Views
