@@ -2,6 +2,7 @@
 import {getJSON, postImage, unpack} from "./api.js";
 import {el, probBars} from "./draw.js";
 import {renderOverview} from "./overview.js";
+import {parseLink, writeLink, parseExample} from "./links.js";
 import {showUnit, showSoftmax} from "./detail.js";
 import {initWhy, refreshWhy} from "./why.js";
 import {initTraining} from "./train.js";
@@ -59,7 +60,7 @@ canvas.addEventListener("pointermove", e => { if (drawing) { stroke(point(e)); u
 canvas.addEventListener("pointerup", () => { drawing = false; last = null; useCanvas(); });
 $("clear").addEventListener("click", () => { clearCanvas(); useCanvas(); });
 
-function useCanvas() { state.input = null; schedule(); }
+function useCanvas() { state.input = null; state.example = null; schedule(); }
 
 // The input as image bytes: the uploaded file or example as it is, else the canvas.
 async function inputBlob() { return state.input || canvasBlob(); }
@@ -75,28 +76,38 @@ $("upload").addEventListener("change", async e => {
   const file = e.target.files[0];
   if (!file) return;
   state.input = file;
+  state.example = null;
   await schedule();
   if (!state.lastError) { try { await showOnCanvas(file); } catch (err) { /* shown by the server's answer */ } }
 });
 
-async function loadExamples() {
+// Examples from the model's own test set when the server finds it (else shapes, and the page says so).
+async function loadExamples(n = 16) {
   const box = $("examples");
   box.textContent = "";
+  const asked = $("example-source").value;
   try {
-    const d = await getJSON("/api/examples" + withRun({source: $("example-source").value, n: 16}));
-    for (const ex of d.examples) {
-      const img = el("img", {src: `data:image/png;base64,${ex.png}`, title: `${ex.class_name} (${d.source})`, class: "example"});
-      img.addEventListener("click", async () => {
+    const d = await getJSON("/api/examples" + withRun({source: asked, n: Math.min(64, n)}));
+    $("example-note").textContent = asked === "test" && d.source === "shapes"
+      ? "the model's own test images are not at hand: these are the built-in shapes" : `from ${d.source}`;
+    d.examples.forEach((ex, k) => {
+      const img = el("img", {src: `data:image/png;base64,${ex.png}`, alt: `example ${k}: ${ex.class_name}`, title: `${ex.class_name} (${d.source})`,
+                             class: "example", tabindex: 0, role: "button", "data-example": `${asked}:${k}`});
+      const use = async () => {
         const blob = await (await fetch(img.src)).blob();
         state.input = blob;
+        state.example = img.dataset.example;
         await showOnCanvas(blob);
-        schedule();
-      });
+        await schedule();
+        link();
+      };
+      img.addEventListener("click", use);
+      img.addEventListener("keydown", e => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); use(); } });
       box.append(img);
-    }
+    });
   } catch (err) { box.textContent = err.message; }
 }
-$("example-source").addEventListener("change", loadExamples);
+$("example-source").addEventListener("change", () => loadExamples());
 
 // ---------------------------------------------------------------------------
 // Prediction: one request at a time; changes made meanwhile are sent when it returns
@@ -143,25 +154,73 @@ function renderPrediction() {
   box.append(probBars(p.probabilities, names));
   // What was done to the picture before the model saw it (background rule, MNIST's normalization).
   if (p.notes && p.notes.length) box.append(el("p", {class: "note", id: "input-notes"}, p.notes.join(" ")));
-  box.append(el("button", {onclick: () => { showSoftmax(p, names); openView("details"); }}, "softmax details"));
+  box.append(el("button", {onclick: () => { showSoftmax(p, names); openView("details", false); }}, "softmax details"));
 }
 
 
 // ---------------------------------------------------------------------------
 // Views
 // ---------------------------------------------------------------------------
-function openView(name) {
-  for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === name);
-  for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === `view-${name}`);
-  if (name === "why") refreshWhy();
+// Views by their link names; the tab buttons carry the element names (details = unit).
+const VIEW_OF = {overview: "overview", unit: "details", why: "why", training: "training"};
+let current = {view: "overview"}, applying = false;
+
+function link(replace = false) {
+  if (applying) return;
+  writeLink({...current, example: state.example}, replace);
+}
+
+function openView(name, record = true) {
+  const id = VIEW_OF[name] ? VIEW_OF[name] : name;
+  for (const b of document.querySelectorAll("#tabs button")) {
+    b.classList.toggle("active", b.dataset.view === id);
+    b.setAttribute("aria-selected", b.dataset.view === id);
+  }
+  for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === `view-${id}`);
+  if (id === "why") refreshWhy();
+  const view = Object.keys(VIEW_OF).find(k => VIEW_OF[k] === id) || "overview";
+  if (record && view !== "unit") { current = {view}; link(); }
 }
 for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => openView(b.dataset.view));
 
 async function openUnit(layer, channel, y, x) {
-  openView("details");
+  openView("details", false);
   await showUnit(layer, channel, y, x);
 }
 
+// The unit view reports each unit it shows; while a unit plays, the link follows without new entries.
+document.addEventListener("unit", e => {
+  const {layer, channel, y, x} = e.detail;
+  const replace = current.view === "unit" && current.layer === layer && window.explorer.stepper?.playing();
+  current = {view: "unit", layer, c: channel, y, x};
+  link(replace);
+});
+
+// Open what a link names: its example first (so the unit is computed on it), then its view.
+async function applyLink(hash) {
+  const l = parseLink(hash);
+  applying = true;
+  try {
+    const ex = parseExample(l.example);
+    if (ex && ex.source !== undefined && l.example !== state.example) {
+      $("example-source").value = ex.source;
+      await loadExamples(Math.max(16, ex.index + 1));
+      const img = document.querySelector(`#examples img[data-example="${l.example}"]`);
+      if (img) { state.input = await (await fetch(img.src)).blob(); state.example = l.example; await showOnCanvas(state.input); await schedule(); }
+    }
+    if (l.view === "unit" && l.layer && state.model.layers.some(k => k.name === l.layer)) {
+      current = {view: "unit", layer: l.layer, c: l.c ?? 0, y: l.y ?? 0, x: l.x ?? 0};
+      await openUnit(l.layer, l.c ?? 0, l.y ?? 0, l.x ?? 0);
+    } else if (VIEW_OF[l.view]) {
+      current = {view: l.view};
+      openView(l.view, false);
+    } else {
+      current = {view: "overview"};                   // no link, or the lesson (not built yet)
+      openView("overview", false);
+    }
+  } finally { applying = false; }
+}
+window.addEventListener("popstate", () => applyLink(location.hash));
 
 // Switch between the served model and a run's latest weights.
 async function useRun(name) {
@@ -183,8 +242,17 @@ async function start() {
   } catch (err) { showError(err.message); return; }
   initWhy();
   initTraining();
-  await loadExamples();
-  const first = document.querySelector("#examples img");
-  if (first) first.click(); else await schedule();
+  const l = parseLink(location.hash);
+  if (!parseExample(l.example)) {
+    await loadExamples();
+    const first = document.querySelector("#examples img");
+    if (first) {
+      state.input = await (await fetch(first.src)).blob();
+      state.example = first.dataset.example;
+      await showOnCanvas(state.input);
+    }
+    await schedule();
+  }
+  await applyLink(location.hash);
 }
 start();
