@@ -157,7 +157,9 @@ def test_training_job_adds_points_to_the_curve(page, tmp_path):
     page.wait_for_function("document.querySelector('#train-status').textContent.startsWith('completed')",
                            timeout=60_000)
     assert page.locator("circle.epoch-point").count() == 2
-    assert page.locator("#train-filters canvas").count() == 8
+    assert page.locator("#train-filters figure canvas").count() == 8
+    assert page.locator("circle.batch-point").count() >= 2     # the loss of every batch event, drawn
+    assert page.locator("#train-stop").is_hidden()             # the stop button only while running
     screenshot(page, tmp_path, "training")
 
 

@@ -135,13 +135,15 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 // Line chart in SVG: series = [{name, points: [[x, y]], colour, cls}]; points get class cls.
+// The legend sits in its own row under the x axis, so it never covers a line.
 export function lineChart(series, {width = 420, height = 200, xlabel = "", ylabel = ""} = {}) {
+  height += 16;
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("width", width); svg.setAttribute("height", height);
   svg.setAttribute("class", "chart");
   const all = series.flatMap(s => s.points);
-  const m = {l: 48, r: 10, t: 10, b: 30};
+  const m = {l: 48, r: 10, t: 10, b: 46};
   const xs = all.map(p => p[0]), ys = all.map(p => p[1]).filter(Number.isFinite);
   const x0 = Math.min(0, ...xs), x1 = Math.max(1, ...xs);
   const y0 = Math.min(0, ...ys), y1 = Math.max(1e-9, ...ys);
@@ -157,13 +159,15 @@ export function lineChart(series, {width = 420, height = 200, xlabel = "", ylabe
   add("line", {x1: m.l, y1: m.t, x2: m.l, y2: height - m.b, stroke: "#999"});
   add("text", {x: m.l - 4, y: m.t + 8, "text-anchor": "end", "font-size": 10}, fmt(y1));
   add("text", {x: m.l - 4, y: height - m.b, "text-anchor": "end", "font-size": 10}, fmt(y0));
-  add("text", {x: width - m.r, y: height - 8, "text-anchor": "end", "font-size": 10}, `${xlabel} ${fmt(x1)}`);
+  add("text", {x: width - m.r, y: height - m.b + 14, "text-anchor": "end", "font-size": 10}, `${xlabel} ${fmt(x1)}`);
   add("text", {x: m.l + 4, y: m.t + 8, "font-size": 10, fill: "#666"}, ylabel);
   series.forEach((s, k) => {
     const pts = s.points.filter(p => Number.isFinite(p[1]));
     if (pts.length > 1) add("polyline", {points: pts.map(p => `${X(p[0])},${Y(p[1])}`).join(" "), fill: "none", stroke: s.colour, "stroke-width": 1.5});
     if (s.cls) pts.forEach(p => add("circle", {cx: X(p[0]), cy: Y(p[1]), r: 3, fill: s.colour, class: s.cls}));
-    add("text", {x: width - m.r - 4, y: m.t + 12 + 12 * k, "text-anchor": "end", "font-size": 10, fill: s.colour}, s.name);
+    const lx = m.l + k * Math.floor((width - m.l) / series.length);
+    add("rect", {x: lx, y: height - 13, width: 10, height: 4, fill: s.colour});
+    add("text", {x: lx + 14, y: height - 8, "font-size": 10, fill: "#333"}, s.name);
   });
   return svg;
 }

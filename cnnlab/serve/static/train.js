@@ -1,7 +1,7 @@
 // Live training: start a run (in its own process on the server), or attach to any run directory; curves
 // update per batch and per epoch, the first-layer filters and the current input's first maps with the weights.
 import {getJSON, postJSON, postImage, query, unpack} from "./api.js";
-import {el, fmt, mapCanvas, lineChart} from "./draw.js";
+import {el, fmt, mapCanvas, lineChart, legend} from "./draw.js";
 import {currentBlob, actions} from "./state.js";
 
 const box = () => document.getElementById("training");
@@ -72,17 +72,19 @@ function watch(name) {
   const status = el("div", {id: "train-status"}, "connecting…");
   document.getElementById("watch").replaceChildren(
     el("h2", {}, `Run ${name}`), status,
-    el("button", {id: "train-stop", onclick: () => postJSON(`/api/runs/${encodeURIComponent(name)}/stop`, {}).catch(e => { status.textContent = e.message; })}, "stop"),
+    el("button", {id: "train-stop", hidden: "", onclick: () => postJSON(`/api/runs/${encodeURIComponent(name)}/stop`, {}).catch(e => { status.textContent = e.message; })}, "stop"),
     el("div", {class: "pair"}, el("div", {id: "curve-batches"}), el("div", {id: "curve-epochs"})),
     el("div", {class: "pair"}, el("div", {}, el("h3", {}, "first-layer filters"), el("div", {id: "train-filters", class: "kernels"})),
       el("div", {}, el("h3", {}, "first-layer maps of the current input, with these weights"), el("div", {id: "train-maps", class: "kernels"}))));
   drawCurves();
   // EventSource reconnects by itself and sends Last-Event-ID, so the stream resumes where it stopped.
   source = new EventSource(`/api/runs/${encodeURIComponent(name)}/events`);
-  source.addEventListener("start", e => { const d = JSON.parse(e.data); status.textContent = `training, ${d.epochs} epochs${d.resume ? " (resumed)" : ""}`; });
+  const stop = document.getElementById("train-stop");
+  source.addEventListener("start", e => { const d = JSON.parse(e.data); stop.hidden = false; status.textContent = `training, ${d.epochs} epochs${d.resume ? " (resumed)" : ""}`; });
   source.addEventListener("batch", e => {
     const d = JSON.parse(e.data);
     curves.batch.push([d.step, d.loss]);
+    stop.hidden = false;
     status.textContent = `epoch ${d.epoch}, step ${d.step}, loss ${fmt(d.loss)}`;
     drawCurves();
   });
@@ -96,6 +98,7 @@ function watch(name) {
   source.addEventListener("end", e => {
     const d = JSON.parse(e.data);
     status.textContent = `${d.status}${d.message ? ": " + d.message : ""}`;
+    stop.hidden = true;
     source.close(); source = null;
     refreshWeights(name);
     listRuns();
@@ -104,7 +107,7 @@ function watch(name) {
 }
 
 function drawCurves() {
-  document.getElementById("curve-batches").replaceChildren(lineChart([{name: "loss per batch", points: curves.batch, colour: "#888"}], {xlabel: "step", ylabel: "loss"}));
+  document.getElementById("curve-batches").replaceChildren(lineChart([{name: "loss per batch", points: curves.batch, colour: "#555", cls: "batch-point"}], {xlabel: "step", ylabel: "loss"}));
   document.getElementById("curve-epochs").replaceChildren(lineChart([
     {name: "loss", points: curves.loss, colour: "#d0604a", cls: "epoch-point"},
     {name: "accuracy", points: curves.accuracy, colour: "#4a7bd0", cls: "epoch-point-acc"},
@@ -122,14 +125,17 @@ async function refreshWeights(name) {
     for (let j = 0; j < n; j++) {         // filter j, input channel 0
       const one = {shape: [kh, kw, 1], values: new Float32Array(kh * kw)};
       for (let p = 0; p < kh * kw; p++) one.values[p] = k.values[(p * cin) * n + j];
-      canvases.push(mapCanvas(one, 0, -lim, lim, 6));
+      const cv = mapCanvas(one, 0, -lim, lim, Math.max(6, Math.floor(48 / Math.max(kh, kw))));
+      cv.setAttribute("role", "img");
+      cv.setAttribute("aria-label", `filter ${j}, ${kh}×${kw}, input channel 0`);
+      canvases.push(el("figure", {class: "filter-tile"}, cv, el("figcaption", {}, `${j}`)));
     }
-    document.getElementById("train-filters").replaceChildren(...canvases);
+    document.getElementById("train-filters").replaceChildren(...canvases, legend(-lim, lim, 96));
     const p = await postImage("/api/predict" + query({run: name, activations: "base64"}), await currentBlob());
     const first = p.activations.find(a => a.shape.length === 3);
     if (first) {
       const a = unpack(first);
-      document.getElementById("train-maps").replaceChildren(...Array.from({length: a.shape[2]}, (_, c) => mapCanvas(a, c, a.min, a.max, 2)));
+      document.getElementById("train-maps").replaceChildren(...Array.from({length: a.shape[2]}, (_, c) => mapCanvas(a, c, a.min, a.max, Math.max(2, Math.floor(64 / a.shape[0])))));
     }
   } catch (e) { /* the run has no weights yet */ }
 }
