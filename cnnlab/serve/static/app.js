@@ -168,6 +168,7 @@ let current = {view: "overview"}, applying = false;
 function link(replace = false) {
   if (applying) return;
   writeLink({...current, example: state.example}, replace);
+  lastHash = location.hash;
 }
 
 function openView(name, record = true) {
@@ -220,7 +221,16 @@ async function applyLink(hash) {
     }
   } finally { applying = false; }
 }
-window.addEventListener("popstate", () => applyLink(location.hash));
+// Back/Forward (popstate) and a typed or set hash (hashchange), once each, one after the other.
+let lastHash = null, chain = Promise.resolve();
+function navigated() {
+  if (location.hash === lastHash) return;
+  lastHash = location.hash;
+  const hash = location.hash;
+  chain = chain.then(() => applyLink(hash));
+}
+window.addEventListener("popstate", navigated);
+window.addEventListener("hashchange", navigated);
 
 // Switch between the served model and a run's latest weights.
 async function useRun(name) {
@@ -253,6 +263,7 @@ async function start() {
     }
     await schedule();
   }
+  lastHash = location.hash;
   await applyLink(location.hash);
 }
 start();

@@ -114,8 +114,9 @@ export function numberGrid(rows, cols, get, lo, hi, opts = {}) {
 
 // Bars of class probabilities, the largest marked.
 export function probBars(probs, names) {
-  const box = el("div", {class: "probs"});
   const best = probs.indexOf(Math.max(...probs));
+  const order = probs.map((v, k) => [v, k]).sort((a, b) => b[0] - a[0]).slice(0, 3);
+  const box = el("div", {class: "probs", role: "img", "aria-label": `probabilities: ${order.map(([v, k]) => `${names[k]} ${(100 * v).toFixed(1)}%`).join(", ")}${probs.length > 3 ? ", the others less" : ""}`});
   probs.forEach((v, k) => {
     box.append(el("div", {class: "bar" + (k === best ? " top" : "")}, el("span", {class: "name"}, names[k]),
       el("span", {class: "fill", style: `width:${Math.max(1, 120 * v)}px`}), el("span", {}, `${(100 * v).toFixed(1)}%`)));
