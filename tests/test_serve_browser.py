@@ -4,6 +4,7 @@ Every test saves a screenshot of its view (under the test's temporary folder, an
 ``$CNNLAB_SCREENSHOTS`` when set: the README's pictures are made this way).
 """
 import base64
+import gzip
 import io
 import json
 import os
@@ -74,6 +75,29 @@ def server(tmp_path_factory):
 def resnet(tmp_path_factory):
     """``cnnlab serve resnet8``: a graph model (residual blocks, BatchNorm, global pooling), RGB input."""
     yield from start_server(tmp_path_factory.mktemp("runs-resnet"), "resnet8")
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory):
+    """An MNIST-format LeNet-5 run: a small IDX fixture (the built-in shapes written as MNIST's four files, so
+    no download and no skip), trained one epoch, served with its data found through the run's --data-dir."""
+    from cnnlab.datasets import load_shapes
+    root = tmp_path_factory.mktemp("mnist")
+    (xt, yt), (xs, ys) = load_shapes(256, 64, image_size=28, seed=3)
+    folder = root / "data" / "mnist"
+    folder.mkdir(parents=True)
+
+    def idx(a):
+        a = np.asarray(a)
+        return bytes([0, 0, 8, a.ndim]) + np.array(a.shape, ">u4").tobytes() + a.astype(np.uint8).tobytes()
+
+    for prefix, x, y in (("train", xt, yt), ("t10k", xs, ys)):
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx((x[..., 0] * 255).round()), mtime=0))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(y), mtime=0))
+    run = root / "run"
+    subprocess.run([sys.executable, "-m", "cnnlab", "train", "--dataset", "mnist", "--data-dir", str(root / "data"),
+                    "--model", "lenet5", "--epochs", "1", "--out", str(run)], check=True, capture_output=True, timeout=300)
+    yield from start_server(root / "runs", str(run))
 
 
 @pytest.fixture(scope="module")
@@ -442,5 +466,21 @@ def test_phone_size_reads_and_touch_drawing_works(browser, server, tmp_path):
     assert max(abs(a - b) for a, b in zip(blank, drawn)) > 0.01, (blank, drawn)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     screenshot(page, tmp_path, "phone", full_page=True)
+    page.context.close()
+    assert not page.errors, page.errors
+
+
+def test_mnist_run_meets_its_own_digits_and_shows_both_inputs(browser, mnist, tmp_path):
+    """The first example is from the run's own (MNIST-format) test set; the server centres pictures as MNIST
+    was made, so the unit view shows the model's input with the box and the picture before preparation."""
+    page = open_page(browser, mnist + "#view=unit&layer=conv2d_1&c=3&y=4&x=5", 1280, 800)
+    page.wait_for_selector("#receptive-field", timeout=30_000)
+    assert page.inner_text("#example-note") == "(mnist)"
+    first = api(mnist, "api/examples?source=test&n=1")["examples"][0]["png"]
+    assert page.get_attribute('#examples img[data-example="test:0"]', "src") == f"data:image/png;base64,{first}"
+    assert page.evaluate("window.explorer.state.example") == "test:0"
+    assert page.evaluate("window.explorer.state.prediction.notes.length") > 0
+    assert page.locator("#raw-input").count() == 1
+    screenshot(page, tmp_path, "unit-mnist", full_page=True)
     page.context.close()
     assert not page.errors, page.errors
