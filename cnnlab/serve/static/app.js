@@ -89,7 +89,7 @@ async function loadExamples(n = 16) {
   try {
     const d = await getJSON("/api/examples" + withRun({source: asked, n: Math.min(64, n)}));
     $("example-note").textContent = asked === "test" && d.source === "shapes"
-      ? "(shapes: the model's own data when it is a shapes model, else its data was not found)" : `(${d.source})`;
+      ? "(shapes: the built-in pictures)" : `(${d.source})`;
     d.examples.forEach((ex, k) => {
       const img = el("img", {src: `data:image/png;base64,${ex.png}`, alt: `example ${k}: ${ex.class_name}`, title: `${ex.class_name} (${d.source})`,
                              class: "example", tabindex: 0, role: "button", "data-example": `${asked}:${k}`});

@@ -46,9 +46,9 @@ async function filters() {
       const patches = el("div", {class: "patches"});
       for (const t of f.top) {
         const p = unpack(t.patch);
-        patches.append(el("figure", {}, mapCanvas(p, 0, p.min, p.max, 5), el("figcaption", {}, `cos ${fmt(t.cosine)}`)));
+        patches.append(el("figure", {}, mapCanvas(p, 0, p.min, p.max, 8), el("figcaption", {}, `cos ${fmt(t.cosine)}`)));
       }
-      list.append(el("div", {class: "filter"}, el("div", {}, `filter ${f.index}`), mapCanvas(k, 0, -lim, lim, 7), patches,
+      list.append(el("div", {class: "filter"}, el("div", {}, `filter ${f.index}`), mapCanvas(k, 0, -lim, lim, 10), patches,
         el("div", {}, `mean cosine ${fmt(f.mean_top_cosine)} (random patches ${fmt(f.random_cosine_mean)})`)));
     }
     body.replaceChildren(el("p", {class: "note"}, `layer ${d.layer}, over ${d.examples} test images; channel 0 of each patch and kernel drawn`), list);
