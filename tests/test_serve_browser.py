@@ -424,17 +424,24 @@ def test_no_horizontal_scroll_at_1280x800_in_any_view(browser, request, which):
     assert not page.errors, page.errors
 
 
-def test_tab_reaches_every_control_and_arrows_walk_the_maps(page):
-    page.evaluate("""document.querySelectorAll('button, select, input, [tabindex="0"]').forEach((e, k) => { e.dataset.k = k; })""")
+def tab_reaches_every_visible_control(page):
+    page.evaluate("""document.querySelectorAll('[data-k]').forEach(e => { delete e.dataset.k; });
+        document.querySelectorAll('button, select, input, [tabindex="0"]').forEach((e, k) => { e.dataset.k = k; })""")
     wanted = set(page.evaluate("""[...document.querySelectorAll('[data-k]')].filter(e => e.offsetParent !== null
         && !e.disabled).map(e => e.dataset.k)"""))
     reached = set()
+    page.evaluate("document.activeElement && document.activeElement.blur()")
     for _ in range(len(wanted) + 20):
         page.keyboard.press("Tab")
         k = page.evaluate("document.activeElement && document.activeElement.dataset.k")
         if k is not None:
             reached.add(k)
-    assert wanted <= reached, page.evaluate(f"{sorted(wanted - reached)}.map(k => document.querySelector(`[data-k='${{k}}']`).outerHTML.slice(0, 80))")
+    assert len(wanted) > 20 and wanted <= reached, page.evaluate(
+        f"{sorted(wanted - reached)}.map(k => document.querySelector(`[data-k='${{k}}']`).outerHTML.slice(0, 80))")
+
+
+def test_tab_reaches_every_control_and_arrows_walk_the_maps_and_the_window(page):
+    tab_reaches_every_visible_control(page)
     page.focus('[data-node][tabindex="0"]')
     start = page.evaluate("document.activeElement.dataset.node")
     page.keyboard.press("ArrowRight")
@@ -445,6 +452,12 @@ def test_tab_reaches_every_control_and_arrows_walk_the_maps(page):
     page.keyboard.press("Enter")
     page.wait_for_selector("#view-details.active #unit-equation", timeout=20_000)
     assert unit_shown(page)[:2] == ("relu", "1")
+    tab_reaches_every_visible_control(page)                     # the unit view's controls too
+    y, x = (int(v) for v in unit_shown(page)[2:])
+    page.focus(".stepper-inputs")
+    page.keyboard.press("ArrowRight")                            # the window steps with the arrows
+    page.wait_for_function(f"document.querySelector('#unit-equation').dataset.x === '{x + 1}'")
+    assert unit_shown(page)[2] == str(y)
 
 
 def test_phone_size_reads_and_touch_drawing_works(browser, server, tmp_path):
