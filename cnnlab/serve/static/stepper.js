@@ -94,7 +94,7 @@ export function createStepper({fetchUnit, output, input, inputName, terms, onMov
     const c = output.shape[2], cell = Math.max(3, Math.min(12, Math.floor(180 / Math.max(H, W))));
     const upTo = det.y * W + det.x;
     const cv = paintCanvas(H, W, cell, (i, j) => (i * W + j <= upTo
-      ? colour(output.values[(i * W + j) * c + det.channel], output.min, output.max) : [238, 238, 238]));
+      ? colour(output.values[(i * W + j) * c + det.channel], output.min, output.max) : ((i + j) % 2 ? [214, 214, 226] : [246, 246, 250])));
     const ctx = cv.getContext("2d");
     ctx.strokeStyle = "#d00"; ctx.lineWidth = 2;
     ctx.strokeRect(det.x * cell + 1, det.y * cell + 1, cell - 2, cell - 2);
@@ -102,7 +102,7 @@ export function createStepper({fetchUnit, output, input, inputName, terms, onMov
     cv.dataset.filled = upTo + 1;
     cv.setAttribute("role", "img");
     cv.setAttribute("aria-label", `output map, channel ${det.channel}: ${upTo + 1} of ${H * W} cells computed; this one is ${fmt(det.value)}`);
-    return el("div", {}, el("div", {class: "note"}, `output map ${H}×${W}, channel ${det.channel}: filled up to the window's position`), cv);
+    return el("div", {}, el("div", {class: "note"}, `output map ${H}×${W}, channel ${det.channel}: filled up to the window's position (checkered: not reached yet)`), cv);
   }
 
   function render() {
