@@ -410,3 +410,30 @@ def test_zoo_models_every_layer_unit_matches_the_forward_pass(name, tmp_path):
             u = r.json()
             ref = unit_reference(outputs, layer.name, ch, i, j)
             assert abs(u["model_value"] - ref) < 1e-4 and abs(u["value"] - ref) < 1e-4, (layer.name, u["value"], ref)
+
+
+def test_filters_added_is_the_kernel_minus_its_first_snapshot(tmp_path):
+    """``/api/filters/added?run=NAME``: the run's latest first-layer kernel minus the first kernel its
+    ``filters.safetensors`` kept, and each filter's relative change, against the files read directly."""
+    import subprocess
+    import sys
+    from safetensors.numpy import load_file
+    subprocess.run([sys.executable, "-m", "cnnlab", "train", "--dataset", "shapes", "--model", "tiny_cnn", "--epochs", "1",
+                    "--limit", "192", "--batch-size", "32", "--snapshot-filters", "2", "--out", str(tmp_path / "snap")],
+                   check=True, capture_output=True, timeout=300)
+    app = create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path)
+    with TestClient(app) as c:
+        d = c.get("/api/filters/added?run=snap").json()
+        snaps = load_file(str(tmp_path / "snap" / runs.FILTERS_FILE))
+        k0 = snaps[min(snaps)].astype(np.float64)
+        k = np.asarray(cnnlab.load(tmp_path / "snap" / runs.LAST_FILE).layers[0].params["kernel"], np.float64)
+        added = np.frombuffer(base64.b64decode(d["added"]["data"]), "<f4").reshape(d["added"]["shape"])
+        assert d["initial_step"] == 0 and d["layer"] == "conv2d"
+        np.testing.assert_allclose(added, k - k0, atol=1e-6)
+        assert np.abs(added).max() > 0                           # training moved the filters
+        expected = np.linalg.norm((k - k0).reshape(-1, k.shape[-1]), axis=0) / np.linalg.norm(k0.reshape(-1, k.shape[-1]), axis=0)
+        np.testing.assert_allclose(d["relative_change"], expected, rtol=1e-5)
+        (tmp_path / "snap" / runs.FILTERS_FILE).unlink()
+        r = c.get("/api/filters/added?run=snap")
+        assert r.status_code == 404 and "snapshot" in r.json()["error"]
+        assert c.get("/api/filters/added").status_code == 400

@@ -209,6 +209,8 @@ def test_training_job_adds_points_to_the_curve(page, tmp_path):
     assert page.locator("#train-filters figure canvas").count() == 8
     assert page.locator("circle.batch-point").count() >= 2     # the loss of every batch event, drawn
     assert page.locator("#train-stop").is_hidden()             # the stop button only while running
+    page.wait_for_selector("#train-added figure canvas")      # what training added, from the run's snapshots
+    assert page.locator("#train-added figure canvas").count() == 8
     screenshot(page, tmp_path, "training")
 
 

@@ -50,6 +50,7 @@ async function startRun() {
     lr: parseFloat(v("train-lr")), batch_size: parseInt(v("train-batch"), 10), augment: v("train-augment")};
   if (parseInt(v("train-limit"), 10) > 0) body.limit = parseInt(v("train-limit"), 10);
   if (body.dataset === "shapes") body.dataset_options = {n_train: 3000, n_test: 500};
+  body.snapshot_filters = 20;              // the first layer's kernel every 20 steps: "what training added"
   await launch(body);
 }
 
@@ -75,7 +76,8 @@ function watch(name) {
     el("button", {id: "train-stop", hidden: "", onclick: () => postJSON(`/api/runs/${encodeURIComponent(name)}/stop`, {}).catch(e => { status.textContent = e.message; })}, "stop"),
     el("div", {class: "pair"}, el("div", {id: "curve-batches"}), el("div", {id: "curve-epochs"})),
     el("div", {class: "pair"}, el("div", {}, el("h3", {}, "first-layer filters"), el("div", {id: "train-filters", class: "kernels"})),
-      el("div", {}, el("h3", {}, "first-layer maps of the current input, with these weights"), el("div", {id: "train-maps", class: "kernels"}))));
+      el("div", {}, el("h3", {}, "first-layer maps of the current input, with these weights"), el("div", {id: "train-maps", class: "kernels"}))),
+    el("div", {id: "train-added"}));
   drawCurves();
   // EventSource reconnects by itself and sends Last-Event-ID, so the stream resumes where it stopped.
   source = new EventSource(`/api/runs/${encodeURIComponent(name)}/events`);
@@ -131,6 +133,7 @@ async function refreshWeights(name) {
       canvases.push(el("figure", {class: "filter-tile"}, cv, el("figcaption", {}, `${j}`)));
     }
     document.getElementById("train-filters").replaceChildren(...canvases, legend(-lim, lim, 96));
+    added(name, kh, kw, cin, n);
     const p = await postImage("/api/predict" + query({run: name, activations: "base64"}), await currentBlob());
     const first = p.activations.find(a => a.shape.length === 3);
     if (first) {
@@ -138,4 +141,25 @@ async function refreshWeights(name) {
       document.getElementById("train-maps").replaceChildren(...Array.from({length: a.shape[2]}, (_, c) => mapCanvas(a, c, a.min, a.max, Math.max(2, Math.floor(64 / a.shape[0])))));
     }
   } catch (e) { /* the run has no weights yet */ }
+}
+
+// What training added to each filter (its kernel minus its first snapshot, from the server), and how much.
+async function added(name, kh, kw, cin, n) {
+  const box = document.getElementById("train-added");
+  try {
+    const d = await getJSON("/api/filters/added" + query({run: name}));
+    const a = unpack(d.added);
+    const lim = Math.max(Math.abs(a.min), Math.abs(a.max), 1e-12);
+    const tiles = [];
+    for (let j = 0; j < n; j++) {
+      const one = {shape: [kh, kw, 1], values: new Float32Array(kh * kw)};
+      for (let p = 0; p < kh * kw; p++) one.values[p] = a.values[(p * cin) * n + j];
+      const cv = mapCanvas(one, 0, -lim, lim, Math.max(6, Math.floor(48 / Math.max(kh, kw))));
+      cv.setAttribute("role", "img");
+      cv.setAttribute("aria-label", `what training added to filter ${j}: it moved ${(100 * d.relative_change[j]).toFixed(0)}% of its initial size`);
+      tiles.push(el("figure", {class: "filter-tile"}, cv, el("figcaption", {}, `${(100 * d.relative_change[j]).toFixed(0)}%`)));
+    }
+    box.replaceChildren(el("h3", {}, `what training added since step ${d.initial_step} (kernel minus its start; % = how far each filter moved)`),
+      el("div", {class: "kernels"}, ...tiles, legend(-lim, lim, 96)));
+  } catch (e) { box.replaceChildren(); }    // no snapshots (a run started elsewhere), or none yet
 }
