@@ -455,11 +455,23 @@ def test_tab_reaches_every_control_and_arrows_walk_the_maps_and_the_window(page)
     page.wait_for_selector("#view-details.active #unit-equation", timeout=20_000)
     assert unit_shown(page)[:2] == ("relu", "1")
     tab_reaches_every_visible_control(page)                     # the unit view's controls too
+    # a new input while the unit is shown: the same unit, recomputed on it
+    page.evaluate("window.__old = window.explorer.stepper")
+    page.click("#examples img >> nth=7")
+    page.wait_for_function("window.explorer.state.example === 'test:7' && window.explorer.stepper !== window.__old"
+                           " && document.querySelector('#unit-equation')", timeout=20_000)
+    layer, c, y, x = unit_shown(page)
+    assert (layer, c) == ("relu", "1")
+    assert abs(float(page.get_attribute("#unit-equation", "data-model-value")) - activation(page, layer, c, y, x)) < 1e-5
     y, x = (int(v) for v in unit_shown(page)[2:])
     page.focus(".stepper-inputs")
     page.keyboard.press("ArrowRight")                            # the window steps with the arrows
     page.wait_for_function(f"document.querySelector('#unit-equation').dataset.x === '{x + 1}'")
     assert unit_shown(page)[2] == str(y)
+    for view in ("why", "training"):
+        open_view(page, view)
+        page.wait_for_timeout(500)
+        tab_reaches_every_visible_control(page)
 
 
 def test_phone_size_reads_and_touch_drawing_works(browser, server, tmp_path):

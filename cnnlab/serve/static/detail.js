@@ -17,6 +17,12 @@ function moved(layer, channel, y, x) {
   document.dispatchEvent(new CustomEvent("unit", {detail: {layer, channel, y, x}}));
 }
 
+// A new input while a unit is shown: the same unit, recomputed on it.
+document.addEventListener("prediction", () => {
+  const d = stepper?.detail();
+  if (d && document.getElementById("view-details").classList.contains("active")) showUnit(d.layer, d.channel, d.y, d.x);
+});
+
 export async function showUnit(layer, channel, y, x) {
   const info = layerInfo(layer);
   if (!info) { box().replaceChildren(el("p", {class: "error"}, `the model has no layer ${layer}`)); return; }
