@@ -101,6 +101,32 @@ def mnist(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory):
+    """A PyTorch network with two branches joined by ``torch.cat``, exported to ONNX and read by ``cnnlab import``."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    nn = torch.nn
+
+    class Branches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.b = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(1, 4, 5, padding=2)
+            self.pool, self.fc = nn.MaxPool2d(2), nn.Linear(8 * 14 * 14, 10)
+
+        def forward(self, x):
+            x = torch.relu(torch.cat([self.a(x), self.b(x)], 1))
+            return self.fc(torch.flatten(self.pool(x), 1))
+
+    root = tmp_path_factory.mktemp("onnx")
+    torch.onnx.export(Branches().eval(), torch.zeros(2, 1, 28, 28), str(root / "branches.onnx"), dynamo=False,
+                      input_names=["input"], output_names=["out"], dynamic_axes={"input": {0: "batch"}})
+    subprocess.run([sys.executable, "-m", "cnnlab", "import", str(root / "branches.onnx"), "--out", str(root / "run"),
+                    "--dataset", "shapes"], check=True, capture_output=True, timeout=300)
+    yield from start_server(root / "runs", str(root / "run"))
+
+
+@pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -509,5 +535,24 @@ def test_mnist_run_meets_its_own_digits_and_shows_both_inputs(browser, mnist, tm
     assert page.evaluate("window.explorer.state.prediction.notes.length") > 0
     assert page.locator("#raw-input").count() == 1
     screenshot(page, tmp_path, "unit-mnist", full_page=True)
+    page.context.close()
+    assert not page.errors, page.errors
+
+
+def test_imported_onnx_model_with_a_concatenate_join(browser, onnx_model, tmp_path):
+    """Concatenate stacks its inputs' maps: map k of the join is drawn from map k of the first branch (k < 4) or
+    map k - 4 of the second; a link to a unit of the join opens it, with the forward pass's value."""
+    page = open_page(browser, onnx_model, 1280, 800)
+    page.wait_for_selector("svg.flow-lines path", state="attached")
+    links = sorted(page.locator('svg.flow-lines path[data-dst^="concatenate#"]').evaluate_all(
+        "ps => ps.map(p => p.dataset.src + '>' + p.dataset.dst)"))
+    assert links == sorted([f"conv2d#{k}>concatenate#{k}" for k in range(4)] +
+                           [f"conv2d_1#{k}>concatenate#{k + 4}" for k in range(4)])
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    screenshot(page, tmp_path, "overview-onnx")
+    page.evaluate("location.hash = '#view=unit&layer=concatenate&c=6&y=10&x=12'")
+    page.wait_for_function("document.querySelector('#unit-equation')?.dataset.layer === 'concatenate'", timeout=20_000)
+    assert abs(float(page.get_attribute("#unit-equation", "data-model-value")) - activation(page, "concatenate", 6, 10, 12)) < 1e-6
+    assert abs(activation(page, "concatenate", 6, 10, 12) - activation(page, "conv2d_1", 2, 10, 12)) < 1e-6
     page.context.close()
     assert not page.errors, page.errors

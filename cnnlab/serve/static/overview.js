@@ -84,7 +84,7 @@ function spatialMaps(col, info, a) {
 }
 
 function flatUnits(col, info, a) {
-  const n = a.shape[0], per = Math.min(n, 8), cell = 7;
+  const n = a.shape[0], per = Math.min(n, n > 256 ? 32 : 8), cell = n > 256 ? 3 : 7;
   const grid = {shape: [Math.ceil(n / per), per, 1], values: new Float32Array(Math.ceil(n / per) * per).fill(NaN)};
   grid.values.set(a.values);
   const cv = mapCanvas(grid, 0, a.min, a.max, cell);
