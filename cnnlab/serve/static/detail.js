@@ -92,7 +92,7 @@ function receptiveField(d) {
     `(${r.bottom - r.top + 1}×${r.right - r.left + 1} pixels; negative or beyond the edge is padding).`)];
   const figs = el("div", {class: "pair"}, el("figure", {}, cv, el("figcaption", {}, "what the model received")));
   const notes = state.prediction?.notes || [];
-  if (notes.length && state.blob) {
+  if ((notes.length || state.input instanceof File) && state.blob) {       // prepared (centred, inverted) or resized
     const raw = document.createElement("canvas");
     raw.width = cv.width; raw.height = cv.height; raw.id = "raw-input";
     createImageBitmap(state.blob).then(bmp => { const c = raw.getContext("2d"); c.imageSmoothingEnabled = false; c.drawImage(bmp, 0, 0, raw.width, raw.height); });
