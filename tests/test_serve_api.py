@@ -167,7 +167,14 @@ def test_unit_detail_of_every_layer_equals_the_forward_pass(client, image):
                                            rtol=1e-5, atol=1e-7)
                 assert abs(sum(d["channel_sums"]) + d["bias"] - d["value"]) < 1e-5
             if d["kind"] == "dense":
-                assert abs(sum(d["products"]["data"]) + d["bias"] - d["value"]) < 1e-4
+                products = np.array(d["products"]["data"])
+                assert abs(products.sum() + d["bias"] - d["value"]) < 1e-4
+                top = d["top"]                   # the largest |w x v| first; the rest summed in one number
+                assert len(top) == min(10, products.size) and d["rest_count"] == products.size - len(top)
+                assert np.all(np.diff(np.abs(products[top])) <= 0)
+                others = np.delete(products, top)
+                assert others.size == 0 or np.abs(others).max() <= np.abs(products[top]).min()
+                assert abs(products[top].sum() + d["rest_sum"] - d["sum"]) < 1e-4
 
 
 def test_conv_unit_window_follows_stride_padding_dilation(client, image):
@@ -586,3 +593,28 @@ def test_predictions_say_when_an_input_is_far_from_the_training_data(data_dir, t
     with served(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path / "runs")) as c:
         none = calibrated(c, png(np.zeros((28, 28))))
     assert none["far"] is None and "not known" in none["message"]
+def test_filters_added_is_the_kernel_minus_its_first_snapshot(tmp_path):
+    """``/api/filters/added?run=NAME``: the run's latest first-layer kernel minus the first kernel its
+    ``filters.safetensors`` kept, and each filter's relative change, against the files read directly."""
+    import subprocess
+    import sys
+    from safetensors.numpy import load_file
+    subprocess.run([sys.executable, "-m", "cnnlab", "train", "--dataset", "shapes", "--model", "tiny_cnn", "--epochs", "1",
+                    "--limit", "192", "--batch-size", "32", "--snapshot-filters", "2", "--out", str(tmp_path / "snap")],
+                   check=True, capture_output=True, timeout=300)
+    app = create_app(every_kind_model(), allowed_hosts=HOSTS, runs_root=tmp_path)
+    with TestClient(app) as c:
+        d = c.get("/api/filters/added?run=snap").json()
+        snaps = load_file(str(tmp_path / "snap" / runs.FILTERS_FILE))
+        k0 = snaps[min(snaps)].astype(np.float64)
+        k = np.asarray(cnnlab.load(tmp_path / "snap" / runs.LAST_FILE).layers[0].params["kernel"], np.float64)
+        added = np.frombuffer(base64.b64decode(d["added"]["data"]), "<f4").reshape(d["added"]["shape"])
+        assert d["initial_step"] == 0 and d["layer"] == "conv2d"
+        np.testing.assert_allclose(added, k - k0, atol=1e-6)
+        assert np.abs(added).max() > 0                           # training moved the filters
+        expected = np.linalg.norm((k - k0).reshape(-1, k.shape[-1]), axis=0) / np.linalg.norm(k0.reshape(-1, k.shape[-1]), axis=0)
+        np.testing.assert_allclose(d["relative_change"], expected, rtol=1e-5)
+        (tmp_path / "snap" / runs.FILTERS_FILE).unlink()
+        r = c.get("/api/filters/added?run=snap")
+        assert r.status_code == 404 and "snapshot" in r.json()["error"]
+        assert c.get("/api/filters/added").status_code == 400

@@ -93,13 +93,20 @@ def pool_unit(layer, inp, channel, y, x) -> dict:
     return out
 
 
-def dense_unit(layer, inp, channel) -> dict:
-    """Unit ``channel`` of a dense layer: inputs, weights, products, sum + bias."""
+def dense_unit(layer, inp, channel, top=10) -> dict:
+    """Unit ``channel`` of a dense layer: inputs, weights, products, sum + bias.
+
+    ``top``: the indices of the ``top`` largest products by ``|w_k * v_k|``, largest first;
+    ``rest_sum``: the sum of the other products, so ``sum = sum(products[top]) + rest_sum``.
+    """
     v = np.asarray(inp, np.float64).reshape(-1)
     w = np.asarray(layer.params["kernel"][:, channel], np.float64)
     products = v * w
     bias = float(layer.params["bias"][channel]) if "bias" in layer.params else 0.0
+    order = np.argsort(-np.abs(products), kind="stable")
     return {"kind": "dense", "inputs": v, "weights": w, "products": products,
+            "top": order[:top].tolist(), "rest_sum": float(products[order[top:]].sum()),
+            "rest_count": int(max(0, products.size - top)),
             "sum": float(products.sum()), "bias": bias, "value": float(products.sum() + bias)}
 
 

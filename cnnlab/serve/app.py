@@ -11,6 +11,7 @@ Routes (all answers JSON except the page, the static files and the event stream)
     GET  /api/examples?source=model|shapes&n=N              test images of the model's data (else shapes, and a note)
     GET  /api/filters[?run=NAME]            the first convolution's kernels (live training view; empty before a save)
     GET  /api/choices                       datasets found on disk, zoo models, augmentation presets (training form)
+    GET  /api/filters/added?run=NAME        that kernel minus its first snapshot: what training added
     GET  /api/why/filters[?run=NAME]        first-layer filters with their most activating patches
     POST /api/why/saliency[?class=K]        body: image -> gradient saliency and Grad-CAM
     POST /api/why/shift?dy=DY&dx=DX         body: image -> shifted image, conv maps, pooled features
@@ -439,6 +440,27 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         layer = compute.first_conv(model)
         return JSONResponse({"layer": layer.name, "kernel": compute.pack(layer.params["kernel"], "base64")})
 
+    async def filters_added(request):
+        """What training added to the first convolution of ``?run=NAME``: its kernel now minus its first
+        snapshot (the run keeps snapshots when started with ``snapshot_filters``), and each filter's
+        relative change ``||k - k0|| / ||k0||`` (``cnnlab explain features``'s measure)."""
+        name = request.query_params.get("run")
+        if not name:
+            raise ApiError(400, "missing query parameter 'run'")
+        path = ex.jobs.run_dir(name) / runs.FILTERS_FILE
+        if not path.is_file():
+            raise ApiError(404, f"run {name!r} kept no filter snapshots (start it with snapshot_filters)")
+        snapshots = runs.read_filter_snapshots(path)
+        step0 = min(snapshots)
+        model, _, _ = ex.model_for(request)
+        layer = compute.first_conv(model)
+        k0, k = snapshots[step0], np.asarray(layer.params["kernel"])
+        if k0.shape != k.shape:
+            raise ApiError(409, f"run {name!r}: the snapshots hold kernels {k0.shape}, the model {k.shape}")
+        from ..explain.features import filter_change
+        return JSONResponse({"layer": layer.name, "initial_step": step0, "added": compute.pack(k - k0, "base64"),
+                             "relative_change": filter_change({0: k0, 1: k})["per_filter"][-1].tolist()})
+
     async def why_filters(request):
         model, _, dataset = ex.model_for(request)
         x, *_ = await ex.compute(ex.examples, model, dataset, "model", 256)
@@ -553,6 +575,7 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         Route("/api/unit", api(unit), methods=["POST"]),
         Route("/api/examples", api(examples)),
         Route("/api/filters", api(filters)),
+        Route("/api/filters/added", api(filters_added)),
         Route("/api/why/filters", api(why_filters)),
         Route("/api/why/saliency", api(why_saliency), methods=["POST"]),
         Route("/api/why/shift", api(why_shift), methods=["POST"]),

@@ -1,20 +1,17 @@
 // The explorer page: the input panel, the prediction, the overview of every layer; other views in modules.
-import {getJSON, postImage, query, unpack, at} from "./api.js";
-import {el, fmt, mapCanvas, rgbCanvas} from "./draw.js";
+import {getJSON, postImage, unpack} from "./api.js";
+import {el, probBars} from "./draw.js";
+import {renderOverview} from "./overview.js";
+import {parseLink, writeLink, parseExample} from "./links.js";
 import {showUnit, showSoftmax} from "./detail.js";
 import {initWhy, refreshWhy} from "./why.js";
 import {initTraining} from "./train.js";
+import {state, actions, withRun} from "./state.js";
 
-// Everything the views share. ``run`` is "" for the served model, else a run directory's name.
-export const state = {run: "", source: "drawing", model: null, input: null, prediction: null, activations: {}, busy: false, dirty: false, version: 0};
 window.explorer = {state, showUnit: (...a) => showUnit(...a)};       // for scripts and tests
 
 const $ = id => document.getElementById(id);
 const canvas = $("draw"), ctx = canvas.getContext("2d");
-
-// Every image route prepares the picture as the page's options say, and names it in its notes.
-const preparation = () => ({input: state.source, invert: $("prep-invert").checked ? "auto" : "no", center: $("prep-center").checked ? "auto" : "no"});
-export function withRun(params = {}) { return query({...params, run: state.run, ...preparation()}); }
 
 function setStatus(text) { $("status").textContent = text; }
 function showError(msg) { $("input-error").textContent = msg || ""; }
@@ -22,7 +19,7 @@ function showError(msg) { $("input-error").textContent = msg || ""; }
 // ---------------------------------------------------------------------------
 // The model
 // ---------------------------------------------------------------------------
-export async function loadModel() {
+async function loadModel() {
   state.model = await getJSON("/api/model" + withRun());
   const m = state.model;
   $("model-name").textContent = `${m.name}: input ${m.input_shape.join("×")}, ${m.layers.length} layers, ${m.num_params.toLocaleString()} parameters`;
@@ -63,7 +60,7 @@ canvas.addEventListener("pointermove", e => { if (drawing) { stroke(point(e)); u
 canvas.addEventListener("pointerup", () => { drawing = false; last = null; useCanvas(); });
 $("clear").addEventListener("click", () => { clearCanvas(); useCanvas(); });
 
-function useCanvas() { state.input = null; state.source = "drawing"; schedule(); }
+function useCanvas() { state.input = null; state.source = "drawing"; state.example = null; schedule(); }
 
 // The input as image bytes: the uploaded file or example as it is, else the canvas.
 async function inputBlob() { return state.input || canvasBlob(); }
@@ -80,36 +77,44 @@ $("upload").addEventListener("change", async e => {
   if (!file) return;
   state.input = file;
   state.source = "upload";
+  state.example = null;
   await schedule();
   if (!state.lastError) { try { await showOnCanvas(file); } catch (err) { /* shown by the server's answer */ } }
 });
 
-async function loadExamples() {
+// Examples from the model's own test set when the server finds it (else shapes, and the page says so).
+async function loadExamples(n = 16) {
   const box = $("examples");
   box.textContent = "";
+  const asked = $("example-source").value;
   try {
-    const d = await getJSON("/api/examples" + withRun({source: $("example-source").value, n: 16}));
-    for (const ex of d.examples) {
-      const img = el("img", {src: `data:image/png;base64,${ex.png}`, title: `${ex.class_name} (${d.source})`, class: "example"});
-      img.addEventListener("click", async () => {
+    const d = await getJSON("/api/examples" + withRun({source: asked, n: Math.min(64, n)}));
+    $("example-note").textContent = d.note || `(${d.source})`;     // the server says why when not the model's own
+    d.examples.forEach((ex, k) => {
+      const img = el("img", {src: `data:image/png;base64,${ex.png}`, alt: `example ${k}: ${ex.class_name}`, title: `${ex.class_name} (${d.source})`,
+                             class: "example", tabindex: 0, role: "button", "data-example": `${asked}:${k}`});
+      const use = async () => {
         const blob = await (await fetch(img.src)).blob();
         state.input = blob;
         state.source = "example";
+        state.example = img.dataset.example;
         await showOnCanvas(blob);
-        schedule();
-      });
+        await schedule();
+        link();
+      };
+      img.addEventListener("click", use);
+      img.addEventListener("keydown", e => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); use(); } });
       box.append(img);
-    }
-    if (d.note) box.prepend(el("p", {class: "note", id: "examples-note"}, d.note));
+    });
   } catch (err) { box.textContent = err.message; }
 }
-$("example-source").addEventListener("change", loadExamples);
+$("example-source").addEventListener("change", () => loadExamples());
 for (const id of ["prep-invert", "prep-center"]) $(id).addEventListener("change", () => schedule());
 
 // ---------------------------------------------------------------------------
 // Prediction: one request at a time; changes made meanwhile are sent when it returns
 // ---------------------------------------------------------------------------
-export async function schedule() {
+async function schedule() {
   state.dirty = true;
   if (state.busy) return;
   state.busy = true;
@@ -152,106 +157,86 @@ function renderPrediction() {
   // What was done to the picture before the model saw it (background rule, MNIST's normalization).
   if (p.notes && p.notes.length) box.append(el("p", {class: "note", id: "input-notes"}, p.notes.join(" ")));
   if (p.novelty && p.novelty.far) box.append(el("p", {class: "error", id: "input-novelty", role: "status"}, p.novelty.message));
-  box.append(el("button", {onclick: () => { showSoftmax(p, names); openView("details"); }}, "softmax details"));
+  box.append(el("button", {onclick: () => { showSoftmax(p, names); openView("details", false); }}, "softmax details"));
 }
 
-export function probBars(probs, names) {
-  const box = el("div", {class: "probs"});
-  const best = probs.indexOf(Math.max(...probs));
-  probs.forEach((v, k) => {
-    box.append(el("div", {class: "bar" + (k === best ? " top" : "")}, el("span", {class: "name"}, names[k]),
-      el("span", {class: "fill", style: `width:${Math.max(1, 120 * v)}px`}), el("span", {}, `${(100 * v).toFixed(1)}%`)));
-  });
-  return box;
-}
-
-// ---------------------------------------------------------------------------
-// Overview: the input, every layer's maps or units, the probabilities
-// ---------------------------------------------------------------------------
-const tooltip = $("tooltip");
-function tip(e, text) {
-  tooltip.hidden = false; tooltip.textContent = text;
-  tooltip.style.left = `${e.clientX + 12}px`; tooltip.style.top = `${e.clientY + 12}px`;
-}
-function untip() { tooltip.hidden = true; }
-
-function layerColumn(layer, a) {
-  const col = el("div", {class: "layer", "data-layer": layer.name});
-  col.append(el("div", {class: "title"}, el("b", {}, layer.name), `${layer.class} ${a.shape.join("×")}`));
-  const maps = el("div", {class: "maps"});
-  if (a.shape.length === 3) {
-    const [h, w, c] = a.shape;
-    const cell = Math.max(1, Math.floor(56 / Math.max(h, w)));
-    maps.style.gridTemplateColumns = `repeat(${Math.min(c, c > 16 ? 4 : 2)}, auto)`;
-    for (let ch = 0; ch < c; ch++) {
-      const cv = mapCanvas(a, ch, a.min, a.max, cell);
-      cv.dataset.channel = ch;
-      const where = e => [Math.min(h - 1, Math.floor(e.offsetY / cell)), Math.min(w - 1, Math.floor(e.offsetX / cell))];
-      cv.addEventListener("mousemove", e => {
-        const [i, j] = where(e);
-        tip(e, `${layer.name} (${layer.class}) output ${a.shape.join("×")} · channel ${ch} · range [${fmt(a.min)}, ${fmt(a.max)}] · (${i}, ${j}) = ${fmt(at(a, i, j, ch))}`);
-      });
-      cv.addEventListener("mouseleave", untip);
-      cv.addEventListener("click", e => { const [i, j] = where(e); untip(); openUnit(layer.name, ch, i, j); });
-      maps.append(cv);
-    }
-  } else {
-    const n = a.shape[0], cols = Math.min(n, 16), cell = 6;
-    const grid = {shape: [Math.ceil(n / cols), cols, 1], values: new Float32Array(Math.ceil(n / cols) * cols).fill(NaN)};
-    grid.values.set(a.values);
-    const cv = mapCanvas(grid, 0, a.min, a.max, cell);
-    const unit = e => Math.min(n - 1, Math.floor(e.offsetY / cell) * cols + Math.floor(e.offsetX / cell));
-    cv.addEventListener("mousemove", e => {
-      const k = unit(e);
-      tip(e, `${layer.name} (${layer.class}) output (${n}) · range [${fmt(a.min)}, ${fmt(a.max)}] · unit ${k} = ${fmt(a.values[k])}`);
-    });
-    cv.addEventListener("mouseleave", untip);
-    cv.addEventListener("click", e => { untip(); openUnit(layer.name, unit(e), 0, 0); });
-    maps.append(cv);
-  }
-  col.append(maps);
-  return col;
-}
-
-// What the model sees: the input after decoding and resizing.
-function inputPreview() {
-  const a = state.activations.__input_array__;
-  const cell = Math.max(1, Math.floor(56 / Math.max(a.shape[0], a.shape[1])));
-  return a.shape[2] === 3 ? rgbCanvas(a, cell) : mapCanvas(a, 0, 0, 1, cell);
-}
-
-async function renderOverview() {
-  const box = $("overview");
-  const cols = [];
-  const inCol = el("div", {class: "layer"}, el("div", {class: "title"}, el("b", {}, "input"), state.model.input_shape.join("×")));
-  inCol.append(inputPreview());
-  cols.push(inCol);
-  for (const layer of state.model.layers) cols.push(layerColumn(layer, state.activations[layer.name]));
-  const out = el("div", {class: "layer"}, el("div", {class: "title"}, el("b", {}, "softmax"), "probabilities"));
-  out.append(probBars(state.prediction.probabilities, state.model.class_names));
-  cols.push(out);
-  box.replaceChildren(...cols);
-}
 
 // ---------------------------------------------------------------------------
 // Views
 // ---------------------------------------------------------------------------
-export function openView(name) {
-  for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === name);
-  for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === `view-${name}`);
-  if (name === "why") refreshWhy();
+// Views by their link names; the tab buttons carry the element names (details = unit).
+const VIEW_OF = {overview: "overview", unit: "details", why: "why", training: "training"};
+let current = {view: "overview"}, applying = false;
+
+function link(replace = false) {
+  if (applying) return;
+  writeLink({...current, example: state.example}, replace);
+  lastHash = location.hash;
+}
+
+function openView(name, record = true) {
+  const id = VIEW_OF[name] ? VIEW_OF[name] : name;
+  for (const b of document.querySelectorAll("#tabs button")) {
+    b.classList.toggle("active", b.dataset.view === id);
+    b.setAttribute("aria-selected", b.dataset.view === id);
+  }
+  for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === `view-${id}`);
+  if (id === "why") refreshWhy();
+  const view = Object.keys(VIEW_OF).find(k => VIEW_OF[k] === id) || "overview";
+  if (record && view !== "unit") { current = {view}; link(); }
 }
 for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => openView(b.dataset.view));
 
-export async function openUnit(layer, channel, y, x) {
-  openView("details");
+async function openUnit(layer, channel, y, x) {
+  openView("details", false);
   await showUnit(layer, channel, y, x);
 }
 
-export async function currentBlob() { return state.blob || inputBlob(); }
+// The unit view reports each unit it shows; while a unit plays, the link follows without new entries.
+document.addEventListener("unit", e => {
+  const {layer, channel, y, x} = e.detail;
+  const replace = current.view === "unit" && current.layer === layer && window.explorer.stepper?.playing();
+  current = {view: "unit", layer, c: channel, y, x};
+  link(replace);
+});
+
+// Open what a link names: its example first (so the unit is computed on it), then its view.
+async function applyLink(hash) {
+  const l = parseLink(hash);
+  applying = true;
+  try {
+    const ex = parseExample(l.example);
+    if (ex && ex.source !== undefined && l.example !== state.example) {
+      $("example-source").value = ex.source;
+      await loadExamples(Math.max(16, ex.index + 1));
+      const img = document.querySelector(`#examples img[data-example="${l.example}"]`);
+      if (img) { state.input = await (await fetch(img.src)).blob(); state.example = l.example; await showOnCanvas(state.input); await schedule(); }
+    }
+    if (l.view === "unit" && l.layer && state.model.layers.some(k => k.name === l.layer)) {
+      current = {view: "unit", layer: l.layer, c: l.c ?? 0, y: l.y ?? 0, x: l.x ?? 0};
+      await openUnit(l.layer, l.c ?? 0, l.y ?? 0, l.x ?? 0);
+    } else if (VIEW_OF[l.view]) {
+      current = {view: l.view};
+      openView(l.view, false);
+    } else {
+      current = {view: "overview"};                   // no link, or the lesson (not built yet)
+      openView("overview", false);
+    }
+  } finally { applying = false; }
+}
+// Back/Forward (popstate) and a typed or set hash (hashchange), once each, one after the other.
+let lastHash = null, chain = Promise.resolve();
+function navigated() {
+  if (location.hash === lastHash) return;
+  lastHash = location.hash;
+  const hash = location.hash;
+  chain = chain.then(() => applyLink(hash));
+}
+window.addEventListener("popstate", navigated);
+window.addEventListener("hashchange", navigated);
 
 // Switch between the served model and a run's latest weights.
-export async function useRun(name) {
+async function useRun(name) {
   state.run = name || "";
   const sel = $("model-source");
   if (name && ![...sel.options].some(o => o.value === name)) sel.append(el("option", {value: name}, name));
@@ -262,14 +247,26 @@ export async function useRun(name) {
 }
 $("model-source").addEventListener("change", e => useRun(e.target.value));
 
+Object.assign(actions, {openView, openUnit, useRun});
+
 async function start() {
   try {
     await loadModel();
   } catch (err) { showError(err.message); return; }
   initWhy();
   initTraining();
-  await loadExamples();
-  const first = document.querySelector("#examples img");
-  if (first) first.click(); else await schedule();
+  const l = parseLink(location.hash);
+  if (!parseExample(l.example)) {
+    await loadExamples();
+    const first = document.querySelector("#examples img");
+    if (first) {
+      state.input = await (await fetch(first.src)).blob();
+      state.example = first.dataset.example;
+      await showOnCanvas(state.input);
+    }
+    await schedule();
+  }
+  lastHash = location.hash;
+  await applyLink(location.hash);
 }
 start();

@@ -1,16 +1,45 @@
 // Drawing numbers: maps as canvases, grids of numbers as tables, curves as SVG.
 
-// Colour of v in [lo, hi]: grey for non-negative data, blue-white-red when the range spans zero.
+// Colour of v in [lo, hi]: grey (black to white) for non-negative data; blue-white-orange when the
+// range spans zero, symmetric about 0 (blue and orange stay apart in the common colour-vision
+// deficiencies, unlike red and green).
+const NEG = [33, 102, 172], POS = [200, 90, 0];
 export function colour(v, lo, hi) {
   if (lo < 0 && hi > 0) {
     const m = Math.max(-lo, hi);
     const t = Math.max(-1, Math.min(1, v / m));
-    return t >= 0 ? [255, Math.round(255 * (1 - t)), Math.round(255 * (1 - t))]
-                  : [Math.round(255 * (1 + t)), Math.round(255 * (1 + t)), 255];
+    const end = t >= 0 ? POS : NEG, a = Math.abs(t);
+    return end.map(e => Math.round(255 + (e - 255) * a));
   }
   const t = hi > lo ? Math.max(0, Math.min(1, (v - lo) / (hi - lo))) : 0;
   const g = Math.round(255 * t);
   return [g, g, g];
+}
+
+// A legend for the colour scale of [lo, hi]: the gradient with its numbers at the ends (and 0).
+export function legend(lo, hi, width = 96) {
+  const n = 32;
+  const cv = paintCanvas(1, n, 1, (i, j) => colour(lo + (hi - lo) * j / (n - 1), lo, hi));
+  cv.style.width = `${width}px`; cv.style.height = "8px";
+  const signed = lo < 0 && hi > 0, m = Math.max(-lo, hi);
+  const ends = signed ? [-m, m] : [lo, hi];
+  const box = el("div", {class: "legend", role: "img",
+    "aria-label": signed ? `colour scale: blue ${fmt(-m)}, white 0, orange ${fmt(m)}` : `colour scale: black ${fmt(lo)} to white ${fmt(hi)}`}, cv,
+    el("div", {class: "legend-numbers"}, el("span", {}, fmt(ends[0])), signed ? el("span", {}, "0") : "", el("span", {}, fmt(ends[1]))));
+  return box;
+}
+
+// A canvas of (h * cell) x (w * cell) pixels, each cell painted with rgb(i, j) = [r, g, b].
+export function paintCanvas(h, w, cell, rgb) {
+  const canvas = document.createElement("canvas");
+  canvas.width = w * cell; canvas.height = h * cell;
+  const ctx = canvas.getContext("2d");
+  for (let i = 0; i < h; i++) for (let j = 0; j < w; j++) {
+    const [r, g, b] = rgb(i, j);
+    ctx.fillStyle = `rgb(${r},${g},${b})`;
+    ctx.fillRect(j * cell, i * cell, cell, cell);
+  }
+  return canvas;
 }
 
 // A canvas of w x h pixels shown cell-sized; pixel(p) returns the [r, g, b] of pixel p = i * w + j.
@@ -83,6 +112,18 @@ export function numberGrid(rows, cols, get, lo, hi, opts = {}) {
   return table;
 }
 
+// Bars of class probabilities, the largest marked.
+export function probBars(probs, names) {
+  const best = probs.indexOf(Math.max(...probs));
+  const order = probs.map((v, k) => [v, k]).sort((a, b) => b[0] - a[0]).slice(0, 3);
+  const box = el("div", {class: "probs", role: "img", "aria-label": `probabilities: ${order.map(([v, k]) => `${names[k]} ${(100 * v).toFixed(1)}%`).join(", ")}${probs.length > 3 ? ", the others less" : ""}`});
+  probs.forEach((v, k) => {
+    box.append(el("div", {class: "bar" + (k === best ? " top" : "")}, el("span", {class: "name"}, names[k]),
+      el("span", {class: "fill", style: `width:${Math.max(1, 120 * v)}px`}), el("span", {}, `${(100 * v).toFixed(1)}%`)));
+  });
+  return box;
+}
+
 export function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -95,13 +136,15 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 // Line chart in SVG: series = [{name, points: [[x, y]], colour, cls}]; points get class cls.
+// The legend sits in its own row under the x axis, so it never covers a line.
 export function lineChart(series, {width = 420, height = 200, xlabel = "", ylabel = ""} = {}) {
+  height += 16;
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("width", width); svg.setAttribute("height", height);
   svg.setAttribute("class", "chart");
   const all = series.flatMap(s => s.points);
-  const m = {l: 48, r: 10, t: 10, b: 30};
+  const m = {l: 48, r: 10, t: 10, b: 46};
   const xs = all.map(p => p[0]), ys = all.map(p => p[1]).filter(Number.isFinite);
   const x0 = Math.min(0, ...xs), x1 = Math.max(1, ...xs);
   const y0 = Math.min(0, ...ys), y1 = Math.max(1e-9, ...ys);
@@ -117,13 +160,15 @@ export function lineChart(series, {width = 420, height = 200, xlabel = "", ylabe
   add("line", {x1: m.l, y1: m.t, x2: m.l, y2: height - m.b, stroke: "#999"});
   add("text", {x: m.l - 4, y: m.t + 8, "text-anchor": "end", "font-size": 10}, fmt(y1));
   add("text", {x: m.l - 4, y: height - m.b, "text-anchor": "end", "font-size": 10}, fmt(y0));
-  add("text", {x: width - m.r, y: height - 8, "text-anchor": "end", "font-size": 10}, `${xlabel} ${fmt(x1)}`);
+  add("text", {x: width - m.r, y: height - m.b + 14, "text-anchor": "end", "font-size": 10}, `${xlabel} ${fmt(x1)}`);
   add("text", {x: m.l + 4, y: m.t + 8, "font-size": 10, fill: "#666"}, ylabel);
   series.forEach((s, k) => {
     const pts = s.points.filter(p => Number.isFinite(p[1]));
     if (pts.length > 1) add("polyline", {points: pts.map(p => `${X(p[0])},${Y(p[1])}`).join(" "), fill: "none", stroke: s.colour, "stroke-width": 1.5});
     if (s.cls) pts.forEach(p => add("circle", {cx: X(p[0]), cy: Y(p[1]), r: 3, fill: s.colour, class: s.cls}));
-    add("text", {x: width - m.r - 4, y: m.t + 12 + 12 * k, "text-anchor": "end", "font-size": 10, fill: s.colour}, s.name);
+    const lx = m.l + k * Math.floor((width - m.l) / series.length);
+    add("rect", {x: lx, y: height - 13, width: 10, height: 4, fill: s.colour});
+    add("text", {x: lx + 14, y: height - 8, "font-size": 10, fill: "#333"}, s.name);
   });
   return svg;
 }

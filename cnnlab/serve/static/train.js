@@ -1,8 +1,8 @@
 // Live training: start a run (in its own process on the server), or attach to any run directory; curves
 // update per batch and per epoch, the first-layer filters and the current input's first maps with the weights.
 import {getJSON, postJSON, postImage, query, unpack} from "./api.js";
-import {el, fmt, mapCanvas, lineChart} from "./draw.js";
-import {currentBlob, useRun} from "./app.js";
+import {el, fmt, mapCanvas, lineChart, legend} from "./draw.js";
+import {currentBlob, actions} from "./state.js";
 
 const box = () => document.getElementById("training");
 let source = null, watched = null, curves = null;
@@ -38,7 +38,7 @@ async function listRuns() {
   for (const r of d.runs) {
     t.append(el("tr", {}, el("td", {}, r.name), el("td", {}, r.job ? r.job.status : r.status ?? ""), el("td", {}, `${r.epoch ?? ""}/${r.epochs ?? ""}`),
       el("td", {}, r.dataset ?? ""), el("td", {}, r.model ?? ""),
-      el("td", {}, el("button", {onclick: () => watch(r.name)}, "watch"), el("button", {onclick: () => useRun(r.name)}, "use its weights"),
+      el("td", {}, el("button", {onclick: () => watch(r.name)}, "watch"), el("button", {onclick: () => actions.useRun(r.name)}, "use its weights"),
         el("button", {onclick: () => resume(r.name, (r.epoch || 0) + 2)}, "resume +2 epochs"))));
   }
   document.getElementById("runs").replaceChildren(d.runs.length ? t : el("p", {class: "note"}, `no runs in ${d.root} yet`));
@@ -50,6 +50,7 @@ async function startRun() {
     lr: parseFloat(v("train-lr")), batch_size: parseInt(v("train-batch"), 10), augment: v("train-augment")};
   if (parseInt(v("train-limit"), 10) > 0) body.limit = parseInt(v("train-limit"), 10);
   if (body.dataset === "shapes") body.dataset_options = {n_train: 3000, n_test: 500};
+  body.snapshot_filters = 20;              // the first layer's kernel every 20 steps: "what training added"
   await launch(body);
 }
 
@@ -72,17 +73,20 @@ function watch(name) {
   const status = el("div", {id: "train-status"}, "connecting…");
   document.getElementById("watch").replaceChildren(
     el("h2", {}, `Run ${name}`), status,
-    el("button", {id: "train-stop", onclick: () => postJSON(`/api/runs/${encodeURIComponent(name)}/stop`, {}).catch(e => { status.textContent = e.message; })}, "stop"),
+    el("button", {id: "train-stop", hidden: "", onclick: () => postJSON(`/api/runs/${encodeURIComponent(name)}/stop`, {}).catch(e => { status.textContent = e.message; })}, "stop"),
     el("div", {class: "pair"}, el("div", {id: "curve-batches"}), el("div", {id: "curve-epochs"})),
     el("div", {class: "pair"}, el("div", {}, el("h3", {}, "first-layer filters"), el("div", {id: "train-filters", class: "kernels"})),
-      el("div", {}, el("h3", {}, "first-layer maps of the current input, with these weights"), el("div", {id: "train-maps", class: "kernels"}))));
+      el("div", {}, el("h3", {}, "first-layer maps of the current input, with these weights"), el("div", {id: "train-maps", class: "kernels"}))),
+    el("div", {id: "train-added"}));
   drawCurves();
   // EventSource reconnects by itself and sends Last-Event-ID, so the stream resumes where it stopped.
   source = new EventSource(`/api/runs/${encodeURIComponent(name)}/events`);
-  source.addEventListener("start", e => { const d = JSON.parse(e.data); status.textContent = `training, ${d.epochs} epochs${d.resume ? " (resumed)" : ""}`; });
+  const stop = document.getElementById("train-stop");
+  source.addEventListener("start", e => { const d = JSON.parse(e.data); stop.hidden = false; status.textContent = `training, ${d.epochs} epochs${d.resume ? " (resumed)" : ""}`; });
   source.addEventListener("batch", e => {
     const d = JSON.parse(e.data);
     curves.batch.push([d.step, d.loss]);
+    stop.hidden = false;
     status.textContent = `epoch ${d.epoch}, step ${d.step}, loss ${fmt(d.loss)}`;
     drawCurves();
   });
@@ -96,6 +100,7 @@ function watch(name) {
   source.addEventListener("end", e => {
     const d = JSON.parse(e.data);
     status.textContent = `${d.status}${d.message ? ": " + d.message : ""}`;
+    stop.hidden = true;
     source.close(); source = null;
     refreshWeights(name);
     listRuns();
@@ -104,7 +109,7 @@ function watch(name) {
 }
 
 function drawCurves() {
-  document.getElementById("curve-batches").replaceChildren(lineChart([{name: "loss per batch", points: curves.batch, colour: "#888"}], {xlabel: "step", ylabel: "loss"}));
+  document.getElementById("curve-batches").replaceChildren(lineChart([{name: "loss per batch", points: curves.batch, colour: "#555", cls: "batch-point"}], {xlabel: "step", ylabel: "loss"}));
   document.getElementById("curve-epochs").replaceChildren(lineChart([
     {name: "loss", points: curves.loss, colour: "#d0604a", cls: "epoch-point"},
     {name: "accuracy", points: curves.accuracy, colour: "#4a7bd0", cls: "epoch-point-acc"},
@@ -122,14 +127,39 @@ async function refreshWeights(name) {
     for (let j = 0; j < n; j++) {         // filter j, input channel 0
       const one = {shape: [kh, kw, 1], values: new Float32Array(kh * kw)};
       for (let p = 0; p < kh * kw; p++) one.values[p] = k.values[(p * cin) * n + j];
-      canvases.push(mapCanvas(one, 0, -lim, lim, 6));
+      const cv = mapCanvas(one, 0, -lim, lim, Math.max(6, Math.floor(48 / Math.max(kh, kw))));
+      cv.setAttribute("role", "img");
+      cv.setAttribute("aria-label", `filter ${j}, ${kh}×${kw}, input channel 0`);
+      canvases.push(el("figure", {class: "filter-tile"}, cv, el("figcaption", {}, `${j}`)));
     }
-    document.getElementById("train-filters").replaceChildren(...canvases);
+    document.getElementById("train-filters").replaceChildren(...canvases, legend(-lim, lim, 96));
+    added(name, kh, kw, cin, n);
     const p = await postImage("/api/predict" + query({run: name, activations: "base64"}), await currentBlob());
     const first = p.activations.find(a => a.shape.length === 3);
     if (first) {
       const a = unpack(first);
-      document.getElementById("train-maps").replaceChildren(...Array.from({length: a.shape[2]}, (_, c) => mapCanvas(a, c, a.min, a.max, 2)));
+      document.getElementById("train-maps").replaceChildren(...Array.from({length: a.shape[2]}, (_, c) => mapCanvas(a, c, a.min, a.max, Math.max(2, Math.floor(64 / a.shape[0])))));
     }
   } catch (e) { /* the run has no weights yet */ }
+}
+
+// What training added to each filter (its kernel minus its first snapshot, from the server), and how much.
+async function added(name, kh, kw, cin, n) {
+  const box = document.getElementById("train-added");
+  try {
+    const d = await getJSON("/api/filters/added" + query({run: name}));
+    const a = unpack(d.added);
+    const lim = Math.max(Math.abs(a.min), Math.abs(a.max), 1e-12);
+    const tiles = [];
+    for (let j = 0; j < n; j++) {
+      const one = {shape: [kh, kw, 1], values: new Float32Array(kh * kw)};
+      for (let p = 0; p < kh * kw; p++) one.values[p] = a.values[(p * cin) * n + j];
+      const cv = mapCanvas(one, 0, -lim, lim, Math.max(6, Math.floor(48 / Math.max(kh, kw))));
+      cv.setAttribute("role", "img");
+      cv.setAttribute("aria-label", `what training added to filter ${j}: it moved ${(100 * d.relative_change[j]).toFixed(0)}% of its initial size`);
+      tiles.push(el("figure", {class: "filter-tile"}, cv, el("figcaption", {}, `${(100 * d.relative_change[j]).toFixed(0)}%`)));
+    }
+    box.replaceChildren(el("h3", {}, `what training added since step ${d.initial_step} (kernel minus its start; % = how far each filter moved)`),
+      el("div", {class: "kernels"}, ...tiles, legend(-lim, lim, 96)));
+  } catch (e) { box.replaceChildren(); }    // no snapshots (a run started elsewhere), or none yet
 }

@@ -1,7 +1,7 @@
 // Why it works: matched filters (top-activating patches), weight sharing, shifting the input, saliency and Grad-CAM.
 import {getJSON, postImage, unpack} from "./api.js";
-import {el, fmt, mapCanvas, overlayCanvas} from "./draw.js";
-import {state, withRun, currentBlob, openUnit, probBars} from "./app.js";
+import {el, fmt, mapCanvas, overlayCanvas, probBars} from "./draw.js";
+import {state, withRun, currentBlob, actions} from "./state.js";
 
 const box = () => document.getElementById("why");
 let shown = -1, filtersFor = null;
@@ -46,9 +46,9 @@ async function filters() {
       const patches = el("div", {class: "patches"});
       for (const t of f.top) {
         const p = unpack(t.patch);
-        patches.append(el("figure", {}, mapCanvas(p, 0, p.min, p.max, 5), el("figcaption", {}, `cos ${fmt(t.cosine)}`)));
+        patches.append(el("figure", {}, mapCanvas(p, 0, p.min, p.max, 8), el("figcaption", {}, `cos ${fmt(t.cosine)}`)));
       }
-      list.append(el("div", {class: "filter"}, el("div", {}, `filter ${f.index}`), mapCanvas(k, 0, -lim, lim, 7), patches,
+      list.append(el("div", {class: "filter"}, el("div", {}, `filter ${f.index}`), mapCanvas(k, 0, -lim, lim, 10), patches,
         el("div", {}, `mean cosine ${fmt(f.mean_top_cosine)} (random patches ${fmt(f.random_cosine_mean)})`)));
     }
     body.replaceChildren(el("p", {class: "note"}, `layer ${d.layer}, over ${d.examples} test images; channel 0 of each patch and kernel drawn`), list);
@@ -58,7 +58,7 @@ async function filters() {
 async function shareDemo() {
   const conv = state.model.layers.find(l => l.kind === "conv");
   if (!conv) return;
-  await openUnit(conv.name, 0, 0, 0);
+  await actions.openUnit(conv.name, 0, 0, 0);
   document.getElementById("unit-play")?.click();
 }
 
