@@ -1,19 +1,21 @@
 """The default subject's recipe over 5 seeds: how many first-layer filters are oriented, accuracy, time.
 
-    python benchmarks/lesson_subject.py [--dataset shapes|mnist] [--data-dir DIR] [--seeds 5] [--set key=value ...]
+    python benchmarks/lesson_subject.py [--dataset shapes|mnist] [--data-dir DIR] [--seeds 5] [--set key=json ...]
 
-Each seed trains :func:`cnnlab.analysis.subject.train_default_subject` once (one process, one core) and counts
-the oriented filters of the first layer (:func:`cnnlab.analysis.filters.oriented`, against the filter's own
-initial kernel). ``--set`` overrides recipe entries, to try other recipes. Results go to benchmarks/README.md.
+Each seed trains :func:`cnnlab.analysis.subject.train_default_subject` once into a temporary run directory (one
+process, one core) and counts the oriented filters of the first layer (:func:`cnnlab.analysis.filters.oriented`,
+against the filter's own kernel at step 0). ``--set`` overrides entries of the recipe (a training
+configuration), to try other recipes. ``--save FILE.npz`` keeps the kernels. Results: benchmarks/README.md.
 """
 import argparse
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from cnnlab.analysis import subject
-from cnnlab.explain.subject import load_data
+from cnnlab.analysis import filters, subject
 
 
 def main():
@@ -21,27 +23,39 @@ def main():
     p.add_argument("--dataset", default="shapes")
     p.add_argument("--data-dir")
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON")
+    p.add_argument("--save", metavar="FILE.npz")
     a = p.parse_args()
-    recipe = subject.default_subject_recipe(a.dataset)
-    for kv in a.set:
-        k, v = kv.split("=", 1)
-        recipe[k] = v if k in ("architecture", "optimizer") else json.loads(v)
-    print(a.dataset, recipe, flush=True)
-    (xtr, ytr), (xte, yte), info = load_data(a.dataset, a.data_dir, n_train=recipe["n_train"], n_test=1000)
-    counts = []
+    kept, counts, stim = {}, [], []
     for seed in range(a.seeds):
-        t0 = time.perf_counter()
-        model, k0 = subject.train_default_subject((xtr, ytr), info["input_shape"], len(info["class_names"]),
-                                                  seed=seed, recipe=recipe)
-        sec = time.perf_counter() - t0
-        o = subject.oriented_count(model, k0)
-        acc = model.evaluate(xte, yte)["accuracy"]
+        recipe = subject.default_subject_recipe(a.dataset, a.data_dir, seed)
+        for kv in a.set:
+            k, v = kv.split("=", 1)
+            try:
+                recipe[k] = json.loads(v)
+            except json.JSONDecodeError:
+                recipe[k] = v
+        if seed == 0:
+            print(a.dataset, recipe, flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            summary = subject.train_default_subject(Path(tmp) / "run", recipe=recipe)
+            sec = time.perf_counter() - t0
+            k0 = subject.initial_kernel(Path(tmp) / "run")
+        model = summary["model"]
+        o = subject.oriented_filters(model, k0)
+        by_stimulus = filters.oriented(subject.first_conv(model).params["kernel"], k0, tuning="stimulus")["count"]
+        stim.append(by_stimulus)
+        acc = (summary.get("test") or {}).get("accuracy", float("nan"))
         counts.append(o["count"])
-        print(f"seed {seed}: {o['count']}/{o['filters']} oriented  osi {np.round(o['selectivity'], 2)} "
-              f"init {np.round(o['initial_selectivity'], 2)} thr {o['threshold']:.3f}  acc {acc:.3f}  {sec:.1f} s",
-              flush=True)
-    print(f"counts {counts}: seeds with >= 6 oriented: {sum(c >= 6 for c in counts)}/{a.seeds}")
+        kept[f"kernel{seed}"], kept[f"initial{seed}"] = subject.first_conv(model).params["kernel"], k0
+        print(f"seed {seed}: {o['count']}/{o['filters']} oriented  selectivity {np.round(o['selectivity'], 2)} "
+              f"at init {np.round(o['initial_selectivity'], 2)}  threshold {o['threshold']:.3f}  "
+              f"(by stimulus tuning: {by_stimulus})  test accuracy {acc:.3f}  {sec:.1f} s", flush=True)
+    for name, c in (("spectral tuning", counts), ("stimulus tuning", stim)):
+        print(f"{name}: counts {c}, seeds with >= 6 of 8 oriented: {sum(v >= 6 for v in c)}/{a.seeds}")
+    if a.save:
+        np.savez(a.save, **kept)
 
 
 if __name__ == "__main__":

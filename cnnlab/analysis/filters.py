@@ -23,10 +23,13 @@ response to overall brightness, ``mean(kbar) * sum(s)``, is left out)::
 ``OSI = |sum_theta R(theta) exp(2 i theta)| / sum_theta R(theta)`` (0: the
 same response at every angle, a blob; 1: a response at one angle only).
 
-**Oriented** (:func:`oriented`): a filter's OSI is above the 95th
-percentile of the OSIs of random Gaussian filters of the same shape and norm
-(:func:`null_selectivity`, a fixed seed), and above its own OSI at
-initialisation when that kernel is known.
+**Spectral tuning** (:func:`fourier_tuning`): the kernel's energy
+``|DFT|^2`` in each orientation bin, the frequency ray along the contour's normal.
+
+**Oriented** (:func:`oriented`): a filter's OSI (of its spectral tuning by
+default, or of its stimulus tuning) is above the 95th percentile of the OSIs
+of random Gaussian filters of the same shape and norm (:func:`null_selectivity`,
+a fixed seed), and above its own OSI at initialisation when that kernel is known.
 
 **The data's patches** (:func:`patch_components`): the principal components
 of random ``kh x kw`` patches of the images, the eigenvectors of their
@@ -114,7 +117,11 @@ def preferred_angle(curves, angles=ANGLES) -> np.ndarray:
     return (np.rad2deg(np.angle(z)) / 2) % 180.0
 
 
-def null_selectivity(kh, kw, channels=1, samples=NULL_SAMPLES, seed=NULL_SEED, angles=ANGLES) -> np.ndarray:
+TUNINGS = {"fourier": fourier_tuning, "stimulus": tuning_curves}   # the tuning curves ``oriented`` can judge by
+DEFAULT_TUNING = "fourier"
+
+
+def null_selectivity(kh, kw, channels=1, samples=NULL_SAMPLES, seed=NULL_SEED, tuning=DEFAULT_TUNING) -> np.ndarray:
     """The OSIs of ``samples`` random Gaussian filters (kh, kw, channels), each scaled to unit norm.
 
     OSI does not depend on a filter's norm, so this one null serves filters of any norm.
@@ -122,32 +129,39 @@ def null_selectivity(kh, kw, channels=1, samples=NULL_SAMPLES, seed=NULL_SEED, a
     rng = np.random.default_rng(seed)
     k = rng.standard_normal((kh, kw, channels, samples))
     k /= np.sqrt((k ** 2).sum(axis=(0, 1, 2), keepdims=True))
-    return selectivity(tuning_curves(k, angles), angles)
+    return selectivity(TUNINGS[tuning](k))
 
 
-def null_threshold(kh, kw, channels=1, quantile=NULL_QUANTILE, samples=NULL_SAMPLES, seed=NULL_SEED) -> float:
-    """The OSI that ``quantile`` of random filters of this shape stay below."""
-    return float(np.quantile(null_selectivity(kh, kw, channels, samples, seed), quantile))
+def null_threshold(kh, kw, channels=1, quantile=NULL_QUANTILE, samples=NULL_SAMPLES, seed=NULL_SEED,
+                   tuning=DEFAULT_TUNING) -> float:
+    """The OSI that ``quantile`` of random filters of this shape stay below (by ``tuning``'s curves)."""
+    return float(np.quantile(null_selectivity(kh, kw, channels, samples, seed, tuning), quantile))
 
 
-def oriented(kernel, initial=None, quantile=NULL_QUANTILE) -> dict:
+def oriented(kernel, initial=None, quantile=NULL_QUANTILE, tuning=DEFAULT_TUNING) -> dict:
     """Which filters of ``kernel`` (kh, kw, C, F) are oriented, and the numbers behind the verdict.
+
+    ``tuning``: ``"fourier"`` (:func:`fourier_tuning`, the default: on the default subject it separates
+    learned from random filters best, benchmarks/README.md) or ``"stimulus"`` (:func:`tuning_curves`).
 
     Returns ``{"selectivity": (F,), "threshold": float, "initial_selectivity": (F,) or None,
     "preferred": (F,) degrees, "oriented": (F,) bool, "count": int, "filters": F}``.
     """
     k = _check_kernel(kernel)
     kh, kw, c, f = k.shape
-    curves = tuning_curves(k)
+    if tuning not in TUNINGS:
+        raise ValueError(f"tuning is one of {sorted(TUNINGS)}, received {tuning!r}")
+    curve_of = TUNINGS[tuning]
+    curves = curve_of(k)
     osi = selectivity(curves)
-    thr = null_threshold(kh, kw, c, quantile)
+    thr = null_threshold(kh, kw, c, quantile, tuning=tuning)
     ok = osi > thr
     osi0 = None
     if initial is not None:
         k0 = _check_kernel(initial)
         if k0.shape != k.shape:
             raise ValueError(f"the initial kernel has shape {k0.shape}, the kernel {k.shape}")
-        osi0 = selectivity(tuning_curves(k0))
+        osi0 = selectivity(curve_of(k0))
         ok &= osi > osi0
     return {"selectivity": osi, "threshold": thr, "initial_selectivity": osi0, "preferred": preferred_angle(curves),
             "oriented": ok, "count": int(ok.sum()), "filters": int(f), "curves": curves}

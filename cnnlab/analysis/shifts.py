@@ -97,7 +97,7 @@ def pooling_shift_change(fn, x, pool=2, shifts=(0, 1, 2, 3, 4), axis="x") -> dic
 def layer_maps(model, name):
     """A function ``images -> the output of layer name`` of ``model`` (inference)."""
     def fn(x):
-        _, caught = model.forward(np.asarray(x, np.float32), capture=[name])
+        _, caught = model.forward(np.asarray(x, model.layers[0].dtype), capture=[name])
         return caught[name]
     return fn
 

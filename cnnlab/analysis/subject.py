@@ -2,52 +2,63 @@
 
 The subject must answer "why does the first layer find edges?" truthfully, so
 its recipe was chosen by experiment (benchmarks/README.md, "The default
-subject"): with the default initializer, on at least 4 of 5 seeds, at least 6 of
-its first layer's 8 filters are oriented by :func:`cnnlab.analysis.filters.oriented`
-(selectivity above 95% of random filters and above the filter's own value at
-initialisation). :func:`default_subject_recipe` is the recipe as data;
-:func:`train_default_subject` trains it and returns the model with its initial
-first-layer kernel, so "what training added" is known.
+subject"): with the default initializer, on at least 4 of 5 seeds, at least 6
+of its first layer's 8 filters are oriented by :func:`cnnlab.analysis.filters.oriented`
+(selectivity above 95% of random filters of the same shape and above the
+filter's own value at initialisation).
+
+* :func:`default_subject_recipe` is the recipe as a training configuration
+  (``cnnlab.runs.make_config`` options): MNIST when it is at hand, else the
+  built-in shapes.
+* :func:`train_default_subject` trains it into a run directory through the
+  one training path (``cnnlab.runs.run_training``), recording the first
+  layer's filters from step 0, so its initial kernel is known.
+* :func:`oriented_filters` counts the oriented filters of a run or model.
 """
 from __future__ import annotations
 
-from functools import partial
+from pathlib import Path
 
 from ..callbacks import first_conv
 from . import filters
 
-
-def default_subject_recipe(dataset="shapes") -> dict:
-    """The recipe for ``dataset`` (``"mnist"`` or ``"shapes"``): architecture, data, optimizer, epochs."""
-    base = {"architecture": "tiny_cnn", "optimizer": "adamw", "batch_size": 64, "lr": 2e-3, "weight_decay": 0.0,
-            "shift": 0}
-    if str(dataset).lower() == "mnist":
-        return {**base, "n_train": 5000, "epochs": 2}
-    return {**base, "n_train": 5000, "epochs": 2}
+SUBJECT_MODEL = "tiny_cnn"   # conv 8@5x5 -> ReLU -> max-pool -> conv 16@3x3 -> ReLU -> max-pool -> dense
 
 
-def train_default_subject(train, input_shape, num_classes, seed=0, recipe=None, callbacks=(), verbose=0):
-    """Train the recipe's model on ``train = (x, y)``; return ``(model, initial first-layer kernel)``.
+def default_subject_recipe(dataset="shapes", data_dir=None, seed=0) -> dict:
+    """The default subject's training configuration for ``dataset`` (``"mnist"`` or ``"shapes"``).
 
-    ``recipe`` defaults to :func:`default_subject_recipe` for shapes; its ``n_train`` first examples are used.
+    Plain SGD with momentum keeps every update a sum of the data's patches (see
+    :mod:`cnnlab.analysis.identities`); weight decay lets the random start fade where the data
+    pulls no way, so the learned part shows.
     """
-    from .. import models
-    from ..augment import random_translate
-    from ..optim import SGD, AdamW
-    r = recipe or default_subject_recipe()
-    x, y = train
-    x, y = x[:r["n_train"]], y[:r["n_train"]]
-    model = models.get(r["architecture"])(input_shape=tuple(input_shape), num_classes=num_classes, seed=seed)
-    model.build(tuple(input_shape))
-    initial = first_conv(model).params["kernel"].copy()
-    opt = (SGD(lr=r["lr"], momentum=0.9, weight_decay=r["weight_decay"]) if r["optimizer"] == "sgd"
-           else AdamW(lr=r["lr"], weight_decay=r["weight_decay"]))
-    augment = partial(random_translate, max_shift=r["shift"]) if r["shift"] else None
-    model.fit(x, y, epochs=r["epochs"], batch_size=r["batch_size"], verbose=verbose, callbacks=list(callbacks),
-              optimizer=opt, augment=augment, workers=1)
-    return model, initial
+    key = str(dataset).lower()
+    recipe = {"model": SUBJECT_MODEL, "epochs": 10, "batch_size": 64, "optimizer": "sgd", "lr": 0.05,
+              "momentum": 0.9, "weight_decay": 1e-2, "schedule": "constant", "augment": "none", "seed": int(seed),
+              "workers": 1, "snapshot_filters": 50}
+    if key == "mnist":
+        return {**recipe, "dataset": "mnist", "data_dir": data_dir, "limit": 5000}
+    return {**recipe, "dataset": "shapes", "dataset_options": {"n_train": 5000, "n_test": 1000}}
 
 
-def oriented_count(model, initial=None) -> dict:
+def train_default_subject(run_dir, dataset="shapes", data_dir=None, seed=0, recipe=None, verbose=0, data=None) -> dict:
+    """Train the recipe (default :func:`default_subject_recipe`) into ``run_dir``; the run's summary."""
+    from ..runs import make_config, run_training
+    options = dict(recipe or default_subject_recipe(dataset, data_dir, seed))
+    return run_training(make_config(**options), Path(run_dir), verbose=verbose, plot=False, data=data)
+
+
+def initial_kernel(run_dir):
+    """The first convolution's kernel at step 0 of a run (``None`` without filter snapshots from the start)."""
+    from ..runs import files
+    if not files.has_filter_snapshots(run_dir):
+        return None
+    return files.read_filter_snapshots(run_dir).get(0)
+
+
+def oriented_filters(model, initial=None) -> dict:
     """:func:`cnnlab.analysis.filters.oriented` on the model's first convolution."""
-    return filters.oriented(first_conv(model).params["kernel"], initial)
+    layer = first_conv(model)
+    if layer is None:
+        raise ValueError(f"the model has no Conv2D layer; its layers are {[l.name for l in model.layers]}")
+    return filters.oriented(layer.params["kernel"], initial)
