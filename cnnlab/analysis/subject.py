@@ -13,6 +13,8 @@ filter's own value at initialisation).
 * :func:`train_default_subject` trains it into a run directory through the
   one training path (``cnnlab.runs.run_training``), recording the first
   layer's filters from step 0, so its initial kernel is known.
+* :func:`default_subject_run` is the subject ``cnnlab serve`` shows without a model: trained once
+  into ``RUNS/<dataset>-default-subject`` with progress shown, then reused.
 * :func:`oriented_filters` counts the oriented filters of a run or model.
 """
 from __future__ import annotations
@@ -23,6 +25,17 @@ from ..callbacks import first_conv
 from . import filters
 
 SUBJECT_MODEL = "tiny_cnn"   # conv 8@5x5 -> ReLU -> max-pool -> conv 16@3x3 -> ReLU -> max-pool -> dense
+
+
+def default_dataset(data_dir=None) -> str:
+    """``"mnist"`` when its files are in ``data_dir``, ``$CNNLAB_DATA`` or the cache (never downloaded), else ``"shapes"``."""
+    from .._io import CnnlabFileError
+    from ..datasets import DatasetNotFoundError, load_mnist
+    try:
+        load_mnist(data_dir, download=False)
+        return "mnist"
+    except (DatasetNotFoundError, CnnlabFileError, OSError):
+        return "shapes"
 
 
 def default_subject_recipe(dataset="shapes", data_dir=None, seed=0) -> dict:
@@ -46,6 +59,27 @@ def train_default_subject(run_dir, dataset="shapes", data_dir=None, seed=0, reci
     from ..runs import make_config, run_training
     options = dict(recipe or default_subject_recipe(dataset, data_dir, seed))
     return run_training(make_config(**options), Path(run_dir), verbose=verbose, plot=False, data=data)
+
+
+def default_subject_run(runs_root, data_dir=None, log=print) -> Path:
+    """The default subject's run directory under ``runs_root``, trained now (progress on the terminal) unless done.
+
+    ``ValueError`` when an unfinished run is in the way (it is never overwritten).
+    """
+    from ..runs import read_state
+    from ..runs.files import STATE_FILE
+    dataset = default_dataset(data_dir)
+    run_dir = Path(runs_root) / f"{dataset}-default-subject"
+    if (run_dir / STATE_FILE).is_file() and read_state(run_dir).get("status") == "completed":
+        return run_dir
+    if run_dir.exists():
+        raise ValueError(f"{run_dir} holds an unfinished run; continue it with cnnlab train --resume {run_dir}, "
+                         f"delete it, or name a model")
+    recipe = default_subject_recipe(dataset, data_dir)
+    log(f"training the default subject ({recipe['model']} on {dataset}, {recipe['epochs']} epochs) into {run_dir}; "
+        f"reused next time")
+    train_default_subject(run_dir, recipe=recipe, verbose=1)
+    return run_dir
 
 
 def initial_kernel(run_dir):
