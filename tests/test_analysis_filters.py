@@ -119,3 +119,14 @@ def test_top_patch_average_is_the_best_patch():
                     if r > best:
                         best, patch = r, p
         np.testing.assert_allclose(avg[f], patch, rtol=1e-6)
+
+
+def test_oriented_by_either_tuning_and_a_clear_error_otherwise():
+    edge = edge_kernel(5, 45.0)
+    for tuning in ("fourier", "stimulus"):
+        o = F.oriented(edge, tuning=tuning)
+        assert o["count"] == 1 and o["threshold"] == F.null_threshold(5, 5, tuning=tuning)
+    with pytest.raises(ValueError, match="tuning is one of"):
+        F.oriented(edge, tuning="wavelet")
+    with pytest.raises(ValueError, match="initial kernel has shape"):
+        F.oriented(edge, initial=np.zeros((3, 3, 1, 1)))
