@@ -116,3 +116,9 @@ def test_the_analysis_package_loads_no_plotting_and_no_pages():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_random_filters_sentence_flips_with_the_gap():
+    assert "already carry most" in T.random_filters_sentence(0.99, 0.985, 0.1)
+    text = T.random_filters_sentence(0.98, 0.60, 0.1)
+    assert "already carry" not in text and "worth 38 points" in text

@@ -45,7 +45,8 @@ def random_filters_sentence(trained_accuracy, frozen_accuracy, chance) -> str:
     head = (f"With its first layer frozen at its random start, the same model reaches {_pct(frozen_accuracy)} "
             f"test accuracy; trained, {_pct(trained_accuracy)} (chance: {_pct(chance)}).")
     if frozen_accuracy - chance > 0.5 * (trained_accuracy - chance) and gap < 0.05:
-        return head + " Random filters already pass on most of what the data holds; training the first layer adds little here."
+        return head + (f" Random filters already carry most of what this task needs; learning them adds "
+                       f"{100 * gap:.1f} points.")
     return head + f" Learning the filters is worth {100 * gap:.0f} points."
 
 
