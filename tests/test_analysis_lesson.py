@@ -119,6 +119,7 @@ def test_the_analysis_package_loads_no_plotting_and_no_pages():
 
 
 def test_random_filters_sentence_flips_with_the_gap():
-    assert "already carry most" in T.random_filters_sentence(0.99, 0.985, 0.1)
+    assert "already carry most" in T.random_filters_sentence(0.999, 0.986, 0.1)
+    assert "adds nothing measurable here (-1.1 points)" in T.random_filters_sentence(0.948, 0.959, 0.1)
     text = T.random_filters_sentence(0.98, 0.60, 0.1)
     assert "already carry" not in text and "worth 38 points" in text

@@ -10,6 +10,8 @@ MOST = 0.75             # "most filters are oriented" from this fraction up (6 o
 ABSORBS = 0.5           # a pooled map "absorbs" a shift when it changes by less than this fraction of the unpooled change
 KEEPS_PREDICTION = 0.9  # a model "keeps its prediction" at a shift when at least this fraction of predictions stay
 STILL = 0.1             # features "nearly unchanged" below this relative change
+NOTHING = 0.005         # learned filters "add nothing measurable" below this accuracy gain
+LITTLE = 0.05           # ... "add little" below this one
 
 
 def _pct(v) -> str:
@@ -44,7 +46,10 @@ def random_filters_sentence(trained_accuracy, frozen_accuracy, chance) -> str:
     gap = trained_accuracy - frozen_accuracy
     head = (f"With its first layer frozen at its random start, the same model reaches {_pct(frozen_accuracy)} "
             f"test accuracy; trained, {_pct(trained_accuracy)} (chance: {_pct(chance)}).")
-    if frozen_accuracy - chance > 0.5 * (trained_accuracy - chance) and gap < 0.05:
+    if gap < NOTHING:
+        return head + (f" Learning the first layer's filters adds nothing measurable here ({100 * gap:+.1f} points): "
+                       f"random filters already pass on what this task needs, and the layers after them learn to read them.")
+    if frozen_accuracy - chance > 0.5 * (trained_accuracy - chance) and gap < LITTLE:
         return head + (f" Random filters already carry most of what this task needs; learning them adds "
                        f"{100 * gap:.1f} points.")
     return head + f" Learning the filters is worth {100 * gap:.0f} points."
