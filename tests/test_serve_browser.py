@@ -33,14 +33,14 @@ def free_port():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``cnnlab serve`` with no model: it trains the tiny model on shapes first, then serves it."""
+    """``cnnlab serve`` with no model: it trains the default subject first (shapes here: about a minute), then serves it."""
     runs_dir = tmp_path_factory.mktemp("runs")
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "serve", "--port", str(port), "--runs", str(runs_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 400
         while True:
             try:
                 urllib.request.urlopen(url + "api/model", timeout=2).close()
