@@ -38,6 +38,8 @@ each signed so that its largest-magnitude entry is positive.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..layers.conv import pad_hw, resolve_padding
@@ -114,7 +116,8 @@ def preferred_angle(curves, angles=ANGLES) -> np.ndarray:
     """The angle (degrees, [0, 180)) of the tuning curve's vector sum: the filter's preferred contour."""
     r = np.asarray(curves, np.float64)
     z = (r * np.exp(2j * np.deg2rad(np.asarray(angles, np.float64)))).sum(axis=-1)
-    return (np.rad2deg(np.angle(z)) / 2) % 180.0
+    a = (np.rad2deg(np.angle(z)) / 2) % 180.0
+    return np.where(a > 180.0 - 1e-9, 0.0, a)                        # -0.0 % 180 would read 180
 
 
 TUNINGS = {"fourier": fourier_tuning, "stimulus": tuning_curves}   # the tuning curves ``oriented`` can judge by
@@ -132,6 +135,7 @@ def null_selectivity(kh, kw, channels=1, samples=NULL_SAMPLES, seed=NULL_SEED, t
     return selectivity(TUNINGS[tuning](k))
 
 
+@lru_cache(maxsize=32)
 def null_threshold(kh, kw, channels=1, quantile=NULL_QUANTILE, samples=NULL_SAMPLES, seed=NULL_SEED,
                    tuning=DEFAULT_TUNING) -> float:
     """The OSI that ``quantile`` of random filters of this shape stay below (by ``tuning``'s curves)."""
