@@ -51,7 +51,7 @@ def start_server(runs_dir, *model):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 400
         while True:
             try:
                 urllib.request.urlopen(url + "api/model", timeout=2).close()
@@ -71,7 +71,7 @@ def start_server(runs_dir, *model):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``cnnlab serve`` with no model: it trains the tiny model on shapes first, then serves it."""
+    """``cnnlab serve`` with no model: it trains the default subject first (shapes here), then serves it."""
     yield from start_server(tmp_path_factory.mktemp("runs"))
 
 

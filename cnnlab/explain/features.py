@@ -20,6 +20,7 @@ from .. import images
 from ..analysis import texts
 from ..analysis.layers import feature_maps, first_conv, statistics
 from .._io import CnnlabFileError
+from ..analysis.filters import filter_change
 from . import common
 from .subject import (add_common_arguments, pick_input, read_filter_snapshots, resolve_subject, shape_text, softmax1,
                       stderr_log)
@@ -249,23 +250,6 @@ def filters_table(described) -> str:
         ["filter", "what it is", "best orientation", "cosine with that edge or bar", "cosine with the blob"],
         [[r["filter"], r["kind"], f"{r['direction']} ({r['angle']:g}\u00b0)", f"{r['oriented_cosine']:.2f}",
           f"{r['blob_cosine']:+.2f}"] for r in described["filters"]])
-
-
-def filter_change(snapshots) -> dict:
-    """How far each filter has moved from its initialization, per snapshot.
-
-    For filter ``f`` at step ``t``: ``||k_t[..., f] - k_0[..., f]|| / ||k_0[..., f]||``
-    (Frobenius norms over ``kh x kw x C``). Returns ``{"steps", "per_filter"
-    (steps x F), "total" (the same for the whole kernel), "half_step"}``, where
-    ``half_step`` is the first snapshot whose total change reaches half the final one.
-    """
-    steps = [int(s) for s in snapshots]
-    k = np.stack([np.asarray(snapshots[s], np.float64) for s in snapshots])     # (T, kh, kw, C, F)
-    d = k - k[0]
-    per = np.sqrt((d ** 2).sum(axis=(1, 2, 3))) / np.maximum(np.sqrt((k[0] ** 2).sum(axis=(0, 1, 2))), 1e-12)
-    total = np.sqrt((d ** 2).sum(axis=(1, 2, 3, 4))) / max(float(np.sqrt((k[0] ** 2).sum())), 1e-12)
-    half = next((s for s, v in zip(steps, total) if v >= total[-1] / 2), steps[-1])
-    return {"steps": steps, "per_filter": per, "total": total, "half_step": int(half)}
 
 
 def plot_filter_change(change, layer_name="conv"):

@@ -26,7 +26,8 @@ from ..plots import plot_confusion, plot_history
 from ..runs import files
 from ..runs.evaluation import confusion_matrix
 from . import common
-from .features import describe_filters, filter_change, filter_evolution_frames, filters_table, plot_filters
+from ..analysis.filters import filter_change
+from .features import describe_filters, filter_evolution_frames, filters_table, plot_filters
 from .subject import fit_class_names, load_data, log_to, run_config, run_data, stderr_log
 
 

@@ -457,7 +457,7 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         k0, k = snapshots[step0], np.asarray(layer.params["kernel"])
         if k0.shape != k.shape:
             raise ApiError(409, f"run {name!r}: the snapshots hold kernels {k0.shape}, the model {k.shape}")
-        from ..explain.features import filter_change
+        from ..analysis.filters import filter_change
         return JSONResponse({"layer": layer.name, "initial_step": step0, "added": compute.pack(k - k0, "base64"),
                              "relative_change": filter_change({0: k0, 1: k})["per_filter"][-1].tolist()})
 

@@ -1,9 +1,10 @@
 """``cnnlab serve [MODEL_OR_RUN] [--port P] [--host H] [--open]``: the explorer in the browser.
 
 MODEL_OR_RUN is a run directory, a ``.safetensors`` model, an ``.onnx`` file or a zoo name
-(untrained). Without one, the zoo's ``tiny_cnn`` is trained on the built-in
-``shapes`` data in a few seconds (kept as the run ``RUNS/shapes-tiny_cnn`` and
-reused next time), so the explorer works offline at once.
+(untrained). Without one, the default subject (:mod:`cnnlab.analysis.subject`:
+the zoo's ``tiny_cnn`` on MNIST when its files are at hand, else on the built-in
+``shapes``) is trained once, kept as the run ``RUNS/<dataset>-default-subject``
+and reused next time, so the explorer works offline.
 
 Ctrl-C or SIGTERM stops the server within a few seconds: open event streams end with a
 ``shutdown`` event, requests get ``GRACE`` seconds to finish, and a running training job
@@ -22,9 +23,6 @@ from pathlib import Path
 
 GRACE = 3                  # seconds a request may take to finish once the server is asked to stop
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
-DEFAULT_RUN = "shapes-tiny_cnn"
-DEFAULT_TRAINING = {"dataset": "shapes", "dataset_options": {"n_train": 3000, "n_test": 500}, "model": "tiny_cnn",
-                    "epochs": 3, "batch_size": 64, "lr": 0.05, "seed": 0, "workers": 1, "snapshot_filters": 20}
 
 
 def _require_extra():
@@ -36,23 +34,12 @@ def _require_extra():
                          f'pip install "cnnlab[serve]"') from None
 
 
-def resolve_model(spec, runs_root: Path, log=print):
-    """``(model, class_names, training_config)`` for MODEL_OR_RUN (``None``: the default shapes model)."""
+def resolve_model(spec, runs_root: Path, log=print, data_dir=None):
+    """``(model, class_names, training_config)`` for MODEL_OR_RUN (``None``: the default subject)."""
     from .. import runs
+    from ..analysis.subject import default_subject_run
     if spec is None:
-        run_dir = runs_root / DEFAULT_RUN
-        state = run_dir / runs.STATE_FILE
-        done = False
-        if state.is_file():
-            done = runs.read_state(run_dir).get("status") == "completed"
-        if not done:
-            if run_dir.exists():
-                raise ValueError(f"{run_dir} holds an unfinished run; continue it with cnnlab train --resume "
-                                 f"{run_dir}, or name a model to serve")
-            log(f"cnnlab serve: training {DEFAULT_TRAINING['model']} on the built-in shapes data into {run_dir} "
-                f"(a few seconds; reused next time)")
-            runs.run_training(runs.make_config(**DEFAULT_TRAINING), run_dir, verbose=0, plot=False)
-        spec = run_dir
+        spec = default_subject_run(runs_root, data_dir, log=lambda msg: log(f"cnnlab serve: {msg}"))
     resolved = runs.resolve_model(spec)
     return resolved.model, resolved.class_names, resolved.config
 
@@ -75,7 +62,7 @@ def run(args) -> int:
     import uvicorn
     from .app import create_app
     runs_root = Path(args.runs)
-    model, class_names, config = resolve_model(args.model, runs_root)
+    model, class_names, config = resolve_model(args.model, runs_root, data_dir=args.data_dir)
     hosts = allowed_hosts(args.host)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"cnnlab serve: warning: listening on {args.host}: other machines can reach this server"
@@ -115,10 +102,10 @@ def add_parser(subparsers):
     p = subparsers.add_parser(
         "serve", help="explore a model in the browser: draw, see every layer, click a unit, train live",
         description="Start a local web server that shows a model's layers, feature maps and numbers, and "
-                    "trains models live. Without MODEL_OR_RUN it trains a tiny model on the built-in shapes data.")
+                    "trains models live. Without MODEL_OR_RUN it trains the default subject once (tiny_cnn on MNIST "
+                    "when at hand, else on the built-in shapes) and reuses it.")
     p.add_argument("model", nargs="?", metavar="MODEL_OR_RUN",
-                   help="a run directory, a .safetensors model, an .onnx file or a zoo name (default: a tiny model on "
-                        "shapes)")
+                   help="a run directory, a .safetensors model, an .onnx file or a zoo name (default: the default subject)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; anything else warns)")
