@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnnlab import models
-from cnnlab.analysis import equivariance as shifts, filters, lesson_texts as T, subject, untrained
+from cnnlab.analysis import equivariance as shifts, filters, lesson_texts as T, subject, untrained  # noqa: F401
 from cnnlab.layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
 from cnnlab.model import Sequential
 
