@@ -27,12 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "cnnlab"
 STATIC = PACKAGE / "serve" / "static"
 
-# Circles other work removes (cnnlab.serve stops importing cnnlab.explain; the page gets a state.js so that
-# detail.js, why.js and train.js stop importing app.js back): expected here until that work lands, then
-# this set is emptied. Each entry is one circle, as the sorted names of its modules.
-KNOWN_ELSEWHERE = {("app.js", "detail.js", "train.js", "why.js")}
-
-
 def module_names():
     """{dotted module name: path} for every ``.py`` file under cnnlab/ (a package is named by its ``__init__``)."""
     out = {}
@@ -126,16 +120,11 @@ def test_the_graph_reader_sees_imports_inside_functions_and_relative_submodules(
 
 def test_no_python_module_imports_itself_back():
     graph = python_graph()
-    found = [c for c in circles(graph) if c not in KNOWN_ELSEWHERE]
+    found = circles(graph)
     assert not found, "import circles among cnnlab's modules:\n" + describe(found, graph)
 
 
 def test_no_javascript_module_imports_itself_back():
     graph = js_graph()
-    found = [c for c in circles(graph) if c not in KNOWN_ELSEWHERE]
+    found = circles(graph)
     assert not found, "import circles among cnnlab/serve/static/*.js:\n" + describe(found, graph)
-
-
-def test_known_elsewhere_lists_only_circles_that_still_exist():
-    current = set(circles(python_graph())) | set(circles(js_graph()))
-    assert KNOWN_ELSEWHERE <= current, f"no longer circles, remove from KNOWN_ELSEWHERE: {KNOWN_ELSEWHERE - current}"
