@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "cnnlab"
 STATIC = PACKAGE / "serve" / "static"
 
+
 def module_names():
     """{dotted module name: path} for every ``.py`` file under cnnlab/ (a package is named by its ``__init__``)."""
     out = {}
