@@ -5,7 +5,7 @@
 Trains the default subject (one seed) and its first-layer-frozen twin (cnnlab.analysis.untrained), then
 prints: oriented filters (spectral and stimulus tuning), the equivariance error of the first convolution,
 how much each kind of sub-sampling changes per pixel of shift, trained against frozen accuracy, and the
-sentences cnnlab.analysis.lesson_texts chooses from them. ``--figure`` draws the learned filters and their
+sentences cnnlab.analysis.texts chooses from them. ``--figure`` draws the learned filters and their
 tuning curves beside the principal components of the data's 5x5 patches (matplotlib, here only).
 """
 import argparse
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.analysis import equivariance as shifts, filters, lesson_texts, subject, untrained
+from cnnlab.analysis import equivariance as shifts, filters, subject, texts, untrained
 from cnnlab.explain.subject import load_data
 
 
@@ -75,7 +75,7 @@ def main():
     o = filters.oriented(kernel, k0)
     o_stim = filters.oriented(kernel, k0, tuning="stimulus")
     print(f"{a.dataset} seed {a.seed}: oriented {o['count']}/8 (spectral), {o_stim['count']}/8 (stimulus)")
-    print(lesson_texts.filters_sentence(o["count"], o["filters"], threshold=o["threshold"]))
+    print(texts.filters_sentence(o["count"], o["filters"], threshold=o["threshold"]))
     conv = subject.first_conv(model)
     for dy, dx in [(0, 1), (2, 3), (-4, 0)]:
         e = shifts.equivariance_error(conv.forward, xte[:100], dy, dx, border=shifts.conv_border(conv, xte.shape[1:3]))
@@ -84,9 +84,9 @@ def main():
     change = shifts.pooling_shift_change(fn, xte[:200], pool=2, shifts=(0, 1, 2, 3, 4))
     for kind, v in change.items():
         print(f"pooled by {kind:8s}: relative change at shifts 0..4 px: {' '.join(f'{c:.2f}' for c in v)}")
-    print(lesson_texts.pooling_sentence(len(shifts.pooling_layers(model)), change))
+    print(texts.pooling_sentence(len(shifts.pooling_layers(model)), change))
     print(f"test accuracy: trained {acc['trained']:.3f}, first layer frozen at random init {acc['frozen']:.3f}")
-    print(lesson_texts.random_filters_sentence(acc["trained"], acc["frozen"], acc["chance"]))
+    print(texts.random_filters_sentence(acc["trained"], acc["frozen"], acc["chance"]))
     comps, ratio = filters.patch_components(xtr, 5, 5)
     pc_osi = filters.selectivity(filters.fourier_tuning(comps[..., :8]))
     print("patch PCs 1-8: variance share", " ".join(f"{r:.3f}" for r in ratio[:8]), "| OSI",

@@ -1,4 +1,4 @@
-"""cnnlab.analysis.lesson_texts and the measurements behind them: where the wording must flip.
+"""cnnlab.analysis.texts and the measurements behind them: where the wording must flip.
 
 Untrained models are never called edge detectors; a model without pooling is told so; a global-average-
 pooling model and LeNet-5 get different invariance sentences, from numbers measured on the models.
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnnlab import models
-from cnnlab.analysis import equivariance as shifts, filters, lesson_texts as T, subject, untrained  # noqa: F401
+from cnnlab.analysis import equivariance as shifts, subject, texts as T, untrained
 from cnnlab.layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
 from cnnlab.model import Sequential
 
@@ -111,7 +111,7 @@ def test_freezing_keeps_the_first_layer_at_its_start(tmp_path):
 def test_the_analysis_package_loads_no_plotting_and_no_pages():
     import subprocess
     code = ("import sys; import cnnlab.analysis.filters, cnnlab.analysis.identities, cnnlab.analysis.equivariance, "
-            "cnnlab.analysis.maximize, cnnlab.analysis.subject, cnnlab.analysis.untrained, cnnlab.analysis.lesson_texts; "
+            "cnnlab.analysis.maximize, cnnlab.analysis.subject, cnnlab.analysis.untrained, cnnlab.analysis.texts; "
             "bad = [m for m in sys.modules if m.startswith(('matplotlib', 'cnnlab.explain', 'cnnlab.serve'))]; "
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
