@@ -250,6 +250,25 @@ def test_training_job_adds_points_to_the_curve(page, tmp_path):
     screenshot(page, tmp_path, "training")
 
 
+@pytest.mark.slow
+def test_a_one_epoch_run_draws_a_point_for_every_batch(page, tmp_path):
+    """The server sends every batch of a job's first batches, so one short epoch draws its whole loss curve:
+    1000 shapes in batches of 32 are 32 batches, each a point in the page's chart."""
+    page.click('#tabs button[data-view="training"]')
+    page.select_option("#train-dataset", "shapes")
+    page.fill("#train-epochs", "1")
+    page.fill("#train-batch", "32")
+    page.fill("#train-limit", "1000")
+    page.click("#train-start")
+    page.wait_for_function("document.querySelector('#train-status')?.textContent.startsWith('completed')",
+                           timeout=120_000)
+    points = page.locator("#curve-batches circle.batch-point").count()
+    print(f"batch points drawn: {points}")
+    assert points >= 20, points
+    assert page.locator("#train-stop").is_hidden()             # the stop button only while running
+    screenshot(page, tmp_path, "training-one-epoch")
+
+
 def test_uploading_a_non_image_shows_the_message(page, tmp_path):
     page.set_input_files("#upload", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"just text"}])
     page.wait_for_function("document.querySelector('#input-error').textContent.length > 0")

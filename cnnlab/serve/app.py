@@ -266,8 +266,8 @@ class Explorer:
             return {"far": None, "message": used}
         out = {**novelty.judge(x), "dataset": used, "measure": NOVELTY_MEASURE}
         out["message"] = (f"This input is unlike the {used} images the model was trained on (its score, "
-                          f"{out['score']:.1f}, is above {out['threshold']:.1f}, which only 3% of {used}'s "
-                          f"held-out test images exceed): the prediction says little about it."
+                          f"{out['score']:.1f}, is above {out['threshold']:.1f}, which only 3% of its held-out "
+                          f"{used} test images exceed), so its prediction, however confident, may be wrong."
                           if out["far"] else None)
         return out
 

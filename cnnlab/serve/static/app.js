@@ -210,7 +210,7 @@ async function applyLink(hash) {
       $("example-source").value = ex.source;
       await loadExamples(Math.max(16, ex.index + 1));
       const img = document.querySelector(`#examples img[data-example="${l.example}"]`);
-      if (img) { state.input = await (await fetch(img.src)).blob(); state.example = l.example; await showOnCanvas(state.input); await schedule(); }
+      if (img) { state.input = await (await fetch(img.src)).blob(); state.source = "example"; state.example = l.example; await showOnCanvas(state.input); await schedule(); }
     }
     if (l.view === "unit" && l.layer && state.model.layers.some(k => k.name === l.layer)) {
       current = {view: "unit", layer: l.layer, c: l.c ?? 0, y: l.y ?? 0, x: l.x ?? 0};
@@ -261,6 +261,7 @@ async function start() {
     const first = document.querySelector("#examples img");
     if (first) {
       state.input = await (await fetch(first.src)).blob();
+      state.source = "example";
       state.example = first.dataset.example;
       await showOnCanvas(state.input);
     }

@@ -96,7 +96,7 @@ function receptiveField(d) {
     const raw = document.createElement("canvas");
     raw.width = cv.width; raw.height = cv.height; raw.id = "raw-input";
     createImageBitmap(state.blob).then(bmp => { const c = raw.getContext("2d"); c.imageSmoothingEnabled = false; c.drawImage(bmp, 0, 0, raw.width, raw.height); });
-    figs.append(el("figure", {}, raw, el("figcaption", {title: notes.join(" ")}, "your picture before it was prepared (how: the note under the prediction)")));
+    figs.append(el("figure", {}, raw, el("figcaption", {title: notes.join(" ")}, `${{drawing: "your drawing", upload: "your picture", example: "the example"}[state.source] ?? "the picture"} before it was prepared (how: the note under the prediction)`)));
   }
   out.push(figs);
   return out;

@@ -99,7 +99,7 @@ function watch(name) {
   });
   source.addEventListener("end", e => {
     const d = JSON.parse(e.data);
-    status.textContent = `${d.status}${d.message ? ": " + d.message : ""}`;
+    status.textContent = `${d.status}${d.message && d.message !== `training ${d.status}` ? ": " + d.message : ""}`;
     stop.hidden = true;
     source.close(); source = null;
     refreshWeights(name);
