@@ -98,6 +98,7 @@ def test_serve_predicts_with_the_imported_model(classic, picture, tmp_path):
     path, x = picture
     app = create_app(model, runs_root=tmp_path / "runs", allowed_hosts=("testserver",), max_upload=1_000_000)
     with TestClient(app) as client:
+        assert client.get("/").status_code == 200            # the page: the server's secret cookie, as a browser holds it
         described = client.get("/api/model")
         r = client.post("/api/predict", content=path.read_bytes())
     assert described.status_code == 200 and len(described.json()["layers"]) == len(model.layers)
