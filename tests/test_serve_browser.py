@@ -5,6 +5,7 @@ Every test saves a screenshot of its view (under the test's temporary folder, an
 """
 import base64
 import gzip
+import http.cookiejar
 import io
 import json
 import os
@@ -321,9 +322,17 @@ def test_an_mnist_run_meets_its_own_digits_and_plain_words(browser, tmp_path):
 # ---------------------------------------------------------------------------
 # Views: deep links, the stepping window, the flow, keyboard and sizes
 # ---------------------------------------------------------------------------
+_OPENERS = {}
+
+
 def api(url, path, body=None):
+    """The server's JSON for ``path``, asked as the page asks: by a client that opened the page first and so
+    holds the server's secret cookie (a request without it may not POST)."""
+    if url not in _OPENERS:
+        _OPENERS[url] = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        _OPENERS[url].open(url, timeout=30).close()
     req = urllib.request.Request(url + path.lstrip("/"), data=body, headers={"Content-Type": "image/png"} if body else {})
-    with urllib.request.urlopen(req, timeout=30) as r:
+    with _OPENERS[url].open(req, timeout=30) as r:
         return json.load(r)
 
 

@@ -69,9 +69,11 @@ def write_run(model, out_dir, config):
     from .. import runs
     from ..runs import files
     from ..training import Trainer
-    out = files.require_no_run(out_dir, "choose another --out")
-    with runs.RunLock(out):                                 # one writer per run directory
-        files.require_no_run(out, "choose another --out")   # again, now that no other writer can start one
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output path {out} exists and is not a directory")
+    with runs.RunLock(out):                                 # one writer per run directory: a writer holding it is named
+        files.require_no_run(out, "choose another --out")
         files.write_config(out, config)
         files.write_architecture(out, model)
         trainer = Trainer(model, optimizer=runs.make_optimizer(config), batch_size=config["batch_size"], verbose=0,
