@@ -124,10 +124,13 @@ def onnx_model(tmp_path_factory):
             return self.fc(torch.flatten(self.pool(x), 1))
 
     root = tmp_path_factory.mktemp("onnx")
-    torch.onnx.export(Branches().eval(), torch.zeros(2, 1, 28, 28), str(root / "branches.onnx"), dynamo=False,
+    # float32 whatever another module made torch's default (test_torch_reference sets float64 when collected)
+    torch.onnx.export(Branches().float().eval(), torch.zeros(2, 1, 28, 28, dtype=torch.float32),
+                      str(root / "branches.onnx"), dynamo=False,
                       input_names=["input"], output_names=["out"], dynamic_axes={"input": {0: "batch"}})
-    subprocess.run([sys.executable, "-m", "cnnlab", "import", str(root / "branches.onnx"), "--out", str(root / "run"),
-                    "--dataset", "shapes"], check=True, capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "cnnlab", "import", str(root / "branches.onnx"), "--out",
+                           str(root / "run"), "--dataset", "shapes"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
     yield from start_server(root / "runs", str(root / "run"))
 
 
