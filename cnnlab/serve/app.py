@@ -15,6 +15,9 @@ Routes (all answers JSON except the page, the static files and the event stream)
     GET  /api/why/filters[?run=NAME]        first-layer filters with their most activating patches
     POST /api/why/saliency[?class=K]        body: image -> gradient saliency and Grad-CAM
     POST /api/why/shift?dy=DY&dx=DX         body: image -> shifted image, conv maps, pooled features
+    GET  /api/lesson[?run=NAME]             the lesson's steps: number, id, title, questions
+    POST /api/lesson/N[?run=NAME]           body: image -> step N computed for the model and that input
+                                            (``cnnlab.analysis.lesson``: paragraphs, numbers, figures)
     GET  /api/runs                          run directories under the runs folder, and jobs
     POST /api/runs                          JSON training options -> a job in its own process (409 if busy)
     GET  /api/runs/NAME                     a run's config, state and history
@@ -306,6 +309,13 @@ class Explorer:
         return {"data_dir": self.data_dir and str(self.data_dir), "datasets": datasets, "models": list(ZOO),
                 "augment": list(PRESETS)}
 
+    def lesson_step(self, model, names, dataset, x, n) -> dict:
+        """Step ``n`` of the lesson for ``model`` on input ``x``, arrays packed for JSON."""
+        from ..analysis import lesson
+        data = self.own_data(tuple(model.input_shape), dataset) if len(model.input_shape) == 3 else None
+        ctx = lesson.Context(model=model, x=x, class_names=names, data=data, companions={})
+        return compute.jsonable(lesson.step(n, ctx))
+
     def compute(self, fn, *args, **kw):
         """Run ``fn`` under the compute lock, in a worker thread, with one BLAS thread.
 
@@ -481,6 +491,18 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         x, _ = await image_of(request, model, dataset)
         return JSONResponse(await ex.compute(compute.shift_view, model, x, dy, dx))
 
+    async def lesson_outline(request):
+        from ..analysis import lesson
+        return JSONResponse({"steps": lesson.outline()})
+
+    async def lesson_step(request):
+        model, names, dataset = ex.model_for(request)
+        n = request.path_params["n"]
+        if not n.isdigit():
+            raise ApiError(404, f"no lesson step {n!r}: steps are numbered from 1")
+        x, _ = await image_of(request, model, dataset)
+        return JSONResponse(await ex.compute(ex.lesson_step, model, names, dataset, x, int(n)))
+
     async def choices(request):
         return JSONResponse(await run_in_threadpool(ex.choices))
 
@@ -579,6 +601,8 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         Route("/api/why/filters", api(why_filters)),
         Route("/api/why/saliency", api(why_saliency), methods=["POST"]),
         Route("/api/why/shift", api(why_shift), methods=["POST"]),
+        Route("/api/lesson", api(lesson_outline)),
+        Route("/api/lesson/{n}", api(lesson_step), methods=["POST"]),
         Route("/api/choices", api(choices)),
         Route("/api/runs", api(list_runs), methods=["GET"]),
         Route("/api/runs", api(start_run), methods=["POST"]),

@@ -46,6 +46,20 @@ def pack(a, fmt="list"):
     return out
 
 
+def jsonable(v, small=4096):
+    """``v`` with every NumPy array packed (:func:`pack`: nested lists up to ``small`` values, base64
+    above) and NumPy scalars made plain, through dicts, lists and tuples."""
+    if isinstance(v, np.ndarray):
+        return pack(v, "list" if v.size <= small else "base64")
+    if isinstance(v, dict):
+        return {str(k): jsonable(x, small) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x, small) for x in v]
+    if isinstance(v, (np.integer, np.floating, np.bool_)):
+        return v.item()
+    return v
+
+
 def _plain(v):
     """Layer configs as JSON: tuples to lists."""
     if isinstance(v, dict):

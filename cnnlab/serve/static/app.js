@@ -6,6 +6,7 @@ import {parseLink, writeLink, parseExample} from "./links.js";
 import {showUnit, showSoftmax} from "./detail.js";
 import {initWhy, refreshWhy} from "./why.js";
 import {initTraining} from "./train.js";
+import {initLesson, show as showLesson} from "./lesson.js";
 import {state, actions, withRun} from "./state.js";
 
 window.explorer = {state, showUnit: (...a) => showUnit(...a)};       // for scripts and tests
@@ -165,7 +166,7 @@ function renderPrediction() {
 // Views
 // ---------------------------------------------------------------------------
 // Views by their link names; the tab buttons carry the element names (details = unit).
-const VIEW_OF = {overview: "overview", unit: "details", why: "why", training: "training"};
+const VIEW_OF = {lesson: "lesson", overview: "overview", unit: "details", why: "why", training: "training"};
 let current = {view: "overview"}, applying = false;
 
 function link(replace = false) {
@@ -183,6 +184,14 @@ function openView(name, record = true) {
   for (const v of document.querySelectorAll(".view")) v.classList.toggle("active", v.id === `view-${id}`);
   if (id === "why") refreshWhy();
   const view = Object.keys(VIEW_OF).find(k => VIEW_OF[k] === id) || "overview";
+  if (view === "lesson") {
+    localStorage.setItem("cnnlab-lesson-seen", "1");
+    const step = current.view === "lesson" && current.step ? current.step : 1;
+    current = {view, step};
+    showLesson(step);
+    if (record) link();
+    return;
+  }
   if (record && view !== "unit") { current = {view}; link(); }
 }
 for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => openView(b.dataset.view));
@@ -215,11 +224,17 @@ async function applyLink(hash) {
     if (l.view === "unit" && l.layer && state.model.layers.some(k => k.name === l.layer)) {
       current = {view: "unit", layer: l.layer, c: l.c ?? 0, y: l.y ?? 0, x: l.x ?? 0};
       await openUnit(l.layer, l.c ?? 0, l.y ?? 0, l.x ?? 0);
+    } else if (l.view === "lesson") {
+      current = {view: "lesson", step: l.step || 1};
+      openView("lesson", false);
     } else if (VIEW_OF[l.view]) {
       current = {view: l.view};
       openView(l.view, false);
+    } else if (!l.view && !localStorage.getItem("cnnlab-lesson-seen")) {
+      current = {view: "lesson", step: 1};            // a first visit opens the lesson
+      openView("lesson", false);
     } else {
-      current = {view: "overview"};                   // no link, or the lesson (not built yet)
+      current = {view: "overview"};
       openView("overview", false);
     }
   } finally { applying = false; }
@@ -255,6 +270,7 @@ async function start() {
   } catch (err) { showError(err.message); return; }
   initWhy();
   initTraining();
+  await initLesson(step => { current = {view: "lesson", step}; link(); });
   const l = parseLink(location.hash);
   if (!parseExample(l.example)) {
     await loadExamples();

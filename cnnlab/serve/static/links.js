@@ -4,7 +4,7 @@
 //   #view=overview&example=test:17
 //   #view=unit&layer=conv2d_1&c=3&y=4&x=5&example=test:17
 //   #view=why | #view=training
-//   #view=lesson&step=N          (reserved for the lesson; until it exists the overview opens)
+//   #view=lesson&step=N          (the lesson's step N, from 1)
 const KEYS = ["view", "layer", "c", "y", "x", "step", "example"];
 const INTS = new Set(["c", "y", "x", "step"]);
 
