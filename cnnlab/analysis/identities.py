@@ -82,6 +82,15 @@ def compose_kernels(k1, k2) -> np.ndarray:
     return layer.forward(k1.transpose(2, 0, 1, 3)).transpose(1, 2, 0, 3)
 
 
+def stacking_error(k1, k2, images) -> float:
+    """``max |conv_k2(conv_k1(x)) - conv_K(x)|`` over ``images`` (N, H, W, C), ``K = compose_kernels(k1, k2)``,
+    every convolution bias-free with 'valid' padding, in float64: zero up to round-off."""
+    x = np.asarray(images, np.float64)
+    two = _conv(k2).forward(_conv(k1).forward(x))
+    one = _conv(compose_kernels(k1, k2)).forward(x)
+    return float(np.abs(two - one).max())
+
+
 def density_of_sum(p, q) -> np.ndarray:
     """The distribution of ``X + Y`` for independent ``X ~ p``, ``Y ~ q`` on 0, 1, 2, ...: ``(p * q)[t]``.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layers.conv import pad_hw, resolve_padding
+from ..layers.conv import Conv2D, pad_hw, resolve_padding
 from .convolution import convolve
 
 
@@ -94,3 +94,30 @@ def top_patches(layer, x, k=5, per_image=1, random_patches=2000, seed=0):
                         "mean_top_cosine": float(np.mean([b["cosine"] for b in best])) if best else None,
                         "random_cosine_mean": float(np.mean(rc)), "random_cosine_std": float(np.std(rc))})
     return results
+
+
+def responses_and_cosines(layer, x, batch_size=256) -> dict:
+    """Every patch of ``x`` (N, H, W, C) under conv ``layer``: ``<k_f, p>``, ``|p|`` and ``cos(k_f, p)``.
+
+    ``response`` (N, Ho, Wo, F) is the layer's output less its bias, ``<k_f, p> = |k_f| |p| cos(k_f, p)``;
+    ``norm`` (N, Ho, Wo) is ``|p|``, the square root of a ``Conv2D`` of ones with the layer's geometry over the
+    squared pixels summed over channels; ``cosine`` is ``response / (|k_f| |p|)`` (0 for an empty patch);
+    ``kernel_norm`` (F,) is ``|k_f|``. Only ungrouped convolutions.
+    """
+    if getattr(layer, "groups", 1) != 1:
+        raise ValueError(f"responses_and_cosines: {layer.label} is grouped; only ungrouped convolutions are supported")
+    kern = np.asarray(layer.params["kernel"], np.float64)
+    bias = np.asarray(layer.params.get("bias", np.zeros(kern.shape[3])), np.float64)
+    x = np.asarray(x, layer.dtype)
+    response = np.concatenate([layer.forward(x[s:s + batch_size], training=False)
+                               for s in range(0, len(x), batch_size)]).astype(np.float64) - bias
+    ones = Conv2D(1, layer.kernel_size, strides=layer.strides, padding=layer.padding, dilation=layer.dilation,
+                  use_bias=False)
+    ones.build((*x.shape[1:3], 1), dtype=np.float64)
+    ones.params["kernel"][...] = 1.0
+    energy = ones.forward((np.asarray(x, np.float64) ** 2).sum(axis=3, keepdims=True))[..., 0]
+    norm = np.sqrt(np.maximum(energy, 0.0))
+    kernel_norm = np.linalg.norm(kern.reshape(-1, kern.shape[3]), axis=0)
+    scale = norm[..., None] * kernel_norm
+    cosine = np.where(scale > 0, response / np.where(scale > 0, scale, 1.0), 0.0)
+    return {"response": response, "norm": norm, "cosine": cosine, "kernel_norm": kernel_norm}

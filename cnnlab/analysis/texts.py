@@ -404,3 +404,187 @@ def invariance_sentence(name, shifts, feature_change, agreement) -> str:
     text = (f"{name} is not shift-invariant: shifted by {largest} pixels, its features change by {_pct(change)} "
             f"and it keeps only {_pct(last)} of its predictions")
     return text + (f" (at least {_pct(KEEPS_PREDICTION)} up to {reach} pixels)." if reach else ".")
+
+
+# --- The lesson, steps 1-7
+EXACT = 1e-5            # a relative difference below this is round-off: the maps moved "exactly"
+CONTRAST_MARGIN = 0.1   # one rank correlation this far above the other: the ranking is "mostly" that factor
+ONE_POINT = 0.01        # accuracies closer than this are "about the same"
+
+
+def _times(h, w, c=1) -> str:
+    return f"{h}\u00d7{w}" + (f"\u00d7{c}" if c > 1 else "")
+
+
+def lesson_no_images(shape) -> str:
+    return f"This model reads inputs of shape {shape}, not images, so this step does not apply."
+
+
+def lesson_no_convolution(name=None) -> str:
+    if name:
+        return f"The model's first convolution, {name}, reads several layers at once, so this step does not apply."
+    return "This model has no convolution layer, so this step does not apply; the steps about dense layers do."
+
+
+def lesson_no_data(why) -> str:
+    return f"Without the model's own images this part is left out: {why}" if why else \
+        "Without the model's own images this part is left out."
+
+
+def lesson_companion_missing(name) -> str:
+    what = {"mlp": "an MLP trained on this model's data", "sharing": "the weight-sharing experiment"}.get(name, name)
+    return f"The comparison with {what} is not available for this model."
+
+
+def lesson_vector(h, w, c, units, from_model, conv_params=None) -> str:
+    """Step 1: the input as numbers and one dense layer's weights on it."""
+    n = h * w * c
+    width = "as wide as this model's first dense layer" if from_model else "a usual width"
+    text = (f"To a multilayer perceptron this {_times(h, w, c)} image is a list of {n:,} numbers, one per pixel"
+            f"{' and channel' if c > 1 else ''}. One dense layer of {units} units ({width}) needs {n:,} \u00d7 {units}"
+            f" = {n * units:,} weights: every unit has its own weight for every pixel.")
+    if conv_params is not None:
+        text += f" This model's first convolution has {conv_params:,} weights and biases in all."
+    return text
+
+
+def lesson_mlp_templates(units, shift, change) -> str:
+    """Step 1: the trained MLP's first-layer weights are templates tied to positions (``change``: relative)."""
+    moved = (f"barely change ({_pct(change, 1)})" if change < SMALL_CHANGE else f"change by {_pct(change)}")
+    return (f"Below, the weights of an MLP trained on the same data, each unit's drawn as a picture: a template of "
+            f"the whole image, tied to positions. Move the input {shift} pixels right and down and the responses of "
+            f"its {units} first-layer units {moved}.")
+
+
+def lesson_neuron(layer, f, y, x, kernel_hw, channels, total, bias, value, model_value, has_bias, after) -> list:
+    """Step 2: one unit of the first convolution, term by term, then what follows it."""
+    n = kernel_hw[0] * kernel_hw[1] * channels
+    b = f"plus the bias {bias:+.3f}" if has_bias else "with no bias (this layer has none)"
+    text = (f"Filter {f} of {layer} answers this input most at row {y}, column {x}. It is one neuron with "
+            f"{n} inputs: its {_times(*kernel_hw, channels)} kernel multiplies the {n} pixels under it one by one "
+            f"(the products) and adds them up: {total:.3f}, {b}, gives {value:.3f}. The layer itself computed "
+            f"{model_value:.3f} there.")
+    if after == "ReLU":
+        act = (f"The ReLU keeps it: max(0, {value:.3f}) = {max(0.0, value):.3f}." if value > 0 else
+               f"The ReLU sets it to 0: max(0, {value:.3f}) = 0.")
+    elif after == "BatchNorm":
+        act = "A BatchNorm rescales it before the ReLU."
+    elif after:
+        act = f"The next layer is a {after}."
+    else:
+        act = "Several layers read it next."
+    return [text, act + " An ordinary neuron, but it sees only a small patch."]
+
+
+def lesson_convolution(layer, kernel_hw, channels, filters, strides, pads, dilation, input_hw, output_hw,
+                       conv_params, dense_weights, window_weights) -> list:
+    """Step 3: the formula with this layer's numbers, the output size, shared against dense weights."""
+    (kh, kw), (sh, sw), (dh, dw), (h, w), (ho, wo) = kernel_hw, strides, dilation, input_hw, output_hw
+    s = f"{sh}" if sh == sw else f"({sh}, {sw})"
+    d = f"{dh}" if dh == dw else f"({dh}, {dw})"
+    formula = (f"out[y, x, f] = b_f + \u03a3_c<{channels} \u03a3_i<{kh} \u03a3_j<{kw} k[i, j, c, f] \u00b7 "
+               f"in_padded[y\u00b7{sh} + i\u00b7{dh}, x\u00b7{sw} + j\u00b7{dw}, c]")
+    size = (f"With stride {s}, dilation {d} and padding {pads[0]}+{pads[1]} rows, {pads[2]}+{pads[3]} columns, a "
+            f"{h}\u00d7{w} input gives a {ho}\u00d7{wo} map: ({h} + {pads[0] + pads[1]} \u2212 {dh * (kh - 1)} "
+            f"\u2212 1) // {sh} + 1 = {ho}.")
+    shared = (f"Its {filters} filters hold {conv_params:,} numbers. A dense layer computing the same {filters} maps "
+              f"needs {dense_weights:,} weights; keeping only each window's connections, {window_weights:,}: "
+              f"{window_weights / conv_params:,.0f} times as many. Sharing one kernel over all positions makes "
+              "the layer small.")
+    return [f"Slide the same neuron over every position and write each result into a map: that is {layer}.",
+            formula, size, shared]
+
+
+def _agree(difference) -> str:
+    return "exactly" if difference == 0 else f"to {difference:.0e}"
+
+
+def lesson_dice(peak_sum, peak_probability) -> str:
+    """Step 4: the density of a sum of two dice, computed as a slide."""
+    return ("Two dice: the chance that they sum to z is p_{X+Y}(z) = \u03a3_x p_X(x) p_Y(z \u2212 x): flip one "
+            "distribution, slide it along the other, add the products at each shift. The result is a triangle, "
+            f"highest at {peak_sum} ({peak_probability:.3f}); cnnlab's Conv2D computes it with the kernel flipped. A "
+            "CNN slides its kernel unflipped (cross-correlation); as kernels are learned, it simply learns the "
+            "flipped one.")
+
+
+def lesson_jitter_and_stacking(jitter_difference, name, kernel_hw, composed_hw, stacked_difference, fields) -> list:
+    """Step 4: blur = the input under random jitter; two linear convolutions = one; the model's receptive fields."""
+    jitter = ("A non-negative kernel summing to 1 is the distribution of a random shift: blurring with it is the "
+              f"input averaged over random jitter (they agree {_agree(jitter_difference)}).")
+    stack = (f"Two convolutions in a row, nothing between, are one whose kernel is the convolution of theirs: "
+             f"{name or 'a 3x3 blur'} then a 3\u00d73 blur is one {_times(*composed_hw)} kernel (they agree "
+             f"{_agree(stacked_difference)}).")
+    if fields:
+        stack += (" So receptive fields grow: " + ", ".join(f"{n} sees {_times(h, w)}" for n, h, w in fields[:1])
+                  + "".join(f", {n} {_times(h, w)}" for n, h, w in fields[1:]) + ".")
+    return [jitter, stack]
+
+
+def lesson_maps(layer, filters, map_hw, input_hw, strongest, strongest_max, active_fraction) -> list:
+    """Step 5: every filter of the first layer gives one map."""
+    same = "as large as the input" if tuple(map_hw) == tuple(input_hw) else f"from a {_times(*input_hw)} input"
+    return [f"{layer} has {filters} filters, each slid over the whole input: {filters} feature maps of "
+            f"{_times(*map_hw)} ({same}), one per filter, each large where its filter's pattern occurs. Filter "
+            f"{strongest} answers most here ({strongest_max:.2f}); {_pct(active_fraction)} of all the outputs are "
+            f"positive. The next layer reads the {filters} maps together, as {filters} channels."]
+
+
+def lesson_equivariance(shift, stride, max_abs, relative, border) -> str:
+    """Step 6: the maps move with the input; ``relative`` below :data:`EXACT` is round-off."""
+    moved = f"{shift // stride} map pixels" if stride > 1 else f"{shift} pixels"
+    edge = f" ({border} pixels from the border left out, where the padding reaches)" if border else ""
+    if relative < EXACT:
+        return (f"Move the input {shift} pixels right and down and every map moves {moved} with it, unchanged: the "
+                f"map of the moved input and the moved map agree {_agree(max_abs)}{edge}. The "
+                "same kernel at every position cannot tell where a pattern is: the convolution is equivariant.")
+    return (f"Move the input {shift} pixels right and down: the map of the moved input and the moved map differ by "
+            f"up to {_pct(relative, 1)} of the map's largest value{edge}, so in this model the first maps do not "
+            "simply move with the input.")
+
+
+def lesson_equivariance_reveal(shift, stride, max_abs, relative) -> str:
+    if relative < EXACT:
+        return f"It moves with the drawing, unchanged: the two maps agree {_agree(max_abs)}."
+    return f"Here it also changes: the difference reaches {_pct(relative, 1)} of the map's largest value."
+
+
+def lesson_sharing_result(n_train, params, accuracy) -> str:
+    """Step 6: the weight-sharing experiment (``params``, ``accuracy`` by ``conv``, ``local``, ``dense``)."""
+    text = (f"Trained on only {n_train:,} images: the convolution ({params['conv']:,} parameters) reaches "
+            f"{_pct(accuracy['conv'], 1)}, a locally connected layer (the same windows, untied, "
+            f"{params['local']:,}) {_pct(accuracy['local'], 1)}, a dense network ({params['dense']:,}) "
+            f"{_pct(accuracy['dense'], 1)}.")
+    others = max(accuracy["local"], accuracy["dense"])
+    if accuracy["conv"] >= others + ONE_POINT:
+        return text + " Sharing wins: the same few weights learn from every position at once."
+    if accuracy["conv"] > others - ONE_POINT:
+        return text + " Here sharing gives about the same accuracy, with far fewer parameters."
+    return text + " Here sharing did not win on accuracy; it still needs far fewer parameters."
+
+
+def lesson_matched(f, response, kernel_norm, patch_norm, cosine, bias) -> str:
+    """Step 7: response = |k| |p| cos on the input's best patch."""
+    return ("A kernel's response to a patch is their dot product: |kernel| \u00d7 |patch| \u00d7 cos(angle) "
+            f"(Cauchy\u2013Schwarz). Filter {f} on this input's best patch: {kernel_norm:.2f} \u00d7 "
+            f"{patch_norm:.2f} \u00d7 {cosine:.2f} = {response:.3f}, then the bias ({bias:+.3f}). Among patches of "
+            "equal contrast the response is largest where the patch looks like the kernel (cos = 1).")
+
+
+def lesson_contrast_or_shape(f, images, source, rho_norm, rho_cosine, rho_norm_all, rho_cosine_all, top_cosine,
+                             random_cosine) -> list:
+    """Step 7: how much of the ranking by response is contrast (``|p|``) and how much shape (cosine)."""
+    text = (f"On {images} {source} images, filter {f}'s response ranks patches with a rank correlation of "
+            f"{rho_norm:.2f} with their contrast |p| and {rho_cosine:.2f} with their shape (cosine); over all "
+            f"filters {rho_norm_all:.2f} and {rho_cosine_all:.2f}.")
+    if rho_norm >= rho_cosine + CONTRAST_MARGIN:
+        text += " So the ranking is mostly contrast: a strongly inked patch wins even when it only roughly matches."
+    elif rho_cosine >= rho_norm + CONTRAST_MARGIN:
+        text += " So the ranking is mostly shape: the patches that win are those that look like the kernel."
+    else:
+        text += " Contrast and shape count about equally."
+    return [text, f"Its top patches by response have mean cosine {top_cosine:.2f}, random ones {random_cosine:.2f}."]
+
+
+def lesson_which_filter(f, peak, y, x) -> str:
+    return f"Filter {f} answers most: {peak:.3f} at row {y}, column {x}."
