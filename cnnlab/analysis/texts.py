@@ -512,7 +512,7 @@ def lesson_jitter_and_stacking(jitter_difference, name, kernel_hw, composed_hw, 
     """Step 4: blur = the input under random jitter; two linear convolutions = one; the model's receptive fields."""
     jitter = ("A non-negative kernel summing to 1 is the distribution of a random shift: blurring with it is the "
               f"input averaged over random jitter (they agree {_agree(jitter_difference)}).")
-    stack = (f"Two convolutions in a row, nothing between, are one whose kernel is the convolution of theirs: "
+    stack = (f"Two stacked linear convolutions are one, with the convolution of their kernels: "
              f"{name or 'a 3x3 blur'} then a 3\u00d73 blur is one {_times(*composed_hw)} kernel (they agree "
              f"{_agree(stacked_difference)}).")
     if fields:

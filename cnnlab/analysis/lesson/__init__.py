@@ -21,12 +21,19 @@ What a step returns (every key but ``paragraphs`` may be omitted)::
 Figures (arrays are NumPy; the server packs them)::
 
     {"kind": "maps",   "items": [{"label", "map": (H, W) or (H, W, 3)}], "signed": bool, "alt"}
+                       # optional: "shared": False (each item on its own scale), "size" (px), "title"
     {"kind": "curve",  "x": [..], "series": [{"name", "y": [..]}], "xlabel", "ylabel", "alt"}
     {"kind": "bars",   "labels": [..], "values": [..], "alt"}
     {"kind": "table",  "header": [..], "rows": [[..]], "alt"}
     {"kind": "grid",   "values": (h, w), "label", "alt"}            # a small array of numbers
-    {"kind": "stepper", "layer": name, "channel": c, "alt"}          # the stepping window (/api/unit)
-    {"kind": "slide",  ...}  {"kind": "tryit", ...}                  # steps 4 and 14, see their modules
+    {"kind": "stepper", "layer": name, "channel": c, "y", "x", "alt"}  # the stepping window (/api/unit),
+                                                                     # starting at unit (y, x)
+    {"kind": "slide",  "x": (n,), "p": (n,), "q": (n,), "z": (m,), "products": (m, n), "result": (m,),
+                       "p_label", "q_label", "result_label", "alt"}
+                       # a 1-D convolution p * q as a slide: for each z[j] (a row), the products
+                       # p(x_i) q(z_j - x_i) of p with the flipped q laid so that it ends at x_i, and their
+                       # sum result[j] (step 4: two dice, x = 1..6, z = 2..12; see how_probability)
+    {"kind": "tryit", ...}                                           # step 14, see its module
 """
 from __future__ import annotations
 

@@ -45,8 +45,9 @@ def vector(ctx) -> dict:
     units = dense.units if dense is not None else DEFAULT_UNITS
     conv = first_layer(ctx)
     conv_params = None if isinstance(conv, dict) else int(sum(v.size for v in conv[0].params.values()))
-    numbers = {"height": h, "width": w, "channels": c, "inputs": n, "units": units, "dense_weights": n * units,
-               "conv_params": conv_params}
+    numbers = {"height": h, "width": w, "channels": c, "inputs": n, "units": units, "dense_weights": n * units}
+    if conv_params is not None:
+        numbers["conv_params"] = conv_params
     figures = [{"kind": "maps", "items": [{"label": f"the input: {n} numbers", "map": map_picture(ctx.x)}],
                 "signed": False, "alt": f"The input, {h} by {w} pixels and {c} channel(s): {n} numbers."}]
     paragraphs = [texts.lesson_vector(h, w, c, units, dense is not None, conv_params)]
