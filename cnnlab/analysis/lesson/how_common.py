@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import texts
 from ..equivariance import layer_maps
+from ..units import unit
 from ..layers import capture, first_conv, layer_input, layer_inputs, sources
 from .base import not_applicable
 
@@ -21,9 +23,29 @@ def is_image_model(model) -> bool:
     return len(model.input_shape) == 3
 
 
+@dataclass
+class First:
+    """The first convolution ``layer``, what it read for ``ctx.x`` (``inp``, (H, W, C)), its output ``out``
+    (Ho, Wo, F), and the unit ``(f, y, x)`` where that output is largest."""
+    layer: object
+    inp: np.ndarray
+    out: np.ndarray
+    f: int
+    y: int
+    x: int
+
+    @property
+    def link(self) -> dict:
+        """The unit details view of the strongest unit."""
+        return {"view": "unit", "layer": self.layer.name, "c": self.f, "y": self.y, "x": self.x}
+
+    def detail(self, ctx) -> dict:
+        """The strongest unit term by term (:func:`cnnlab.analysis.units.unit`)."""
+        return unit(ctx.model, ctx.x, self.layer.name, self.f, self.y, self.x)
+
+
 def first_layer(ctx):
-    """``(layer, inp, out, acts)``: the first convolution, what it read for ``ctx.x`` (H, W, C), its output
-    (Ho, Wo, F) and every layer's output; or the ``not_applicable`` dict saying why there is none."""
+    """:class:`First` for ``ctx``, or the ``not_applicable`` dict saying why the model has none."""
     model = ctx.model
     if not is_image_model(model):
         return not_applicable(texts.lesson_no_images(tuple(model.input_shape)))
@@ -34,7 +56,8 @@ def first_layer(ctx):
         return not_applicable(texts.lesson_no_convolution(layer.name))
     _, acts = capture(model, ctx.x)
     inp = np.asarray(layer_input(model, np.asarray(ctx.x, np.float32), acts, layer), np.float64)
-    return layer, inp, np.asarray(acts[layer.name], np.float64), acts
+    out = np.asarray(acts[layer.name], np.float64)
+    return First(layer, inp, out, *strongest(out))
 
 
 def layer_fn(model, layer):

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import texts
 from ..equivariance import conv_border, equivariance_error, shift
-from .how_common import companion, first_layer, kernel_picture, layer_fn, map_picture, strongest
+from .how_common import companion, first_layer, kernel_picture, layer_fn, map_picture
 
 SHIFT = 3               # pixels the input moves (rounded up to a multiple of the layer's stride)
 SHARING = (("conv", "convolution (shared)"), ("local", "locally connected (untied)"), ("dense", "dense"))
@@ -25,8 +25,7 @@ def maps(ctx) -> dict:
     got = first_layer(ctx)
     if isinstance(got, dict):
         return got
-    layer, inp, out, _ = got
-    f, y, x = strongest(out)
+    layer, inp, out, f, y, x = got.layer, got.inp, got.out, got.f, got.y, got.x
     ho, wo, filters = out.shape
     kern = np.asarray(layer.params["kernel"], np.float64)
     peaks = out.reshape(-1, filters).max(axis=0)
@@ -42,8 +41,7 @@ def maps(ctx) -> dict:
                 "alt": f"The {filters} kernels of {layer.name}, {kern.shape[0]} by {kern.shape[1]} each."}]
     paragraphs = texts.lesson_maps(layer.name, filters, (ho, wo), inp.shape[:2], f, float(out[y, x, f]),
                                    numbers["active_fraction"])
-    return {"paragraphs": paragraphs, "numbers": numbers, "figures": figures,
-            "link": {"view": "unit", "layer": layer.name, "c": f, "y": y, "x": x}}
+    return {"paragraphs": paragraphs, "numbers": numbers, "figures": figures, "link": got.link}
 
 
 def sharing(ctx) -> dict:
@@ -51,8 +49,7 @@ def sharing(ctx) -> dict:
     got = first_layer(ctx)
     if isinstance(got, dict):
         return got
-    layer, inp, out, _ = got
-    f = strongest(out)[0]
+    layer, inp, out, f = got.layer, got.inp, got.out, got.f
     s = max(layer.strides)
     d = -(-SHIFT // s) * s
     x = np.asarray(ctx.x, np.float64)[None]

@@ -14,8 +14,8 @@ import numpy as np
 
 from .. import texts
 from ..patches import responses_and_cosines, top_patches
-from ..units import conv_unit, unit
-from .how_common import cached, first_layer, first_layer_inputs, kernel_picture, own_images, strongest
+from ..units import conv_unit
+from .how_common import cached, first_layer, first_layer_inputs, kernel_picture, own_images
 
 TOP = 6                 # patches shown per ranking
 EQUAL_CONTRAST = 0.5    # ranked by cosine: patches with at least this fraction of the largest |p|
@@ -76,12 +76,10 @@ def matched(ctx) -> dict:
     got = first_layer(ctx)
     if isinstance(got, dict):
         return got
-    layer, inp, out, _ = got
-    f, y, x = strongest(out)
-    d = unit(ctx.model, ctx.x, layer.name, f, y, x)
+    d, layer, f, y, x = got.detail(ctx), got.layer, got.f, got.y, got.x
     kn, pn = float(np.linalg.norm(d["kernel"])), float(np.linalg.norm(d["patch"]))
     cosine = d["sum"] / (kn * pn) if kn * pn > 0 else 0.0
-    peaks = out.reshape(-1, out.shape[2]).max(axis=0)
+    peaks = got.out.reshape(-1, got.out.shape[2]).max(axis=0)
     numbers = {"filter": f, "y": y, "x": x, "response": d["sum"], "bias": d["bias"], "kernel_norm": kn,
                "patch_norm": pn, "cosine": cosine}
     figures = [{"kind": "bars", "labels": [f"filter {k}" for k in range(len(peaks))], "values": peaks,
@@ -92,11 +90,11 @@ def matched(ctx) -> dict:
                 "alt": f"Filter {f}'s kernel and this input's patch at row {y}, column {x}: "
                        f"{kn:.3f} times {pn:.3f} times {cosine:.3f} = {d['sum']:.3f}."}]
     paragraphs = [texts.lesson_matched(f, d["sum"], kn, pn, cosine, d["bias"])]
-    got = own_images(ctx)
-    if isinstance(got, str):
-        paragraphs.append(got)
+    mine = own_images(ctx)
+    if isinstance(mine, str):
+        paragraphs.append(mine)
     else:
-        images, source = got
+        images, source = mine
         try:
             data = first_layer_inputs(ctx, layer, images)
             r = cached(ctx.model, "matched", [*layer.params.values(), images], lambda: rankings(layer, data))
@@ -110,7 +108,7 @@ def matched(ctx) -> dict:
                "choices": [f"filter {k}" for k in offered], "answer": offered.index(f),
                "reveal": texts.lesson_which_filter(f, float(peaks[f]), y, x)}
     return {"paragraphs": paragraphs, "numbers": numbers, "figures": figures, "predict": predict,
-            "link": {"view": "unit", "layer": layer.name, "c": f, "y": y, "x": x}}
+            "link": got.link}
 
 
 def _data_part(layer, data, f, r, source, numbers, figures) -> list:

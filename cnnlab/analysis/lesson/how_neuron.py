@@ -22,8 +22,7 @@ from .. import texts
 from ..convolution import expected_nonzeros
 from ..equivariance import shift
 from ..layers import sources
-from ..units import unit
-from .how_common import companion, first_layer, is_image_model, kernel_picture, map_picture, strongest
+from .how_common import companion, first_layer, is_image_model, kernel_picture, map_picture
 
 DEFAULT_UNITS = 100     # the dense layer's width when the model has none
 TEMPLATES = 8           # MLP units drawn
@@ -44,7 +43,7 @@ def vector(ctx) -> dict:
     dense = _first_dense(model)
     units = dense.units if dense is not None else DEFAULT_UNITS
     conv = first_layer(ctx)
-    conv_params = None if isinstance(conv, dict) else int(sum(v.size for v in conv[0].params.values()))
+    conv_params = None if isinstance(conv, dict) else int(sum(v.size for v in conv.layer.params.values()))
     numbers = {"height": h, "width": w, "channels": c, "inputs": n, "units": units, "dense_weights": n * units}
     if conv_params is not None:
         numbers["conv_params"] = conv_params
@@ -94,9 +93,7 @@ def neuron(ctx) -> dict:
     got = first_layer(ctx)
     if isinstance(got, dict):
         return got
-    layer, inp, out, _ = got
-    f, y, x = strongest(out)
-    d = unit(ctx.model, ctx.x, layer.name, f, y, x)
+    d, layer, f, y, x = got.detail(ctx), got.layer, got.f, got.y, got.x
     products = np.asarray(d["products"], np.float64)
     c = int(np.argmax(np.abs(products.sum(axis=(0, 1))))) if products.shape[2] > 1 else 0
     channels = products.shape[2]
@@ -115,8 +112,7 @@ def neuron(ctx) -> dict:
          "alt": f"The products; they sum to {d['sum']:.4f}, plus the bias {d['bias']:.4f}: {d['value']:.4f}."}]
     paragraphs = texts.lesson_neuron(layer.name, f, y, x, tuple(layer.kernel_size), channels, d["sum"], d["bias"],
                                      d["value"], d["model_value"], "bias" in layer.params, after)
-    return {"paragraphs": paragraphs, "numbers": numbers, "figures": figures,
-            "link": {"view": "unit", "layer": layer.name, "c": f, "y": y, "x": x}}
+    return {"paragraphs": paragraphs, "numbers": numbers, "figures": figures, "link": got.link}
 
 
 def convolution(ctx) -> dict:
@@ -124,8 +120,7 @@ def convolution(ctx) -> dict:
     got = first_layer(ctx)
     if isinstance(got, dict):
         return got
-    layer, inp, out, _ = got
-    f, y, x = strongest(out)
+    layer, inp, f, y, x = got.layer, got.inp, got.f, got.y, got.x
     h, w, c = inp.shape
     (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.strides, layer.dilation
     pads, (ho, wo) = window_geometry((h, w), layer.kernel_size, layer.strides, layer.padding, layer.dilation)
@@ -150,8 +145,7 @@ def convolution(ctx) -> dict:
                          ["a dense layer", dense_weights]],
                 "alt": f"Weights: convolution {conv_params}, window connections {window_weights}, "
                        f"dense {dense_weights}."}]
-    return {"paragraphs": paragraphs, "numbers": numbers, "figures": figures,
-            "link": {"view": "unit", "layer": layer.name, "c": f, "y": y, "x": x}}
+    return {"paragraphs": paragraphs, "numbers": numbers, "figures": figures, "link": got.link}
 
 
 __all__ = ["vector", "neuron", "convolution"]

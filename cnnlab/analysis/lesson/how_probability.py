@@ -20,7 +20,7 @@ from .. import texts
 from ..convolution import conv_steps
 from ..identities import blur, compose_kernels, expected_jitter, stacking_error
 from ..layers import receptive_field
-from .how_common import first_layer, is_image_model, kernel_picture, map_picture, strongest
+from .how_common import first_layer, is_image_model, kernel_picture, map_picture
 
 FACES = 6
 JITTER = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]) / 256.0       # a 5x5 binomial displacement density
@@ -80,8 +80,7 @@ def probability(ctx) -> dict:
     if isinstance(got, dict):
         k1, inp, name = np.repeat(SMALL[:, :, None, None] / x.shape[3], x.shape[3], axis=2), x[0], None
     else:
-        layer, inp, out, _ = got
-        f = strongest(out)[0]
+        layer, inp, f = got.layer, got.inp, got.f
         k1, name = np.asarray(layer.params["kernel"][..., f:f + 1], np.float64), f"{layer.name}'s filter {f}"
     k2 = SMALL[:, :, None, None]
     big = compose_kernels(k1, k2)
