@@ -491,7 +491,8 @@ def lesson_convolution(layer, kernel_hw, channels, filters, strides, pads, dilat
               f"needs {dense_weights:,} weights; keeping only each window's connections, {window_weights:,}: "
               f"{window_weights / conv_params:,.0f} times as many. Sharing one kernel over all positions makes "
               "the layer small.")
-    return [f"Slide the same neuron over every position and write each result into a map: that is {layer}.",
+    return [f"Slide the same neuron over every position and write each result into a map: that is a convolution, "
+            f"and {layer} computes exactly this:",
             formula, size, shared]
 
 
@@ -572,10 +573,11 @@ def lesson_matched(f, response, kernel_norm, patch_norm, cosine, bias) -> str:
 
 
 def lesson_contrast_or_shape(f, images, source, rho_norm, rho_cosine, rho_norm_all, rho_cosine_all, top_cosine,
-                             random_cosine) -> list:
-    """Step 7: how much of the ranking by response is contrast (``|p|``) and how much shape (cosine)."""
-    text = (f"On {images} {source} images, filter {f}'s response ranks patches with a rank correlation of "
-            f"{rho_norm:.2f} with their contrast |p| and {rho_cosine:.2f} with their shape (cosine); over all "
+                             random_cosine, random_std) -> list:
+    """Step 7: how much of the ranking by response is contrast (``|p|``) and how much shape (cosine), as rank
+    correlations over the patches a filter answers; ``top_cosine`` of its top patches against random ones'."""
+    text = (f"On {images} {source} images, the patches filter {f} answers rank by response with a rank correlation "
+            f"of {rho_norm:.2f} with their contrast |p| and {rho_cosine:.2f} with their shape (cosine); over all "
             f"filters {rho_norm_all:.2f} and {rho_cosine_all:.2f}.")
     if rho_norm >= rho_cosine + CONTRAST_MARGIN:
         text += " So the ranking is mostly contrast: a strongly inked patch wins even when it only roughly matches."
@@ -583,7 +585,8 @@ def lesson_contrast_or_shape(f, images, source, rho_norm, rho_cosine, rho_norm_a
         text += " So the ranking is mostly shape: the patches that win are those that look like the kernel."
     else:
         text += " Contrast and shape count about equally."
-    return [text, f"Its top patches by response have mean cosine {top_cosine:.2f}, random ones {random_cosine:.2f}."]
+    return [text, f"Its top patches by response have mean cosine {top_cosine:.2f}; random patches "
+                  f"{random_cosine:+.2f} \u00b1 {random_std:.2f}."]
 
 
 def lesson_which_filter(f, peak, y, x) -> str:

@@ -5,8 +5,10 @@ stroke?") and its best patch, the three factors multiplied back. On the model's 
 (:func:`cnnlab.analysis.patches.responses_and_cosines`, :func:`~cnnlab.analysis.patches.top_patches`): the
 patches ranked by response and by cosine (among patches of at least ``EQUAL_CONTRAST`` of the largest
 contrast), random ones for comparison, and how much of the ranking is contrast and how much shape:
-Spearman's rank correlation of the response with ``|p|`` and with ``cos(k, p)`` over the non-empty patches
-(at most ``SAMPLE`` per filter). Per-model work is cached (:func:`.how_common.cached`).
+Spearman's rank correlation of the response with ``|p|`` and with ``cos(k, p)`` over the patches the filter
+answers (response > 0, at most ``SAMPLE`` of them per filter). Over all patches the cosine would win by its
+sign alone (a negative response has a negative cosine, and no norm is negative), so only positive responses
+count; their logarithm is ``log |k| + log |p| + log cos`` exactly, and the ranking splits into those two factors. Per-model work is cached (:func:`.how_common.cached`).
 """
 from __future__ import annotations
 
@@ -44,19 +46,20 @@ def rankings(layer, images) -> dict:
     resp, norm, cos = rc["response"], rc["norm"], rc["cosine"]
     rng = np.random.default_rng(0)
     filled = np.flatnonzero(norm.reshape(-1) > 0)
-    sample = rng.choice(filled, min(SAMPLE, len(filled)), replace=False) if len(filled) else filled
     strong = norm >= EQUAL_CONTRAST * norm.max()
     tops = top_patches(layer, images, k=TOP, per_image=1, random_patches=200)
     per = []
     for f in range(resp.shape[3]):
         r, c = resp[..., f].reshape(-1), cos[..., f].reshape(-1)
+        answered = np.flatnonzero(r > 0)
+        sample = rng.choice(answered, min(SAMPLE, len(answered)), replace=False)
         masked = np.where(strong, cos[..., f], -np.inf).reshape(len(images), -1)
         best = masked.max(axis=1)                          # one patch per image, as top_patches does
         by_cos = [(int(n), *divmod(int(np.argmax(masked[n])), resp.shape[2]))
                   for n in np.argsort(-best, kind="stable")[:TOP] if np.isfinite(best[n])]
         per.append({"rho_norm": spearman(r[sample], norm.reshape(-1)[sample]) if len(sample) > 2 else 0.0,
                     "rho_cosine": spearman(r[sample], c[sample]) if len(sample) > 2 else 0.0,
-                    "by_cosine": by_cos, "top": tops[f]})
+                    "answered": len(answered), "by_cosine": by_cos, "top": tops[f]})
     rand = [(int(n), int(i), int(j)) for n, i, j in
             zip(*np.unravel_index(rng.choice(filled, min(TOP, len(filled)), replace=False), norm.shape))]
     return {"filters": per, "random": rand, "patches": len(filled), "kernel_norm": rc["kernel_norm"]}
@@ -117,20 +120,24 @@ def _data_part(layer, data, f, r, source, numbers, figures) -> list:
     kn = float(r["kernel_norm"][f])
     rows = {"by response": [(p["image"], p["row"], p["col"]) for p in per["top"]["top_patches"]],
             "by cosine": per["by_cosine"], "random": r["random"]}
+    titles = {"by response": "the patches it answers most", "by cosine": "the patches most like the kernel "
+              f"(|p| at least {EQUAL_CONTRAST:.0%} of the largest)", "random": "random patches"}
     for name, where in rows.items():
         made = [_item(layer, data, f, n, i, j, kn) for n, i, j in where]
         key = name.replace("by ", "").replace(" ", "_")
         numbers[f"{key}_mean_cosine"] = float(np.mean([m[1][2] for m in made])) if made else 0.0
         numbers[f"{key}_mean_norm"] = float(np.mean([m[1][1] for m in made])) if made else 0.0
-        figures.append({"kind": "maps", "signed": True, "shared": False, "size": 42, "title": f"patches {name}",
+        figures.append({"kind": "maps", "signed": True, "shared": False, "size": 42, "title": titles[name],
                         "items": [m[0] for m in made],
                         "alt": f"{len(made)} patches of the {source} images {name}: mean cosine "
                                f"{numbers[f'{key}_mean_cosine']:.2f}, mean |p| {numbers[f'{key}_mean_norm']:.2f}."})
     numbers.update(rho_norm=per["rho_norm"], rho_cosine=per["rho_cosine"], images=len(data), patches=r["patches"],
+                   answered=per["answered"],
                    rho_norm_all=float(np.mean([p["rho_norm"] for p in r["filters"]])),
                    rho_cosine_all=float(np.mean([p["rho_cosine"] for p in r["filters"]])),
                    random_cosine_mean=per["top"]["random_cosine_mean"],
                    random_cosine_std=per["top"]["random_cosine_std"])
     return texts.lesson_contrast_or_shape(f, len(data), source, per["rho_norm"], per["rho_cosine"],
                                           numbers["rho_norm_all"], numbers["rho_cosine_all"],
-                                          numbers["response_mean_cosine"], numbers["random_mean_cosine"])
+                                          numbers["response_mean_cosine"], numbers["random_cosine_mean"],
+                                          numbers["random_cosine_std"])
