@@ -166,10 +166,13 @@ def test_step3_output_size_and_weights_against_pytorch(cfg):
     hw, c = (int(rng.integers(11, 17)), int(rng.integers(11, 17))), int(rng.integers(1, 4))
     model = Sequential([Conv2D(4, **cfg), ReLU(), Flatten(), Dense(3)], input_shape=(*hw, c))
     x = rng.uniform(0, 1, (*hw, c))
-    nb = lesson.step(3, _ctx(model, x))["numbers"]
+    out = lesson.step(3, _ctx(model, x))
+    nb = out["numbers"]
     layer = model.layers[0]
     ref = _torch_conv(layer, x)
     assert (nb["output_h"], nb["output_w"]) == ref.shape[:2]
+    q = out["predict"]
+    assert q["choices"][q["answer"]] == f"{ref.shape[0]}\u00d7{ref.shape[1]}" and len(set(q["choices"])) >= 2
     kh, kw = layer.kernel_size
     assert nb["conv_params"] == kh * kw * c * 4 + 4
     assert nb["dense_weights"] == hw[0] * hw[1] * c * ref.shape[0] * ref.shape[1] * 4

@@ -500,6 +500,11 @@ def _agree(difference) -> str:
     return "exactly" if difference == 0 else f"to {difference:.0e}"
 
 
+def lesson_map_size(layer, input_hw, output_hw) -> str:
+    return (f"{_times(*output_hw)}: {layer} computed it from the {_times(*input_hw)} input with its own kernel size, "
+            "stride, padding and dilation, as the formula says.")
+
+
 def lesson_dice(peak_sum, peak_probability) -> str:
     """Step 4: the density of a sum of two dice, computed as a slide."""
     return ("Two dice: the chance that they sum to z is p_{X+Y}(z) = \u03a3_x p_X(x) p_Y(z \u2212 x): flip one "
@@ -513,8 +518,9 @@ def lesson_jitter_and_stacking(jitter_difference, name, kernel_hw, composed_hw, 
     """Step 4: blur = the input under random jitter; two linear convolutions = one; the model's receptive fields."""
     jitter = ("A non-negative kernel summing to 1 is the distribution of a random shift: blurring with it is the "
               f"input averaged over random jitter (they agree {_agree(jitter_difference)}).")
+    first = name or "a 3\u00d73 blur"
     stack = (f"Two stacked linear convolutions are one, with the convolution of their kernels: "
-             f"{name or 'a 3x3 blur'} then a 3\u00d73 blur is one {_times(*composed_hw)} kernel (they agree "
+             f"{first} then a 3\u00d73 blur is one {_times(*composed_hw)} kernel (they agree "
              f"{_agree(stacked_difference)}).")
     if fields:
         stack += (" So receptive fields grow: " + ", ".join(f"{n} sees {_times(h, w)}" for n, h, w in fields[:1])

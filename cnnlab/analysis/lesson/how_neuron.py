@@ -145,7 +145,27 @@ def convolution(ctx) -> dict:
                          ["a dense layer", dense_weights]],
                 "alt": f"Weights: convolution {conv_params}, window connections {window_weights}, "
                        f"dense {dense_weights}."}]
-    return {"paragraphs": paragraphs, "numbers": numbers, "figures": figures, "link": got.link}
+    return {"paragraphs": paragraphs, "numbers": numbers, "figures": figures, "link": got.link,
+            "predict": _size_question(layer, (h, w), (ho, wo))}
+
+
+def _size_question(layer, input_hw, output_hw):
+    """"How large is the map?": the layer's own size against the input's and those of no padding and of
+    stride 1 (each computed by the same geometry); ``None`` when they all agree."""
+    sizes = [tuple(output_hw), tuple(input_hw)]
+    for padding, strides in (("valid", layer.strides), (layer.padding, (1, 1))):
+        try:
+            sizes.append(window_geometry(input_hw, layer.kernel_size, strides, padding, layer.dilation)[1])
+        except ValueError:                       # the kernel does not fit without padding
+            pass
+    choices = sorted(set(sizes))
+    if len(choices) < 2:
+        return None
+    def name(s):
+        return f"{s[0]}\u00d7{s[1]}"
+    return {"question": f"The input is {name(input_hw)}. How large is the map {layer.name} gives?",
+            "choices": [name(s) for s in choices], "answer": choices.index(tuple(output_hw)),
+            "reveal": texts.lesson_map_size(layer.name, input_hw, output_hw)}
 
 
 __all__ = ["vector", "neuron", "convolution"]

@@ -77,7 +77,7 @@ def probability(ctx) -> dict:
         "alt": f"The input and the input blurred by a 5 by 5 binomial density; the blur equals the average over "
                f"jitters to {numbers['jitter_difference']:.1e}."})
     got = first_layer(ctx)
-    if isinstance(got, dict):
+    if isinstance(got, dict) or got.layer.groups != 1:         # a grouped kernel does not read every channel
         k1, inp, name = np.repeat(SMALL[:, :, None, None] / x.shape[3], x.shape[3], axis=2), x[0], None
     else:
         layer, inp, f = got.layer, got.inp, got.f
