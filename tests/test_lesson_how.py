@@ -226,7 +226,7 @@ def test_step5_every_map_of_the_first_layer():
     np.testing.assert_allclose(maps[3]["map"], ref[:, :, 3], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("stride", [1, 2, (2, 3)])
 def test_step6_maps_move_with_the_input(stride):
     model = Sequential([Conv2D(5, 3, strides=stride, padding="same"), ReLU(), Flatten(), Dense(3)],
                        input_shape=(20, 20, 1), seed=3)
@@ -235,15 +235,17 @@ def test_step6_maps_move_with_the_input(stride):
     out = lesson.step(6, _ctx(model, x, companions={"sharing": SHARING}))
     nb = out["numbers"]
     d = nb["shift"]
-    assert d % stride == 0 and d >= 3
+    sy, sx = (stride, stride) if isinstance(stride, int) else stride
+    assert d % sy == 0 and d % sx == 0 and d >= 3
     layer = model.layers[0]
     moved = np.zeros_like(x)
     moved[d:, d:] = x[:-d, :-d]
     a, b = _torch_conv(layer, moved), _torch_conv(layer, x)
-    m, bd = d // stride, nb["border"]
-    inner = (slice(m + bd, a.shape[0] - m - bd), slice(m + bd, a.shape[1] - m - bd))
+    my, mx, bd = d // sy, d // sx, nb["border"]
+    assert (nb["map_shift_y"], nb["map_shift_x"]) == (my, mx)
+    inner = (slice(my + bd, a.shape[0] - my - bd), slice(mx + bd, a.shape[1] - mx - bd))
     shifted = np.zeros_like(b)
-    shifted[m:, m:] = b[:-m, :-m]
+    shifted[my:, mx:] = b[:-my, :-mx]
     assert np.abs(a[inner] - shifted[inner]).max() < 1e-5 and nb["max_difference"] < 1e-5
     assert out["predict"]["answer"] == 0
     table = next(f for f in out["figures"] if f["kind"] == "table")
@@ -256,8 +258,9 @@ def test_sharing_and_equivariance_wording_flips():
     assert "Sharing wins" in T.lesson_sharing_result(300, params, {"conv": 0.9, "local": 0.8, "dense": 0.7})
     assert "about the same" in T.lesson_sharing_result(300, params, {"conv": 0.9, "local": 0.895, "dense": 0.7})
     assert "did not win" in T.lesson_sharing_result(300, params, {"conv": 0.8, "local": 0.9, "dense": 0.7})
-    assert "unchanged" in T.lesson_equivariance(3, 1, 1e-7, 1e-7, 2)
-    broken = T.lesson_equivariance(3, 1, 0.2, 0.1, 0)
+    assert "unchanged" in T.lesson_equivariance(3, (3, 3), 1e-7, 1e-7, 2)
+    assert "2 rows and 1 column of" in T.lesson_equivariance(4, (2, 1), 1e-7, 1e-7, 2)
+    broken = T.lesson_equivariance(3, (3, 3), 0.2, 0.1, 0)
     assert "do not simply move" in broken and "equivariant" not in broken
 
 
@@ -303,3 +306,25 @@ def test_contrast_or_shape_wording_flips():
     assert "mostly contrast" in said(0.8, 0.4)
     assert "mostly shape" in said(0.3, 0.8)
     assert "about equally" in said(0.5, 0.55)
+
+
+def test_every_step_through_the_server_equals_the_step_itself(tmp_path):
+    """POST /api/lesson/N with a picture: the JSON numbers are the step's own, for a model with strides,
+    padding, dilation, groups and BatchNorm (the API tests' model)."""
+    from cnnlab.serve.app import create_app
+    from tests.test_serve_api import HOSTS, every_kind_model, png, served
+    a = np.random.default_rng(1).uniform(0, 1, (20, 18))
+    a[[0, -1], :] *= 0.3
+    a[:, [0, -1]] *= 0.3
+    app = create_app(every_kind_model(), class_names=["a", "b", "c"], runs_root=tmp_path, allowed_hosts=HOSTS)
+    x = np.round(np.clip(a, 0, 1) * 255)[..., None] / 255            # the picture as the server prepares it
+    with served(app) as client:
+        for n in range(1, 8):
+            r = client.post(f"/api/lesson/{n}", content=png(a))
+            assert r.status_code == 200, r.text
+            got = r.json()
+            assert got["step"] == n and got["applies"] and got["paragraphs"]
+            assert all(f.get("alt") for f in got["figures"])
+            direct = lesson.step(n, _ctx(every_kind_model(), x))
+            for k, v in direct["numbers"].items():
+                assert got["numbers"][k] == pytest.approx(v, rel=1e-3, abs=2e-3), (n, k)

@@ -39,17 +39,18 @@ def shift(x, dy, dx) -> np.ndarray:
 def equivariance_error(fn, x, dy, dx, stride=1, border=0) -> dict:
     """``{"max_abs", "relative"}``: ``fn(shift(x))`` against ``shift(fn(x))`` away from the border.
 
-    ``fn`` maps (N, H, W, C) images to (N, H', W', F) maps of total stride ``stride`` (``dy`` and ``dx`` must
-    be multiples of it). ``border`` map pixels are left out on every side, plus the rows and columns
-    the shift brings in. ``relative`` divides by the largest ``|fn(x)|`` there.
+    ``fn`` maps (N, H, W, C) images to (N, H', W', F) maps of total stride ``stride`` (one number, or one per
+    axis; ``dy`` and ``dx`` must be multiples of it). ``border`` map pixels are left out on every side, plus
+    the rows and columns the shift brings in. ``relative`` divides by the largest ``|fn(x)|`` there.
     """
-    if dy % stride or dx % stride:
+    sy, sx = (stride, stride) if np.ndim(stride) == 0 else stride
+    if dy % sy or dx % sx:
         raise ValueError(f"a shift of ({dy}, {dx}) pixels is not a whole number of map pixels at stride {stride}")
     x = np.asarray(x, np.float64)
     a = np.asarray(fn(shift(x, dy, dx)), np.float64)
     m = np.asarray(fn(x), np.float64)
-    b = shift(m, dy // stride, dx // stride)
-    my, mx = abs(dy // stride), abs(dx // stride)
+    b = shift(m, dy // sy, dx // sx)
+    my, mx = abs(dy // sy), abs(dx // sx)
     h, w = a.shape[1:3]
     keep = (slice(None), slice(border + my, h - border - my), slice(border + mx, w - border - mx))
     diff = np.abs(a[keep] - b[keep])

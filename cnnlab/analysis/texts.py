@@ -537,9 +537,12 @@ def lesson_maps(layer, filters, map_hw, input_hw, strongest, strongest_max, acti
             f"positive. The next layer reads the {filters} maps together, as {filters} channels."]
 
 
-def lesson_equivariance(shift, stride, max_abs, relative, border) -> str:
-    """Step 6: the maps move with the input; ``relative`` below :data:`EXACT` is round-off."""
-    moved = f"{shift // stride} map pixels" if stride > 1 else f"{shift} pixels"
+def lesson_equivariance(shift, map_shift, max_abs, relative, border) -> str:
+    """Step 6: the maps move with the input (by ``map_shift`` = (rows, columns) of the map); ``relative`` below
+    :data:`EXACT` is round-off."""
+    my, mx = map_shift
+    moved = (f"{shift} pixels" if my == mx == shift else
+             f"{my} row{'s' if my != 1 else ''} and {mx} column{'s' if mx != 1 else ''} of the map")
     edge = f" ({border} pixels from the border left out, where the padding reaches)" if border else ""
     if relative < EXACT:
         return (f"Move the input {shift} pixels right and down and every map moves {moved} with it, unchanged: the "
@@ -550,7 +553,7 @@ def lesson_equivariance(shift, stride, max_abs, relative, border) -> str:
             "simply move with the input.")
 
 
-def lesson_equivariance_reveal(shift, stride, max_abs, relative) -> str:
+def lesson_equivariance_reveal(max_abs, relative) -> str:
     if relative < EXACT:
         return f"It moves with the drawing, unchanged: the two maps agree {_agree(max_abs)}."
     return f"Here it also changes: the difference reaches {_pct(relative, 1)} of the map's largest value."

@@ -10,6 +10,8 @@ border the padding and the shift reach; then the weight-sharing experiment of th
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import texts
@@ -50,15 +52,17 @@ def sharing(ctx) -> dict:
     if isinstance(got, dict):
         return got
     layer, inp, out, f = got.layer, got.inp, got.out, got.f
-    s = max(layer.strides)
-    d = -(-SHIFT // s) * s
+    sy, sx = layer.strides
+    step = math.lcm(sy, sx)
+    d = -(-SHIFT // step) * step                       # a whole number of map pixels on both axes
+    my, mx = d // sy, d // sx
     x = np.asarray(ctx.x, np.float64)[None]
     fn = layer_fn(ctx.model, layer)
     border = conv_border(layer, inp.shape[:2])
-    err = equivariance_error(fn, x, d, d, stride=s, border=border)
+    err = equivariance_error(fn, x, d, d, stride=(sy, sx), border=border)
     moved_map = np.asarray(fn(shift(x, d, d)), np.float64)[0, :, :, f]
-    map_moved = shift(out[None], d // s, d // s)[0, :, :, f]
-    numbers = {"shift": d, "stride": s, "border": border, "max_difference": err["max_abs"],
+    map_moved = shift(out[None], my, mx)[0, :, :, f]
+    numbers = {"shift": d, "map_shift_y": my, "map_shift_x": mx, "border": border, "max_difference": err["max_abs"],
                "relative_difference": err["relative"], "filter": f}
     figures = [{"kind": "maps", "signed": False, "items": [
         {"label": "the input", "map": map_picture(x[0])},
@@ -66,10 +70,10 @@ def sharing(ctx) -> dict:
         "alt": f"The input and the input moved {d} pixels right and down."},
         {"kind": "maps", "signed": True, "items": [
             {"label": f"map {f} of the moved input", "map": moved_map},
-            {"label": f"map {f}, moved {d // s} px", "map": map_moved}],
+            {"label": f"map {f}, moved {my} down, {mx} right", "map": map_moved}],
          "alt": f"Map {f} of the moved input and map {f} moved: away from the border they differ by at most "
                 f"{err['max_abs']:.2e} (relative {err['relative']:.1e})."}]
-    paragraphs = [texts.lesson_equivariance(d, s, err["max_abs"], err["relative"], border)]
+    paragraphs = [texts.lesson_equivariance(d, (my, mx), err["max_abs"], err["relative"], border)]
     experiment, why = companion(ctx, "sharing")
     if experiment is None:
         paragraphs.append(why)
@@ -87,6 +91,7 @@ def sharing(ctx) -> dict:
     predict = {"question": f"The drawing moves {d} pixels right and down. What happens to each feature map?",
                "choices": ["It moves with the drawing, otherwise unchanged", "It changes its pattern",
                            "It stays where it was"],
-               "answer": 0 if err["relative"] < texts.EXACT else 1, "reveal": texts.lesson_equivariance_reveal(d, s, err["max_abs"], err["relative"])}
+               "answer": 0 if err["relative"] < texts.EXACT else 1,
+               "reveal": texts.lesson_equivariance_reveal(err["max_abs"], err["relative"])}
     return {"paragraphs": paragraphs, "numbers": numbers, "figures": figures, "predict": predict,
             "link": {"view": "why"}}
