@@ -16,7 +16,7 @@ from cnnlab.layers.geometry import resolve_padding
 from cnnlab.model import Sequential
 
 FIGURE_KINDS = {"maps", "curve", "bars", "table", "grid", "stepper", "slide"}
-MAX_WORDS = 135
+MAX_WORDS = 130
 
 
 @pytest.fixture(scope="module")
