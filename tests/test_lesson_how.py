@@ -110,6 +110,8 @@ def test_every_step_on_every_kind_of_model(name, shapes, mlp, tmp_path):
         assert "still training" in " ".join(lesson.step(1, ctx)["paragraphs"])
         assert "not available" in " ".join(lesson.step(6, ctx)["paragraphs"])
         assert "no CIFAR-10 here" in " ".join(lesson.step(7, ctx)["paragraphs"])
+        ctx.companions["sharing"] = {"conv": {"params": 1, "accuracy": 0.5}}            # incomplete: said, no crash
+        assert "not available" in " ".join(lesson.step(6, ctx)["paragraphs"])
 
 
 def test_step1_counts_the_weights_and_the_mlp_templates_move_with_position(shapes, mlp):

@@ -75,6 +75,8 @@ def sharing(ctx) -> dict:
                 f"{err['max_abs']:.2e} (relative {err['relative']:.1e})."}]
     paragraphs = [texts.lesson_equivariance(d, (my, mx), err["max_abs"], err["relative"], border)]
     experiment, why = companion(ctx, "sharing")
+    if experiment is not None and not all(k in experiment for k, _ in SHARING):
+        experiment, why = None, texts.lesson_companion_missing("sharing")
     if experiment is None:
         paragraphs.append(why)
     else:
