@@ -330,3 +330,13 @@ def test_every_step_through_the_server_equals_the_step_itself(tmp_path):
             direct = lesson.step(n, _ctx(every_kind_model(), x))
             for k, v in direct["numbers"].items():
                 assert got["numbers"][k] == pytest.approx(v, rel=1e-3, abs=2e-3), (n, k)
+
+
+def test_neuron_and_template_wording_flips():
+    def said(value, has_bias=True, after="ReLU"):
+        return " ".join(T.lesson_neuron("conv", 0, 1, 2, (3, 3), 1, value - 0.1, 0.1, value, value, has_bias, after))
+    assert "keeps it" in said(0.5) and "sets it to 0" in said(-0.5)
+    assert "no bias" in said(0.5, has_bias=False) and "no bias" not in said(0.5)
+    assert "BatchNorm" in said(0.5, after="BatchNorm") and "ReLU keeps" not in said(0.5, after="BatchNorm")
+    assert "barely change (4.0%)" in T.lesson_mlp_templates(64, 3, 0.04)
+    assert "change by 81%" in T.lesson_mlp_templates(64, 3, 0.81)
