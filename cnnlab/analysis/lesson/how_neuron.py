@@ -21,6 +21,7 @@ from ...layers.geometry import window_geometry
 from .. import texts
 from ..convolution import expected_nonzeros
 from ..equivariance import shift
+from ..shifts import relative_change
 from ..layers import sources
 from .how_common import companion, first_layer, is_image_model, kernel_picture, map_picture
 
@@ -75,7 +76,7 @@ def _templates(mlp, x):
     kern = np.asarray(dense.params["kernel"], np.float64)
     response = x.reshape(-1) @ kern
     moved = shift(x[None], MLP_SHIFT, MLP_SHIFT)[0].reshape(-1) @ kern
-    change = float(np.linalg.norm(moved - response) / max(np.linalg.norm(response), 1e-12))
+    change = relative_change(moved, response)
     best = np.argsort(-response, kind="stable")[:TEMPLATES]
     items = [{"label": f"unit {u}: {response[u]:.2f}", "map": kernel_picture(kern[:, u].reshape(x.shape))}
              for u in best]
