@@ -129,7 +129,7 @@ def _data_part(layer, data, f, r, source, numbers, figures) -> list:
         numbers[f"{key}_mean_norm"] = float(np.mean([m[1][1] for m in made])) if made else 0.0
         figures.append({"kind": "maps", "signed": True, "shared": False, "size": 42, "title": titles[name],
                         "items": [m[0] for m in made],
-                        "alt": f"{len(made)} patches of the {source} images {name}: mean cosine "
+                        "alt": f"{titles[name].capitalize()} ({len(made)}, from the {source} images): mean cosine "
                                f"{numbers[f'{key}_mean_cosine']:.2f}, mean |p| {numbers[f'{key}_mean_norm']:.2f}."})
     numbers.update(rho_norm=per["rho_norm"], rho_cosine=per["rho_cosine"], images=len(data), patches=r["patches"],
                    answered=per["answered"],
