@@ -15,7 +15,8 @@ Routes (all answers JSON except the page, the static files and the event stream)
     GET  /api/why/filters[?run=NAME]        first-layer filters with their most activating patches
     POST /api/why/saliency[?class=K]        body: image -> gradient saliency and Grad-CAM
     POST /api/why/shift?dy=DY&dx=DX         body: image -> shifted image, conv maps, pooled features
-    GET  /api/lesson[?run=NAME]             the lesson's steps: number, id, title, questions
+    GET  /api/lesson[?run=NAME]             the lesson's steps: number, id, title, questions; companions:
+                                            {name: {status, message, progress}} (starts their training)
     POST /api/lesson/N[?run=NAME]           body: image -> step N computed for the model and that input
                                             (``cnnlab.analysis.lesson``: paragraphs, numbers, figures)
     GET  /api/runs                          run directories under the runs folder, and jobs
@@ -195,6 +196,7 @@ class Explorer:
         self._data: dict[tuple, tuple | LookupError] = {}
         self._shapes: dict[tuple, tuple] = {}
         self._novelty = weakref.WeakKeyDictionary()      # model -> {"ready", "novelty", "why"}
+        self._companions = weakref.WeakKeyDictionary()   # model -> lesson.companions.Companions
         self._data_lock, self._novelty_lock = threading.Lock(), threading.Lock()
 
     def weights_of(self, name) -> Path | None:
@@ -309,11 +311,29 @@ class Explorer:
         return {"data_dir": self.data_dir and str(self.data_dir), "datasets": datasets, "models": list(ZOO),
                 "augment": list(PRESETS)}
 
+    def companions(self, model, dataset):
+        """The lesson's companion models of ``model`` (``cnnlab.analysis.lesson.companions``), made once per
+        model in a thread of their own with one BLAS thread, never under the compute lock."""
+        from ..analysis.lesson.companions import Companions
+        with self._novelty_lock:
+            entry = self._companions.get(model)
+            if entry is None:
+                data = self.own_data(tuple(model.input_shape), dataset) if len(model.input_shape) == 3 else \
+                    LookupError("the model does not take images")
+                self._companions[model] = entry = Companions(model, data)
+
+                def run():
+                    with _blas().limit(limits=1):
+                        entry.run()
+                threading.Thread(target=run, daemon=True, name="lesson-companions").start()
+        return entry
+
     def lesson_step(self, model, names, dataset, x, n) -> dict:
         """Step ``n`` of the lesson for ``model`` on input ``x``, arrays packed for JSON."""
         from ..analysis import lesson
         data = self.own_data(tuple(model.input_shape), dataset) if len(model.input_shape) == 3 else None
-        ctx = lesson.Context(model=model, x=x, class_names=names, data=data, companions={})
+        ctx = lesson.Context(model=model, x=x, class_names=names, data=data,
+                             companions=self.companions(model, dataset).context())
         return compute.jsonable(lesson.step(n, ctx))
 
     def compute(self, fn, *args, **kw):
@@ -493,7 +513,9 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
 
     async def lesson_outline(request):
         from ..analysis import lesson
-        return JSONResponse({"steps": lesson.outline()})
+        model, _, dataset = ex.model_for(request)
+        companions = await run_in_threadpool(ex.companions, model, dataset)
+        return JSONResponse({"steps": lesson.outline(), "companions": companions.status()})
 
     async def lesson_step(request):
         model, names, dataset = ex.model_for(request)
