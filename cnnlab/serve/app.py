@@ -17,6 +17,9 @@ Routes (all answers JSON except the page, the static files and the event stream)
     POST /api/why/shift?dy=DY&dx=DX         body: image -> shifted image, conv maps, pooled features
     GET  /api/lesson[?run=NAME]             the lesson's steps: number, id, title, questions; companions:
                                             {name: {status, message, progress}} (starts their training)
+    POST /api/lesson/try?kernel=edge|blur|sharpen|custom|trained:K&size=&stride=&padding=&dilation=&pool=&values=
+                                            body: image -> that kernel's output and its size, then max pooling
+                                            (``cnnlab.analysis.lesson.tryit``: the project's own layers)
     POST /api/lesson/N[?run=NAME]           body: image -> step N computed for the model and that input
                                             (``cnnlab.analysis.lesson``: paragraphs, numbers, figures)
     GET  /api/runs                          run directories under the runs folder, and jobs
@@ -525,6 +528,17 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         x, _ = await image_of(request, model, dataset)
         return JSONResponse(await ex.compute(ex.lesson_step, model, names, dataset, x, int(n)))
 
+    async def lesson_try(request):
+        from ..analysis.lesson import tryit
+        model, _, dataset = ex.model_for(request)
+        q, d = request.query_params, tryit.DEFAULTS
+        options = {"kernel": q.get("kernel") or d["kernel"], "padding": q.get("padding") or d["padding"],
+                   **{k: _int(request, k, d[k]) for k in ("size", "stride", "dilation", "pool")}}
+        if q.get("values"):
+            options["values"] = tryit.parse_values(q["values"])
+        x, _ = await image_of(request, model, dataset)
+        return JSONResponse(compute.jsonable(await ex.compute(tryit.try_kernel, model, x, **options)))
+
     async def choices(request):
         return JSONResponse(await run_in_threadpool(ex.choices))
 
@@ -624,6 +638,7 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         Route("/api/why/saliency", api(why_saliency), methods=["POST"]),
         Route("/api/why/shift", api(why_shift), methods=["POST"]),
         Route("/api/lesson", api(lesson_outline)),
+        Route("/api/lesson/try", api(lesson_try), methods=["POST"]),
         Route("/api/lesson/{n}", api(lesson_step), methods=["POST"]),
         Route("/api/choices", api(choices)),
         Route("/api/runs", api(list_runs), methods=["GET"]),
