@@ -76,9 +76,12 @@ def test_server_trains_companions_and_reuses_the_cache(tmp_path, monkeypatch):
     assert np.array_equal(ctx2["mlp"].logits(xt[:5]), mlp.logits(xt[:5]))
     assert ctx2["sharing"] == sharing
 
-    # other weights: another key, so another folder
+    # other weights: another key, so another folder; a run keeps its companions beside it
     other = small_cnn(seed=1)
     assert C.cache_key(other, x, y) != C.cache_key(model, x, y)
+    (tmp_path / "run").mkdir()
+    folder = C.Companions(model, app.state.explorer.own_data((12, 12, 1), DATASET), run_dir=tmp_path / "run").folder
+    assert folder == tmp_path / "run" / "lesson" / C.cache_key(model, x, y)
 
 
 def test_model_without_data_gets_one_line(tmp_path, monkeypatch):

@@ -188,8 +188,8 @@ class Explorer:
     """
 
     def __init__(self, model, class_names=None, runs_root="runs", dataset=None, max_jobs=1,
-                 max_upload=MAX_UPLOAD, data_dir=None):
-        self.model, self.dataset, self.data_dir = model, dataset, data_dir
+                 max_upload=MAX_UPLOAD, data_dir=None, run_dir=None):
+        self.model, self.dataset, self.data_dir, self.run_dir = model, dataset, data_dir, run_dir
         self.class_names = compute.describe(model, class_names)["class_names"]
         self.jobs = JobManager(runs_root, max_jobs=max_jobs, data_dir=data_dir)
         self.closing = threading.Event()         # set when the server is asked to stop: event streams end
@@ -314,16 +314,25 @@ class Explorer:
         return {"data_dir": self.data_dir and str(self.data_dir), "datasets": datasets, "models": list(ZOO),
                 "augment": list(PRESETS)}
 
-    def companions(self, model, dataset):
-        """The lesson's companion models of ``model`` (``cnnlab.analysis.lesson.companions``), made once per
-        model in a thread of their own with one BLAS thread, never under the compute lock."""
+    def run_dir_of(self, request):
+        """The run directory of the model a request asks for (``?run=NAME``, else the served model's, if any)."""
+        name = request.query_params.get("run")
+        if not name:
+            return self.run_dir
+        job = self.jobs.jobs.get(name)
+        return job.run_dir if job else self.jobs.run_dir(name)
+
+    def companions(self, model, dataset, run_dir=None):
+        """The lesson's companion models of ``model`` (``cnnlab.analysis.lesson.companions``; cached beside
+        ``run_dir`` when it is a run), made once per model in a thread of their own with one BLAS thread,
+        never under the compute lock."""
         from ..analysis.lesson.companions import Companions
         with self._novelty_lock:
             entry = self._companions.get(model)
             if entry is None:
                 data = self.own_data(tuple(model.input_shape), dataset) if len(model.input_shape) == 3 else \
                     LookupError("the model does not take images")
-                self._companions[model] = entry = Companions(model, data)
+                self._companions[model] = entry = Companions(model, data, run_dir=run_dir)
 
                 def run():
                     with _blas().limit(limits=1):
@@ -331,12 +340,12 @@ class Explorer:
                 threading.Thread(target=run, daemon=True, name="lesson-companions").start()
         return entry
 
-    def lesson_step(self, model, names, dataset, x, n) -> dict:
+    def lesson_step(self, model, names, dataset, x, n, run_dir=None) -> dict:
         """Step ``n`` of the lesson for ``model`` on input ``x``, arrays packed for JSON."""
         from ..analysis import lesson
         data = self.own_data(tuple(model.input_shape), dataset) if len(model.input_shape) == 3 else None
         ctx = lesson.Context(model=model, x=x, class_names=names, data=data,
-                             companions=self.companions(model, dataset).context())
+                             companions=self.companions(model, dataset, run_dir).context())
         return compute.jsonable(lesson.step(n, ctx))
 
     def compute(self, fn, *args, **kw):
@@ -404,11 +413,12 @@ def shapes_examples(shape, n=256):
 # Routes
 # ---------------------------------------------------------------------------
 def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.0.1", "localhost"), dataset=None,
-               max_jobs=1, max_upload=MAX_UPLOAD, data_dir=None) -> Starlette:
+               max_jobs=1, max_upload=MAX_UPLOAD, data_dir=None, run_dir=None) -> Starlette:
     """The application for ``model``. ``allowed_hosts``: the names the ``Host`` header may carry
     (``None``: any); ``dataset``: the served model's training configuration (for its test images);
-    ``data_dir``: where named datasets are stored (``cnnlab train --data-dir``)."""
-    ex = Explorer(model, class_names, runs_root, dataset, max_jobs, max_upload, data_dir)
+    ``data_dir``: where named datasets are stored (``cnnlab train --data-dir``); ``run_dir``: the served
+    model's run directory, if it is a run (the lesson's companions are kept there)."""
+    ex = Explorer(model, class_names, runs_root, dataset, max_jobs, max_upload, data_dir, run_dir)
 
     secret = secrets.token_urlsafe(32)
 
@@ -517,7 +527,7 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
     async def lesson_outline(request):
         from ..analysis import lesson
         model, _, dataset = ex.model_for(request)
-        companions = await run_in_threadpool(ex.companions, model, dataset)
+        companions = await run_in_threadpool(ex.companions, model, dataset, ex.run_dir_of(request))
         return JSONResponse({"steps": lesson.outline(), "companions": companions.status()})
 
     async def lesson_step(request):
@@ -526,7 +536,7 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         if not n.isdigit():
             raise ApiError(404, f"no lesson step {n!r}: steps are numbered from 1")
         x, _ = await image_of(request, model, dataset)
-        return JSONResponse(await ex.compute(ex.lesson_step, model, names, dataset, x, int(n)))
+        return JSONResponse(await ex.compute(ex.lesson_step, model, names, dataset, x, int(n), ex.run_dir_of(request)))
 
     async def lesson_try(request):
         from ..analysis.lesson import tryit

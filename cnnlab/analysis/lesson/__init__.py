@@ -26,7 +26,12 @@ Figures (arrays are NumPy; the server packs them)::
     {"kind": "table",  "header": [..], "rows": [[..]], "alt"}
     {"kind": "grid",   "values": (h, w), "label", "alt"}            # a small array of numbers
     {"kind": "stepper", "layer": name, "channel": c, "alt"}          # the stepping window (/api/unit)
-    {"kind": "slide",  ...}  {"kind": "tryit", ...}                  # steps 4 and 14, see their modules
+    {"kind": "slide",  ...}                                          # step 4, see its module
+    {"kind": "tryit", "kernels": [..], "limits": {name: [lo, hi]}, "options": {..}, "input", "kernel",
+     "output", "pooled" (arrays; pooled None without pooling), "sizes": {"input", "kernel", "output",
+     "pooled"}, "route": "/api/lesson/try", "alt"}                   # step 14 (.tryit): the page asks the
+                                                                     # route again when a control changes
+    Any figure may carry "label": a title to draw above it.
 """
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -79,9 +80,12 @@ def epochs(name, n, batch_size=64) -> int:
 
 
 def cache_folder(run_dir=None) -> Path:
-    """Where companions are kept: ``RUN/lesson`` for a run, else the cache's ``lesson`` folder."""
+    """Where companions are kept: ``RUN/lesson`` for a run (one this process may write), else the cache's
+    ``lesson`` folder."""
     from ...datasets import cache_dir
-    return Path(run_dir) / "lesson" if run_dir is not None else cache_dir("lesson")
+    if run_dir is not None and Path(run_dir).is_dir() and os.access(run_dir, os.W_OK):
+        return Path(run_dir) / "lesson"
+    return cache_dir("lesson")
 
 
 class Companions:
