@@ -401,3 +401,32 @@ def test_try_step_and_route(tmp_path):
                              ("size=9&dilation=4", "spans 33 pixels"), ("pool=9", "pool must be")]:
             r = c.post(f"/api/lesson/try?{query}", content=png(img))
             assert r.status_code == 400 and words in r.json()["error"], (query, r.text)
+
+
+# ---------------------------------------------------------------------------
+# With the model's own data
+# ---------------------------------------------------------------------------
+def test_steps_with_the_models_own_data():
+    from cnnlab.datasets import load_dataset
+    (x, y), (xt, yt), info = load_dataset("shapes", n_train=64, n_test=16)
+    data = ((x, y), (xt, yt), info["class_names"], "shapes")
+    model = models.lenet5()
+    ctx = ctx_for(model, data=data)
+    edges = lesson.step(8, ctx)
+    labels = [f.get("label", "") for f in edges["figures"]]
+    assert any("principal components" in l for l in labels) and any("64 of its training images" in l for l in labels)
+    comps, ratio = filters.patch_components(x, 5, 5, n=10000)
+    assert edges["numbers"]["component_variance"] == pytest.approx(ratio[:8].tolist(), rel=1e-9)
+    inv = lesson.step(12, ctx)
+    assert inv["numbers"]["n_test"] == 16
+    kept = np.mean(np.argmax(model.logits(shift_right(xt, 8)), 1) == np.argmax(model.logits(xt), 1))
+    assert inv["numbers"]["kept"]["cnn"][inv["numbers"]["shifts"].index(8)] == pytest.approx(kept)
+
+
+def test_without_data_the_current_input_is_never_kept_across_inputs():
+    model = models.tiny_cnn()
+    a = lesson.step(8, ctx_for(model))
+    other = np.random.default_rng(0).uniform(0, 1, (28, 28, 1)).astype(np.float32)
+    b = lesson.step(8, ctx_for(model, other))
+    top = [next(f for f in out["figures"] if "answers most" in f.get("label", "")) for out in (a, b)]
+    assert not np.allclose(top[0]["items"][0]["map"], top[1]["items"][0]["map"])

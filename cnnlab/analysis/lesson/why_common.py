@@ -12,7 +12,10 @@ N_IMAGES = 300                           # the model's own images searched for t
 
 
 def memo(model, key, fn):
-    """``fn()`` computed once per ``model`` object (a reloaded model is a new object) and ``key``."""
+    """``fn()`` computed once per ``model`` object (a reloaded model is a new object) and ``key``;
+    ``key=None``: computed every time (work on the current input)."""
+    if key is None:
+        return fn()
     table = _MEMO.setdefault(model, {})
     if key not in table:
         table[key] = fn()
@@ -21,11 +24,17 @@ def memo(model, key, fn):
 
 def images(ctx, n=N_IMAGES):
     """``(x (N, H, W, C), words)``: the first ``n`` training images of the model's own data, or the
-    current input alone when there are none; ``words`` says which, for a sentence."""
+    current input alone when there are none; ``words`` says which, for a sentence. Work on them may be
+    kept per model (:func:`memo`) only when ``own_data(ctx)``."""
     if isinstance(ctx.data, tuple):
         x = ctx.data[0][0][:n]
         return np.asarray(x, np.float32), f"{len(x)} of its training images"
     return np.asarray(ctx.x, np.float32)[None], "the current input (no training images are at hand)"
+
+
+def own_data(ctx) -> bool:
+    """Whether the model's own images are at hand (else :func:`images` is the current input)."""
+    return isinstance(ctx.data, tuple)
 
 
 def companion(ctx, name):

@@ -25,7 +25,7 @@ from ..layers import capture, capture_batches, first_conv, layer_inputs, recepti
 from ..units import conv_unit
 from ...layers import Conv2D
 from .base import not_applicable
-from .why_common import channels_image, companion, images, initial_kernel, memo
+from .why_common import channels_image, companion, images, initial_kernel, memo, own_data
 
 N_COMPONENTS = 8
 
@@ -49,7 +49,7 @@ def edges(ctx) -> dict:
     curves = curves / np.maximum(curves.max(axis=1, keepdims=True), 1e-12)
     xs, source = images(ctx)
     first_reads_image = layer_inputs(model, conv, xs[:1]).shape == xs[:1].shape
-    top = memo(model, ("top_average", len(xs)), lambda: top_patch_average(conv, layer_inputs(model, conv, xs), k=16)) \
+    top = memo(model, ("top_average", len(xs)) if own_data(ctx) else None, lambda: top_patch_average(conv, layer_inputs(model, conv, xs), k=16)) \
         if first_reads_image else None
     figures = [{"kind": "maps", "signed": True, "label": "the learned filters",
                 "items": [{"label": f"filter {j}: {'oriented' if ori['oriented'][j] else 'not oriented'}, "
@@ -156,7 +156,7 @@ def parts(ctx) -> dict:
     box = receptive_field(model, second, y, y, x, x)
     rf = (box["bottom"] - box["top"] + 1, box["right"] - box["left"] + 1)
     xs, source = images(ctx)
-    top = memo(model, ("second_top", second.name, len(xs)), lambda: _top_boxes(model, second, xs))[c]
+    top = memo(model, ("second_top", second.name, len(xs)) if own_data(ctx) else None, lambda: _top_boxes(model, second, xs))[c]
     kh, kw, cin, _ = second.params["kernel"].shape
     honest, angles = _corner_rule(ctx, first, second, shares, unit["channels"])
     numbers = {"channel": c, "y": y, "x": x, "value": float(unit["value"]), "maps_summed": int(cin),
