@@ -323,26 +323,29 @@ NOTHING = 0.005         # learned filters "add nothing measurable" below this ac
 LITTLE = 0.05           # ... "add little" below this one
 
 
-def filters_sentence(count, filters, trained=True, threshold=None) -> str:
+def filters_sentence(count, filters, trained=True, threshold=None, initial_known=True) -> str:
     """How many first-layer filters are oriented (:func:`cnnlab.analysis.filters.oriented`), said truthfully.
 
     An untrained model is never called an edge detector, whatever its count (about 5% of random filters pass).
+    ``initial_known=False``: the filters' values at initialisation are not known, so the test leaves out
+    the comparison with them, and so does the sentence.
     """
     test = "orientation selectivity above that of 95% of random filters of the same size"
     if threshold is not None:
         test += f" ({threshold:.2f})"
+    start = ", and above its own value at the start" if initial_known else ""
     if not trained:
         return (f"These {filters} filters are untrained: {count} of them pass the test ({test}) by chance alone, as "
                 f"about 1 in 20 random filters does. An untrained model is not an edge detector; train it and look again.")
     if count == 0:
-        return (f"None of the {filters} filters is oriented ({test}, and above its own value at the start): this "
+        return (f"None of the {filters} filters is oriented ({test}{start}): this "
                 f"model's first layer has not become an edge or bar detector.")
     verb = "is" if count == 1 else "are"
     if count >= MOST * filters:
         return (f"{count} of the {filters} filters {verb} oriented: each answers an edge or bar at one angle far "
-                f"more than at others ({test}, and above its own value at the start). Training made them edge and "
+                f"more than at others ({test}{start}). Training made them edge and "
                 f"bar detectors.")
-    return (f"Only {count} of the {filters} filters {verb} oriented ({test}, and above its own value at the start); "
+    return (f"Only {count} of the {filters} filters {verb} oriented ({test}{start}); "
             f"the others have no clear preferred angle.")
 
 
@@ -401,8 +404,10 @@ def invariance_sentence(name, shifts, feature_change, agreement) -> str:
                 f"features change by {_pct(change)}: the layers after them absorb the shift, the features do not.")
     reach = max([s for s, a in moved if a >= KEEPS_PREDICTION and all(b >= KEEPS_PREDICTION for t, b in moved if t <= s)],
                 default=0)
-    text = (f"{name} is not shift-invariant: shifted by {largest} pixels, its features change by {_pct(change)} "
-            f"and it keeps only {_pct(last)} of its predictions")
+    worst, lowest = min(moved, key=lambda t: (t[1], -t[0]))          # the fewest predictions kept, and where
+    text = (f"{name} is not shift-invariant: shifted by {largest} pixels, its features change by {_pct(change)}, "
+            + (f"and it keeps only {_pct(last)} of its predictions" if worst == largest else
+               f"and at {worst} pixels it keeps only {_pct(lowest)} of its predictions ({_pct(last)} at {largest})"))
     return text + (f" (at least {_pct(KEEPS_PREDICTION)} up to {reach} pixels)." if reach else ".")
 
 
@@ -438,8 +443,8 @@ def lesson_components(count, shown, kh, kw) -> str:
 def lesson_random_filters(n_train, learned, random, chance) -> str:
     """The weight-sharing companion's conv model with learned against frozen random filters
     (:func:`random_filters_sentence`), introduced as the small model it is."""
-    return f"Random filters? A one-convolution CNN on {n_train:,} of these images: " + random_filters_sentence(
-        learned, random, chance)
+    return f"Random filters? Take a one-convolution CNN trained on {n_train:,} of these images. " + \
+        random_filters_sentence(learned, random, chance)
 
 
 def lesson_no_second_conv(convs) -> str:

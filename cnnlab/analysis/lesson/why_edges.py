@@ -68,7 +68,7 @@ def edges(ctx) -> dict:
                         "alt": f"Average of each filter's 16 most activating patches among {source}."})
     numbers = {"filters": f, "oriented": ori["count"], "threshold": float(ori["threshold"]),
                "selectivity": [float(v) for v in ori["selectivity"]], "trained": trained}
-    paragraphs = [texts.filters_sentence(ori["count"], f, trained=trained)]
+    paragraphs = [texts.filters_sentence(ori["count"], f, trained=trained, initial_known=k0 is not None)]
     if trained and k0 is not None:
         added = k - k0
         change = float(np.linalg.norm(added) / max(np.linalg.norm(k0), 1e-12))

@@ -110,11 +110,24 @@ def invariance(ctx) -> dict:
                         "alt": "Predictions kept at the largest shift: " + ", ".join(
                             f"{LABELS[k].lower()} {kept[k][-1]:.0%}" for k in kept) + "."})
     return {"paragraphs": paragraphs, "numbers": numbers, "figures": figures,
-            "predict": {"question": "Shift the input 4 pixels: whose features change least?",
-                        "choices": [LABELS[k] for k in models],
-                        "answer": int(np.argmin([folded(curves[k])[sizes.index(min(4, sizes[-1]))] for k in models])),
-                        "reveal": "Measured on this input: see the curves."},
+            "predict": _predict(models, sizes, {k: folded(curves[k]) for k in models}),
             "link": {"view": "why"}}
+
+
+def _predict(models, sizes, change):
+    """Which model's features change least under a 4-pixel shift (or the largest one there is), measured."""
+    i = sizes.index(min(4, sizes[-1]))
+    keys = list(models)
+    best = min(keys, key=lambda k: change[k][i])
+    if len(keys) < 2:
+        return {"question": f"Shift the input {sizes[i]} pixels: how much will the classifier's features change?",
+                "choices": ["less than 10%", "10% to 50%", "more than 50%"],
+                "answer": 0 if change[best][i] < 0.1 else 1 if change[best][i] < 0.5 else 2,
+                "reveal": f"Measured on this input: {change[best][i]:.0%}."}
+    return {"question": f"Shift the input {sizes[i]} pixels: whose features change least?",
+            "choices": [LABELS[k] for k in keys], "answer": keys.index(best),
+            "reveal": "Measured on this input: " + ", ".join(f"{LABELS[k].lower()} {change[k][i]:.0%}"
+                                                             for k in keys) + "."}
 
 
 # ---------------------------------------------------------------------------
