@@ -56,18 +56,21 @@ def cnn_gap(input_shape, num_classes, seed=0):
 
 
 def fit_until(model, x, y, max_epochs, done, min_epochs=1, optimizer=None, batch_size=64, validation_data=None,
-              verbose=0, callbacks=()):
+              verbose=0, callbacks=(), workers=None):
     """Train one epoch at a time, one optimizer throughout (default Adam, step 2e-3), until ``done(history)``.
 
     ``history`` holds per-epoch lists (``loss``, ``accuracy`` and, with ``validation_data``,
     ``val_loss``, ``val_accuracy``); ``done`` is asked after each epoch from ``min_epochs`` on.
     Returns ``(history, stopped)``: ``stopped`` says whether ``done`` was met within ``max_epochs``,
     so a weak baseline is known to be weak for lack of structure, not for lack of training.
+    ``workers``: as for ``Model.fit`` (default one per core; 1: this thread only).
     """
     from ..optim import Adam
     opt = optimizer or Adam(lr=2e-3)
     history = {}
     extra = {"callbacks": list(callbacks)} if callbacks else {}
+    if workers is not None:
+        extra["workers"] = workers
     for epoch in range(1, int(max_epochs) + 1):
         h = model.fit(x, y, epochs=1, batch_size=batch_size, optimizer=opt, validation_data=validation_data,
                       verbose=verbose, **extra)
@@ -107,12 +110,12 @@ def sharing_models(input_shape, num_classes=10, filters=8, kernel_size=5, hidden
 
 
 def sharing_experiment(train, test, epochs=12, batch_size=32, lr=2e-3, filters=8, kernel_size=5, hidden=None,
-                       seed=0, verbose=0, models=None, progress=None, callbacks=()) -> dict:
+                       seed=0, verbose=0, models=None, progress=None, callbacks=(), workers=None) -> dict:
     """Train :func:`sharing_models` on ``train = (x, y)`` and test them on ``test = (x, y)``.
 
     Each model trains with Adam(``lr``) until its training loss stops falling, at most ``epochs``
     epochs. ``models``: the dict of :func:`sharing_models` to train (default: built here);
-    ``progress(i, n)`` is called after each model; ``callbacks`` go to every ``fit``. Returns ``{"models", "params", "accuracy",
+    ``progress(i, n)`` is called after each model; ``callbacks`` and ``workers`` go to every ``fit``. Returns ``{"models", "params", "accuracy",
     "train_accuracy", "histories", "converged", "seconds", "n_train", "n_test"}`` (dicts keyed by
     :data:`SHARING_KEYS`).
     """
@@ -128,9 +131,9 @@ def sharing_experiment(train, test, epochs=12, batch_size=32, lr=2e-3, filters=8
         t0 = time.perf_counter()
         out["histories"][key], out["converged"][key] = fit_until(
             m, xtr, ytr, epochs, loss_stopped_falling, optimizer=optim.Adam(lr=lr), batch_size=batch_size,
-            validation_data=(xte, yte), verbose=verbose, callbacks=callbacks)
+            validation_data=(xte, yte), verbose=verbose, callbacks=callbacks, workers=workers)
         out["seconds"][key] = time.perf_counter() - t0
-        out["accuracy"][key] = float(m.evaluate(xte, yte)["accuracy"])
+        out["accuracy"][key] = float(m.evaluate(xte, yte, workers=workers)["accuracy"])
         out["train_accuracy"][key] = out["histories"][key]["accuracy"][-1]
         if progress:
             progress(i + 1, len(models))

@@ -43,6 +43,7 @@ NAMES = ("mlp", "gap", "untrained", "sharing")
 ORDER = ("untrained", "mlp", "sharing", "gap")    # made in this order: the quickest first
 SHORT = {"locally_connected": "local"}            # the experiment's model names as "sharing" keys them
 EPOCHS = {"mlp": 6, "gap": 4, "sharing": 4}       # short: seconds to tens of seconds each on one core ...
+WORKERS = 1                                        # this thread only: never fork a server's process
 MIN_STEPS = 150                                    # ... but at least this many optimizer steps on little data
 VERSION = "1"                                      # part of the cache key: change it when the recipes change
 LABELS = {"mlp": "the MLP of similar size", "gap": "the CNN with global average pooling",
@@ -168,10 +169,10 @@ class Companions:
         model = make(tuple(self.model.input_shape), k)
         opt, total = optim.Adam(lr=lr), epochs(name, len(x))
         for epoch in range(total):
-            model.fit(x, y, epochs=1, batch_size=64, optimizer=opt, verbose=0)
+            model.fit(x, y, epochs=1, batch_size=64, optimizer=opt, verbose=0, workers=WORKERS)
             self._set(name, "training", f"{LABELS[name][0].upper()}{LABELS[name][1:]} is training: epoch "
                                         f"{epoch + 1} of {total} on {len(x):,} images.", progress=(epoch + 1) / total)
-        accuracy = float(model.evaluate(xt, yt)["accuracy"])
+        accuracy = float(model.evaluate(xt, yt, workers=WORKERS)["accuracy"])
         write_model_file(path, model, metadata={"test_accuracy": f"{accuracy:.6f}", "n_train": str(len(x))})
         self._set(name, "ready", "ready", obj=model)
 
@@ -198,9 +199,9 @@ class Companions:
 
         frozen = models.pop("random_filters")
         r = sharing_experiment((x, y), (xt, yt), epochs=epochs("sharing", len(x), 32), models=models, seed=self.seed,
-                               progress=lambda i, n: progress(i, n + 1))
+                               progress=lambda i, n: progress(i, n + 1), workers=WORKERS)
         f = sharing_experiment((x, y), (xt, yt), epochs=epochs("sharing", len(x), 32), models={"random_filters": frozen},
-                               seed=self.seed, callbacks=(FreezeLayer(frozen["conv"]),))
+                               seed=self.seed, callbacks=(FreezeLayer(frozen["conv"]),), workers=WORKERS)
         out = {SHORT.get(key, key): {"params": r["params"][key], "accuracy": r["accuracy"][key]} for key in r["params"]}
         out["random_filters"] = {"params": f["params"]["random_filters"], "accuracy": f["accuracy"]["random_filters"],
                                  "trainable_params": f["params"]["random_filters"] - int(frozen["conv"].num_params)}

@@ -161,7 +161,7 @@ def looks(ctx) -> dict:
     if len(model.input_shape) != 3:
         return not_applicable("This model does not take images, so there is no map of where it looks.")
     x = np.asarray(ctx.x, np.float32)
-    k = int(np.argmax(model.logits(x[None])[0]))
+    k = int(np.argmax(model.logits(x[None], workers=1)[0]))
     name = ctx.class_names[k] if k < len(ctx.class_names or []) else str(k)
     sal = gradient_saliency(model, x, k)
     has_conv = any(isinstance(l, Conv2D) for l in model.layers)
