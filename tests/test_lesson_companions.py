@@ -76,9 +76,14 @@ def test_server_trains_companions_and_reuses_the_cache(tmp_path, monkeypatch):
     assert np.array_equal(ctx2["mlp"].logits(xt[:5]), mlp.logits(xt[:5]))
     assert ctx2["sharing"] == sharing
 
-    # other weights: another key, so another folder; a run keeps its companions beside it
-    other = small_cnn(seed=1)
-    assert C.cache_key(other, x, y) != C.cache_key(model, x, y)
+    # other weights of the same architecture (a run training on): the same companions; another
+    # architecture or other data: another key, so another folder; a run keeps its companions beside it
+    trained_on = small_cnn()
+    trained_on.layers[0].params["kernel"] += 1.0
+    assert C.cache_key(trained_on, x, y) == C.cache_key(model, x, y)
+    assert C.cache_key(small_cnn(seed=1), x, y) != C.cache_key(model, x, y)
+    assert C.cache_key(model, x[:-1], y[:-1]) != C.cache_key(model, x, y)
+    assert app2.state.explorer.companions(trained_on, DATASET) is app2.state.explorer.companions(model, DATASET)
     (tmp_path / "run").mkdir()
     folder = C.Companions(model, app.state.explorer.own_data((12, 12, 1), DATASET), run_dir=tmp_path / "run").folder
     assert folder == tmp_path / "run" / "lesson" / C.cache_key(model, x, y)

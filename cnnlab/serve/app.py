@@ -200,6 +200,8 @@ class Explorer:
         self._shapes: dict[tuple, tuple] = {}
         self._novelty = weakref.WeakKeyDictionary()      # model -> {"ready", "novelty", "why"}
         self._companions = weakref.WeakKeyDictionary()   # model -> lesson.companions.Companions
+        self._companions_by_key: dict = {}                # companions' cache key -> the same object
+        self._companions_lock = threading.Lock()
         self._data_lock, self._novelty_lock = threading.Lock(), threading.Lock()
 
     def weights_of(self, name) -> Path | None:
@@ -332,12 +334,14 @@ class Explorer:
             if entry is None:
                 data = self.own_data(tuple(model.input_shape), dataset) if len(model.input_shape) == 3 else \
                     LookupError("the model does not take images")
-                self._companions[model] = entry = Companions(model, data, run_dir=run_dir)
-
-                def run():
-                    with _blas().limit(limits=1):
-                        entry.run()
-                threading.Thread(target=run, daemon=True, name="lesson-companions").start()
+                made = Companions(model, data, run_dir=run_dir)
+                entry = self._companions_by_key.setdefault(made.key, made)   # the same architecture and data:
+                self._companions[model] = entry                              # one set (a run training on)
+                if entry is made:
+                    def run():
+                        with self._companions_lock, _blas().limit(limits=1):   # one set trains at a time
+                            entry.run()
+                    threading.Thread(target=run, daemon=True, name="lesson-companions").start()
         return entry
 
     def lesson_step(self, model, names, dataset, x, n, run_dir=None) -> dict:
@@ -526,7 +530,10 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
 
     async def lesson_outline(request):
         from ..analysis import lesson
-        model, _, dataset = ex.model_for(request)
+        try:
+            model, _, dataset = ex.model_for(request)
+        except ApiError as e:                          # a new run before its first save: the outline alone
+            return JSONResponse({"steps": lesson.outline(), "companions": None, "message": e.message})
         companions = await run_in_threadpool(ex.companions, model, dataset, ex.run_dir_of(request))
         return JSONResponse({"steps": lesson.outline(), "companions": companions.status()})
 

@@ -18,14 +18,15 @@ thread of the server: it never holds the server's compute lock) and keeps each o
 (``"training"``, ``"ready"`` or ``"none"``), a one-line message and its progress in [0, 1].
 :meth:`Companions.context` is what ``Context.companions`` holds: each ready object, else its message.
 
-Trained models are cached in a folder keyed by a hash of the served model's weights and of the data
-(:func:`cache_key`): beside the run when the model is a run (``RUN/lesson/KEY``), else in the cache
+Trained models are cached in a folder keyed by a hash of the served model's architecture and of the
+data (:func:`cache_key`): beside the run when the model is a run (``RUN/lesson/KEY``), else in the cache
 (``~/.cache/cnnlab/lesson/KEY``); models as model files (:func:`cnnlab.model_file.write_model_file`),
 the experiment's numbers as JSON, both written atomically. The next start reads them back.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import threading
@@ -62,13 +63,12 @@ def untrained_copy(model):
 
 
 def cache_key(model, x, y) -> str:
-    """A hash of ``model``'s weights (names, shapes, values), of the data ``x``, ``y`` and of :data:`VERSION`."""
+    """A hash of ``model``'s architecture (its config: layers, input shape, seed; not its weights, which no
+    companion depends on, so a run that goes on training keeps its companions), of the data ``x``, ``y``
+    and of :data:`VERSION`; ``x=None``: the architecture alone."""
     h = hashlib.sha256(VERSION.encode())
-    for name, value in sorted(model.state_dict().items()):
-        v = np.ascontiguousarray(value)
-        h.update(f"{name}{v.shape}{v.dtype}".encode())
-        h.update(v.tobytes())
-    for a in (x, y):
+    h.update(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
+    for a in () if x is None else (x, y):
         a = np.ascontiguousarray(a)
         h.update(f"{a.shape}{a.dtype}".encode())
         h.update(a.tobytes())
@@ -104,8 +104,10 @@ class Companions:
         self.done = threading.Event()
         if isinstance(data, tuple):
             (x, y) = data[0]
-            self.folder = cache_folder(run_dir) / cache_key(model, x, y)
+            self.key = cache_key(model, x, y)
+            self.folder = cache_folder(run_dir) / self.key
         else:
+            self.key = "no data: " + cache_key(model, None, None)
             why = str(data) if data is not None else "this model's training data is not known"
             for n in ("mlp", "gap", "sharing"):
                 self._set(n, "none", f"No {LABELS[n][4:] if LABELS[n].startswith('the ') else LABELS[n]} "
