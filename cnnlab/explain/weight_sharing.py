@@ -170,7 +170,7 @@ def explain_weight_sharing(out=tool_out("weight-sharing"), dataset=None, data_di
         dataset: a name or folder (default: MNIST when on disk, else the generated ``shapes``); the first
             ``n_train`` / ``n_test`` examples are used (:func:`cnnlab.explain.subject.load_data`).
         epochs, batch_size, lr: the same training (Adam) for all three models, each until its training loss
-            stops falling (:func:`loss_stopped_falling`), at most ``epochs`` epochs.
+            stops falling (:func:`cnnlab.analysis.baselines.loss_stopped_falling`), at most ``epochs`` epochs.
         filters, kernel_size: the conv / locally connected layer; ``hidden``: units of the dense
             model (default: as many as give it the conv model's parameter count).
         image_size: side of the generated shapes images.
