@@ -108,7 +108,7 @@ class Companions:
             self.folder = cache_folder(run_dir) / self.key
         else:
             self.key = "no data: " + cache_key(model, None, None)
-            why = str(data) if data is not None else "this model's training data is not known"
+            why = str(data).rstrip(".") if data is not None else "this model's training data is not known"
             for n in ("mlp", "gap", "sharing"):
                 self._set(n, "none", f"No {LABELS[n][4:] if LABELS[n].startswith('the ') else LABELS[n]} "
                                      f"here: {why}.")
