@@ -323,26 +323,29 @@ NOTHING = 0.005         # learned filters "add nothing measurable" below this ac
 LITTLE = 0.05           # ... "add little" below this one
 
 
-def filters_sentence(count, filters, trained=True, threshold=None) -> str:
+def filters_sentence(count, filters, trained=True, threshold=None, initial_known=True) -> str:
     """How many first-layer filters are oriented (:func:`cnnlab.analysis.filters.oriented`), said truthfully.
 
     An untrained model is never called an edge detector, whatever its count (about 5% of random filters pass).
+    ``initial_known=False``: the filters' values at initialisation are not known, so the test leaves out
+    the comparison with them, and so does the sentence.
     """
     test = "orientation selectivity above that of 95% of random filters of the same size"
     if threshold is not None:
         test += f" ({threshold:.2f})"
+    start = ", and above its own value at the start" if initial_known else ""
     if not trained:
         return (f"These {filters} filters are untrained: {count} of them pass the test ({test}) by chance alone, as "
                 f"about 1 in 20 random filters does. An untrained model is not an edge detector; train it and look again.")
     if count == 0:
-        return (f"None of the {filters} filters is oriented ({test}, and above its own value at the start): this "
+        return (f"None of the {filters} filters is oriented ({test}{start}): this "
                 f"model's first layer has not become an edge or bar detector.")
     verb = "is" if count == 1 else "are"
     if count >= MOST * filters:
         return (f"{count} of the {filters} filters {verb} oriented: each answers an edge or bar at one angle far "
-                f"more than at others ({test}, and above its own value at the start). Training made them edge and "
+                f"more than at others ({test}{start}). Training made them edge and "
                 f"bar detectors.")
-    return (f"Only {count} of the {filters} filters {verb} oriented ({test}, and above its own value at the start); "
+    return (f"Only {count} of the {filters} filters {verb} oriented ({test}{start}); "
             f"the others have no clear preferred angle.")
 
 
@@ -401,8 +404,10 @@ def invariance_sentence(name, shifts, feature_change, agreement) -> str:
                 f"features change by {_pct(change)}: the layers after them absorb the shift, the features do not.")
     reach = max([s for s, a in moved if a >= KEEPS_PREDICTION and all(b >= KEEPS_PREDICTION for t, b in moved if t <= s)],
                 default=0)
-    text = (f"{name} is not shift-invariant: shifted by {largest} pixels, its features change by {_pct(change)} "
-            f"and it keeps only {_pct(last)} of its predictions")
+    worst, lowest = min(moved, key=lambda t: (t[1], -t[0]))          # the fewest predictions kept, and where
+    text = (f"{name} is not shift-invariant: shifted by {largest} pixels, its features change by {_pct(change)}, "
+            + (f"and it keeps only {_pct(last)} of its predictions" if worst == largest else
+               f"and at {worst} pixels it keeps only {_pct(lowest)} of its predictions ({_pct(last)} at {largest})"))
     return text + (f" (at least {_pct(KEEPS_PREDICTION)} up to {reach} pixels)." if reach else ".")
 
 
@@ -600,3 +605,135 @@ def lesson_contrast_or_shape(f, images, source, rho_norm, rho_cosine, rho_norm_a
 
 def lesson_which_filter(f, peak, y, x) -> str:
     return f"Filter {f} answers most: {peak:.3f} at row {y}, column {x}."
+# ---------------------------------------------------------------------------
+# --- The lesson, steps 8-14
+# ---------------------------------------------------------------------------
+SAME_AS_LAYER = 1e-4     # the patch sum and the layer's gradient "agree" below this relative difference
+PCA_ORIENTED = 0.5      # "most of the data's leading components are oriented" from this fraction up
+
+
+def lesson_no_conv(what) -> str:
+    """A model without a convolution, for a step that needs one (``what``: what the step would show)."""
+    return f"This model has no convolution, so there are no {what} here: it reads the image as one vector, as an MLP does."
+
+
+def lesson_gradient_identity(positions, difference) -> str:
+    """The kernel's gradient as a sum of the input's patches, checked on this input (relative difference to the layer's)."""
+    agree = (f"agreeing with the layer's own to {difference:.0e}" if difference < SAME_AS_LAYER
+             else f"{_pct(difference, 2)} off the layer's own")
+    return (f"Why edges? A kernel's gradient is a sum of input patches weighted by the error at each position "
+            f"({positions} here, {agree}), so every training step adds data patches to the kernel.")
+
+
+def lesson_components(count, shown, kh, kw) -> str:
+    """How many of the data's leading ``kh x kw`` patch components are oriented (by the filters' own test)."""
+    if count >= PCA_ORIENTED * shown:
+        return (f"And the data's {kh}x{kw} patches vary most along edges: {count} of their {shown} leading "
+                f"principal components (shown) are oriented.")
+    return (f"Only {count} of the {shown} leading principal components of the data's {kh}x{kw} patches (shown) are "
+            f"oriented: these patches are not dominated by edges, so neither need the filters be.")
+
+
+def lesson_random_filters(n_train, learned, random, chance) -> str:
+    """The weight-sharing companion's conv model with learned against frozen random filters
+    (:func:`random_filters_sentence`), introduced as the small model it is."""
+    return f"Random filters? Take a one-convolution CNN trained on {n_train:,} of these images. " + \
+        random_filters_sentence(learned, random, chance)
+
+
+def lesson_no_second_conv(convs) -> str:
+    """A model with fewer than two convolutions, for step 10."""
+    if convs == 0:
+        return lesson_no_conv("layers of parts")
+    return ("This model has one convolution only, so no layer combines its features into larger parts; "
+            "its dense layers read the maps directly.")
+
+
+def lesson_parts(layer, channel, maps, kh, kw, field, first_kernel, honest, angles) -> str:
+    """A second-layer unit: it sums over every first-layer map; "corners, line ends and crossings" only when
+    ``honest`` (its two largest inputs are oriented filters at least 45 degrees apart, ``angles``)."""
+    text = (f"Unit {channel} of {layer} adds up a {kh}x{kw} window of all {maps} first-layer maps "
+            f"({kh * kw * maps} weights), so it sees {field[0]}x{field[1]} input pixels where a first-layer "
+            f"filter saw {first_kernel[0]}x{first_kernel[1]}. ")
+    if honest:
+        return text + (f"Its two largest inputs are edges at {angles[0]:.0f}\u00b0 and {angles[1]:.0f}\u00b0: where "
+                       f"they meet are corners, line ends and crossings, parts made of parts.")
+    return text + ("It answers combinations of the first layer's features (combinations of edges where those are "
+                   "oriented): parts made of parts. Its top patches show which.")
+
+
+def lesson_subsampling(pool, map_hw, pooled_hw, area, own=True) -> str:
+    """Sub-sampling by ``pool x pool`` windows: the map's size before and after; ``own``: whether the model
+    has such a pooling layer (else the three are shown on its first map as what they would do)."""
+    head = "" if own else f"This model has no pooling window of its own; here is what {pool}x{pool} sub-sampling does to its first map. "
+    return head + (f"Each {pool}x{pool} window of the {map_hw[0]}x{map_hw[1]} map becomes one number, so the map becomes "
+            f"{pooled_hw[0]}x{pooled_hw[1]}, {area} times fewer values. Keeping one pixel drops the rest; the "
+            f"average keeps their mean; the maximum keeps the strongest answer wherever in the window it was.")
+
+
+def lesson_head(first_type, first_kind, features, dense, from_maps) -> str:
+    """The classifier's stages: how the maps become a vector, and the dense layers after it."""
+    if not from_maps:
+        start = f"The model reads the input as a vector of {features:,} numbers"
+    elif first_type == "GlobalAvgPool2D":
+        start = f"The last maps are averaged over all positions into {features:,} numbers, one per map"
+    else:
+        start = f"The last maps are flattened into one vector of {features:,} numbers"
+    layers = f"{dense} dense layer{'s' if dense != 1 else ''}" if dense else "no dense layer"
+    return (f"{start}; {layers} then compute{'s' if dense == 1 else ''} one score per class, the logits z: each is a weighted sum of "
+            f"every number before it plus a bias.")
+
+
+def lesson_softmax_head(name, probability, logit) -> str:
+    """A softmax head's answer for this input."""
+    return (f"Softmax turns the logits into probabilities, p_k = exp(z_k) / \u03a3_j exp(z_j): largest for "
+            f"{name} (z = {logit:.2f}, p = {_pct(probability, 1)}).")
+
+
+def lesson_svm_head(name, margin) -> str:
+    """A multiclass SVM head's answer: the largest score wins, and the margin over the next."""
+    return (f"This model has a multiclass SVM head: trained with the hinge loss, its scores are not probabilities; "
+            f"the largest wins: {name}, {margin:.2f} above the next (training asks for a margin of 1).")
+
+
+def lesson_kept_on_input() -> str:
+    """Step 12 without test images: the agreement is the current input's alone (0 or 1 at each shift)."""
+    return "Without the model's test images at hand, \u201ckeeps its predictions\u201d is measured on this one input."
+
+
+SIMILAR_MAPS = 0.5      # a rank correlation above this with the randomised model's map: the map fails the sanity check
+DIFFERENT_MAPS = 0.2    # below this: it passes
+
+
+def lesson_saliency(name, cam) -> str:
+    """What the maps are: the gradient of the class score with respect to each pixel, and Grad-CAM."""
+    text = (f"Which pixels move the score of {name}? Gradient saliency is |dS/dx| at each pixel")
+    if cam:
+        text += ("; Grad-CAM weights the last convolution's maps by their average gradient and keeps the positive "
+                 "part: where evidence for the class lies")
+    return text + "."
+
+
+def lesson_sanity_check(rho, same) -> str:
+    """The sanity check (Adebayo et al. 2018): rank correlation between the trained and randomised models' maps."""
+    if same:
+        return ("This model is itself untrained (its weights are its random start), so its maps cannot show anything "
+                "learned: train it and compare.")
+    worst = max(rho, key=rho.get)
+    shown = ", ".join(f"{'Grad-CAM' if k == 'grad_cam' else 'saliency'} {v:.2f}" for k, v in rho.items())
+    head = f"Sanity check: the same maps with random weights correlate with these by rank as {shown}. "
+    if rho[worst] > SIMILAR_MAPS:
+        return head + (f"The {'Grad-CAM' if worst == 'grad_cam' else 'saliency'} map hardly depends on what was "
+                       "learned: it shows the input's edges more than the model's reasons.")
+    if rho[worst] < DIFFERENT_MAPS:
+        return head + "Randomising the weights changes the maps: they show what this model learned, not just the input."
+    return head + "The maps depend on the learned weights only in part: read them with care."
+
+
+def lesson_try(input_hw, kernel_hw, output_hw) -> str:
+    """Step 14's invitation, with the default's sizes."""
+    return (f"Change the kernel, its size, the stride, the padding, the dilation and the pooling, and watch the "
+            f"output on your own drawing. Here a {kernel_hw[0]}x{kernel_hw[1]} kernel on the "
+            f"{input_hw[0]}x{input_hw[1]} input gives {output_hw[0]}x{output_hw[1]}: along each axis, "
+            f"\u230a(H + padding \u2212 d(k \u2212 1) \u2212 1) / s\u230b + 1. Every number is computed by the "
+            f"model's own layers on the server.")

@@ -42,14 +42,15 @@ import numpy as np
 
 from .. import images
 from ..augment import affine
-from ..layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D, ReLU
+from ..layers import Conv2D, Dense, Flatten, GlobalAvgPool2D, ReLU
 from ..analysis import texts
+from ..analysis.baselines import cnn_gap, mlp_like
 from ..analysis.layers import capture_batches
 from ..analysis.shifts import place_on_canvas, shift_images
 from ..model import Sequential
 from . import common
 from .subject import (add_common_arguments, check_compatible, data_noun, default_data, demo_model, fit_class_names,
-                      fit_until, load_data, log_to, mlp_hidden_units, prepare_image, run_data, stderr_log, Subject)
+                      fit_until, load_data, log_to, prepare_image, run_data, stderr_log, Subject)
 
 MLP_MAX_EPOCHS_FACTOR = 8    # the MLP baseline may train this many times the CNN's epochs to match its accuracy
 DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
@@ -67,33 +68,12 @@ STYLES = {"cnn": dict(color="#c0392b", lw=2.4, marker="o"), "mlp": dict(color="#
 # ---------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------
-def mlp_like(input_shape, num_classes, params=None, hidden=None, seed=0):
-    """Flatten -> Dense(hidden) -> ReLU -> Dense(classes); ``hidden`` chosen to have about ``params`` parameters."""
-    if hidden is None:
-        hidden = max(8, mlp_hidden_units(input_shape, num_classes, params))
-    return Sequential([Flatten(), Dense(hidden), ReLU(), Dense(num_classes, kernel_initializer="glorot_uniform")],
-                      input_shape=tuple(input_shape), seed=seed, name=f"mlp_{hidden}")
-
-
 def cnn_strided(input_shape, num_classes, seed=0):
     """The demo CNN (the zoo's ``tiny_cnn``) with each conv + max-pool replaced by one stride-2 convolution."""
     return Sequential([Conv2D(8, 5, strides=2, padding="same"), ReLU(),
                        Conv2D(16, 3, strides=2, padding="same"), ReLU(),
                        Flatten(), Dense(num_classes, kernel_initializer="glorot_uniform")],
                       input_shape=tuple(input_shape), seed=seed, name="cnn_strided")
-
-
-def cnn_gap(input_shape, num_classes, seed=0):
-    """Three conv stages, the last averaged over the whole map (global average pooling), then a dense layer.
-
-    Nothing after the average depends on where a feature occurs, so the
-    classifier's input is (nearly) invariant to shifts of the image.
-    """
-    return Sequential([Conv2D(12, 5, padding="same"), ReLU(), MaxPool2D(2),
-                       Conv2D(24, 3, padding="same"), ReLU(), MaxPool2D(2),
-                       Conv2D(48, 3, padding="same"), ReLU(), GlobalAvgPool2D(),
-                       Dense(num_classes, kernel_initializer="glorot_uniform")],
-                      input_shape=tuple(input_shape), seed=seed, name="cnn_gap")
 
 
 def canvas_mlp(input_shape, num_classes, seed=0):

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import images
+from ..analysis.baselines import fit_until, mlp_hidden_units  # noqa: F401  (the explain tools import them from here)
 from ..analysis.layers import first_conv
 from ..callbacks import FilterSnapshots
 from ..runs import files
@@ -129,38 +130,6 @@ def demo_model(input_shape, num_classes, seed=0):
     """The model trained on the spot: the zoo's ``tiny_cnn`` (conv 8@5x5, pool, conv 16@3x3, pool, dense)."""
     from ..models import tiny_cnn
     return tiny_cnn(input_shape=tuple(input_shape), num_classes=num_classes, seed=seed)
-
-
-def mlp_hidden_units(input_shape, num_classes, params) -> int:
-    """Hidden units of ``Flatten -> Dense(h) -> ReLU -> Dense(classes)`` with about ``params`` parameters.
-
-    With ``d`` inputs and ``k`` classes the MLP has ``h (d + 1) + k (h + 1)`` parameters, so
-    ``h = (params - k) / (d + 1 + k)``, rounded (at least 1).
-    """
-    d = int(np.prod(input_shape))
-    return max(1, int(round((params - num_classes) / (d + 1 + num_classes))))
-
-
-def fit_until(model, x, y, max_epochs, done, min_epochs=1, optimizer=None, batch_size=64, validation_data=None,
-              verbose=0):
-    """Train one epoch at a time, one optimizer throughout (default Adam, step 2e-3), until ``done(history)``.
-
-    ``history`` holds per-epoch lists (``loss``, ``accuracy`` and, with ``validation_data``,
-    ``val_loss``, ``val_accuracy``); ``done`` is asked after each epoch from ``min_epochs`` on.
-    Returns ``(history, stopped)``: ``stopped`` says whether ``done`` was met within ``max_epochs``,
-    so a weak baseline is known to be weak for lack of structure, not for lack of training.
-    """
-    from ..optim import Adam
-    opt = optimizer or Adam(lr=2e-3)
-    history = {}
-    for epoch in range(1, int(max_epochs) + 1):
-        h = model.fit(x, y, epochs=1, batch_size=batch_size, optimizer=opt, validation_data=validation_data,
-                      verbose=verbose)
-        for key, values in h.items():
-            history.setdefault(key, []).append(float(values[-1]))
-        if epoch >= min_epochs and done(history):
-            return history, True
-    return history, False
 
 
 def snapshot_steps(total, frames):

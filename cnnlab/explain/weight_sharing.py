@@ -18,64 +18,21 @@ the constraints buy: far fewer parameters, and better accuracy from little data.
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
-from .. import optim
 from ..analysis import texts
+from ..analysis.baselines import SHARING_KEYS as MODEL_KEYS, sharing_experiment, sharing_models as build_models
 from ..analysis.convolution import check_dense_equivalent, dense_equivalent, expected_nonzeros
 from ..layers.conv import Conv2D
-from ..layers.core import Dense, Flatten
-from ..layers.activations import ReLU
 from ..layers.local import LocallyConnected2D
-from ..layers.pool import MaxPool2D
-from ..model import Sequential
 from .common import (SIGNED_CMAP, colorbar, esc, img_tag, new_figure, out_dir, save_figure, save_json,
                      symmetric_limits, table_html, text_colour, write_html)
-from .subject import fit_until, load_data, mlp_hidden_units, tool_out
+from .subject import load_data, tool_out
 
-MODEL_KEYS = ("conv", "locally_connected", "dense")
 MODEL_LABELS = {"conv": "convolution (shared weights)", "locally_connected": "locally connected (untied)",
                 "dense": "dense MLP (fully connected)"}
 MODEL_COLOURS = {"conv": "#1f77b4", "locally_connected": "#ff7f0e", "dense": "#2ca02c"}
-
-
-# ---------------------------------------------------------------------------
-# The three models
-# ---------------------------------------------------------------------------
-def build_models(input_shape, num_classes=10, filters=8, kernel_size=5, hidden=None, seed=0):
-    """Conv, locally connected and dense classifiers of the same shape of computation.
-
-    conv: ``Conv2D(filters, k) -> ReLU -> MaxPool 2 -> Dense(classes)``; locally
-    connected: the same with ``LocallyConnected2D``; dense: ``Dense(hidden) ->
-    ReLU -> Dense(classes)`` with ``hidden`` (default) chosen so its parameter
-    count matches the conv model's.
-    """
-    conv = Sequential([Conv2D(filters, kernel_size, name="conv"), ReLU(), MaxPool2D(2), Flatten(),
-                       Dense(num_classes, kernel_initializer="glorot_uniform", name="classifier")],
-                      input_shape=input_shape, seed=seed, name="conv")
-    local = Sequential([LocallyConnected2D(filters, kernel_size, name="local"), ReLU(), MaxPool2D(2), Flatten(),
-                        Dense(num_classes, kernel_initializer="glorot_uniform", name="classifier")],
-                       input_shape=input_shape, seed=seed, name="locally_connected")
-    if hidden is None:
-        hidden = mlp_hidden_units(input_shape, num_classes, conv.num_params)
-    dense = Sequential([Flatten(), Dense(hidden, name="hidden"), ReLU(),
-                        Dense(num_classes, kernel_initializer="glorot_uniform", name="classifier")],
-                       input_shape=input_shape, seed=seed, name="dense")
-    return {"conv": conv, "locally_connected": local, "dense": dense}
-
-
-# ---------------------------------------------------------------------------
-# Training to convergence
-# ---------------------------------------------------------------------------
-CONVERGED = 0.03     # stop when an epoch lowers the training loss by less than this fraction
-
-
-def loss_stopped_falling(history) -> bool:
-    """The last epoch lowered the training loss by less than :data:`CONVERGED` (relative), or training accuracy is 100%."""
-    loss = history["loss"]
-    return history["accuracy"][-1] >= 1.0 or (len(loss) > 1 and loss[-2] - loss[-1] < CONVERGED * loss[-2])
 
 
 # ---------------------------------------------------------------------------
@@ -213,7 +170,7 @@ def explain_weight_sharing(out=tool_out("weight-sharing"), dataset=None, data_di
         dataset: a name or folder (default: MNIST when on disk, else the generated ``shapes``); the first
             ``n_train`` / ``n_test`` examples are used (:func:`cnnlab.explain.subject.load_data`).
         epochs, batch_size, lr: the same training (Adam) for all three models, each until its training loss
-            stops falling (:func:`loss_stopped_falling`), at most ``epochs`` epochs.
+            stops falling (:func:`cnnlab.analysis.baselines.loss_stopped_falling`), at most ``epochs`` epochs.
         filters, kernel_size: the conv / locally connected layer; ``hidden``: units of the dense
             model (default: as many as give it the conv model's parameter count).
         image_size: side of the generated shapes images.
@@ -268,17 +225,11 @@ def explain_weight_sharing(out=tool_out("weight-sharing"), dataset=None, data_di
                    "max_abs_difference": diff_model, "free_parameters": int(conv_layer.num_params),
                    "dense_layer_parameters": int(w_big.size + w_big.shape[1])}
     del w_big
-    acc, histories, seconds = {}, {}, {}
-    converged, train_acc = {}, {}
+    acc, histories, seconds, converged, train_acc = {}, {}, {}, {}, {}
     if train:
-        for key, m in models.items():
-            t0 = time.perf_counter()
-            histories[key], converged[key] = fit_until(m, xtr, ytr, epochs, loss_stopped_falling,
-                                                       optimizer=optim.Adam(lr=lr), batch_size=batch_size,
-                                                       validation_data=(xte, yte), verbose=verbose)
-            seconds[key] = time.perf_counter() - t0
-            acc[key] = float(m.evaluate(xte, yte)["accuracy"])
-            train_acc[key] = histories[key]["accuracy"][-1]
+        r = sharing_experiment((xtr, ytr), (xte, yte), epochs, batch_size, lr, models=models, verbose=verbose)
+        acc, histories, seconds = r["accuracy"], r["histories"], r["seconds"]
+        converged, train_acc = r["converged"], r["train_accuracy"]
     result = {
         "max_abs_difference": max(diff_demo, diff_model),
         "parameters": params, "accuracy": acc if train else None,

@@ -15,7 +15,11 @@ Routes (all answers JSON except the page, the static files and the event stream)
     GET  /api/why/filters[?run=NAME]        first-layer filters with their most activating patches
     POST /api/why/saliency[?class=K]        body: image -> gradient saliency and Grad-CAM
     POST /api/why/shift?dy=DY&dx=DX         body: image -> shifted image, conv maps, pooled features
-    GET  /api/lesson[?run=NAME]             the lesson's steps: number, id, title, questions
+    GET  /api/lesson[?run=NAME]             the lesson's steps: number, id, title, questions; companions:
+                                            {name: {status, message, progress}} (starts their training)
+    POST /api/lesson/try?kernel=edge|blur|sharpen|custom|trained:K&size=&stride=&padding=&dilation=&pool=&values=
+                                            body: image -> that kernel's output and its size, then max pooling
+                                            (``cnnlab.analysis.lesson.tryit``: the project's own layers)
     POST /api/lesson/N[?run=NAME]           body: image -> step N computed for the model and that input
                                             (``cnnlab.analysis.lesson``: paragraphs, numbers, figures)
     GET  /api/runs                          run directories under the runs folder, and jobs
@@ -184,8 +188,8 @@ class Explorer:
     """
 
     def __init__(self, model, class_names=None, runs_root="runs", dataset=None, max_jobs=1,
-                 max_upload=MAX_UPLOAD, data_dir=None):
-        self.model, self.dataset, self.data_dir = model, dataset, data_dir
+                 max_upload=MAX_UPLOAD, data_dir=None, run_dir=None):
+        self.model, self.dataset, self.data_dir, self.run_dir = model, dataset, data_dir, run_dir
         self.class_names = compute.describe(model, class_names)["class_names"]
         self.jobs = JobManager(runs_root, max_jobs=max_jobs, data_dir=data_dir)
         self.closing = threading.Event()         # set when the server is asked to stop: event streams end
@@ -195,6 +199,9 @@ class Explorer:
         self._data: dict[tuple, tuple | LookupError] = {}
         self._shapes: dict[tuple, tuple] = {}
         self._novelty = weakref.WeakKeyDictionary()      # model -> {"ready", "novelty", "why"}
+        self._companions = weakref.WeakKeyDictionary()   # model -> lesson.companions.Companions
+        self._companions_by_key: dict = {}                # companions' cache key -> the same object
+        self._companions_lock = threading.Lock()
         self._data_lock, self._novelty_lock = threading.Lock(), threading.Lock()
 
     def weights_of(self, name) -> Path | None:
@@ -309,11 +316,40 @@ class Explorer:
         return {"data_dir": self.data_dir and str(self.data_dir), "datasets": datasets, "models": list(ZOO),
                 "augment": list(PRESETS)}
 
-    def lesson_step(self, model, names, dataset, x, n) -> dict:
+    def run_dir_of(self, request):
+        """The run directory of the model a request asks for (``?run=NAME``, else the served model's, if any)."""
+        name = request.query_params.get("run")
+        if not name:
+            return self.run_dir
+        job = self.jobs.jobs.get(name)
+        return job.run_dir if job else self.jobs.run_dir(name)
+
+    def companions(self, model, dataset, run_dir=None):
+        """The lesson's companion models of ``model`` (``cnnlab.analysis.lesson.companions``; cached beside
+        ``run_dir`` when it is a run), made once per model in a thread of their own with one BLAS thread,
+        never under the compute lock."""
+        from ..analysis.lesson.companions import Companions
+        with self._novelty_lock:
+            entry = self._companions.get(model)
+            if entry is None:
+                data = self.own_data(tuple(model.input_shape), dataset) if len(model.input_shape) == 3 else \
+                    LookupError("the model does not take images")
+                made = Companions(model, data, run_dir=run_dir)
+                entry = self._companions_by_key.setdefault(made.key, made)   # the same architecture and data:
+                self._companions[model] = entry                              # one set (a run training on)
+                if entry is made:
+                    def run():
+                        with self._companions_lock, _blas().limit(limits=1):   # one set trains at a time
+                            entry.run()
+                    threading.Thread(target=run, daemon=True, name="lesson-companions").start()
+        return entry
+
+    def lesson_step(self, model, names, dataset, x, n, run_dir=None) -> dict:
         """Step ``n`` of the lesson for ``model`` on input ``x``, arrays packed for JSON."""
         from ..analysis import lesson
         data = self.own_data(tuple(model.input_shape), dataset) if len(model.input_shape) == 3 else None
-        ctx = lesson.Context(model=model, x=x, class_names=names, data=data, companions={})
+        ctx = lesson.Context(model=model, x=x, class_names=names, data=data,
+                             companions=self.companions(model, dataset, run_dir).context())
         return compute.jsonable(lesson.step(n, ctx))
 
     def compute(self, fn, *args, **kw):
@@ -381,11 +417,12 @@ def shapes_examples(shape, n=256):
 # Routes
 # ---------------------------------------------------------------------------
 def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.0.1", "localhost"), dataset=None,
-               max_jobs=1, max_upload=MAX_UPLOAD, data_dir=None) -> Starlette:
+               max_jobs=1, max_upload=MAX_UPLOAD, data_dir=None, run_dir=None) -> Starlette:
     """The application for ``model``. ``allowed_hosts``: the names the ``Host`` header may carry
     (``None``: any); ``dataset``: the served model's training configuration (for its test images);
-    ``data_dir``: where named datasets are stored (``cnnlab train --data-dir``)."""
-    ex = Explorer(model, class_names, runs_root, dataset, max_jobs, max_upload, data_dir)
+    ``data_dir``: where named datasets are stored (``cnnlab train --data-dir``); ``run_dir``: the served
+    model's run directory, if it is a run (the lesson's companions are kept there)."""
+    ex = Explorer(model, class_names, runs_root, dataset, max_jobs, max_upload, data_dir, run_dir)
 
     secret = secrets.token_urlsafe(32)
 
@@ -493,7 +530,12 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
 
     async def lesson_outline(request):
         from ..analysis import lesson
-        return JSONResponse({"steps": lesson.outline()})
+        try:
+            model, _, dataset = ex.model_for(request)
+        except ApiError as e:                          # a new run before its first save: the outline alone
+            return JSONResponse({"steps": lesson.outline(), "companions": None, "message": e.message})
+        companions = await run_in_threadpool(ex.companions, model, dataset, ex.run_dir_of(request))
+        return JSONResponse({"steps": lesson.outline(), "companions": companions.status()})
 
     async def lesson_step(request):
         model, names, dataset = ex.model_for(request)
@@ -501,7 +543,18 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         if not n.isdigit():
             raise ApiError(404, f"no lesson step {n!r}: steps are numbered from 1")
         x, _ = await image_of(request, model, dataset)
-        return JSONResponse(await ex.compute(ex.lesson_step, model, names, dataset, x, int(n)))
+        return JSONResponse(await ex.compute(ex.lesson_step, model, names, dataset, x, int(n), ex.run_dir_of(request)))
+
+    async def lesson_try(request):
+        from ..analysis.lesson import tryit
+        model, _, dataset = ex.model_for(request)
+        q, d = request.query_params, tryit.DEFAULTS
+        options = {"kernel": q.get("kernel") or d["kernel"], "padding": q.get("padding") or d["padding"],
+                   **{k: _int(request, k, d[k]) for k in ("size", "stride", "dilation", "pool")}}
+        if q.get("values"):
+            options["values"] = tryit.parse_values(q["values"])
+        x, _ = await image_of(request, model, dataset)
+        return JSONResponse(compute.jsonable(await ex.compute(tryit.try_kernel, model, x, **options)))
 
     async def choices(request):
         return JSONResponse(await run_in_threadpool(ex.choices))
@@ -602,6 +655,7 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         Route("/api/why/saliency", api(why_saliency), methods=["POST"]),
         Route("/api/why/shift", api(why_shift), methods=["POST"]),
         Route("/api/lesson", api(lesson_outline)),
+        Route("/api/lesson/try", api(lesson_try), methods=["POST"]),
         Route("/api/lesson/{n}", api(lesson_step), methods=["POST"]),
         Route("/api/choices", api(choices)),
         Route("/api/runs", api(list_runs), methods=["GET"]),

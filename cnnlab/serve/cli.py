@@ -34,13 +34,16 @@ def _require_extra():
                          f'pip install "cnnlab[serve]"') from None
 
 
-def resolve_model(spec, runs_root: Path, log=print, data_dir=None):
-    """``(model, class_names, training_config)`` for MODEL_OR_RUN (``None``: the default subject)."""
+def resolve_model(spec, runs_root: Path, log=print, data_dir=None, run_dir=False):
+    """``(model, class_names, training_config)`` for MODEL_OR_RUN (``None``: the default subject), and its
+    run directory (``None`` when it is not a run) after them with ``run_dir=True``."""
     from .. import runs
     from ..analysis.subject import default_subject_run
     if spec is None:
         spec = default_subject_run(runs_root, data_dir, log=lambda msg: log(f"cnnlab serve: {msg}"))
     resolved = runs.resolve_model(spec)
+    if run_dir:
+        return resolved.model, resolved.class_names, resolved.config, resolved.run_dir
     return resolved.model, resolved.class_names, resolved.config
 
 
@@ -62,13 +65,13 @@ def run(args) -> int:
     import uvicorn
     from .app import create_app
     runs_root = Path(args.runs)
-    model, class_names, config = resolve_model(args.model, runs_root, data_dir=args.data_dir)
+    model, class_names, config, run_dir = resolve_model(args.model, runs_root, data_dir=args.data_dir, run_dir=True)
     hosts = allowed_hosts(args.host)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"cnnlab serve: warning: listening on {args.host}: other machines can reach this server"
               + ("" if hosts else " and the Host header is not checked"), file=sys.stderr)
     app = create_app(model, class_names, runs_root=runs_root, allowed_hosts=hosts, dataset=config,
-                     max_jobs=args.max_jobs, data_dir=args.data_dir)
+                     max_jobs=args.max_jobs, data_dir=args.data_dir, run_dir=run_dir)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else shown}:{args.port}/"
     print(f"cnnlab serve: {model.name} ({model.num_params:,} parameters) at {url}  (Ctrl-C stops)", flush=True)

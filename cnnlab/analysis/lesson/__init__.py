@@ -33,7 +33,11 @@ Figures (arrays are NumPy; the server packs them)::
                        # a 1-D convolution p * q as a slide: for each z[j] (a row), the products
                        # p(x_i) q(z_j - x_i) of p with the flipped q laid so that it ends at x_i, and their
                        # sum result[j] (step 4: two dice, x = 1..6, z = 2..12; see how_probability)
-    {"kind": "tryit", ...}                                           # step 14, see its module
+    {"kind": "tryit", "kernels": [..], "limits": {name: [lo, hi]}, "options": {..}, "input", "kernel",
+     "output", "pooled" (arrays; pooled None without pooling), "sizes": {"input", "kernel", "output",
+     "pooled"}, "route": "/api/lesson/try", "alt"}                   # step 14 (.tryit): the page asks the
+                                                                     # route again when a control changes
+    Any figure may carry "label": a title to draw above it.
 """
 from __future__ import annotations
 
