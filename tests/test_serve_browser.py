@@ -142,9 +142,13 @@ def browser():
         b.close()
 
 
-def open_page(browser, url, width=1400, height=900, **context):
-    """A page at ``url`` once its first prediction is shown; ``page.errors`` collects script errors."""
+def open_page(browser, url, width=1400, height=900, first_visit=False, **context):
+    """A page at ``url`` once its first prediction is shown; ``page.errors`` collects script errors.
+    A first visit with no link opens the lesson; these tests are a returning learner's (the overview)
+    unless ``first_visit``."""
     ctx = browser.new_context(viewport={"width": width, "height": height}, **context)
+    if not first_visit:
+        ctx.add_init_script("localStorage.setItem('cnnlab-lesson-seen', '1')")
     page = ctx.new_page()
     page.errors = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
@@ -304,7 +308,7 @@ def test_an_mnist_run_meets_its_own_digits_and_plain_words(browser, tmp_path):
     try:
         assert "(Ctrl-C stops)" in proc.stdout.readline()
         page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"http://127.0.0.1:{port}/")
+        page.goto(f"http://127.0.0.1:{port}/#view=overview")
         page.wait_for_selector("#top-class", timeout=30_000)
         settled(page)
         first = page.locator("#examples img").first
