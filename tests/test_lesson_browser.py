@@ -175,6 +175,7 @@ def test_phone_reads_the_lesson_and_touch_drawing_recomputes_the_step(browser, s
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.locator("#lesson-heading").bounding_box()["width"] <= 390
     page.evaluate("document.getElementById('lesson-heading').dataset.old = '1'")
+    page.locator("#draw").scroll_into_view_if_needed()
     box = page.locator("#draw").bounding_box()
     cdp = page.context.new_cdp_session(page)
     pt = lambda k: [{"x": box["x"] + box["width"] * (0.3 + 0.02 * k), "y": box["y"] + box["height"] * (0.2 + 0.03 * k)}]
@@ -201,6 +202,13 @@ def packed(a):
     return {"shape": list(a.shape), "min": float(a.min()), "max": float(a.max()), "data": a.tolist()}
 
 
+def tried_answer(n, m):
+    """What the try route answers (hand-written): the input, the kernel, the output and the pooled map."""
+    import numpy as np
+    return {"input": packed(np.zeros((28, 28))), "kernel": packed([[-1, 0, 1]] * 3), "output": packed(np.ones((n, n))),
+            "pooled": packed(np.ones((m, m))), "sizes": {"input": [28, 28], "output": [n, n], "pooled": [m, m]}}
+
+
 def fixture_step(model):
     import numpy as np
     rng = np.random.default_rng(0)
@@ -221,10 +229,13 @@ def fixture_step(model):
                 {"kind": "grid", "values": packed([[0.25, -1.5], [2.0, 0.125]]), "label": "kernel", "alt": "a grid"},
                 {"kind": "bars", "labels": ["a", "b", "c"], "values": [0.2, 0.5, 0.3], "alt": "bars"},
                 {"kind": "stepper", "layer": conv["name"], "channel": 1, "alt": "the stepping window"},
-                {"kind": "slide", "p": p.tolist(), "q": p.tolist(), "result": density.tolist(), "x": list(range(1, 7)),
-                 "z": list(range(2, 13)), "products": products.tolist(), "names": {"p": "X", "q": "Y", "result": "X+Y"},
-                 "alt": "two dice"},
-                {"kind": "tryit", "alt": "try it"},
+                {"kind": "slide", "x": list(range(1, 7)), "p": p.tolist(), "q": p.tolist(), "z": list(range(2, 13)),
+                 "products": packed(products), "result": density.tolist(), "p_label": "first die",
+                 "q_label": "second die (flipped and slid)", "result_label": "sum of two dice", "alt": "two dice"},
+                {"kind": "tryit", "kernels": ["edge", "blur", "sharpen", "custom", "trained:K"],
+                 "limits": {"size": [1, 9], "stride": [1, 4], "dilation": [1, 4], "pool": [0, 4]},
+                 "options": {"kernel": "edge", "size": 3, "stride": 1, "padding": "valid", "dilation": 1, "pool": 2},
+                 "route": "/api/lesson/try", **tried_answer(26, 13), "alt": "try it"},
                 {"kind": "no-such-kind", "alt": "an unknown kind"}]}
 
 
@@ -237,8 +248,7 @@ def test_every_figure_kind_is_drawn_from_the_servers_numbers(browser, server):
     def route(r):
         if "/api/lesson/try" in r.request.url:
             tried.append(r.request.url)
-            return r.fulfill(json={"output": packed([[1, 2, 3], [4, 5, 6]]), "output_shape": [2, 3],
-                                   "paragraphs": ["The output is 2×3."]})
+            return r.fulfill(json={**tried_answer(13, 6), "paragraphs": ["Stride 2 halves the output."]})
         return r.fulfill(json=step)
     page.route(lambda url: "/api/lesson/" in url, route)
     page.evaluate("location.hash = '#view=lesson&step=1'")
@@ -273,13 +283,15 @@ def test_every_figure_kind_is_drawn_from_the_servers_numbers(browser, server):
         page.locator(".slide-shift").fill(str(s))
         text = page.locator(".slide-sum")
         assert float(text.get_attribute("data-value")) == pytest.approx(slide["result"][s], rel=1e-6)
-        assert text.inner_text().startswith(f"X+Y({slide['z'][s]}) = ")
-        assert text.inner_text().count(" + ") + 1 == sum(1 for v in slide["products"][s] if v)   # one term per overlap
+        assert text.inner_text().startswith(f"(p ∗ q)({slide['z'][s]}) = ")
+        assert text.inner_text().count(" + ") + 1 == sum(1 for v in slide["products"]["data"][s] if v)   # one per overlap
     page.click(".slide-play")
     page.wait_for_function("document.querySelector('.slide-sum').dataset.shift === '10'", timeout=15_000)
-    # tryit: the controls post to the try route with the current input; its answer is drawn
-    page.wait_for_selector(".try-output canvas")
-    assert "2×3" in page.inner_text(".try-output")
+    # tryit: the figure's own arrays first; the controls post to the try route with the current input
+    assert page.locator(".try-output canvas").count() == 4 and not tried
+    assert page.inner_text(".try-sizes") == "input 28×28 → output 26×26 → pooled 13×13"
+    assert page.locator(".try-kernel option").count() == 4 + page.evaluate(
+        "window.explorer.state.model.layers.find(l => l.class === 'Conv2D').output_shape[2]")
     page.select_option(".try-kernel", "custom")
     page.fill(".try-values", "1 0 -1  2 0 -2  1 0 -1")
     page.fill(".try-stride", "2")
@@ -290,6 +302,8 @@ def test_every_figure_kind_is_drawn_from_the_servers_numbers(browser, server):
             break
         page.wait_for_timeout(100)
     last = tried[-1]
+    page.wait_for_function("document.querySelector('.try-sizes').textContent.includes('output 13×13')")
+    assert "Stride 2 halves" in page.inner_text(".try-output")
     assert "kernel=custom" in last and "stride=2" in last and "values=1%2C0%2C-1%2C2%2C0%2C-2%2C1%2C0%2C-1" in last, last
     for name in ("size", "padding", "dilation", "pool"):
         assert f"{name}=" in last

@@ -36,7 +36,7 @@ function maps(f) {
   const target = f.size || (items.length > 12 ? 64 : items.length > 4 ? 88 : 112);
   for (const it of items) {
     const [h, w] = it.a.shape;
-    const cell = Math.max(1, Math.min(12, Math.round(target / Math.max(h, w))));
+    const cell = Math.max(1, Math.min(Math.max(h, w) <= 7 ? 20 : 12, Math.round(target / Math.max(h, w))));
     const rgb = it.a.shape.length === 3 && it.a.shape[2] === 3;
     const canvas = rgb ? rgbCanvas(it.a, cell) : mapCanvas(it.a, 0, own ? it.a.min : lo, own ? it.a.max : hi, cell);
     canvas.setAttribute("role", "img");
@@ -109,20 +109,20 @@ function stepper(f) {
 // ---------------------------------------------------------------------------
 // slide: p_{X+Y}(z) = Σ_x p_X(x) p_Y(z − x), one density flipped and slid over the other
 // ---------------------------------------------------------------------------
-// Schema (the server's arrays): p (n), q (m), result (n + m − 1); optional x (p's support), z (result's
-// support), products (n + m − 1, n): p[k]·q[s − k] at each shift s, names {p, q, result}.
+// Schema (the lesson package's docstring): x (n,) p's support, p (n,), q (its values at the same
+// support's steps), z (S,), products (S, n): p(x_k)·q(z_s − x_k), result (S,); p_label, q_label, result_label.
 function slide(f) {
   const p = vec(f.p), q = vec(f.q), r = vec(f.result);
   const n = p.length, m = q.length, S = r.length;
   const xs = f.x ? vec(f.x) : p.map((_, k) => k);
   const zs = f.z ? vec(f.z) : r.map((_, k) => k);
   const prods = f.products ? unpack(isPacked(f.products) ? f.products : {shape: [S, n], data: f.products}) : null;
-  const names = {p: "p", q: "q", result: "p ∗ q", ...(f.names || {})};
+  const names = {p: f.p_label || "p", q: f.q_label || "q", result: f.result_label || "p ∗ q"};
   const top = Math.max(...p, ...q, 1e-12), rtop = Math.max(...r, 1e-12);
-  const W = 40, H = 54, R = H + 44, cols = n + 2 * (m - 1);   // p sits in the middle; q slides across it
+  const W = 40, H = 54, R = H + 58, L = 8, cols = n + 2 * (m - 1);   // p in the middle; q slides across it
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
-  const width = 84 + cols * W;
+  const width = 2 * L + cols * W;
   svg.setAttribute("width", width); svg.setAttribute("height", 4 * R + 6);
   svg.setAttribute("class", "slide-svg");
   const slider = el("input", {type: "range", min: 0, max: S - 1, step: 1, value: Math.floor(S / 2), class: "slide-shift", "aria-label": "the shift z"});
@@ -142,15 +142,15 @@ function slide(f) {
     if (txt !== undefined) e.textContent = txt;
     svg.append(e); return e;
   };
-  // row k: its name at the left, bars standing on its base line, the value above each bar, the support under it
+  // row k: its name above, bars standing on its base line, the value above each bar, the support under it
   const row = (k, label) => {
-    const base = k * R + 16 + H;
-    add("text", {x: 4, y: base - H / 2, "font-size": 12, fill: "#333"}, label);
-    add("line", {x1: 80, x2: width - 2, y1: base, y2: base, stroke: "#ccc"});
+    const base = k * R + 32 + H;
+    add("text", {x: L, y: k * R + 13, "font-size": 12, "font-weight": 600, fill: "#333"}, label);
+    add("line", {x1: L, x2: width - L, y1: base, y2: base, stroke: "#ccc"});
     return base;
   };
   function bar(col, base, v, scale, colour, at, cls) {
-    const h = Math.max(0, H * v / scale), cx = 84 + col * W + W / 2;
+    const h = Math.max(0, H * v / scale), cx = L + col * W + W / 2;
     add("rect", {x: cx - W / 2 + 5, y: base - h, width: W - 10, height: h, fill: colour, class: cls || ""});
     add("text", {x: cx, y: base - h - 3, "font-size": 10, "text-anchor": "middle", fill: "#222"}, v.toFixed(3));
     if (at !== undefined) add("text", {x: cx, y: base + 12, "font-size": 10, "text-anchor": "middle", fill: "#777"}, num(at));
@@ -161,14 +161,14 @@ function slide(f) {
     // p at columns m−1 … m+n−2; q flipped, shifted by s: column m−1+k holds q[s − k], under p[k]
     let base = row(0, names.p);
     p.forEach((v, k) => bar(m - 1 + k, base, v, top, "#2c6fbb", xs[k]));
-    base = row(1, `${names.q} flipped`);
+    base = row(1, names.q);
     for (let j = 0; j < m; j++) bar(m - 1 + s - j, base, q[j], top, "#d35400");
-    base = row(2, "products");                       // where they overlap: the server's numbers
+    base = row(2, "products where they overlap");    // the server's numbers
     if (prods) for (let k = 0; k < n; k++) { const v = prods.values[s * n + k]; if (v !== 0) bar(m - 1 + k, base, v, top * top, "#8e44ad"); }
     base = row(3, names.result);                      // each sum under the middle of the window that made it
     r.forEach((v, k) => { if (k <= s) bar(k + (m - 1) / 2, base, v, rtop, k === s ? "#c0392b" : "#aaa", zs[k], k === s ? "current" : ""); });
     const terms = prods ? Array.from({length: n}, (_, k) => prods.values[s * n + k]).filter(v => v !== 0) : [];
-    text.textContent = `${names.result}(${num(zs[s])}) = Σ ${names.p}(x)·${names.q}(${num(zs[s])} − x)` +
+    text.textContent = `(p ∗ q)(${num(zs[s])}) = Σₓ p(x)·q(${num(zs[s])} − x)` +
       (terms.length ? ` = ${terms.map(fmt).join(" + ")}` : "") + ` = ${fmt(r[s])}`;
     text.dataset.shift = s; text.dataset.value = r[s];
   }
@@ -180,30 +180,35 @@ function slide(f) {
 // ---------------------------------------------------------------------------
 // tryit: a kernel and a layer's settings on the current input, computed by the server
 // ---------------------------------------------------------------------------
-// Schema: optional kernels [names], trained (how many trained filters), and defaults {kernel, size,
-// stride, padding, dilation, pool}. The answer of POST /api/lesson/try is drawn as it comes: its
-// figures (any kind above), its arrays as maps and its other numbers as a list.
+// Schema (step 14's module): kernels [names; "trained:K" stands for each trained filter], limits {name:
+// [lo, hi]}, options {kernel, size, stride, padding, dilation, pool} (the current ones), the arrays input,
+// kernel, output, pooled (or null) and sizes {input, output, pooled}, route (POST, body: the input).
+// The route answers the same keys; they are drawn as they come.
 function tryit(f) {
-  const d = {kernel: "edge", size: 3, stride: 1, padding: 0, dilation: 1, pool: 0, values: "", ...(f.defaults || {})};
+  const o = {kernel: "edge", size: 3, stride: 1, padding: "valid", dilation: 1, pool: 0, values: "", ...(f.options || f.defaults || {})};
+  const limits = {size: [1, 9], stride: [1, 4], dilation: [1, 4], pool: [0, 4], ...(f.limits || {})};
   const first = state.model.layers.find(l => l.class === "Conv2D");
-  const trained = f.trained ?? (first ? first.output_shape[2] : 0);
-  const kinds = f.kernels || ["edge", "blur", "sharpen", "custom"];
-  const kernel = el("select", {class: "try-kernel", "aria-label": "kernel"},
-    ...kinds.map(k => el("option", {value: k}, k === "custom" ? "typed numbers" : k)),
-    ...Array.from({length: trained}, (_, k) => el("option", {value: `trained:${k}`}, `trained filter ${k}`)));
-  kernel.value = d.kernel;
-  const number = (name, lo, hi) => el("input", {type: "number", class: `try-${name}`, min: lo, max: hi, value: d[name], "aria-label": name});
-  const inputs = {size: number("size", 1, 9), stride: number("stride", 1, 4), padding: number("padding", 0, 4),
-                  dilation: number("dilation", 1, 4), pool: number("pool", 0, 4)};
-  const values = el("input", {type: "text", class: "try-values", value: d.values, placeholder: "e.g. -1 0 1 -2 0 2 -1 0 1",
+  const trained = first ? first.output_shape[2] : 0;
+  const kernel = el("select", {class: "try-kernel", "aria-label": "kernel"});
+  for (const k of f.kernels || ["edge", "blur", "sharpen", "custom", "trained:K"]) {
+    if (k === "trained:K") for (let j = 0; j < trained; j++) kernel.append(el("option", {value: `trained:${j}`}, `trained filter ${j}`));
+    else kernel.append(el("option", {value: k}, k === "custom" ? "typed numbers" : k));
+  }
+  kernel.value = o.kernel;
+  const number = name => el("input", {type: "number", class: `try-${name}`, min: limits[name][0], max: limits[name][1], value: o[name], "aria-label": name});
+  const padding = el("select", {class: "try-padding", "aria-label": "padding"},
+    ...["valid", "same", ...Array.from({length: 4}, (_, k) => String(k + 1))].map(v => el("option", {value: v}, v === "valid" ? "valid (none)" : v)));
+  if (![...padding.options].some(op => op.value === String(o.padding))) padding.append(el("option", {value: o.padding}, o.padding));
+  padding.value = String(o.padding);
+  const inputs = {size: number("size"), stride: number("stride"), padding, dilation: number("dilation"), pool: number("pool")};
+  const values = el("input", {type: "text", class: "try-values", value: o.values, placeholder: "e.g. -1 0 1 -2 0 2 -1 0 1",
                               "aria-label": "kernel numbers, row by row"});
   const out = el("div", {class: "try-output", "aria-live": "polite"});
   const form = el("form", {class: "tryit-form", onsubmit: e => { e.preventDefault(); run(); }},
-    el("label", {}, "kernel ", kernel), " ",
-    ...Object.entries(inputs).map(([k, i]) => el("label", {}, `${k === "pool" ? "pool (0: none)" : k} `, i)),
+    el("label", {}, "kernel ", kernel), ...Object.entries(inputs).map(([k, i]) => el("label", {}, `${k === "pool" ? "max pool (0: none)" : k} `, i)),
     el("label", {class: "try-values-label"}, "numbers ", values), el("button", {type: "submit", class: "try-run"}, "compute"));
   const showValues = () => { values.parentElement.hidden = kernel.value !== "custom"; };
-  kernel.addEventListener("change", () => { showValues(); run(); });
+  kernel.addEventListener("change", () => { showValues(); if (kernel.value !== "custom" || values.value.trim()) run(); });
   for (const i of Object.values(inputs)) i.addEventListener("change", () => run());
   let asked = 0;
   async function run() {
@@ -212,30 +217,39 @@ function tryit(f) {
     const token = ++asked;
     out.setAttribute("aria-busy", "true");
     try {
-      const a = await postImage("/api/lesson/try" + withRun(params), await currentBlob());
-      if (token === asked) out.replaceChildren(...answer(a));
+      const a = await postImage((f.route || "/api/lesson/try") + withRun(params), await currentBlob());
+      if (token === asked) out.replaceChildren(...tryAnswer(a));
     } catch (err) {
       if (token === asked) out.replaceChildren(el("p", {class: "error", role: "alert"}, err.message));
     } finally { out.removeAttribute("aria-busy"); }
   }
   showValues();
-  run();
+  if (f.output) out.replaceChildren(...tryAnswer(f)); else run();
   return el("div", {class: "fig-tryit"}, form, out);
 }
 
-// The try route's answer: its sentences, figures, arrays (as maps) and numbers, in that order.
-function answer(a) {
-  const parts = [], facts = [];
-  for (const p of a.paragraphs || (a.sentence ? [a.sentence] : [])) parts.push(el("p", {}, p));
-  const arrays = Object.entries(a).filter(([, v]) => isPacked(v) && v.shape.length >= 2);
-  if (arrays.length) parts.push(maps({items: arrays.map(([k, v]) => ({label: `${k.replace(/_/g, " ")} ${v.shape.slice(0, 2).join("×")}`, map: v})), shared: false}));
+// The try route's answer (or the figure itself): the sizes, the maps input → kernel → output → pooled,
+// then any sentences and figures it adds.
+function tryAnswer(a) {
+  const sizes = a.sizes || {};
+  const shape = k => (sizes[k] || (isPacked(a[k]) ? a[k].shape.slice(0, 2) : null));
+  const chain = ["input", "output", "pooled"].filter(k => shape(k)).map(k => `${k} ${shape(k).join("×")}`);
+  const parts = [el("p", {class: "try-sizes", "data-sizes": JSON.stringify(Object.fromEntries(["input", "output", "pooled"].map(k => [k, shape(k)])))},
+                    chain.join(" → "))];
+  const items = ["input", "kernel", "output", "pooled"].filter(k => isPacked(a[k]) && a[k].shape.length >= 2)
+    .map(k => ({label: `${k} ${a[k].shape.slice(0, 2).join("×")}`, map: a[k].shape.length === 3 && a[k].shape[2] !== 3 ? firstChannel(a[k]) : a[k]}));
+  if (items.length) parts.push(maps({items, shared: false, size: 112}));
+  for (const p of a.paragraphs || []) parts.push(el("p", {}, p));
   for (const f of a.figures || []) parts.push(figure(f));
-  for (const [k, v] of Object.entries(a)) {
-    if (typeof v === "number") facts.push(`${k.replace(/_/g, " ")} ${num(v)}`);
-    else if (Array.isArray(v) && v.length <= 4 && v.every(x => typeof x === "number")) facts.push(`${k.replace(/_/g, " ")} ${v.join("×")}`);
-  }
-  if (facts.length) parts.unshift(el("p", {class: "try-facts", "data-numbers": JSON.stringify(a.numbers || {})}, facts.join(" · ")));
   return parts;
+}
+
+// Channel 0 of a packed (H, W, C) array, packed (a trained kernel over several input channels).
+function firstChannel(p) {
+  const a = unpack(p), [h, w, c] = a.shape;
+  const data = Array.from({length: h}, (_, i) => Array.from({length: w}, (_, j) => a.values[(i * w + j) * c]));
+  const flat = data.flat();
+  return {shape: [h, w], min: Math.min(...flat), max: Math.max(...flat), data};
 }
 
 export const FIGURES = {maps, curve, table, grid, bars, stepper, slide, tryit};

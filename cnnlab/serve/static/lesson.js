@@ -13,6 +13,10 @@ import {withRun, currentBlob} from "./state.js";
 const $ = id => document.getElementById(id);
 const VIEWS = {unit: "the numbers of this unit, step by step (unit details)", overview: "every layer on this input (overview)",
                why: "the Why it works view", training: "the Training view"};
+// The learner's four questions (issue 24), named by each step's "questions".
+const QUESTIONS = {Q1: "how does the convolution step work?", Q2: "why does it work so well?",
+                   Q3: "why does the first layer find edges, and what finds corners?",
+                   Q4: "what has it to do with the convolution of probability theory?"};
 let outline = [], current = 1, shown = 0, onMove = () => {}, companions = {}, polling = null;
 const answered = {};                          // step id -> the choice the learner made (kept while the page lives)
 
@@ -107,13 +111,13 @@ export async function show(n) {
       box.dataset.step = current;
     }
   } finally { if (token === shown) box.removeAttribute("aria-busy"); }
-  if (document.activeElement === document.body || document.activeElement?.disabled) $("lesson-heading")?.focus();
+  if (document.activeElement?.disabled) $("lesson-heading")?.focus({preventScroll: true});   // Next at the end: keep the keys' place
 }
 
 function render(box, s) {
   const figs = el("div", {class: "lesson-figures"}, ...(s.figures || []).map(f => figure(f)));
   box.replaceChildren(el("h2", {id: "lesson-heading", tabindex: -1}, `${s.step}. ${s.title}`),
-                      el("p", {class: "note lesson-questions"}, `step ${s.step} of ${s.count} · answers ${s.questions.join(", ")}`),
+                      el("p", {class: "note lesson-questions"}, s.questions.map(q => `${q}: ${QUESTIONS[q] || ""}`).join(" · ")),
                       ...(s.paragraphs || []).map(p => el("p", {class: s.applies === false ? "not-applicable" : ""}, p)));
   Object.assign(box.dataset, {step: s.step, id: s.id, applies: s.applies !== false, numbers: JSON.stringify(s.numbers || {})});
   if (s.predict && s.applies !== false) box.append(...predict(s, figs));
