@@ -184,8 +184,10 @@ function slide(f) {
 // [lo, hi]}, options {kernel, size, stride, padding, dilation, pool} (the current ones), the arrays input,
 // kernel, output, pooled (or null) and sizes {input, output, pooled}, route (POST, body: the input).
 // The route answers the same keys; they are drawn as they come.
+let tried = null;           // the learner's last settings: kept when the step is drawn again for a new input
+
 function tryit(f) {
-  const o = {kernel: "edge", size: 3, stride: 1, padding: "valid", dilation: 1, pool: 0, values: "", ...(f.options || f.defaults || {})};
+  const o = {kernel: "edge", size: 3, stride: 1, padding: "valid", dilation: 1, pool: 0, values: "", ...(f.options || f.defaults || {}), ...(tried || {})};
   const limits = {size: [1, 9], stride: [1, 4], dilation: [1, 4], pool: [0, 4], ...(f.limits || {})};
   const first = state.model.layers.find(l => l.class === "Conv2D");
   const trained = first ? first.output_shape[2] : 0;
@@ -195,6 +197,7 @@ function tryit(f) {
     else kernel.append(el("option", {value: k}, k === "custom" ? "typed numbers" : k));
   }
   kernel.value = o.kernel;
+  if (!kernel.value) kernel.selectedIndex = 0;           // a trained filter the model does not have
   const number = name => el("input", {type: "number", class: `try-${name}`, min: limits[name][0], max: limits[name][1], value: o[name], "aria-label": name});
   const padding = el("select", {class: "try-padding", "aria-label": "padding"},
     ...["valid", "same", ...Array.from({length: 4}, (_, k) => String(k + 1))].map(v => el("option", {value: v}, v === "valid" ? "valid (none)" : v)));
@@ -214,6 +217,7 @@ function tryit(f) {
   async function run() {
     const params = {kernel: kernel.value, ...Object.fromEntries(Object.entries(inputs).map(([k, i]) => [k, i.value]))};
     if (kernel.value === "custom") params.values = values.value.trim().split(/[\s,;]+/).join(",");
+    tried = {...params, values: values.value};
     const token = ++asked;
     out.setAttribute("aria-busy", "true");
     try {
@@ -224,7 +228,7 @@ function tryit(f) {
     } finally { out.removeAttribute("aria-busy"); }
   }
   showValues();
-  if (f.output) out.replaceChildren(...tryAnswer(f)); else run();
+  if (f.output && !tried) out.replaceChildren(...tryAnswer(f)); else run();
   return el("div", {class: "fig-tryit"}, form, out);
 }
 
