@@ -283,7 +283,7 @@ async function start() {
     }
     await schedule();
   }
-  lastHash = location.hash;
-  await applyLink(location.hash);
+  navigated();              // the link the page opened with, unless a hash set meanwhile is applied already
+  await chain;
 }
 start();
