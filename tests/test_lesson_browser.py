@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from test_serve_browser import (api, browser, mnist, onnx_model, open_page, resnet, server,  # noqa: F401 (fixtures)
-                                settled)
+                                settled, touch_stroke)
 
 pytestmark = pytest.mark.slow                   # a browser and servers: run by CI, skipped by -m "not slow"
 
@@ -175,14 +175,7 @@ def test_phone_reads_the_lesson_and_touch_drawing_recomputes_the_step(browser, s
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert page.locator("#lesson-heading").bounding_box()["width"] <= 390
     page.evaluate("document.getElementById('lesson-heading').dataset.old = '1'")
-    page.locator("#draw").scroll_into_view_if_needed()
-    box = page.locator("#draw").bounding_box()
-    cdp = page.context.new_cdp_session(page)
-    pt = lambda k: [{"x": box["x"] + box["width"] * (0.3 + 0.02 * k), "y": box["y"] + box["height"] * (0.2 + 0.03 * k)}]
-    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": pt(0)})
-    for k in range(1, 20):
-        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": pt(k)})
-    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    touch_stroke(page, 0.3)
     page.wait_for_function("window.explorer.state.source === 'drawing'")
     settled(page)
     page.wait_for_function("!document.getElementById('lesson-heading').dataset.old", timeout=30_000)   # drawn again

@@ -587,19 +587,25 @@ def test_tab_reaches_every_control_and_arrows_walk_the_maps_and_the_window(page)
         tab_reaches_every_visible_control(page)
 
 
+def touch_stroke(page, left):
+    """A finger's stroke on the drawing canvas (touch events, as a phone sends them), from ``left`` of its width."""
+    page.locator("#draw").scroll_into_view_if_needed()
+    box = page.locator("#draw").bounding_box()
+    cdp = page.context.new_cdp_session(page)
+    pt = lambda k: [{"x": box["x"] + box["width"] * (left + 0.02 * k), "y": box["y"] + box["height"] * (0.2 + 0.03 * k)}]
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": pt(0)})
+    for k in range(1, 20):
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": pt(k)})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
 def test_phone_size_reads_and_touch_drawing_works(browser, server, tmp_path):
     page = open_page(browser, server, 390, 844, has_touch=True, is_mobile=True)
     page.click("#clear")
     page.wait_for_timeout(300)
     settled(page)
     blank = probabilities(page)
-    box = page.locator("#draw").bounding_box()
-    cdp = page.context.new_cdp_session(page)
-    pt = lambda k: [{"x": box["x"] + box["width"] * (0.5 + 0.02 * k), "y": box["y"] + box["height"] * (0.2 + 0.03 * k)}]
-    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": pt(0)})
-    for k in range(1, 20):
-        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": pt(k)})
-    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    touch_stroke(page, 0.5)
     page.wait_for_timeout(300)
     settled(page)
     drawn = probabilities(page)
