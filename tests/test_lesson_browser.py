@@ -10,7 +10,7 @@ default model is saved as ``lesson-NN-<id>.png``.
 import json
 import math
 import os
-import shutil
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -89,10 +89,18 @@ def walk(page, url, shots=False):
                     raise
                 page.wait_for_timeout(2500)
                 wait_step(page, n)
-        assert answer["id"] == s["id"] and answer["title"] == s["title"]
+        # the step's schema (cnnlab/analysis/lesson/__init__.py)
+        assert answer["id"] == s["id"] and answer["title"] == s["title"] and answer["count"] == len(outline)
         assert isinstance(answer["paragraphs"], list) and all(isinstance(p, str) for p in answer["paragraphs"])
+        assert all(isinstance(k, str) for k in answer["numbers"])
         for f in answer["figures"]:
             assert isinstance(f, dict) and isinstance(f.get("kind"), str)
+        if answer.get("link"):                      # the detailed view it summarises, as a link the page opens
+            assert answer["link"]["view"] in ("unit", "overview", "why", "training")
+            href = "#" + urllib.parse.urlencode({k: v for k, v in answer["link"].items() if v is not None})
+            assert page.get_attribute("#lesson-step a.more", "href") == href
+        if answer.get("predict"):
+            assert 0 <= answer["predict"]["answer"] < len(answer["predict"]["choices"])
         if answer.get("applies") is False:
             assert answer["why_not"] and page.locator("#lesson-step p.not-applicable").count() >= 1
         if answer.get("predict"):                   # predict before the reveal: hidden until answered
@@ -180,8 +188,12 @@ def test_phone_reads_the_lesson_and_touch_drawing_recomputes_the_step(browser, s
     settled(page)
     page.wait_for_function("!document.getElementById('lesson-heading').dataset.old", timeout=30_000)   # drawn again
     wait_step(page, 2)
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     save(page, "lesson-phone")
+    for n in range(3, len(api(server, "api/lesson")["steps"]) + 1):     # every step reads at phone width
+        page.click("#lesson-next")
+        wait_step(page, n)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, n
+        assert page.locator("#lesson-step .error").count() == 0
     page.context.close()
     assert not page.errors, page.errors
 

@@ -13,7 +13,7 @@ import {createStepper} from "./stepper.js";
 import {fetchUnit, terms} from "./detail.js";
 import {state, withRun, currentBlob, layerInfo} from "./state.js";
 
-const COLOURS = ["#c0392b", "#2c6fbb", "#27ae60", "#8e44ad", "#d35400", "#16a085"];
+const COLOURS = ["#c0392b", "#2c6fbb", "#27ae60", "#8e44ad", "#d35400", "#16a085", "#7f8c8d", "#b8860b", "#e84393", "#34495e"];
 
 // A list of numbers from a plain list or a packed array.
 const vec = v => (v === null || v === undefined ? [] : Array.isArray(v) ? v.flat(Infinity) : Array.from(unpack(v).values));
@@ -264,8 +264,9 @@ export function figure(f) {
   let body;
   try { body = draw ? draw(f) : el("p", {class: "note"}, `(a figure of kind ${f.kind})`); }
   catch (err) { body = el("p", {class: "error"}, `this ${f.kind} figure could not be drawn: ${err.message}`); }
-  const box = el("figure", {class: `lesson-figure fig-${f.kind}`, role: "group", "aria-label": f.title || f.alt || f.kind});
-  if (f.title) box.append(el("figcaption", {class: "fig-title"}, f.title));
+  const box = el("figure", {class: `lesson-figure fig-${f.kind}`, role: "group", "aria-label": f.title || f.label || f.alt || f.kind});
+  const title = f.title || (f.kind !== "grid" && f.label);        // any figure may carry a title ("label")
+  if (title) box.append(el("figcaption", {class: "fig-title"}, title));
   box.append(body);
   if (f.alt) box.append(el("p", {class: "alt note"}, f.alt));
   return box;

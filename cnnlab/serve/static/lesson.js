@@ -17,6 +17,8 @@ const VIEWS = {unit: "the numbers of this unit, step by step (unit details)", ov
 const QUESTIONS = {Q1: "how does the convolution step work?", Q2: "why does it work so well?",
                    Q3: "why does the first layer find edges, and what finds corners?",
                    Q4: "what has it to do with the convolution of probability theory?"};
+const COMPANIONS = {mlp: "an MLP of similar size", gap: "a CNN with global average pooling", untrained: "the untrained copy",
+                    sharing: "the weight-sharing experiment"};
 let outline = [], current = 1, shown = 0, onMove = () => {}, companions = {}, polling = null;
 const answered = {};                          // step id -> the choice the learner made (kept while the page lives)
 
@@ -68,7 +70,7 @@ function showCompanions(c) {
     const s = companions[name];
     const pct = typeof s.progress === "number" ? Math.round(100 * Math.min(1, Math.max(0, s.progress))) : null;
     return el("div", {class: `companion ${s.status}`, "data-name": name, "data-status": s.status},
-      el("span", {class: "companion-name"}, name), " ",
+      el("span", {class: "companion-name"}, COMPANIONS[name] || name), " ",
       s.status === "training" && pct !== null ? el("progress", {max: 100, value: pct, "aria-label": `${name}: ${pct}% trained`}) : "",
       el("span", {class: "note"}, ` ${s.status === "training" && pct !== null ? `${pct}% · ` : ""}${s.message || s.status}`));
   }));
