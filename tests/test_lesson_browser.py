@@ -348,7 +348,7 @@ def test_companions_progress_is_shown_and_the_step_redrawn_when_one_is_ready(bro
     page.wait_for_timeout(300)
     assert len(posted) > before                    # the step was asked again once the companion was ready
     n = len(asked)
-    page.wait_for_timeout(4500)
+    page.wait_for_timeout(3000)
     assert len(asked) == n                         # nothing trains: no more polling
     page.context.close()
     assert not page.errors, page.errors

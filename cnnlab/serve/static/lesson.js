@@ -19,7 +19,7 @@ const QUESTIONS = {Q1: "how does the convolution step work?", Q2: "why does it w
                    Q4: "what has it to do with the convolution of probability theory?"};
 const COMPANIONS = {mlp: "an MLP of similar size", gap: "a CNN with global average pooling", untrained: "the untrained copy",
                     sharing: "the weight-sharing experiment"};
-let outline = [], current = 1, shown = 0, onMove = () => {}, companions = {}, polling = null;
+let outline = [], current = 1, onMove = () => {}, companions = {}, polling = null;
 const answered = {};                          // step id -> the choice the learner made (kept while the page lives)
 
 const active = () => $("view-lesson").classList.contains("active");
@@ -89,9 +89,11 @@ async function poll() {
 // ---------------------------------------------------------------------------
 // One step
 // ---------------------------------------------------------------------------
+// Step n for the current input. One request at a time: a step or an input asked meanwhile is asked
+// once more when it returns (drawing sends many inputs; the server computes only the last).
+let asking = false, again = false;
 export async function show(n) {
   current = Math.min(Math.max(1, n || 1), outline.length || 1);
-  const token = ++shown;
   for (const a of document.querySelectorAll("#lesson-steps a")) {
     const here = +a.dataset.step === current;
     a.classList.toggle("active", here);
@@ -100,19 +102,29 @@ export async function show(n) {
   for (const b of document.querySelectorAll(".lesson-back")) b.disabled = current === 1;
   for (const b of document.querySelectorAll(".lesson-next")) b.disabled = current === outline.length;
   for (const w of document.querySelectorAll(".lesson-where")) w.textContent = `step ${current} of ${outline.length}`;
+  if (asking) { again = true; return; }
+  asking = true;
   const box = $("lesson-step");
   box.setAttribute("aria-busy", "true");
   try {
-    const s = await postImage(`/api/lesson/${current}` + withRun(), await currentBlob());
-    if (token !== shown) return;
-    render(box, s);
-  } catch (err) {
-    if (token === shown) {
-      box.replaceChildren(el("h2", {id: "lesson-heading", tabindex: -1}, outline[current - 1] ? `${current}. ${outline[current - 1].title}` : `step ${current}`),
-                          el("p", {class: "error", role: "alert"}, err.message));
-      box.dataset.step = current;
-    }
-  } finally { if (token === shown) box.removeAttribute("aria-busy"); }
+    do {
+      again = false;
+      const asked = current;
+      try {
+        const s = await postImage(`/api/lesson/${asked}` + withRun(), await currentBlob());
+        if (!again) render(box, s);
+      } catch (err) {
+        if (!again) {
+          box.replaceChildren(el("h2", {id: "lesson-heading", tabindex: -1}, outline[asked - 1] ? `${asked}. ${outline[asked - 1].title}` : `step ${asked}`),
+                              el("p", {class: "error", role: "alert"}, err.message));
+          box.dataset.step = asked;
+        }
+      }
+    } while (again);
+  } finally {
+    asking = false;
+    box.removeAttribute("aria-busy");
+  }
   if (document.activeElement?.disabled) $("lesson-heading")?.focus({preventScroll: true});   // Next at the end: keep the keys' place
 }
 
