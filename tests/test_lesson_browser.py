@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from test_serve_browser import (api, browser, mnist, onnx_model, open_page, resnet, server,  # noqa: F401 (fixtures)
-                                settled, touch_stroke)
+                                settled, tab_reaches_every_visible_control, touch_stroke)
 
 pytestmark = pytest.mark.slow                   # a browser and servers: run by CI, skipped by -m "not slow"
 
@@ -316,6 +316,7 @@ def test_every_figure_kind_is_drawn_from_the_servers_numbers(browser, server):
     assert "(a figure of kind no-such-kind)" in figs.nth(8).inner_text()
     assert figs.locator(":scope > .alt").all_inner_texts() == [f["alt"] for f in step["figures"]]
     assert page.locator("#lesson-step a.more").get_attribute("href") == "#view=overview"
+    tab_reaches_every_visible_control(page)         # keyboard alone: every control of every figure
     save(page, "lesson-figure-kinds")
     page.context.close()
     assert not page.errors, page.errors
