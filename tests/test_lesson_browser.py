@@ -54,6 +54,13 @@ def same_numbers(a, b):
             assert x == y, (k, x, y)
 
 
+def fits(page):
+    """The lesson needs no sideways scrolling: its view is as wide as its content (wide figures scroll in
+    their own boxes)."""
+    return page.evaluate("(() => { const v = document.getElementById('view-lesson');"
+                         " return v.scrollWidth <= v.clientWidth + 1; })()")
+
+
 def save(page, name):
     target = os.environ.get("CNNLAB_SCREENSHOTS")
     if target:
@@ -113,6 +120,7 @@ def walk(page, url, shots=False):
             if f.get("alt"):                        # the text alternative, with the numbers, under each figure
                 assert shown_figures.nth(k).locator(":scope > .alt").inner_text() == f["alt"]
         assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"], n
+        assert fits(page), n
         if shots:
             save(page, f"lesson-{n:02d}-{s['id']}")
         if n < len(outline):
@@ -193,6 +201,7 @@ def test_phone_reads_the_lesson_and_touch_drawing_recomputes_the_step(browser, s
         page.click("#lesson-next")
         wait_step(page, n)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, n
+        assert fits(page), n
         assert page.locator("#lesson-step .error").count() == 0
     page.context.close()
     assert not page.errors, page.errors
