@@ -68,6 +68,20 @@ def save(page, name):
         page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
 
 
+def tried(page, url, figure, blob):
+    """Try-it: stride 2 asks the server again; the sizes drawn are the route's for the same settings."""
+    before = page.inner_text(".try-sizes")
+    page.fill(".try-stride", "2")
+    page.locator(".try-stride").dispatch_event("change")
+    page.wait_for_function(f"document.querySelector('.try-sizes').textContent !== {json.dumps(before)}", timeout=30_000)
+    options = {**figure.get("options", {}), "stride": 2}
+    r = page.context.request.post(f"{url}api/lesson/try{QUERY}&{urllib.parse.urlencode(options)}", data=blob,
+                                  headers={"Content-Type": "image/png"})
+    assert r.ok, r.text()
+    shown = json.loads(page.get_attribute(".try-sizes", "data-sizes"))
+    assert shown["output"] == r.json()["sizes"]["output"] and shown["input"] == r.json()["sizes"]["input"]
+
+
 def walk(page, url, shots=False):
     """Every step from 1 to N, by the Next button: checked against the outline and the server's numbers."""
     outline = api(url, "api/lesson")["steps"]
@@ -121,6 +135,9 @@ def walk(page, url, shots=False):
                 assert shown_figures.nth(k).locator(":scope > .alt").inner_text() == f["alt"]
         assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"], n
         assert fits(page), n
+        for f in answer["figures"]:
+            if f["kind"] == "tryit":
+                tried(page, url, f, blob)
         if shots:
             save(page, f"lesson-{n:02d}-{s['id']}")
         if n < len(outline):
