@@ -13,8 +13,8 @@ export async function fetchUnit(layer, channel, y, x) {
 }
 
 // Tell the page (deep links) which unit is shown.
-function moved(layer, channel, y, x) {
-  document.dispatchEvent(new CustomEvent("unit", {detail: {layer, channel, y, x}}));
+function moved(layer, channel, y, x, byPlay = false) {
+  document.dispatchEvent(new CustomEvent("unit", {detail: {layer, channel, y, x, byPlay}}));
 }
 
 // A new input while a unit is shown: the same unit, recomputed on it.
@@ -57,7 +57,7 @@ async function spatialUnit(info, channel, y, x) {
     output: state.activations[info.name], input,
     inputName: src === "input" ? "input image" : `layer's input (the output of ${src})`,
     terms: d => { head.replaceChildren(heading(info, d)); field.replaceChildren(...receptiveField(d)); return terms(d); },
-    onMove: (c, yy, xx) => moved(info.name, c, yy, xx), aside: field,
+    onMove: (c, yy, xx, byPlay) => moved(info.name, c, yy, xx, byPlay), aside: field,
   });
   stepperKey = key;
   const chan = el("input", {type: "number", min: 0, max: info.output_shape[2] - 1, value: channel, id: "unit-channel", "aria-label": "output channel"});

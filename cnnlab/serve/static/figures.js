@@ -102,7 +102,7 @@ function stepper(f) {
   const [y, x] = f.position || [f.y ?? 0, f.x ?? 0];
   s.go(f.channel ?? 0, y, x);
   const box = el("div", {class: "fig-stepper"}, s.element);
-  box.stepper = s;
+  box.stop = () => s.stop();               // the lesson stops a playing window when it draws the step again
   return box;
 }
 
@@ -174,7 +174,9 @@ function slide(f) {
   }
   slider.addEventListener("input", () => { stop(); draw(); });
   draw();
-  return el("div", {class: "fig-slide"}, el("div", {class: "controls"}, play, el("label", {}, " shift ", slider)), text, el("div", {class: "scroll"}, svg));
+  const box = el("div", {class: "fig-slide"}, el("div", {class: "controls"}, play, el("label", {}, " shift ", slider)), text, el("div", {class: "scroll"}, svg));
+  box.stop = stop;
+  return box;
 }
 
 // ---------------------------------------------------------------------------

@@ -129,6 +129,7 @@ export async function show(n) {
 }
 
 function render(box, s) {
+  for (const e of box.querySelectorAll(".fig-stepper, .fig-slide")) e.stop?.();     // no timer outlives its figure
   const figs = el("div", {class: "lesson-figures"}, ...(s.figures || []).map(f => figure(f)));
   box.replaceChildren(el("h2", {id: "lesson-heading", tabindex: -1}, `${s.step}. ${s.title}`),
                       el("p", {class: "note lesson-questions"}, s.questions.map(q => `${q}: ${QUESTIONS[q] || ""}`).join(" · ")),
