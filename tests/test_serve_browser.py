@@ -142,9 +142,13 @@ def browser():
         b.close()
 
 
-def open_page(browser, url, width=1400, height=900, **context):
-    """A page at ``url`` once its first prediction is shown; ``page.errors`` collects script errors."""
+def open_page(browser, url, width=1400, height=900, first_visit=False, **context):
+    """A page at ``url`` once its first prediction is shown; ``page.errors`` collects script errors.
+    A first visit with no link opens the lesson; these tests are a returning learner's (the overview)
+    unless ``first_visit``."""
     ctx = browser.new_context(viewport={"width": width, "height": height}, **context)
+    if not first_visit:
+        ctx.add_init_script("localStorage.setItem('cnnlab-lesson-seen', '1')")
     page = ctx.new_page()
     page.errors = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
@@ -304,7 +308,7 @@ def test_an_mnist_run_meets_its_own_digits_and_plain_words(browser, tmp_path):
     try:
         assert "(Ctrl-C stops)" in proc.stdout.readline()
         page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"http://127.0.0.1:{port}/")
+        page.goto(f"http://127.0.0.1:{port}/#view=overview")
         page.wait_for_selector("#top-class", timeout=30_000)
         settled(page)
         first = page.locator("#examples img").first
@@ -583,19 +587,25 @@ def test_tab_reaches_every_control_and_arrows_walk_the_maps_and_the_window(page)
         tab_reaches_every_visible_control(page)
 
 
+def touch_stroke(page, left):
+    """A finger's stroke on the drawing canvas (touch events, as a phone sends them), from ``left`` of its width."""
+    page.locator("#draw").scroll_into_view_if_needed()
+    box = page.locator("#draw").bounding_box()
+    cdp = page.context.new_cdp_session(page)
+    pt = lambda k: [{"x": box["x"] + box["width"] * (left + 0.02 * k), "y": box["y"] + box["height"] * (0.2 + 0.03 * k)}]
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": pt(0)})
+    for k in range(1, 20):
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": pt(k)})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
 def test_phone_size_reads_and_touch_drawing_works(browser, server, tmp_path):
     page = open_page(browser, server, 390, 844, has_touch=True, is_mobile=True)
     page.click("#clear")
     page.wait_for_timeout(300)
     settled(page)
     blank = probabilities(page)
-    box = page.locator("#draw").bounding_box()
-    cdp = page.context.new_cdp_session(page)
-    pt = lambda k: [{"x": box["x"] + box["width"] * (0.5 + 0.02 * k), "y": box["y"] + box["height"] * (0.2 + 0.03 * k)}]
-    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": pt(0)})
-    for k in range(1, 20):
-        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": pt(k)})
-    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    touch_stroke(page, 0.5)
     page.wait_for_timeout(300)
     settled(page)
     drawn = probabilities(page)

@@ -201,12 +201,15 @@ async function openUnit(layer, channel, y, x) {
   await showUnit(layer, channel, y, x);
 }
 
-// The unit view reports each unit it shows; while a unit plays, the link follows without new entries.
+// The unit view reports each unit it shows; a play makes one entry of its own, which the link then
+// follows without new entries (a step already asked when the learner pauses included).
+let playEntry = false;
 document.addEventListener("unit", e => {
-  const {layer, channel, y, x} = e.detail;
-  const replace = current.view === "unit" && current.layer === layer && window.explorer.stepper?.playing();
+  const {layer, channel, y, x, byPlay} = e.detail;
+  const playing = current.view === "unit" && current.layer === layer && !!byPlay;
   current = {view: "unit", layer, c: channel, y, x};
-  link(replace);
+  link(playing && playEntry);
+  playEntry = playing && !applying;
 });
 
 // Open what a link names: its example first (so the unit is computed on it), then its view.
@@ -283,7 +286,7 @@ async function start() {
     }
     await schedule();
   }
-  lastHash = location.hash;
-  await applyLink(location.hash);
+  navigated();              // the link the page opened with, unless a hash set meanwhile is applied already
+  await chain;
 }
 start();

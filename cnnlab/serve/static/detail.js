@@ -8,13 +8,13 @@ import {createStepper} from "./stepper.js";
 const box = () => document.getElementById("details");
 let stepper = null, stepperKey = null;
 
-async function fetchUnit(layer, channel, y, x) {
+export async function fetchUnit(layer, channel, y, x) {
   return postImage("/api/unit" + withRun({layer, channel, y, x}), await currentBlob());
 }
 
 // Tell the page (deep links) which unit is shown.
-function moved(layer, channel, y, x) {
-  document.dispatchEvent(new CustomEvent("unit", {detail: {layer, channel, y, x}}));
+function moved(layer, channel, y, x, byPlay = false) {
+  document.dispatchEvent(new CustomEvent("unit", {detail: {layer, channel, y, x, byPlay}}));
 }
 
 // A new input while a unit is shown: the same unit, recomputed on it.
@@ -57,7 +57,7 @@ async function spatialUnit(info, channel, y, x) {
     output: state.activations[info.name], input,
     inputName: src === "input" ? "input image" : `layer's input (the output of ${src})`,
     terms: d => { head.replaceChildren(heading(info, d)); field.replaceChildren(...receptiveField(d)); return terms(d); },
-    onMove: (c, yy, xx) => moved(info.name, c, yy, xx), aside: field,
+    onMove: (c, yy, xx, byPlay) => moved(info.name, c, yy, xx, byPlay), aside: field,
   });
   stepperKey = key;
   const chan = el("input", {type: "number", min: 0, max: info.output_shape[2] - 1, value: channel, id: "unit-channel", "aria-label": "output channel"});
@@ -103,9 +103,9 @@ function receptiveField(d) {
 }
 
 // The equation line, with the numbers as data attributes (tests read them).
-function equation(d, ...lines) {
+function equation(d, prefix, ...lines) {
   const diff = Math.abs(d.value - d.model_value);
-  const e = el("div", {class: "equation", id: "unit-equation", "data-value": d.value, "data-model-value": d.model_value,
+  const e = el("div", {class: "equation", id: `${prefix}-equation`, "data-value": d.value, "data-model-value": d.model_value,
                        "data-sum": d.sum ?? "", "data-bias": d.bias ?? "", "data-layer": d.layer, "data-channel": d.channel,
                        "data-y": d.y, "data-x": d.x});
   for (const line of lines) e.append(el("div", {}, line));
@@ -113,16 +113,20 @@ function equation(d, ...lines) {
   return e;
 }
 
-function terms(d) {
-  if (d.kind === "conv") return conv(d);
-  if (d.kind === "pool") return pool(d);
-  if (d.kind === "dense") return dense(d);
-  if (d.kind === "norm") return norm(d);
-  if (d.kind === "activation") return [equation(d, `${d.function}: ${d.formula} at x = ${fmt(d.input)} gives ${fmt(d.value)}`)];
-  return [equation(d, `${d.layer_class} combines or moves values without weights: this unit is ${fmt(d.value)}`)];
+// The unit view's tables keep their plain ids; another view's are prefixed.
+const tableId = (prefix, name) => (prefix === "unit" ? name : `${prefix}-${name}`);
+
+// The numbers behind unit d; ``prefix`` names the elements' ids (the lesson shows a unit too).
+export function terms(d, prefix = "unit") {
+  if (d.kind === "conv") return conv(d, prefix);
+  if (d.kind === "pool") return pool(d, prefix);
+  if (d.kind === "dense") return dense(d, prefix);
+  if (d.kind === "norm") return norm(d, prefix);
+  if (d.kind === "activation") return [equation(d, prefix, `${d.function}: ${d.formula} at x = ${fmt(d.input)} gives ${fmt(d.value)}`)];
+  return [equation(d, prefix, `${d.layer_class} combines or moves values without weights: this unit is ${fmt(d.value)}`)];
 }
 
-function conv(d) {
+function conv(d, prefix) {
   const patch = unpack(d.patch), kernel = unpack(d.kernel), prods = unpack(d.products);
   const [kh, kw, cg] = kernel.shape;
   const get = (a, ch) => (i, j) => a.values[(i * kw + j) * cg + ch];
@@ -150,10 +154,10 @@ function conv(d) {
   return [el("p", {class: "note"}, `kernel ${kh}×${kw} over ${cg} input channel${cg > 1 ? "s" : ""}` +
     (d.groups > 1 ? ` (channels ${d.channels[0]}…${d.channels[d.channels.length - 1]}: group ${Math.floor(d.channels[0] / cg) + 1} of ${d.groups})` : "") +
     `, stride ${d.strides.join("×")}, dilation ${d.dilation.join("×")}, padding top ${d.pads[0]} bottom ${d.pads[1]} left ${d.pads[2]} right ${d.pads[3]}.`),
-    equation(d, general, here, sumLine), chans];
+    equation(d, prefix, general, here, sumLine), chans];
 }
 
-function pool(d) {
+function pool(d, prefix) {
   const win = unpack(d.window);
   const [kh, kw] = win.shape;
   const mark = d.argmax ? (i, j) => i === d.argmax[0] && j === d.argmax[1] : () => false;
@@ -162,27 +166,27 @@ function pool(d) {
   if (kh * kw <= 400) out.push(numberGrid(kh, kw, (i, j) => win.values[i * kw + j], Math.min(0, win.min), Math.max(win.max, 1e-12), {mark, muted}));
   const text = d.op === "max" ? `max of the window = ${fmt(d.value)}: the input at window row ${d.argmax[0]}, column ${d.argmax[1]} won (outlined)`
     : d.op === "mean" ? `average of the ${kh * kw} values = ${fmt(d.value)}` : `kept pixel = ${fmt(d.value)}`;
-  out.unshift(equation(d, text));
+  out.unshift(equation(d, prefix, text));
   return out;
 }
 
-function norm(d) {
-  const t = el("table", {class: "grid", id: "norm-table"},
+function norm(d, prefix) {
+  const t = el("table", {class: "grid", id: tableId(prefix, "norm-table")},
     ...[["input x", d.input], ["mean used (running mean)", d.mean], ["variance used (running variance)", d.var], ["ε", d.eps],
         ["x̂ = (x − mean) / √(variance + ε)", d.x_hat], ["scale γ", d.gamma], ["shift β", d.beta], ["output γ·x̂ + β", d.value]]
       .map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, fmt(v)))));
-  return [equation(d, `(${fmt(d.input)} − ${fmt(d.mean)}) / √(${fmt(d.var)} + ${d.eps}) = ${fmt(d.x_hat)};  ${fmt(d.gamma)} × ${fmt(d.x_hat)} + ${fmt(d.beta)} = ${fmt(d.value)}`), t];
+  return [equation(d, prefix, `(${fmt(d.input)} − ${fmt(d.mean)}) / √(${fmt(d.var)} + ${d.eps}) = ${fmt(d.x_hat)};  ${fmt(d.gamma)} × ${fmt(d.x_hat)} + ${fmt(d.beta)} = ${fmt(d.value)}`), t];
 }
 
-function dense(d) {
+function dense(d, prefix) {
   const v = unpack(d.inputs), w = unpack(d.weights), p = unpack(d.products);
-  const t = el("table", {class: "grid", id: "dense-table"});
+  const t = el("table", {class: "grid", id: tableId(prefix, "dense-table")});
   t.append(el("tr", {}, el("th", {}, "input"), el("th", {}, "value"), el("th", {}, "weight"), el("th", {}, "weight × value")));
   for (const k of d.top) t.append(el("tr", {}, el("td", {}, k), el("td", {}, fmt(v.values[k])), el("td", {}, fmt(w.values[k])), el("td", {}, fmt(p.values[k]))));
   if (d.rest_count) t.append(el("tr", {class: "rest"}, el("td", {colspan: 3}, `the other ${d.rest_count} products`), el("td", {}, fmt(d.rest_sum))));
   t.append(el("tr", {}, el("td", {colspan: 3}, "bias"), el("td", {}, fmt(d.bias))));
   return [el("p", {}, `${v.values.length} inputs, each times its weight; the ${d.top.length} largest products by size:`), t,
-    equation(d, `Σ products = ${fmt(d.sum)};  ${fmt(d.sum)} + bias ${fmt(d.bias)} = ${fmt(d.value)}`)];
+    equation(d, prefix, `Σ products = ${fmt(d.sum)};  ${fmt(d.sum)} + bias ${fmt(d.bias)} = ${fmt(d.value)}`)];
 }
 
 export function showSoftmax(p, names) {

@@ -160,7 +160,13 @@ export function lineChart(series, {width = 420, height = 200, xlabel = "", ylabe
   add("line", {x1: m.l, y1: m.t, x2: m.l, y2: height - m.b, stroke: "#999"});
   add("text", {x: m.l - 4, y: m.t + 8, "text-anchor": "end", "font-size": 10}, fmt(y1));
   add("text", {x: m.l - 4, y: height - m.b, "text-anchor": "end", "font-size": 10}, fmt(y0));
-  add("text", {x: width - m.r, y: height - m.b + 14, "text-anchor": "end", "font-size": 10}, `${xlabel} ${fmt(x1)}`);
+  const tick = v => (Number.isInteger(v) ? String(v) : fmt(v));
+  add("text", {x: m.l, y: height - m.b + 14, "text-anchor": "start", "font-size": 10}, tick(x0));
+  add("text", {x: width - m.r, y: height - m.b + 14, "text-anchor": "end", "font-size": 10}, `${xlabel} ${tick(x1)}`);
+  if (x0 < 0 && x1 > 0) {                                // x = 0 marked when the axis spans it
+    add("line", {x1: X(0), y1: m.t, x2: X(0), y2: height - m.b, stroke: "#ccc", "stroke-dasharray": "3 3"});
+    add("text", {x: X(0), y: height - m.b + 14, "text-anchor": "middle", "font-size": 10}, "0");
+  }
   add("text", {x: m.l + 4, y: m.t + 8, "font-size": 10, fill: "#666"}, ylabel);
   series.forEach((s, k) => {
     const pts = s.points.filter(p => Number.isFinite(p[1]));

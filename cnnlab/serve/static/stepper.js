@@ -24,7 +24,7 @@ export function firstUnpadded(d) {
  *   input:    the layer's input, unpacked (H, W, C), or null when it reads several layers
  *   inputName: what the input is ("input image", "output of relu")
  *   terms(d): elements explaining detail d (called after each step)
- *   onMove(channel, y, x): told after each step (deep links)
+ *   onMove(channel, y, x, byPlay): told after each step (deep links); byPlay: the step was play's
  *   aside:    an element shown beside the maps (the unit details put the receptive field there)
  * Returns {element, go(channel, y, x), play(), stop(), detail()}.
  */
@@ -114,7 +114,7 @@ export function createStepper({fetchUnit, output, input, inputName, terms, onMov
     termBox.replaceChildren(...terms(d));
   }
 
-  async function go(channel, y, x) {
+  async function go(channel, y, x, byPlay = false) {
     try {
       d = await fetchUnit(channel, y, x);
     } catch (err) {
@@ -123,28 +123,28 @@ export function createStepper({fetchUnit, output, input, inputName, terms, onMov
       return;
     }
     render();
-    onMove(d.channel, d.y, d.x);
+    onMove(d.channel, d.y, d.x, byPlay);
   }
 
-  function step(dy, dx) {
+  function step(dy, dx, byPlay = false) {
     if (!d) return Promise.resolve();
     let y = d.y + dy, x = d.x + dx;
     if (x >= W) { x = 0; y += 1; } else if (x < 0) { x = W - 1; y -= 1; }
     if (y >= H || y < 0) { stop(); return Promise.resolve(); }
-    return go(d.channel, y, x);
+    return go(d.channel, y, x, byPlay);
   }
 
   function play() {
     if (!d) return;
     const [y0, x0] = firstUnpadded(d);
-    const start = (d.y < y0 || (d.y === y0 && d.x < x0) || d.y * W + d.x === H * W - 1) ? go(d.channel, y0, x0) : Promise.resolve();
+    const start = (d.y < y0 || (d.y === y0 && d.x < x0) || d.y * W + d.x === H * W - 1) ? go(d.channel, y0, x0, true) : Promise.resolve();
     playButton.textContent = "pause";
     pending = true;
     start.then(() => { pending = false; });
     timer = setInterval(async () => {
       if (pending) return;
       pending = true;
-      await step(0, 1);
+      await step(0, 1, true);
       pending = false;
     }, SPEEDS[speed]);
     return start;
