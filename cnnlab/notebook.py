@@ -20,11 +20,13 @@ processes (``spawn``), never forked.
 """
 from __future__ import annotations
 
-import html
 import sys
 import time
 
+import numpy as np
+
 from .callbacks import Callback
+from .html import esc, img_tag, table_html
 
 LIVE_SECONDS = 2.0          # the live loss curve is redrawn at most this often (and at every epoch's end)
 
@@ -85,7 +87,6 @@ class LiveLoss(Callback):
 
     def figure(self):
         """The curve as a matplotlib figure (loss against optimizer step)."""
-        import numpy as np
         from .plots import new_figure
         fig = new_figure(7, 3)
         ax = fig.add_subplot(1, 1, 1)
@@ -121,7 +122,6 @@ class LiveLoss(Callback):
 # ---------------------------------------------------------------------------
 def model_html(model) -> str:
     """``summary()``'s table as HTML: every layer's output shape, parameters and multiply-adds, and totals."""
-    from .explain.common import esc, table_html
     header, rows, totals = model.summary_table()
     title = (f"<p><b>{esc(model.name)}</b> ({type(model).__name__}), input "
              f"<code>{esc(totals['input'])}</code></p>")
@@ -132,13 +132,11 @@ def model_html(model) -> str:
 
 def figure_html(data: bytes, alt: str, mime: str = "image/png", width: str = "100%") -> str:
     """A picture (PNG, or an animated GIF) inlined in the cell (a ``data:`` URI: the notebook keeps it when saved)."""
-    from .explain.common import img_tag
     return img_tag(data, alt, mime=mime, width=width)
 
 
 def numbers_html(pairs) -> str:
     """``(name, value)`` pairs as a two-column table; numbers shown with four significant digits."""
-    from .explain.common import table_html
 
     def text(v):
         if isinstance(v, bool) or v is None:
@@ -152,4 +150,4 @@ def numbers_html(pairs) -> str:
 
 
 def heading_html(text: str) -> str:
-    return f"<h4>{html.escape(text)}</h4>"
+    return f"<h4>{esc(text)}</h4>"

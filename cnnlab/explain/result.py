@@ -36,7 +36,7 @@ class ExplainResult(dict):
 
     def _repr_html_(self) -> str:
         from ..notebook import figure_html, heading_html, numbers_html
-        from .common import esc
+        from ..html import esc
         pictures = "".join(figure_html(p.read_bytes(), p.name, "image/gif" if p.suffix == ".gif" else "image/png")
                            for p in self.pictures if p.is_file())
         text = f"<p>{esc(self.text)}</p>" if self.text else ""
