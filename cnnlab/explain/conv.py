@@ -570,7 +570,9 @@ def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, pad
     _write_page(files["html"], result, frames_png, gif_bytes, summary_png, edge_png, records, integers, frame_ms)
     result["files"] = {k: str(v) for k, v in files.items()}
     return ExplainResult(result, "The convolution step", out, [files["gif"].name, files["output_png"].name,
-                                                              files["edge_png"].name], edges["text"])
+                                                              files["edge_png"].name],
+                         texts.conv_step(kernel.shape[:2], x.shape[:2], y.shape) + " "
+                         + texts.edge_summary(edges["description"], edges["kernels"]))
 
 
 def _write_page(path, result, frames_png, gif_bytes, summary_png, edge_png, records, integers, frame_ms):
