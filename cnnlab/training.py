@@ -59,7 +59,7 @@ class Trainer:
             ``MPI.COMM_WORLD`` when started by ``mpiexec`` with several ranks; ``False``: this process only.
             Only rank 0 prints.
         live: in a notebook, draw the loss curve in the cell while training (``cnnlab.notebook.LiveLoss``,
-            redrawn at most every 2 s); a number instead of ``True`` sets those seconds.
+            redrawn at most every 2 s); a positive number instead of ``True`` sets those seconds.
         stop: an object whose ``received`` becomes a signal number to stop after the current batch
             (``cnnlab.runs.stop.StopSignals``); under MPI the ranks stop after the same batch.
 

@@ -69,7 +69,7 @@ def test_inside_a_kernel_fit_runs_in_one_process_with_the_notebook_bar_and_the_l
         "rng = np.random.default_rng(0)\n"
         "x, y = rng.uniform(0, 1, (256, 6, 6, 1)).astype(np.float32), rng.integers(0, 3, 256)\n"
         "model = cnnlab.Sequential([Flatten(), Dense(3)], input_shape=(6, 6, 1))\n"
-        "history = model.fit(x, y, epochs=2, batch_size=32, verbose=1, live=0.0)\n"
+        "history = model.fit(x, y, epochs=2, batch_size=32, verbose=1, live=0.001)\n"
         "print('epochs', len(history['loss']))",
         "model")]
     nb = execute(nb, tmp_path, monkeypatch)
