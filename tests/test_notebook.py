@@ -192,3 +192,61 @@ print([m for m in {NOTEBOOK_PACKAGES!r} if m in sys.modules])
                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook_host, status", [("localhost", 200), ("127.0.0.1", 403)])
+def test_the_explorer_in_an_iframe_works_from_a_notebook_at_localhost(tmp_path, notebook_host, status):
+    """What docs/notebooks/README.md says: the IFrame's page may change state (here: a prediction, a POST that
+    needs the server's cookie) inside a notebook page at ``localhost``, the same site; from ``127.0.0.1`` the
+    browser withholds the cookie and the server refuses."""
+    import http.server
+    import io
+    import shutil
+    import threading
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from PIL import Image
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    import cnnlab.serve
+    server = cnnlab.serve.show(cnnlab.models.lenet5(), runs=tmp_path / "runs", display=False)
+    page_html = server._repr_html_().encode()
+
+    class Notebook(http.server.BaseHTTPRequestHandler):       # stands in for Jupyter's page holding the cell
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html><body>" + page_html + b"</body></html>")
+
+        def log_message(self, *args):
+            pass
+
+    notebook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Notebook)
+    threading.Thread(target=notebook.serve_forever, daemon=True).start()
+    buf = io.BytesIO()
+    Image.new("L", (28, 28), 0).save(buf, format="PNG")
+    png = list(buf.getvalue())
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(f"http://{notebook_host}:{notebook.server_address[1]}/")
+            frame = page.frame_locator("iframe")
+            frame.locator("body").wait_for(timeout=60_000)
+            explorer = next(f for f in page.frames if f.url.startswith(server.url))
+            got = explorer.evaluate("""async (bytes) => {
+                const r = await fetch('api/predict', {method: 'POST', body: new Uint8Array(bytes),
+                                                      headers: {'Content-Type': 'image/png'}});
+                return [r.status, await r.text()];
+            }""", png)
+            browser.close()
+    finally:
+        notebook.shutdown()
+        server.stop()
+    assert got[0] == status, got[1][:300]
+    if status == 200:
+        assert len(json.loads(got[1])["probabilities"]) == 10
