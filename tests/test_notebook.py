@@ -160,14 +160,14 @@ def test_serve_show_answers_on_loopback_and_stops_when_asked(tmp_path):
     pytest.importorskip("uvicorn")
     httpx = pytest.importorskip("httpx")
     import cnnlab.serve
-    server = cnnlab.serve.show(cnnlab.models.lenet5(), runs=tmp_path / "runs", display=False)
+    server = cnnlab.serve.show(cnnlab.models.lenet5(), runs=tmp_path / "runs", display=False, view="why")
     try:
-        assert server.running and server.url == f"http://localhost:{server.port}/"
+        assert server.running and server.page == server.url + "#view=why" and server.url == f"http://localhost:{server.port}/"
         answer = httpx.get(f"http://127.0.0.1:{server.port}/api/model", timeout=30)
         assert answer.status_code == 200 and answer.json()["input_shape"] == [28, 28, 1]
         listening = [s.getsockname() for srv in server._server.servers for s in srv.sockets]
         assert listening and all(addr[0] == "127.0.0.1" for addr in listening)     # loopback only
-        assert f'src="{server.url}"' in server._repr_html_()
+        assert f'src="{server.url}#view=why"' in server._repr_html_()
     finally:
         server.stop()
     assert not server.running

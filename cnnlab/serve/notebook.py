@@ -20,6 +20,7 @@ machine cannot be reached (Colab-like) cannot show it. The page is ``localhost``
 from __future__ import annotations
 
 import atexit
+import html
 import socket
 import threading
 import time
@@ -33,9 +34,10 @@ START_SECONDS = 30                  # how long show() waits for the server to an
 class ShownServer:
     """A running explorer: ``url``, ``port``, ``stop()``; shown in a cell as the page in an IFrame."""
 
-    def __init__(self, server, thread, port, model_name, height):
+    def __init__(self, server, thread, port, model_name, height, view=None):
         self._server, self._thread, self.port, self.height = server, thread, port, height
         self.url = f"http://{PAGE_HOST}:{port}/"
+        self.page = self.url + (f"#view={view}" if view else "")      # what the IFrame opens
         self.model_name = model_name
 
     @property
@@ -55,10 +57,10 @@ class ShownServer:
 
     def _repr_html_(self) -> str:
         if not self.running:
-            return f"<p>The explorer of {self.model_name} at {self.url} is stopped.</p>"
-        return (f'<iframe src="{self.url}" width="100%" height="{int(self.height)}" style="border:1px solid #ddd" '
+            return f"<p>The explorer of {html.escape(self.model_name)} at {self.url} is stopped.</p>"
+        return (f'<iframe src="{html.escape(self.page)}" width="100%" height="{int(self.height)}" style="border:1px solid #ddd" '
                 f'title="cnnlab explorer"></iframe><p style="font-size:smaller">The explorer of '
-                f'{self.model_name}: <a href="{self.url}" target="_blank">{self.url}</a> (open it in a tab; '
+                f'{html.escape(self.model_name)}: <a href="{html.escape(self.page)}" target="_blank">{self.url}</a> (open it in a tab; '
                 f'<code>.stop()</code> stops it)</p>')
 
 
@@ -69,14 +71,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def show(model_or_run, port: int | None = None, runs="runs", height: int = 720, data_dir=None,
+def show(model_or_run, port: int | None = None, runs="runs", height: int = 720, data_dir=None, view=None,
          display: bool = True) -> ShownServer:
     """Start the explorer of ``model_or_run`` in a background thread and show it in the cell.
 
     ``model_or_run``: what ``cnnlab serve`` takes (``None``: the default subject), or a model object.
 
     ``port``: default a free one; ``runs``: the folder of run directories it lists and writes (as
-    ``cnnlab serve --runs``); ``display=False`` only starts it (the returned object shows it as a cell's
+    ``cnnlab serve --runs``); ``view``: the page's view to open (``"overview"``, ``"unit"``, ``"why"``,
+    ``"training"``, ``"lesson"``: the address's ``#view=``); ``display=False`` only starts it (the returned object shows it as a cell's
     value). Returns the running server; ``stop()`` stops it.
     """
     from .cli import _require_extra, allowed_hosts, resolve_model
@@ -104,7 +107,7 @@ def show(model_or_run, port: int | None = None, runs="runs", height: int = 720, 
             raise RuntimeError(f"cnnlab.serve.show: the server did not start on {HOST}:{port} "
                                "(is the port taken? pass another port=)")
         time.sleep(0.05)
-    shown = ShownServer(server, thread, port, model.name, height)
+    shown = ShownServer(server, thread, port, model.name, height, view)
     atexit.register(shown.stop)
     if display:
         from ..notebook import in_notebook
