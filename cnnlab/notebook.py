@@ -5,7 +5,7 @@
 * :func:`progress_bar` -- ``fit``'s bar: tqdm's notebook widget in a kernel (``tqdm.auto``; plain text when
   ``ipywidgets`` is missing), the terminal bar on a terminal, none otherwise;
 * :class:`LiveLoss` -- the loss curve drawn in the cell while training (``fit(..., live=True)``), redrawn at
-  most every ``every`` seconds so that drawing never costs more than a few percent of training;
+  most every 2 seconds and never for more than about a tenth of the time between epochs;
 * :func:`model_html` -- a model as a cell's value: ``summary()``'s table as HTML (``Model._repr_html_``);
 * :func:`figure_html`, :func:`numbers_html` -- pictures and key numbers as HTML, for the results of the
   explain tools (``cnnlab.explain.result``) and run directories (``cnnlab.runs.run``).
@@ -29,6 +29,7 @@ from .callbacks import Callback
 from .html import esc, img_tag, table_html
 
 LIVE_SECONDS = 2.0          # the live loss curve is redrawn at most this often (and at every epoch's end)
+DRAW_SHARE = 10             # ... and waits at least this many times its last drawing's time before the next
 
 
 def in_notebook() -> bool:
@@ -55,15 +56,16 @@ class LiveLoss(Callback):
     """The training loss drawn in the notebook cell while training: every batch's loss (light), its mean
     over each epoch so far (dark), the validation loss at each epoch's end (red squares).
 
-    Redrawn when ``every`` seconds have passed since the last drawing, at each epoch's end and when training
-    ends; a drawing takes some tens of milliseconds, so with the default 2 s it costs about 1% of training.
-    Outside a kernel it records the losses and draws nothing. ``figure()`` draws the curve on demand.
+    Redrawn at each epoch's end, when training ends, and in between once ``every`` seconds have passed since
+    the last drawing and at least ``DRAW_SHARE`` times as long as that drawing took: between epochs, drawing
+    takes at most 1 / (1 + DRAW_SHARE) of the time whatever the machine's speed. Outside a kernel it records the
+    losses and draws nothing. ``figure()`` draws the curve on demand.
     """
 
     def __init__(self, every: float = LIVE_SECONDS):
         self.every = float(every)
         self.steps, self.losses, self.epoch_ends, self.val_losses = [], [], [], []
-        self._handle, self._last = None, 0.0
+        self._handle, self._last, self._wait = None, 0.0, self.every
 
     def on_train_begin(self, trainer):
         if in_notebook():
@@ -74,7 +76,7 @@ class LiveLoss(Callback):
     def on_batch_end(self, trainer, step, loss):
         self.steps.append(step)
         self.losses.append(float(loss))
-        if time.perf_counter() - self._last >= self.every:
+        if time.perf_counter() - self._last >= self._wait:
             self._draw()
 
     def on_epoch_end(self, trainer, epoch, logs):
@@ -104,7 +106,7 @@ class LiveLoss(Callback):
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
         if self.losses:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper right")          # "best" would search every point: slow
         return fig
 
     def _draw(self):
@@ -113,8 +115,10 @@ class LiveLoss(Callback):
             return
         from IPython.display import Image
         from .plots import figure_png
+        start = time.perf_counter()
         self._handle.update(Image(data=figure_png(self.figure()), format="png"))
         self._last = time.perf_counter()
+        self._wait = max(self.every, DRAW_SHARE * (self._last - start))
 
 
 # ---------------------------------------------------------------------------

@@ -250,3 +250,30 @@ def test_the_explorer_in_an_iframe_works_from_a_notebook_at_localhost(tmp_path, 
     assert got[0] == status, got[1][:300]
     if status == 200:
         assert len(json.loads(got[1])["probabilities"]) == 10
+
+
+def test_live_loss_waits_ten_times_its_last_drawing_before_the_next(monkeypatch):
+    import time
+    import cnnlab.notebook as nb
+    drawn = []
+
+    class Handle:                                     # stands in for the cell's display
+        def update(self, image):
+            drawn.append(image)
+
+    def slow_png(fig):
+        time.sleep(0.05)
+        return b"png"
+    monkeypatch.setattr(nb, "in_notebook", lambda: False)
+    monkeypatch.setattr("cnnlab.plots.figure_png", slow_png)
+    display = type(sys)("IPython.display")           # IPython's display, faked: this test needs no IPython
+    display.Image = lambda data, format: data
+    monkeypatch.setitem(sys.modules, "IPython", type(sys)("IPython"))
+    monkeypatch.setitem(sys.modules, "IPython.display", display)
+    live = nb.LiveLoss(every=0)
+    live._handle = Handle()
+    for step in range(1, 6):
+        live.on_batch_end(None, step, 1.0 / step)
+    assert len(drawn) == 1 and live._wait >= nb.DRAW_SHARE * 0.05     # 4 batches came sooner than 0.5 s
+    live.on_epoch_end(None, 0, {"val_loss": 0.3})
+    assert len(drawn) == 2                                             # an epoch's end always draws
