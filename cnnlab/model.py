@@ -231,24 +231,41 @@ class Model:
         raise KeyError(f"no layer named {key!r}; the layers are {[layer.name for layer in self.layers]}")
 
     # ---- description ---------------------------------------------------------
+    def summary_table(self):
+        """``(header, rows, totals)``: one row of text per layer (name and type, output shape, parameters,
+        multiply-adds, and for a graph what it reads); ``totals``: ``input`` (the shape), ``params``, ``macs``.
+        ``summary()`` prints it, a notebook shows it as HTML (``_repr_html_``)."""
+        self._require_built()
+        header = ("Layer (type)", "Output shape", "Params", "MACs") + (() if self.chain else ("Inputs",))
+        rows = [(f"{layer.name} ({type(layer).__name__})", str((None,) + layer.output_shape),
+                 f"{layer.num_params:,}", f"{layer.macs():,}") + (() if self.chain else (", ".join(inputs),))
+                for layer, inputs in zip(self.layers, self.inbound_names())]
+        totals = {"input": f"(None, {', '.join(map(str, self.input_shape))})", "params": self.num_params,
+                  "macs": sum(layer.macs() for layer in self.layers)}
+        return header, rows, totals
+
     def summary(self, print_fn=print) -> str:
         """A table of every layer's output shape, parameters and multiply-adds (and inputs, for a graph), with totals."""
-        self._require_built()
-        rows = [("Layer (type)", "Output shape", "Params", "MACs") + (() if self.chain else ("Inputs",))]
-        for layer, inputs in zip(self.layers, self.inbound_names()):
-            rows.append((f"{layer.name} ({type(layer).__name__})", str((None,) + layer.output_shape),
-                         f"{layer.num_params:,}", f"{layer.macs():,}") + (() if self.chain else (", ".join(inputs),)))
+        header, body, totals = self.summary_table()
+        rows = [header] + body
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         line = lambda r: "  ".join(c.rjust(w) if i in (2, 3) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()  # noqa: E731
         rule = "-" * len(line(rows[0]))
-        total_macs = sum(layer.macs() for layer in self.layers)
-        text = "\n".join([f'Model "{self.name}"  input (None, {", ".join(map(str, self.input_shape))})', rule,
+        text = "\n".join([f'Model "{self.name}"  input {totals["input"]}', rule,
                           line(rows[0]), rule, *map(line, rows[1:]), rule,
-                          f"Total params: {self.num_params:,}",
-                          f"Multiply-adds per example (forward): {total_macs:,}"])
+                          f"Total params: {totals['params']:,}",
+                          f"Multiply-adds per example (forward): {totals['macs']:,}"])
         if print_fn is not None:
             print_fn(text)
         return text
+
+    def _repr_html_(self) -> str | None:
+        """A notebook cell whose value is the model shows ``summary()``'s table (``cnnlab.notebook.model_html``);
+        an unbuilt model shows its plain text."""
+        if not self.built:
+            return None
+        from .notebook import model_html
+        return model_html(self)
 
     def inbound_names(self) -> list[list[str]]:
         """The names of what each layer reads: the input's name or earlier layers' names."""

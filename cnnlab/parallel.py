@@ -17,7 +17,8 @@ on small networks. Processes share only the memory block and two pipes each.
 
 BatchNorm normalizes each shard with the shard's own statistics (ghost batch
 normalization, as in multi-device training). Where ``os.fork`` is missing (or
-unsafe: macOS), everything runs in this process.
+unsafe: macOS), and by default in a Jupyter kernel (a process running threads: ``cnnlab.notebook`` says
+why), everything runs in this process.
 """
 from __future__ import annotations
 
@@ -44,8 +45,10 @@ STOP_SIGNALS = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGUSR1") if 
 
 
 def default_workers() -> int:
-    """One shard per core, at most 4; 1 where worker processes cannot be forked safely."""
-    if not hasattr(os, "fork") or sys.platform == "darwin":
+    """One shard per core, at most 4; 1 where worker processes cannot be forked safely (no ``fork``, macOS,
+    a Jupyter kernel)."""
+    from .notebook import in_notebook
+    if not hasattr(os, "fork") or sys.platform == "darwin" or in_notebook():
         return 1
     return min(cpu_cores(), 4)
 

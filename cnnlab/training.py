@@ -46,7 +46,8 @@ class Trainer:
         model: the model (its ``loss`` is the classifier head).
         optimizer: an optimizer from ``cnnlab.optim`` (default ``SGD(lr=0.01, momentum=0.9)``).
         batch_size: examples per step.
-        verbose: 0 silent, 1 a progress bar on a terminal (a line per epoch otherwise), 2 a line per epoch.
+        verbose: 0 silent, 1 a progress bar on a terminal or in a notebook (a line per epoch otherwise), 2 a line
+            per epoch.
         shuffle: reshuffle the training set every epoch (seeded by the model's generator).
         augment: a callable ``(x_batch, rng) -> x_batch`` applied to every training batch.
         validation_split: hold out this fraction when no validation data is given, chosen as ``cnnlab train``
@@ -57,6 +58,8 @@ class Trainer:
         comm: an ``mpi4py`` communicator to train across its ranks (``cnnlab.distributed``); by default
             ``MPI.COMM_WORLD`` when started by ``mpiexec`` with several ranks; ``False``: this process only.
             Only rank 0 prints.
+        live: in a notebook, draw the loss curve in the cell while training (``cnnlab.notebook.LiveLoss``,
+            redrawn at most every 2 s); a positive number instead of ``True`` sets those seconds.
         stop: an object whose ``received`` becomes a signal number to stop after the current batch
             (``cnnlab.runs.stop.StopSignals``); under MPI the ranks stop after the same batch.
 
@@ -65,7 +68,8 @@ class Trainer:
     """
 
     def __init__(self, model, optimizer=None, batch_size=32, verbose=1, shuffle=True, augment=None,
-                 validation_split=0.0, callbacks=(), eval_batch_size=256, workers=None, comm=None, stop=None):
+                 validation_split=0.0, callbacks=(), eval_batch_size=256, workers=None, comm=None, stop=None,
+                 live=False):
         check_int("batch_size", batch_size, "fit")
         if not 0 <= validation_split < 1:
             raise ValueError(f"fit: validation_split must be in [0, 1), received {validation_split!r}")
@@ -76,6 +80,9 @@ class Trainer:
         self.batch_size, self.verbose, self.shuffle = int(batch_size), verbose, shuffle
         self.augment, self.validation_split = augment, validation_split
         self.callbacks = list(callbacks)
+        if live:
+            from .notebook import LIVE_SECONDS, LiveLoss
+            self.callbacks.append(LiveLoss(LIVE_SECONDS if live is True else float(live)))
         self.eval_batch_size = eval_batch_size
         self.workers = workers
         self.comm = distributed.world(comm)
@@ -186,11 +193,10 @@ class Trainer:
 
     # ---- reporting -------------------------------------------------------------
     def _progress_bar(self, steps, total_epochs):
-        if self.verbose != 1 or not sys.stderr.isatty():
+        if self.verbose != 1:
             return None
-        from tqdm import tqdm
-        return tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{total_epochs}", unit="batch", leave=False,
-                    file=sys.stderr, dynamic_ncols=True)
+        from .notebook import progress_bar
+        return progress_bar(steps, f"epoch {self.epoch + 1}/{total_epochs}")
 
     def _report(self, logs, total_epochs):
         if not self.verbose:

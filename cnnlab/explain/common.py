@@ -7,8 +7,6 @@ backend) and every file goes through :func:`cnnlab._io.atomic_write`.
 """
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import CnnlabFileError, atomic_write, parse_json, read_json, write_json
+from ..html import data_uri, esc, img_tag, table_html  # noqa: F401  (the HTML basics, used by the tools)
 from ..plots import (colorbar, colormap as _colormap, figure_png, figure_rgb, new_figure,  # noqa: F401  (the figure basics)
                      save_figure, text_colour)
 
@@ -117,26 +116,6 @@ def show_image(ax, img, title=None, cmap=IMAGE_CMAP, vmin=None, vmax=None):
 # ---------------------------------------------------------------------------
 # Self-contained HTML
 # ---------------------------------------------------------------------------
-def data_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def img_tag(data: bytes, alt: str, mime: str = "image/png", width=None, attrs: str = "") -> str:
-    """An ``<img>`` with the picture inlined as a data URI."""
-    w = f' style="max-width:{width}"' if width else ""
-    return f'<img src="{data_uri(data, mime)}" alt="{html.escape(alt)}"{w} {attrs}>'
-
-
-def esc(text) -> str:
-    return html.escape(str(text))
-
-
-def table_html(header, rows) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.5}

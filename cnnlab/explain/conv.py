@@ -37,6 +37,7 @@ from .common import (HEAT_CMAP, SIGNED_CMAP, colorbar, colormap_colours, esc, fo
                      quantize_frames, img_tag, is_integral, load_image, load_model, new_figure, out_dir, parse_array_text,
                      save_figure, save_gif, save_json, symmetric_limits, table_html, text_colour,
                      write_html)
+from .result import ExplainResult
 from .subject import data_noun, load_data, tool_out
 
 CLASSIC_IMAGE = [[1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 1, 1, 0], [0, 1, 1, 0, 0]]
@@ -568,7 +569,10 @@ def explain_conv(out=tool_out("conv"), image=None, kernel=None, stride=None, pad
     gif_bytes = files["gif"].read_bytes()
     _write_page(files["html"], result, frames_png, gif_bytes, summary_png, edge_png, records, integers, frame_ms)
     result["files"] = {k: str(v) for k, v in files.items()}
-    return result
+    return ExplainResult(result, "The convolution step", out, [files["gif"].name, files["output_png"].name,
+                                                              files["edge_png"].name],
+                         texts.conv_step(kernel.shape[:2], x.shape[:2], y.shape) + " "
+                         + texts.edge_summary(edges["description"], edges["kernels"]))
 
 
 def _write_page(path, result, frames_png, gif_bytes, summary_png, edge_png, records, integers, frame_ms):

@@ -22,6 +22,7 @@ from ..analysis.layers import feature_maps, first_conv, statistics
 from .._io import CnnlabFileError
 from ..analysis.filters import filter_change
 from . import common
+from .result import ExplainResult
 from .subject import (add_common_arguments, pick_input, read_filter_snapshots, resolve_subject, shape_text, softmax1,
                       stderr_log)
 
@@ -440,7 +441,7 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
                    f"</h3>{common.img_tag(png, s['name'])}" for s, png in layer_imgs)
     sections.append(("Feature maps, layer by layer", body))
     common.write_html(out / "features.html", "Feature maps and filters", sections, intro=intro)
-    return result
+    return ExplainResult(result, "Feature maps and filters", out, [f for f in files if f.endswith(".png")])
 
 
 def _cli(args):

@@ -49,6 +49,7 @@ from ..analysis.layers import capture_batches
 from ..analysis.shifts import place_on_canvas, shift_images
 from ..model import Sequential
 from . import common
+from .result import ExplainResult
 from .subject import (add_common_arguments, check_compatible, data_noun, default_data, demo_model, fit_class_names,
                       fit_until, load_data, log_to, prepare_image, run_data, stderr_log, Subject)
 
@@ -540,7 +541,7 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
     }
     common.save_json(out / "invariance.json", result)
     _write_page(out, result, pngs)
-    return result
+    return ExplainResult(result, "Invariance: shifted and rotated inputs", out, [f for f in files if f.endswith(".png")])
 
 
 def _pct(v):

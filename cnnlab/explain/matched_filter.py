@@ -26,6 +26,7 @@ from ..analysis.patches import cross_correlate, normalized_cross_correlate, top_
 from .common import (HEAT_CMAP, IMAGE_CMAP, SIGNED_CMAP, colorbar, esc, img_tag, load_image,
                      new_figure, out_dir, save_figure, save_json, symmetric_limits, table_html,
                      write_html)
+from .result import ExplainResult
 from .subject import resolve_subject, tool_out
 
 
@@ -312,7 +313,8 @@ def explain_matched_filter(out=tool_out("matched-filter"), image=None, template=
     save_json(files["json"], result)
     _write_page(files["html"], result, response_png, filters_png)
     result["files"] = {k: str(v) for k, v in files.items()}
-    return result
+    return ExplainResult(result, "Convolution as template matching", out,
+                         [files["response_png"].name, files["filters_png"].name], _why_cosines(result))
 
 
 def _why_cosines(r) -> str:

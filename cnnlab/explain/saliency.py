@@ -17,6 +17,7 @@ from .. import images
 from ..analysis.attribution import (check_class, grad_cam, gradient_saliency, map_stats, occlusion_sensitivity,
                                     smoothgrad, top_pixels)
 from . import common
+from .result import ExplainResult
 from .subject import add_common_arguments, pick_input, resolve_subject, shape_text, softmax1, stderr_log
 
 
@@ -190,7 +191,7 @@ def explain_saliency(out, model=None, image=None, index=0, class_index=None, dat
          "which regions carry the class evidence, not which pixels.</p>"),
     ]
     common.write_html(out / "saliency.html", f"Saliency: why {cname}?", sections, intro=intro)
-    return result
+    return ExplainResult(result, f"Saliency: why {cname}?", out, ["saliency.png"])
 
 
 def _fill_arg(text):

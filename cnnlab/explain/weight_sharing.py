@@ -18,6 +18,7 @@ the constraints buy: far fewer parameters, and better accuracy from little data.
 """
 from __future__ import annotations
 
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from ..layers.conv import Conv2D
 from ..layers.local import LocallyConnected2D
 from .common import (SIGNED_CMAP, colorbar, esc, img_tag, new_figure, out_dir, save_figure, save_json,
                      symmetric_limits, table_html, text_colour, write_html)
+from .result import ExplainResult
 from .subject import load_data, tool_out
 
 MODEL_LABELS = {"conv": "convolution (shared weights)", "locally_connected": "locally connected (untied)",
@@ -248,7 +250,9 @@ def explain_weight_sharing(out=tool_out("weight-sharing"), dataset=None, data_di
     save_json(files["json"], result)
     _write_page(files["html"], result, matrix_png, results_png, models)
     result["files"] = {k: str(v) for k, v in files.items() if k != "results_png" or train}
-    return result
+    return ExplainResult(result, "Weight sharing: a convolution is a dense layer with tied weights", out,
+                         [Path(result["files"][k]).name for k in ("matrix_png", "results_png") if k in result["files"]],
+                         _verdict(result) if train else "")
 
 
 def _verdict(r) -> str:

@@ -11,7 +11,8 @@
 * :mod:`cnnlab.runs.evaluation` -- accuracy, per-class accuracy and the confusion matrix;
 * :mod:`cnnlab.runs.stop` -- SIGTERM, SIGUSR1 and Ctrl-C stop training after a batch;
 * :mod:`cnnlab.runs.lock` -- one writer per run directory;
-* :mod:`cnnlab.runs.train` -- ``run_training`` and ``resume_training``.
+* :mod:`cnnlab.runs.train` -- ``run_training`` and ``resume_training``;
+* :mod:`cnnlab.runs.run` -- ``Run(path)``: a run directory read back, shown in a notebook as its curves and metrics.
 """
 from ..datasets.split import split_seed_for, split_train_val
 from .config import (DEFAULT_LR, DEFAULTS, REQUIRED_CONFIG_KEYS, make_config, make_loss, make_optimizer,
@@ -25,9 +26,10 @@ from .files import (ARCHITECTURE_FILE, CHECKPOINT_FILE, CONFIG_FILE, CONFUSION_P
 from .lock import RunLock, RunLocked
 from .recorder import RunRecorder, defer_interrupt, parse_interval
 from .resolve import ResolvedModel, build_model, resolve_model
+from .run import Run
 from .train import TrainingInterrupted, load_data, resume_training, run_training
 
-__all__ = ["run_training", "resume_training", "TrainingInterrupted", "make_config", "validate_config", "DEFAULTS",
+__all__ = ["Run", "run_training", "resume_training", "TrainingInterrupted", "make_config", "validate_config", "DEFAULTS",
            "DEFAULT_LR", "REQUIRED_CONFIG_KEYS", "build_model", "make_optimizer", "make_loss", "load_data",
            "split_seed_for", "split_train_val", "evaluate_model", "confusion_matrix", "RunRecorder",
            "defer_interrupt", "resolve_model", "ResolvedModel", "find_run_dir", "new_run_dir", "require_no_run",

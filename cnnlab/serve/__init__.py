@@ -5,8 +5,12 @@
 * :mod:`.app` -- the Starlette application (``create_app(model)``), JSON errors;
 * :mod:`.guard` -- what other web pages may not do (Host, Origin, the server's secret);
 * :mod:`.cli` -- the ``cnnlab serve`` command;
+* :mod:`.notebook` -- :func:`show`: the same server in a thread of a notebook's kernel, shown in the cell;
 * ``static/`` -- the page: plain JavaScript modules, SVG and canvas, no build step, no network.
 
 Starlette and uvicorn are the ``serve`` extra (``pip install "cnnlab[serve]"``); only
 :mod:`.app` and :mod:`.guard` import them.
 """
+from .notebook import show
+
+__all__ = ["show"]
