@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cnnlab  # noqa: E402
 from cnnlab import stack as S  # noqa: E402
-from common import load_images  # noqa: E402
+from common import load_images, machine  # noqa: E402
 
 
 def without(model, step_name):
@@ -57,6 +57,7 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--without", default="BatchNormReLUMaxPool", help="the fused training step to compare against")
     args = ap.parse_args()
+    print(machine())
     print(f"one core; CPU ms per step, medians of {args.steps} alternating steps")
     print("| model | training with / without " + args.without + " | ratio | inference folded / unfolded | ratio |")
     print("| --- | ---: | ---: | ---: | ---: |")

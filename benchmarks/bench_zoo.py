@@ -53,7 +53,7 @@ sys.path.insert(0, str(HERE))
 
 # Training images per epoch and inference images, per model: about 10 s of training per batch size on 2 cores.
 IMAGES = {"lenet5": (30000, 20000), "mnist_fast": (8000, 8000), "mnist_accurate": (5000, 6000),
-          "cifar_small": (2048, 3072), "resnet20": (2048, 3072)}
+          "cifar_small": (2048, 3072), "resnet8": (6144, 8192), "resnet20": (2048, 3072)}
 WARMUP_BATCHES = 3                       # batches run before each timed epoch (and before the timed inference)
 MEMORY_SHARE = 4                         # a memory run times 1/4 of the images: 0.4 s or more per phase, 8+ samples
 
@@ -215,7 +215,7 @@ def print_table(rows, infer_batch):
 
 
 def main():
-    from common import TWINS
+    from common import TWINS, machine
     import cnnlab
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=[m for m in cnnlab.models.ZOO if m in TWINS],
@@ -255,6 +255,7 @@ def main():
     for m in args.models:
         print(f"  {m}: %d training / %d inference " % counts(m, args) +
               f"{runs[m]['cnnlab'][0]['source']}")
+    print(machine())
     rows = [row for m in args.models for row in summarize(m, runs[m], args.batch_sizes)]
     print_table(rows, args.infer_batch)
     if args.json:
