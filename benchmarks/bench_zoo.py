@@ -2,7 +2,7 @@
 
     python benchmarks/bench_zoo.py [--models lenet5 mnist_fast cifar_small] [--repeats 3]
                                    [--batch-sizes 64 128] [--infer-batch 256] [--scale 1.0] [--quick]
-                                   [--one-core] [--json FILE]
+                                   [--one-core] [--no-memory] [--json FILE]
 
 For each model, each run starts a fresh process for one library (PyTorch
 limited to 2 threads with ``torch.set_num_threads(2)``; cnnlab with its
@@ -176,8 +176,11 @@ def spawn(side, name, args, memory=False):
 
 
 def measure(side, name, args):
-    """One timed run and one memory run of ``name`` in ``side``: speeds from the first, memory from the second."""
+    """One timed run and one memory run of ``name`` in ``side``: speeds from the first, memory from the second
+    (with ``--no-memory``: the timed run's own ``maxrss``, PSS not measured)."""
     result = spawn(side, name, args)
+    if args.no_memory:
+        return result
     mem = spawn(side, name, args, memory=True)
     result.update(pss_mb=mem["pss_mb"], maxrss_mb=mem["maxrss_mb"])
     return result
@@ -189,7 +192,8 @@ def measure(side, name, args):
 def summarize(name, runs, batch_sizes):
     """Rows ``(model, what, cnnlab median, spread, PyTorch median, spread, ratio)``."""
     keys = [(f"train {bs}", f"train, batch {bs}", "img/s") for bs in batch_sizes] + [("infer", "inference", "img/s")]
-    keys += [("pss_mb", "peak memory, PSS", "MB"), ("maxrss_mb", "peak memory, maxrss", "MB")]
+    if runs["cnnlab"][0]["pss_mb"]:
+        keys += [("pss_mb", "peak memory, PSS", "MB"), ("maxrss_mb", "peak memory, maxrss", "MB")]
     rows = []
     for key, label, unit in keys:
         ours = [r[key] for r in runs["cnnlab"]]
@@ -227,6 +231,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one run of each library, a quarter of the images")
     ap.add_argument("--one-core", action="store_true",
                     help="both engines on one core, images per second of CPU time (for a busy machine)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory runs (speeds only, in half the time)")
     ap.add_argument("--json", help="also write every run's figures to this file")
     ap.add_argument("--run", help=argparse.SUPPRESS)          # internal: one measurement, in a fresh process
     args = ap.parse_args()
