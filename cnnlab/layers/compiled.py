@@ -376,12 +376,15 @@ def batchnorm_stats(x):
 
 
 @_jit
-def batchnorm_relu(x, mean, scale, shift, y):
-    """``y = max((x - mean) * scale + shift, 0)`` row by row; ``mean``, ``scale``, ``shift`` in ``x``'s dtype."""
+def batchnorm_relu(x, mean, scale, shift, y, r=None):
+    """``y = max((x - mean) * scale + shift [+ r], 0)`` row by row; ``mean``, ``scale``, ``shift`` in ``x``'s dtype;
+    ``r`` (C, M) like ``x``, a residual branch added before the ReLU (``BatchNorm.forward_add_relu``), or None."""
     for i in range(x.shape[0]):
         row, out, mu, s, b = x[i], y[i], mean[i], scale[i], shift[i]
         for k in range(x.shape[1]):
             z = (row[k] - mu) * s + b
+            if r is not None:                   # compiled once with r and once without: no test in the loop
+                z += r[i, k]
             out[k] = z if z > 0 else 0
     return y
 
@@ -417,19 +420,8 @@ def batchnorm_relu_input_grad(x, dy, mean, scale, shift, a, b, dx):
 
 
 # BatchNorm, then a residual branch added, then ReLU (a residual block's end, BatchNorm.forward_add_relu): one
-# pass for the output, one for the sums and the branch's gradient, one for the input gradient. The ReLU's mask
-# is read from the output it wrote (the residual branch is not needed again).
-
-@_jit
-def batchnorm_add_relu(x, r, mean, scale, shift, y):
-    """``y = max((x - mean) * scale + shift + r, 0)`` row by row; ``r`` (C, M) like ``x``."""
-    for i in range(x.shape[0]):
-        row, res, out, mu, s, b = x[i], r[i], y[i], mean[i], scale[i], shift[i]
-        for k in range(x.shape[1]):
-            z = (row[k] - mu) * s + b + res[k]
-            out[k] = z if z > 0 else 0
-    return y
-
+# pass for the output (batchnorm_relu with r), one for the sums and the branch's gradient, one for the input
+# gradient. The ReLU's mask is read from the output it wrote (the residual branch is not needed again).
 
 @(numba.njit(cache=True, nogil=True, fastmath={"reassoc"}) if numba is not None else (lambda f: f))
 def batchnorm_masked_sums(x, dy, y, mean, g):

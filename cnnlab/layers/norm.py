@@ -152,7 +152,7 @@ class BatchNorm(Layer):
             raise ValueError(f"{self.label}: the residual branch has shape {r.shape}, the input {x.shape}")
         rflat = self._channels_first(r)[0].reshape(flat.shape)  # a view where r lives channels-first
         mean, inv_std, scale = self._affine(flat, training)
-        y = compiled.batchnorm_add_relu(flat, rflat, mean, scale, self.params["beta"], np.empty_like(flat))
+        y = compiled.batchnorm_relu(flat, mean, scale, self.params["beta"], np.empty_like(flat), rflat)
         self._cache = (flat, mean, inv_std, scale, order, training)
         self._residual = (True, y)
         return y.reshape(xc.shape).transpose(order)
