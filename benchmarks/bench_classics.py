@@ -24,11 +24,13 @@ def main():
     import onnxruntime as ort
     from classics import NAMES, logits_of, randomized
     from cnnlab.onnx import load
+    from common import machine
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["resnet50", "bvlc_alexnet"], choices=NAMES)
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
     x = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
+    print(machine())
     print(f"{'model':14} {'import s':>9} {'cnnlab s/pass':>14} {'onnxruntime s/pass':>19}")
     for name in args.models:
         with tempfile.TemporaryDirectory() as tmp:

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 from cnnlab import layers as L
 from cnnlab.layers import compiled
 from cnnlab.layers.geometry import from_chwn
+from common import machine
 
 # (input channels, filters, height = width, kernel, padding): the zoo's convolutions and a few between
 SHAPES = [(1, 6, 28, 5, "same"), (6, 16, 14, 5, "valid"), (1, 32, 28, 5, "same"), (3, 32, 32, 5, "same"),
@@ -41,6 +42,7 @@ def main():
         raise SystemExit("bench_conv.py needs numba (pip install \"cnnlab[fast]\")")
     threadpool_limits(1)
     rng = np.random.default_rng(0)
+    print(machine())
     print(f"one core, {args.batch} images; CPU ms per pass, forward / backward, medians of {args.steps} alternating")
     print("| channels -> filters, map, kernel | " + " | ".join(["direct", "winograd", "im2col"]) + " |")
     print("| --- | ---: | ---: | ---: |")

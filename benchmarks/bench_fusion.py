@@ -6,8 +6,8 @@ Two copies of a model run in one process with one BLAS thread: one with every
 fused step of ``cnnlab.stack.FUSIONS``, one without the step named by
 ``--without`` (default: BatchNorm -> ReLU -> MaxPool in training). Training
 steps (forward, loss, backward) alternate between the two; so do inference
-passes, ``Stack.infer`` (BatchNorm folded into the layer before it) against
-``Stack.forward`` (BatchNorm as its own step). Times are CPU time of this
+passes, with and without the step, and ``Stack.infer`` (BatchNorm folded into
+the layer before it) against ``Stack.forward`` (BatchNorm as its own step). Times are CPU time of this
 process, medians; the ratio is the slower variant over the faster one, step by
 step (> 1: the fused steps are faster).
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cnnlab  # noqa: E402
 from cnnlab import stack as S  # noqa: E402
-from common import load_images  # noqa: E402
+from common import load_images, machine  # noqa: E402
 
 
 def without(model, step_name):
@@ -33,6 +33,7 @@ def without(model, step_name):
     try:
         model.stack._plans.clear()
         model.stack.plan(frozenset())
+        model.stack.plan(frozenset(), inference=True)
     finally:
         S.FUSIONS[:] = saved
 
@@ -57,9 +58,11 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--without", default="BatchNormReLUMaxPool", help="the fused training step to compare against")
     args = ap.parse_args()
+    print(machine())
     print(f"one core; CPU ms per step, medians of {args.steps} alternating steps")
-    print("| model | training with / without " + args.without + " | ratio | inference folded / unfolded | ratio |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| model | training with / without " + args.without + " | ratio | inference (Stack.infer) with / without | "
+          "ratio | inference folded / unfolded | ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     with threadpool_limits(1):
         for name in args.models:
             build = cnnlab.models.get(name)
@@ -73,8 +76,10 @@ def main():
             ta, tb = alternate(lambda: S.train_step(fused.stack, fused.loss, xb, yb),
                                lambda: S.train_step(plain.stack, plain.loss, xb, yb), args.steps)
             xi = x[:args.infer_batch]
+            wa, wb = alternate(lambda: fused.stack.infer(xi), lambda: plain.stack.infer(xi), args.steps)
             ia, ib = alternate(lambda: fused.stack.infer(xi), lambda: fused.stack.forward(xi), args.steps)
             print(f"| {name} | {np.median(ta) * 1e3:.2f} / {np.median(tb) * 1e3:.2f} | {np.median(tb / ta):.3f}x "
+                  f"| {np.median(wa) * 1e3:.2f} / {np.median(wb) * 1e3:.2f} | {np.median(wb / wa):.3f}x "
                   f"| {np.median(ia) * 1e3:.2f} / {np.median(ib) * 1e3:.2f} | {np.median(ib / ia):.3f}x |")
 
 

@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 import cnnlab
-from common import (load_images, time_cnnlab_infer, time_cnnlab_train, time_torch_infer, time_torch_train, to_torch,
+from common import (load_images, machine, time_cnnlab_infer, time_cnnlab_train, time_torch_infer, time_torch_train, to_torch,
                     torch_lenet5)
 
 
@@ -30,6 +30,7 @@ def main():
     torch.set_num_threads(2)
     x, y, source = load_images("mnist", args.images)
     xt, yt = to_torch(torch, x, y)
+    print(machine())
     print(f"LeNet-5, one epoch of {len(x)} {source}; torch {torch.__version__} with 2 threads; "
           f"median of {args.repeats} alternating runs after a warm-up")
     rows = []

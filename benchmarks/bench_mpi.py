@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import cnnlab  # noqa: E402
 from cnnlab import distributed  # noqa: E402
 from cnnlab.parallel import DataParallel  # noqa: E402
+from common import machine  # noqa: E402
 
 BATCH = 64
 
@@ -157,6 +158,7 @@ def main():
     if args.rank_fit:
         return rank_fit(args.steps)
 
+    print(machine())
     per_image = compute_per_image(10)
     print("compute time per image, one process, training at batch 64:")
     for name, s in per_image.items():

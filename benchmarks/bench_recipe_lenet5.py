@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import data_dir
+from common import data_dir, machine
 
 TORCH_SCRIPT = r'''
 import sys, numpy as np, torch, torch.nn as nn
@@ -76,6 +76,7 @@ def main():
             ours.append(run([sys.executable, "-m", "cnnlab", "train", "--dataset", "mnist", "--data-dir", args.data_dir,
                              "--model", "lenet5", "--epochs", "5", "--out", f"{tmp}/run{r}", "--quiet"]))
             theirs.append(run([sys.executable, str(script), str(mnist), str(Path(__file__).resolve().parent)]))
+    print(machine())
     print("LeNet-5 on MNIST, 5 epochs, end to end (fresh process: imports, data, training, test evaluation)")
     for name, res in (("cnnlab train", ours), ("PyTorch", theirs)):
         secs, accs = zip(*res)

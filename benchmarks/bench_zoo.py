@@ -2,7 +2,7 @@
 
     python benchmarks/bench_zoo.py [--models lenet5 mnist_fast cifar_small] [--repeats 3]
                                    [--batch-sizes 64 128] [--infer-batch 256] [--scale 1.0] [--quick]
-                                   [--one-core] [--json FILE]
+                                   [--one-core] [--no-memory] [--json FILE]
 
 For each model, each run starts a fresh process for one library (PyTorch
 limited to 2 threads with ``torch.set_num_threads(2)``; cnnlab with its
@@ -53,7 +53,7 @@ sys.path.insert(0, str(HERE))
 
 # Training images per epoch and inference images, per model: about 10 s of training per batch size on 2 cores.
 IMAGES = {"lenet5": (30000, 20000), "mnist_fast": (8000, 8000), "mnist_accurate": (5000, 6000),
-          "cifar_small": (2048, 3072), "resnet20": (2048, 3072)}
+          "cifar_small": (2048, 3072), "resnet8": (6144, 8192), "resnet20": (2048, 3072)}
 WARMUP_BATCHES = 3                       # batches run before each timed epoch (and before the timed inference)
 MEMORY_SHARE = 4                         # a memory run times 1/4 of the images: 0.4 s or more per phase, 8+ samples
 
@@ -176,8 +176,11 @@ def spawn(side, name, args, memory=False):
 
 
 def measure(side, name, args):
-    """One timed run and one memory run of ``name`` in ``side``: speeds from the first, memory from the second."""
+    """One timed run and one memory run of ``name`` in ``side``: speeds from the first, memory from the second
+    (with ``--no-memory``: the timed run's own ``maxrss``, PSS not measured)."""
     result = spawn(side, name, args)
+    if args.no_memory:
+        return result
     mem = spawn(side, name, args, memory=True)
     result.update(pss_mb=mem["pss_mb"], maxrss_mb=mem["maxrss_mb"])
     return result
@@ -189,7 +192,8 @@ def measure(side, name, args):
 def summarize(name, runs, batch_sizes):
     """Rows ``(model, what, cnnlab median, spread, PyTorch median, spread, ratio)``."""
     keys = [(f"train {bs}", f"train, batch {bs}", "img/s") for bs in batch_sizes] + [("infer", "inference", "img/s")]
-    keys += [("pss_mb", "peak memory, PSS", "MB"), ("maxrss_mb", "peak memory, maxrss", "MB")]
+    if runs["cnnlab"][0]["pss_mb"]:
+        keys += [("pss_mb", "peak memory, PSS", "MB"), ("maxrss_mb", "peak memory, maxrss", "MB")]
     rows = []
     for key, label, unit in keys:
         ours = [r[key] for r in runs["cnnlab"]]
@@ -215,7 +219,7 @@ def print_table(rows, infer_batch):
 
 
 def main():
-    from common import TWINS
+    from common import TWINS, machine
     import cnnlab
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=[m for m in cnnlab.models.ZOO if m in TWINS],
@@ -227,6 +231,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="one run of each library, a quarter of the images")
     ap.add_argument("--one-core", action="store_true",
                     help="both engines on one core, images per second of CPU time (for a busy machine)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory runs (speeds only, in half the time)")
     ap.add_argument("--json", help="also write every run's figures to this file")
     ap.add_argument("--run", help=argparse.SUPPRESS)          # internal: one measurement, in a fresh process
     args = ap.parse_args()
@@ -255,6 +260,7 @@ def main():
     for m in args.models:
         print(f"  {m}: %d training / %d inference " % counts(m, args) +
               f"{runs[m]['cnnlab'][0]['source']}")
+    print(machine())
     rows = [row for m in args.models for row in summarize(m, runs[m], args.batch_sizes)]
     print_table(rows, args.infer_batch)
     if args.json:

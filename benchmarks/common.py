@@ -8,6 +8,7 @@ timing a different network. Only the layout differs: PyTorch computes on
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -57,6 +58,48 @@ def load_images(kind, n, root=None):
 
 
 # ---------------------------------------------------------------------------
+# The machine a table comes from
+# ---------------------------------------------------------------------------
+# Settings that cap a library's kernels below what the CPU has (the issue's "AVX2 emulation" sets all four).
+CAPS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "NUMBA_CPU_NAME", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+
+
+def machine():
+    """One line naming what a speed depends on: the CPU's model and family, its widest vector ISA, OpenBLAS's
+    chosen core type (``threadpoolctl``'s ``architecture``), numba's target CPU, and any capping setting.
+
+    Ratios against PyTorch do not carry from one x86 CPU to the next (issue 26), so every table says this.
+    """
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+                if not line.strip():
+                    break                                    # the first processor is enough
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    isa = ("AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "AVX" if "avx" in flags
+           else "SSE" if flags else "unknown")
+    if isa in ("AVX-512", "AVX2") and "fma" in flags:
+        isa += "+FMA"
+    cpu = (f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')}, "
+           f"model {info.get('model', '?')}), {isa}, {os.cpu_count()} cores")
+    from threadpoolctl import threadpool_info
+    blas = [f"{p.get('internal_api')} {p.get('version')} core type {p.get('architecture') or '?'}"
+            for p in threadpool_info() if p.get("user_api") == "blas"]
+    try:
+        import llvmlite.binding as llvm
+        jit = f"numba target {os.environ.get('NUMBA_CPU_NAME') or llvm.get_host_cpu_name()}"
+    except ImportError:
+        jit = "no numba"
+    caps = [f"{k}={os.environ[k]}" for k in CAPS if k in os.environ]
+    return "; ".join([cpu, ", ".join(blas) or "no BLAS found", jit, "set: " + " ".join(caps) if caps else "no caps set"])
+
+
+# ---------------------------------------------------------------------------
 # The PyTorch twins of the zoo
 # ---------------------------------------------------------------------------
 def torch_lenet5(torch):
@@ -94,8 +137,8 @@ def torch_cifar_small(torch):
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
 
 
-def torch_resnet20(torch):
-    """He et al.'s CIFAR ResNet-20 as cnnlab.models.resnet20 builds it (projection shortcuts where the shape changes)."""
+def _torch_resnet(torch, n):
+    """He et al.'s CIFAR ResNet of depth 6 n + 2 as cnnlab.models builds it (projection shortcuts where the shape changes)."""
     nn = torch.nn
 
     class Block(nn.Module):
@@ -111,16 +154,27 @@ def torch_resnet20(torch):
 
     layers, c_in = _torch_conv_bn_relu(nn, 3, 16), 16
     for stage, filters in enumerate((16, 32, 64)):
-        for block in range(3):
+        for block in range(n):
             layers.append(Block(c_in, filters, 2 if stage > 0 and block == 0 else 1))
             c_in = filters
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
 
 
+def torch_resnet20(torch):
+    """cnnlab.models.resnet20: 3 blocks per stage."""
+    return _torch_resnet(torch, 3)
+
+
+def torch_resnet8(torch):
+    """cnnlab.models.resnet8: 1 block per stage."""
+    return _torch_resnet(torch, 1)
+
+
 # name -> (PyTorch twin, the images it trains on)
 TWINS = {"lenet5": (torch_lenet5, "mnist"), "mnist_fast": (torch_mnist_fast, "mnist"),
          "mnist_accurate": (torch_mnist_accurate, "mnist"),
-         "cifar_small": (torch_cifar_small, "cifar10"), "resnet20": (torch_resnet20, "cifar10")}
+         "cifar_small": (torch_cifar_small, "cifar10"), "resnet8": (torch_resnet8, "cifar10"),
+         "resnet20": (torch_resnet20, "cifar10")}
 
 
 def check_twin(name, model, net):

@@ -16,6 +16,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import cnnlab
+from common import machine
 
 
 def main():
@@ -86,7 +87,7 @@ def main():
     if limits:
         limits.unregister()
     what = "inference forward pass" if args.inference else "training step"
-    print(f"{model.name} {what}, batch {args.batch_size}: median (min) milliseconds")
+    print(f"{model.name} {what}, batch {args.batch_size}: median (min) milliseconds; {machine()}")
     for k, v in times.items():
         if v:
             print(f"  {k:28s} {np.median(v) * 1e3:7.3f}  ({np.min(v) * 1e3:.3f})")

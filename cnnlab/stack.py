@@ -26,7 +26,11 @@ only a ``ReLU`` reads runs with it as one :class:`BatchNormReLU` step, and with 
 (:meth:`Stack.infer`, behind ``predict`` and ``evaluate``) also fold a
 ``BatchNorm`` into the ``Conv2D`` or ``Dense`` before it, with the ``ReLU`` after
 it (:class:`FoldedBatchNorm`): the normalization then costs nothing; a direct
-convolution also takes the max pool after them into its loop.
+convolution also takes the max pool after them into its loop. The end of a
+residual block, ``BatchNorm`` -> ``Add`` -> ``ReLU`` where the ``Add`` joins the
+BatchNorm's output with one other branch, runs as one :class:`BatchNormAddReLU`
+step (compiled loops or not), which reads both tensors: a fused step may read the
+other inputs of a join in its chain (``_chain``'s side inputs).
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from .layers import compiled
 from .layers.activations import ReLU
 from .layers.conv import Conv2D
 from .layers.core import Dense
+from .layers.merge import Add
 from .layers.norm import BatchNorm
 from .layers.pool import MaxPool2D
 
@@ -94,6 +99,29 @@ class BatchNormReLUMaxPool:
         return self.norm.backward_relu_pool(dy)
 
 
+class BatchNormAddReLU:
+    """``BatchNorm`` -> ``Add`` -> ``ReLU``, the end of a residual block ``relu(bn(x) + r)``, as one step
+    (``BatchNorm.forward_add_relu``); it reads two tensors, the BatchNorm's input ``x`` and the branch ``r``.
+
+    Backward: ``g = dL/dy [y > 0]`` is the branch's gradient as it is (``Add`` passes it on one for one) and
+    BatchNorm's output gradient. With the compiled loops: one pass forward instead of three, two backward
+    instead of three, and neither the sum nor the ReLU's output is stored apart from the step's output.
+    """
+
+    def __init__(self, norm, add, relu):
+        self.norm, self.add, self.relu = norm, add, relu
+
+    @staticmethod
+    def accepts(norm, add, relu):
+        return len(add.input_shape) == 2
+
+    def forward(self, xs, training=False):
+        return self.norm.forward_add_relu(xs[0], xs[1], training)
+
+    def backward(self, dy):
+        return self.norm.backward_add_relu(dy)
+
+
 class FoldedBatchNorm:
     """A ``Conv2D`` or ``Dense`` layer, the ``BatchNorm`` after it and optionally a ``ReLU``, at inference;
     and a ``MaxPool2D`` after those where the convolution pools as it writes (``Conv2D.pools_while_writing``).
@@ -135,24 +163,30 @@ FUSIONS = [
     (((Conv2D, Dense), BatchNorm, ReLU), FoldedBatchNorm, "inference"),
     (((Conv2D, Dense), BatchNorm), FoldedBatchNorm, "inference"),
     ((BatchNorm, ReLU), BatchNormReLU, "compiled"),
+    ((BatchNorm, Add, ReLU), BatchNormAddReLU, "always"),
     ((ReLU, MaxPool2D), ReLUMaxPool, "always"),
 ]
 
 
 def _chain(stack, start, types, keep):
     """Layers ``start, ...`` matching ``types`` (exact types; a tuple allows several), each the only reader of the
-    one before, none of whose outputs but the last is kept; or None."""
-    group = [start]
+    one before, none of whose outputs but the last is kept, and the other tensors the chain's joins read (an
+    ``Add`` reads the chain's tensor and a branch): ``(group, side inputs)``, or None."""
+    group, side = [start], []
     for k, want in enumerate(types):
         layer = stack.layers[group[-1]]
         if type(layer) not in (want if isinstance(want, tuple) else (want,)):
             return None
         if k == len(types) - 1:
-            return group
+            return group, side
         t = group[-1] + 1                                # this layer's output tensor
         readers = stack.readers[t]
-        if len(readers) != 1 or t in keep or stack.inbound[readers[0]] != (t,):
+        if len(readers) != 1 or t in keep:
             return None
+        srcs = stack.inbound[readers[0]]
+        if srcs != (t,) and not (stack.layers[readers[0]].joins and srcs.count(t) == 1):
+            return None
+        side += [s for s in srcs if s != t]
         group.append(readers[0])
     return None
 
@@ -167,21 +201,22 @@ class _Plan:
     def __init__(self, stack: "Stack", keep: frozenset, inference: bool = False):
         layers, inbound = stack.layers, stack.inbound
         applies = {"always": True, "compiled": compiled.enabled(), "inference": inference}
-        groups, member = {}, set()                       # last layer of a fused group -> (its layers, step type)
+        groups, member = {}, set()                       # last layer of a fused group -> (its layers, side, step)
         for types, fused, when in FUSIONS:
             if not applies[when]:
                 continue
             for i in range(len(layers)):
-                group = _chain(stack, i, types, keep)
-                if (group and member.isdisjoint(group)
-                        and getattr(fused, "accepts", lambda *_: True)(*(layers[g] for g in group))):
-                    groups[group[-1]] = (group, fused)
-                    member.update(group)
+                found = _chain(stack, i, types, keep)
+                if (found and member.isdisjoint(found[0])
+                        and getattr(fused, "accepts", lambda *_: True)(*(layers[g] for g in found[0]))):
+                    groups[found[0][-1]] = (*found, fused)
+                    member.update(found[0])
         self.steps, self.produced = [], {}
         for i, layer in enumerate(layers):
             if i in groups:                              # a fused group runs where its last layer would
-                group, fused = groups[i]
-                self.steps.append((fused(*(layers[g] for g in group)), inbound[group[0]], i + 1, False))
+                group, side, fused = groups[i]           # with side inputs, it reads a list: its first's, then those
+                self.steps.append((fused(*(layers[g] for g in group)), inbound[group[0]] + tuple(side), i + 1,
+                                   bool(side)))
             elif i in member:
                 continue
             else:

@@ -5,7 +5,7 @@ import pytest
 import cnnlab
 from cnnlab import layers as L
 from cnnlab.gradcheck import numeric_gradient, relative_error
-from cnnlab.stack import BatchNormReLU, BatchNormReLUMaxPool, ReLUMaxPool
+from cnnlab.stack import BatchNormAddReLU, BatchNormReLU, BatchNormReLUMaxPool, ReLUMaxPool
 
 
 def small_model(seed=0):
@@ -361,3 +361,79 @@ def test_overlapping_pools_and_captures_are_not_fused_with_batchnorm(compiled_lo
     else:
         assert kinds() == ["Conv2D", "BatchNormReLU", "MaxPool2D", "Conv2D", "BatchNormReLUMaxPool", "Flatten", "Dense"]
         assert kinds("relu_1")[4:6] == ["BatchNormReLU", "MaxPool2D"]
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_fused_batchnorm_add_relu_matches_the_three_layers_and_finite_differences(training, compiled_loops):
+    """The end of a residual block, relu(BatchNorm(x) + r), as one step against the three layers (float64), and
+    its gradients (x, the branch r, gamma, beta) against central differences."""
+    rng = np.random.default_rng(20)
+    shape = (3, 5, 4, 6)
+    x, r, dy = rng.standard_normal(shape) + 0.3, rng.standard_normal(shape), rng.standard_normal(shape)
+    norm, add, relu = L.BatchNorm(), L.Add(), L.ReLU()
+    norm.build(shape[1:], rng=rng, dtype=np.float64)
+    add.build([shape[1:], shape[1:]], rng=rng, dtype=np.float64)
+    relu.build(shape[1:], rng=rng, dtype=np.float64)
+    for layer in (norm, add, relu):
+        layer.needs_input_grad = True
+    norm.params["gamma"][...] = rng.uniform(-1.5, 2, shape[-1])              # negative scales too
+    norm.params["beta"][...] = rng.standard_normal(shape[-1]) * 0.5
+    norm.buffers["running_mean"][...] = rng.standard_normal(shape[-1]) * 0.2
+    norm.buffers["running_var"][...] = rng.uniform(0.5, 2, shape[-1])
+    running = {k: v.copy() for k, v in norm.buffers.items()}
+    y_ref = relu.forward(add.forward([norm.forward(x, training), r], training), training)
+    assert 0.2 < np.mean(y_ref == 0) < 0.8                                      # the ReLU clips some, not all
+    g = relu.backward(dy)
+    dbn, dr_ref = add.backward(g)
+    dx_ref = norm.backward(dbn)
+    g_ref = {k: v.copy() for k, v in norm.grads.items()}
+    after = {k: v.copy() for k, v in norm.buffers.items()}
+    for k, v in running.items():                   # the fused step updates the running estimates once, the same way
+        norm.buffers[k][...] = v
+    step = BatchNormAddReLU(norm, add, relu)
+    y = step.forward([x, r], training)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    dx, dr = step.backward(dy)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dr, dr_ref, rtol=1e-12, atol=1e-12)
+    for k, v in norm.grads.items():
+        np.testing.assert_allclose(v, g_ref[k], rtol=1e-10, atol=1e-12)
+    for k, v in norm.buffers.items():
+        np.testing.assert_allclose(v, after[k], rtol=1e-12)
+
+    def loss():                                    # sum(dy * step(x, r)); the running estimates are put back each time
+        for k, v in after.items():
+            norm.buffers[k][...] = v
+        return float(np.sum(dy * step.forward([x, r], training)))
+    for a, grad in ((x, dx), (r, dr), (norm.params["gamma"], g_ref["gamma"]), (norm.params["beta"], g_ref["beta"])):
+        assert relative_error(numeric_gradient(loss, a), grad) < 1e-6
+
+
+def test_residual_blocks_end_in_one_fused_step_unless_a_tensor_is_captured(compiled_loops):
+    """ResNet-8's three blocks each end in BatchNormAddReLU (reading the block's shortcut too); capturing the Add
+    or the BatchNorm before it keeps the layers apart. Fused and unfused passes agree (bit for bit without the
+    compiled loops, which compute BatchNorm's statistics in float64)."""
+    model = cnnlab.models.resnet8(input_shape=(8, 8, 3), seed=5).astype(np.float64)
+    kinds = lambda *names: [type(r).__name__ for r, *_ in model.stack.plan(  # noqa: E731
+        frozenset(model.stack.tensor(n) for n in names)).steps]
+    assert kinds().count("BatchNormAddReLU") == 3 and "Add" not in kinds()
+    assert kinds("add").count("BatchNormAddReLU") == 2 and kinds("batch_norm_2").count("BatchNormAddReLU") == 2
+    steps = [s for s in model.stack.plan().steps if isinstance(s[0], BatchNormAddReLU)]
+    first = steps[0]                               # block 1: the conv's BatchNorm input, then the stem's output
+    assert first[1] == (model.stack.tensor("conv2d_2"), model.stack.tensor("relu")) and first[3] is True
+    for layer in model.layers:
+        layer.needs_input_grad = True
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 8, 8, 3))
+    for training in (True, False):
+        y = model.forward(x, training)
+        dy = rng.standard_normal(y.shape)
+        dx = model.backward(dy)
+        grads = {k: g.copy() for k, _, g in model.parameters()}
+        y_ref, _ = model.forward(x, training, capture=["add", "add_1", "add_2"])
+        dx_ref = model.backward(dy)
+        tol = dict(rtol=0, atol=0) if compiled_loops == "numpy" else dict(rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(y, y_ref, **tol)
+        np.testing.assert_allclose(dx, dx_ref, **tol)
+        for k, _, g in model.parameters():
+            np.testing.assert_allclose(grads[k], g, rtol=tol["rtol"], atol=1e-10 if tol["atol"] else 0)

@@ -214,18 +214,31 @@ def test_lenet5_training_step_matches_torch():
     np.testing.assert_allclose(model["dense_2"].params["kernel"], linears[2].weight.detach().numpy().T, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("cin,filters,strides", [(4, 4, 1), (3, 6, 2)])
-def test_residual_block_matches_torch(cin, filters, strides):
+def residual_configs(n, seed):
+    """``n`` random (input channels, filters, strides, map height, width, batch) of the zoo's basic block."""
+    rng, out = np.random.default_rng(seed), []
+    for _ in range(n):
+        cin, strides = int(rng.integers(1, 7)), int(rng.integers(1, 3))
+        filters = cin if strides == 1 and rng.random() < 0.5 else int(rng.integers(1, 9))
+        out.append((cin, filters, strides, int(rng.integers(4, 11)), int(rng.integers(4, 11)), int(rng.integers(2, 5))))
+    return out
+
+
+@pytest.mark.parametrize("cin,filters,strides,h,w,n", [(4, 4, 1, 8, 8, 3), (3, 6, 2, 8, 8, 3)] + residual_configs(4, 711))
+def test_residual_block_matches_torch(cin, filters, strides, h, w, n, compiled_loops):
     # The zoo's basic block (identity shortcut, and strided 1x1 projection) against the same block in PyTorch,
-    # with the same weights, in training mode: outputs, input gradient and every parameter gradient.
+    # with the same weights, in training mode: outputs, input gradient and every parameter gradient. The block
+    # ends in the stack's fused BatchNorm -> Add -> ReLU step, with the compiled loops and without.
     from cnnlab.models import _basic_block
-    rng = np.random.default_rng(700 + strides)
-    inputs = cnnlab.Input((8, 8, cin))
+    from cnnlab.stack import BatchNormAddReLU
+    rng = np.random.default_rng(700 + strides + 10 * cin + h)
+    inputs = cnnlab.Input((h, w, cin))
     model = cnnlab.Model(inputs, _basic_block(inputs, filters, strides)).astype(np.float64)
+    assert sum(isinstance(r, BatchNormAddReLU) for r, *_ in model.stack.plan().steps) == 1
     nn = torch.nn
     convs = [nn.Conv2d(cin, filters, 3, strides, 1, bias=False), nn.Conv2d(filters, filters, 3, 1, 1, bias=False)]
     bns = [nn.BatchNorm2d(filters), nn.BatchNorm2d(filters)]
-    if strides != 1:
+    if strides != 1 or cin != filters:
         convs.append(nn.Conv2d(cin, filters, 1, strides, bias=False))
         bns.append(nn.BatchNorm2d(filters))
     ours_conv = [layer for layer in model.layers if isinstance(layer, L.Conv2D)]
@@ -239,7 +252,7 @@ def test_residual_block_matches_torch(cin, filters, strides):
             layer.params["beta"][...] = rng.standard_normal(filters)
             bn.weight.copy_(torch.tensor(layer.params["gamma"]))
             bn.bias.copy_(torch.tensor(layer.params["beta"]))
-    x = rng.standard_normal((3, 8, 8, cin))
+    x = rng.standard_normal((n, h, w, cin))
     for layer in model.layers:
         layer.needs_input_grad = True                  # the input gradient too (in training mode)
     y = model.forward(x, training=True)
@@ -248,7 +261,7 @@ def test_residual_block_matches_torch(cin, filters, strides):
     xt = to_torch(x)
     h = F.relu(bns[0](convs[0](xt)))
     h = bns[1](convs[1](h))
-    yt = F.relu(h + (bns[2](convs[2](xt)) if strides != 1 else xt))
+    yt = F.relu(h + (bns[2](convs[2](xt)) if len(convs) == 3 else xt))
     yt.backward(torch.tensor(np.ascontiguousarray(dy.transpose(0, 3, 1, 2))))
     np.testing.assert_allclose(y, from_torch(yt), rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(dx, from_torch(xt.grad), rtol=1e-8, atol=1e-10)

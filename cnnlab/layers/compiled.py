@@ -376,12 +376,15 @@ def batchnorm_stats(x):
 
 
 @_jit
-def batchnorm_relu(x, mean, scale, shift, y):
-    """``y = max((x - mean) * scale + shift, 0)`` row by row; ``mean``, ``scale``, ``shift`` in ``x``'s dtype."""
+def batchnorm_relu(x, mean, scale, shift, y, r=None):
+    """``y = max((x - mean) * scale + shift [+ r], 0)`` row by row; ``mean``, ``scale``, ``shift`` in ``x``'s dtype;
+    ``r`` (C, M) like ``x``, a residual branch added before the ReLU (``BatchNorm.forward_add_relu``), or None."""
     for i in range(x.shape[0]):
         row, out, mu, s, b = x[i], y[i], mean[i], scale[i], shift[i]
         for k in range(x.shape[1]):
             z = (row[k] - mu) * s + b
+            if r is not None:                   # compiled once with r and once without: no test in the loop
+                z += r[i, k]
             out[k] = z if z > 0 else 0
     return y
 
@@ -413,6 +416,38 @@ def batchnorm_relu_input_grad(x, dy, mean, scale, shift, a, b, dx):
             xm = row[k] - mu
             g = d[k] if xm * s + sh > 0 else 0
             out[k] = g * s - xm * ai - bi
+    return dx
+
+
+# BatchNorm, then a residual branch added, then ReLU (a residual block's end, BatchNorm.forward_add_relu): one
+# pass for the output (batchnorm_relu with r), one for the sums and the branch's gradient, one for the input
+# gradient. The ReLU's mask is read from the output it wrote (the residual branch is not needed again).
+
+@(numba.njit(cache=True, nogil=True, fastmath={"reassoc"}) if numba is not None else (lambda f: f))
+def batchnorm_masked_sums(x, dy, y, mean, g):
+    """Per row: ``sum(g)`` and ``sum(g (x - mean))``, where ``g = dy`` where ``y > 0``, else 0; ``g`` is written."""
+    c, m = x.shape
+    sum_g, sum_gxm = np.zeros(c), np.zeros(c)
+    for i in range(c):
+        row, d, out, gi, mu = x[i], dy[i], y[i], g[i], mean[i]
+        s1 = 0.0
+        s2 = 0.0
+        for k in range(m):
+            v = d[k] if out[k] > 0 else 0
+            gi[k] = v
+            s1 += v
+            s2 += v * (row[k] - mu)
+        sum_g[i], sum_gxm[i] = s1, s2
+    return sum_g, sum_gxm
+
+
+@_jit
+def batchnorm_input_grad(x, g, mean, scale, a, b, dx):
+    """``dx = g scale - (x - mean) a - b`` row by row."""
+    for i in range(x.shape[0]):
+        row, gi, out, mu, s, ai, bi = x[i], g[i], dx[i], mean[i], scale[i], a[i], b[i]
+        for k in range(x.shape[1]):
+            out[k] = gi[k] * s - (row[k] - mu) * ai - bi
     return dx
 
 

@@ -26,6 +26,7 @@ class BatchNorm(Layer):
             raise ValueError(f"BatchNorm: eps must be > 0, received {eps!r}")
         self.momentum, self.eps = float(momentum), float(eps)
         self._batch_stats = None                            # (mean, unbiased var) of the last training batch
+        self._residual = None                               # forward_add_relu's (compiled or not, output)
 
     def param_shapes(self, input_shape):
         c = (input_shape[-1],)
@@ -131,6 +132,49 @@ class BatchNorm(Layer):
             return None
         dx = compiled.batchnorm_relu_input_grad(flat, dyc, mean, scale, beta, *ab, np.empty_like(dyc))
         return dx.reshape(shape).transpose(order)
+
+    # ``BatchNorm`` -> ``Add`` (a residual branch ``r``) -> ``ReLU``, the end of a residual block, as one step
+    # (cnnlab.stack): ``y = relu(forward(x) + r)``. With the compiled loops the output is one pass and the
+    # backward pass two (the ReLU's mask is read from the output, which the next layer keeps anyway); without
+    # them the same NumPy operations as the three layers, in place. The branch's gradient is ``g``, the
+    # gradient that passes the ReLU: ``dL/dr = g = dy [y > 0]``, ``dL/dx`` = BatchNorm's backward of ``g``.
+    def forward_add_relu(self, x, r, training=False):
+        """``max(self.forward(x, training) + r, 0)`` for ``r`` of ``x``'s shape."""
+        if not compiled.enabled():
+            y = self.forward(x, training)                       # a new array (a view of it): add in place
+            y += np.asarray(r, dtype=self.dtype)
+            np.maximum(y, 0, out=y)
+            self._residual = (False, y)
+            return y
+        xc, order, flat = self._rows(x, training)
+        r = np.asarray(r, dtype=self.dtype)
+        if r.shape != x.shape:
+            raise ValueError(f"{self.label}: the residual branch has shape {r.shape}, the input {x.shape}")
+        rflat = self._channels_first(r)[0].reshape(flat.shape)  # a view where r lives channels-first
+        mean, inv_std, scale = self._affine(flat, training)
+        y = compiled.batchnorm_relu(flat, mean, scale, self.params["beta"], np.empty_like(flat), rflat)
+        self._cache = (flat, mean, inv_std, scale, order, training)
+        self._residual = (True, y)
+        return y.reshape(xc.shape).transpose(order)
+
+    def backward_add_relu(self, dy):
+        """The gradients of ``forward_add_relu``: ``[dL/dx, dL/dr]`` (``dL/dx`` None where not needed)."""
+        fused, y = self._residual
+        if not fused:
+            g = dy * (y > 0)                                    # the ReLU's backward, then BatchNorm's
+            return [self.backward(g), g]
+        flat, mean, inv_std, scale, order, training = self._cache
+        c, count = flat.shape
+        dyc, _ = self._channels_first(np.asarray(dy, dtype=self.dtype))
+        shape = dyc.shape
+        g = np.empty_like(flat)
+        sums = compiled.batchnorm_masked_sums(flat, dyc.reshape(c, -1), y, mean, g)
+        dr = g.reshape(shape).transpose(order)
+        ab = self._fused_grads(*sums, inv_std, scale, count, training)
+        if ab is None:
+            return [None, dr]
+        dx = compiled.batchnorm_input_grad(flat, g, mean, scale, *ab, np.empty_like(flat))
+        return [dx.reshape(shape).transpose(order), dr]
 
     # ``BatchNorm`` -> ``ReLU`` -> ``MaxPool2D`` with windows that do not overlap, as one step (cnnlab.stack,
     # with the compiled loops): the pool's window maximum of the normalized values, clipped at 0, is all that
