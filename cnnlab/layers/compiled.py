@@ -390,8 +390,11 @@ def batchnorm_relu(x, mean, scale, shift, y, r=None):
 
 
 @(numba.njit(cache=True, nogil=True, fastmath={"reassoc"}) if numba is not None else (lambda f: f))
-def batchnorm_relu_sums(x, dy, mean, scale, shift):
-    """Per row: ``sum(g)`` and ``sum(g (x - mean))``, where ``g = dy`` where the output was positive, else 0."""
+def batchnorm_relu_sums(x, dy, mean, scale, shift, y=None, g=None):
+    """Per row: ``sum(g)`` and ``sum(g (x - mean))``, where ``g = dy`` where the output was positive, else 0.
+
+    The output's sign is recomputed from ``x``, or with ``y`` read from it (``BatchNorm.forward_add_relu``'s
+    output, which a residual branch changed); ``g``, when given, receives the masked gradient itself."""
     c, m = x.shape
     sum_g, sum_gxm = np.zeros(c), np.zeros(c)
     for i in range(c):
@@ -400,7 +403,13 @@ def batchnorm_relu_sums(x, dy, mean, scale, shift):
         s2 = 0.0
         for k in range(m):
             xm = row[k] - mu
-            if xm * s + b > 0:
+            if y is None:                       # compiled once per combination: no test in the loop
+                on = xm * s + b > 0
+            else:
+                on = y[i, k] > 0
+            if g is not None:
+                g[i, k] = d[k] if on else 0
+            if on:
                 s1 += d[k]
                 s2 += d[k] * xm
         sum_g[i], sum_gxm[i] = s1, s2
@@ -420,26 +429,9 @@ def batchnorm_relu_input_grad(x, dy, mean, scale, shift, a, b, dx):
 
 
 # BatchNorm, then a residual branch added, then ReLU (a residual block's end, BatchNorm.forward_add_relu): one
-# pass for the output (batchnorm_relu with r), one for the sums and the branch's gradient, one for the input
-# gradient. The ReLU's mask is read from the output it wrote (the residual branch is not needed again).
-
-@(numba.njit(cache=True, nogil=True, fastmath={"reassoc"}) if numba is not None else (lambda f: f))
-def batchnorm_masked_sums(x, dy, y, mean, g):
-    """Per row: ``sum(g)`` and ``sum(g (x - mean))``, where ``g = dy`` where ``y > 0``, else 0; ``g`` is written."""
-    c, m = x.shape
-    sum_g, sum_gxm = np.zeros(c), np.zeros(c)
-    for i in range(c):
-        row, d, out, gi, mu = x[i], dy[i], y[i], g[i], mean[i]
-        s1 = 0.0
-        s2 = 0.0
-        for k in range(m):
-            v = d[k] if out[k] > 0 else 0
-            gi[k] = v
-            s1 += v
-            s2 += v * (row[k] - mu)
-        sum_g[i], sum_gxm[i] = s1, s2
-    return sum_g, sum_gxm
-
+# pass for the output (batchnorm_relu with r), one for the sums and the branch's gradient (batchnorm_relu_sums
+# with y and g), one for the input gradient. The ReLU's mask is read from the output it wrote (the residual
+# branch is not needed again).
 
 @_jit
 def batchnorm_input_grad(x, g, mean, scale, a, b, dx):

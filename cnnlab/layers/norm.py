@@ -168,7 +168,7 @@ class BatchNorm(Layer):
         dyc, _ = self._channels_first(np.asarray(dy, dtype=self.dtype))
         shape = dyc.shape
         g = np.empty_like(flat)
-        sums = compiled.batchnorm_masked_sums(flat, dyc.reshape(c, -1), y, mean, g)
+        sums = compiled.batchnorm_relu_sums(flat, dyc.reshape(c, -1), mean, scale, self.params["beta"], y, g)
         dr = g.reshape(shape).transpose(order)
         ab = self._fused_grads(*sums, inv_std, scale, count, training)
         if ab is None:
