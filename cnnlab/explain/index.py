@@ -18,7 +18,8 @@ from .features import explain_features
 from .invariance import invariance_experiment
 from .matched_filter import explain_matched_filter
 from .saliency import explain_saliency
-from .subject import DEFAULT_OUT, add_common_arguments, data_noun, log_to, resolve_subject, stderr_log
+from .subject import (DEFAULT_OUT, add_common_arguments, data_noun, log_to, model_argument, resolve_subject,
+                      stderr_log)
 from .weight_sharing import explain_weight_sharing
 
 TOOLS = ("conv", "features", "weight-sharing", "matched-filter", "invariance", "saliency")
@@ -124,7 +125,7 @@ def write_index(path, subject, r):
 
 
 def _cli(args):
-    explain_all(args.out, model=args.model, dataset=args.dataset, data_dir=args.data_dir, image=args.image,
+    explain_all(args.out, model=model_argument(args), dataset=args.dataset, data_dir=args.data_dir, image=args.image,
                 index=args.index, invert=args.invert, seed=args.seed, log=stderr_log)
     print(f"wrote {Path(args.out) / 'index.html'} and one folder per tool")
     return 0
