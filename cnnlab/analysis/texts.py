@@ -245,6 +245,31 @@ def unit_optimum(unit, value, input_value, random_values, radius, optimised=None
 
 
 # ---------------------------------------------------------------------------
+# The lesson's questions, and where an explain page sits in the lesson
+# ---------------------------------------------------------------------------
+QUESTIONS = {
+    "Q1": "How does the convolution step of a CNN work?",
+    "Q2": "Why is it effective?",
+    "Q3": "Why does the first convolution find small parts such as edges, and what finds corners?",
+    "Q4": "How does this convolution relate to the one of probability theory, the density of a sum?",
+}
+
+
+def lesson_heading(step) -> str:
+    """The heading of an explain page's section: its lesson step (``lesson.outline()``'s entry) and questions."""
+    return f"Step {step['step']}: {step['title']} ({', '.join(step['questions'])})"
+
+
+def lesson_order(steps, shown) -> str:
+    """The explain index's opening: it follows the lesson (``steps``: the outline), showing the steps ``shown``."""
+    rest = [str(s["step"]) for s in steps if s["step"] not in shown]
+    asked = " ".join(f"{q}: {text}" for q, text in QUESTIONS.items())
+    return (f"These pages follow the lesson of the explorer (cnnlab serve, its Lesson tab), in its order, on one "
+            f"model; each heading names the lesson's step and the questions it answers ({asked}). Steps "
+            f"{_listed(rest)} are in the explorer's lesson only, on your own drawing.")
+
+
+# ---------------------------------------------------------------------------
 # The walk through one model (the explain index), one paragraph per step
 # ---------------------------------------------------------------------------
 def conv_step(kernel_hw, input_hw, output_hw) -> str:
