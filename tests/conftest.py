@@ -1,4 +1,6 @@
-"""Shared test helpers."""
+"""Shared test helpers, and how the suite runs in parallel (pytest-xdist: ``python -m pytest -n auto``)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -34,3 +36,23 @@ def compiled_loops(request, monkeypatch):
     """Run a test with the NumPy code and with the compiled loops of cnnlab.layers.compiled (Winograd, BatchNorm + ReLU)."""
     monkeypatch.setenv("CNNLAB_COMPILED", "0" if request.param == "numpy" else "1")
     return request.param
+
+
+# Under pytest-xdist with ``--dist loadscope`` (the README's test command), a worker takes a whole test module, so a
+# module-scoped fixture (a trained model, a server, an imported classic) is made once. The modules below start
+# process groups, real signals or deadlines on child processes (mpiexec -n 4, Ctrl-C, a server's children): each of
+# their tests holds one lock, shared by the workers of a session, so no two of them ever run at the same time.
+PROCESSES = {"test_cluster", "test_distributed", "test_cli", "test_serve_cli"}
+
+
+@pytest.fixture(autouse=True)
+def one_process_test_at_a_time(request, tmp_path_factory):
+    if request.module.__name__.rpartition(".")[2] not in PROCESSES:
+        yield
+        return
+    import fcntl
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root     # the workers' shared folder
+    with open(root / "processes.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
