@@ -81,7 +81,7 @@ def test_fresh_virtual_environment_runs_the_main_job(tmp_path):
     where = subprocess.run([str(python), "-c", "import cnnlab; print(cnnlab.__file__)"], capture_output=True,
                            text=True, env=env, cwd=tmp_path, timeout=60)
     assert str(env_dir) in where.stdout, where                     # the installed copy, not the checkout
-    demo = subprocess.run([str(bindir / "cnnlab"), "demo", "--out", str(tmp_path / "run"), "--epochs", "2"],
+    demo = subprocess.run([str(bindir / "cnnlab"), "demo", "--out", str(tmp_path / "run"), "--epochs", "1"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert demo.returncode == 0, demo.stderr
     assert "test accuracy" in demo.stdout and (tmp_path / "run" / "model.safetensors").is_file()
