@@ -1,4 +1,6 @@
-"""Shared test helpers."""
+"""Shared test helpers, and how the suite runs in parallel (pytest-xdist: ``python -m pytest -n auto``)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -34,3 +36,42 @@ def compiled_loops(request, monkeypatch):
     """Run a test with the NumPy code and with the compiled loops of cnnlab.layers.compiled (Winograd, BatchNorm + ReLU)."""
     monkeypatch.setenv("CNNLAB_COMPILED", "0" if request.param == "numpy" else "1")
     return request.param
+
+
+# Under pytest-xdist with ``--dist loadscope`` (the README's test command), a worker takes a whole test module, so a
+# module-scoped fixture (a trained model, a server, an imported classic) is made once. The modules below start
+# process groups, real signals or deadlines on child processes (mpiexec -n 4, Ctrl-C, a server's children): each of
+# their tests holds one lock, shared by the workers of a session, so no two of them ever run at the same time.
+# ``-n auto`` starts one worker per core this process may use (``cnnlab.resources.cpu_cores``: taskset, affinity),
+# at most MAX_WORKERS (each worker holds its own models and data in memory), and each worker's BLAS computes with
+# its share of the cores, as ranks that share a machine do (``cnnlab.distributed``): no worker spin-waits on
+# another's cores.
+PROCESSES = {"test_cluster", "test_distributed", "test_cli", "test_serve_cli"}
+MAX_WORKERS = 8
+
+
+@pytest.hookimpl(optionalhook=True)                  # a hook of pytest-xdist: without it, nothing to answer
+def pytest_xdist_auto_num_workers(config):
+    from cnnlab.resources import cpu_cores
+    return min(cpu_cores(), MAX_WORKERS)
+
+
+def pytest_configure(config):
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if os.environ.get("PYTEST_XDIST_WORKER") and workers > 1:
+        from threadpoolctl import threadpool_limits
+        from cnnlab.resources import cpu_cores
+        config._blas_limits = threadpool_limits(max(1, cpu_cores() // workers), user_api="blas")
+
+
+@pytest.fixture(autouse=True)
+def one_process_test_at_a_time(request, tmp_path_factory):
+    if request.module.__name__.rpartition(".")[2] not in PROCESSES:
+        yield
+        return
+    import fcntl
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root     # the workers' shared folder
+    with open(root / "processes.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -62,3 +62,27 @@ def test_the_recipe_makes_most_first_layer_filters_oriented(tmp_path, monkeypatc
     assert found["count"] >= 6
     assert summary["test"]["accuracy"] > 0.8
     assert np.all(found["selectivity"][found["oriented"]] > found["threshold"])
+
+
+def test_explain_without_a_model_shows_the_subject_serve_shows(tmp_path, monkeypatch, capsys):
+    """``cnnlab explain`` with no --model trains the default subject once into --runs, as ``cnnlab serve`` does,
+    and the server then finds that very run (nothing trained twice)."""
+    import json
+    from cnnlab.cli import main
+    from cnnlab.runs import resolve_model as resolve_run
+    from cnnlab.serve.cli import resolve_model
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "none"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(subject, "default_subject_recipe", tiny_recipe)
+    runs = tmp_path / "runs"
+    assert main(["explain", "saliency", "--runs", str(runs), "--stride", "7", "--out", str(tmp_path / "sal")]) == 0
+    assert "training the default subject" in capsys.readouterr().err
+    run = runs / "shapes-default-subject"
+    r = json.loads((tmp_path / "sal" / "saliency.json").read_text())
+    assert r["model"] == str(run) and "shapes" in r["image"]["source"]
+    said = []
+    served, _, config = resolve_model(None, runs, log=said.append)
+    assert said == [] and config["dataset"] == "shapes"                       # found, not trained again
+    for a, b in zip(served.layers, resolve_run(run).model.layers):
+        for k in a.params:
+            np.testing.assert_array_equal(a.params[k], b.params[k])

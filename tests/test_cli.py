@@ -13,6 +13,7 @@ from PIL import Image
 
 from cnnlab import cli, runs
 from cnnlab.datasets import load_shapes
+from cnnlab.explain.subject import DefaultSubject
 from cnnlab.training import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,11 +246,12 @@ def test_explain_and_report_are_commands(capsys):
     assert code == 0 and "usage: cnnlab explain [TOOL] [options]" in out and "saliency" in out
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["explain"], {"data_dir": None, "model": None, "seed": 0}),
-    (["explain", "--data-dir", "DATA"], {"data_dir": "DATA", "model": None, "seed": 0}),
+@pytest.mark.parametrize("argv, expected", [      # no --model: the default subject (trained when first needed)
+    (["explain"], {"data_dir": None, "model": DefaultSubject("runs"), "seed": 0}),
+    (["explain", "--data-dir", "DATA"], {"data_dir": "DATA", "model": DefaultSubject("runs"), "seed": 0}),
     (["explain", "--data-dir", "DATA", "--seed", "3", "--model", "RUN"], {"data_dir": "DATA", "model": "RUN", "seed": 3}),
-    (["explain", "all", "--data-dir", "DATA"], {"data_dir": "DATA", "model": None, "seed": 0}),
+    (["explain", "all", "--data-dir", "DATA", "--runs", "R"], {"data_dir": "DATA", "model": DefaultSubject("R"),
+                                                              "seed": 0}),
 ])
 def test_explain_without_a_tool_name_runs_them_all_with_its_options(monkeypatch, capsys, tmp_path, argv, expected):
     from cnnlab.explain import index

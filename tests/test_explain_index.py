@@ -4,7 +4,9 @@ import re
 import numpy as np
 import pytest
 
+from cnnlab.analysis.lesson import outline
 from cnnlab.explain import index as X
+from cnnlab.explain.common import esc
 
 SMALL = {"subject": {"n_train": 300, "epochs": 1},
          "weight-sharing": {"n_train": 200, "n_test": 60, "epochs": 1, "image_size": 16, "demo_size": 6},
@@ -18,9 +20,13 @@ SMALL = {"subject": {"n_train": 300, "epochs": 1},
 def test_index_page_leads_from_how_to_why_to_what(tmp_path):
     r = X.explain_all(tmp_path, dataset="shapes", options=SMALL)
     html = (tmp_path / "index.html").read_text()
-    steps = [html.index(h) for h in ("1. How: the convolution step", "2. How: feature maps", "3. Why: weight sharing",
-                                      "4. Why: matched filtering", "5. Why: invariance", "6. What the model looks at")]
-    assert steps == sorted(steps)
+    # the lesson's steps, in the lesson's order, each under its own number and title
+    steps = {s["id"]: s for s in outline()}
+    headings = [f"Step {steps[i]['step']}: {steps[i]['title']}" for i in
+                ("convolution", "maps", "sharing", "matched", "invariance", "looks")]
+    at = [html.index(esc(h)) for h in headings]
+    assert at == sorted(at)
+    assert "Steps 1, 2, 4, 8, 9, 10, 11 and 14 are in the explorer&#x27;s lesson only" in html
     links = re.findall(r'href="([^"]+)"', html)
     assert sorted(links) == sorted(["conv/conv.html", "features/features.html", "weight-sharing/weight_sharing.html",
                                     "matched-filter/matched_filter.html", "invariance/invariance.html",
@@ -45,6 +51,15 @@ def test_index_page_leads_from_how_to_why_to_what(tmp_path):
     # the "why" of the convolution step: edge kernels on the subject's own test image, with their measured numbers
     edges = r["conv"]["edges"]
     assert edges["dataset"] == "shapes" and "hand-made edge kernels slid over test image #0 of shapes" in html
-    assert html.index("edge kernels on a real picture") < html.index("2. How: feature maps")
+    assert html.index("edge kernels on a real picture") < html.index(esc(headings[1]))
     for k in edges["kernels"]:
         assert f"{100 * k['on_border']:.1f}% of the strong responses of the kernel for {k['name']}" in html
+
+
+def test_every_page_belongs_to_a_lesson_step_and_comes_in_the_lessons_order():
+    steps = outline()
+    order = X.lesson_order()
+    assert [t for t, _ in order] == sorted(X.TOOLS, key=lambda t: [s["id"] for s in steps].index(X.LESSON_STEP[t]))
+    assert [s["step"] for _, s in order] == sorted(s["step"] for _, s in order)
+    assert {t for t, _ in order} == set(X.TOOLS)
+    assert [s["id"] for _, s in order] == ["convolution", "maps", "sharing", "matched", "invariance", "looks"]

@@ -186,12 +186,17 @@ def test_given_models_are_used_as_they_are(tmp_path, experiment):
                                                                               if k != "canvas_size"})
 
 
-def test_cli(tmp_path, capsys):
+def test_cli(tmp_path, capsys, monkeypatch):
+    """Without --model the CNN is the default subject (a small recipe here), kept under --runs."""
+    from cnnlab.analysis import subject
     from cnnlab.cli import main
+    from tests.test_analysis_subject import tiny_recipe
+    monkeypatch.setattr(subject, "default_subject_recipe", tiny_recipe)
     assert main(["explain", "invariance", "--dataset", "shapes", "--n-train", "200", "--n-test", "30",
                  "--epochs", "1", "--max-shift", "2", "--max-degrees", "0", "--no-canvas",
-                 "--out", str(tmp_path / "cli")]) == 0
+                 "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "cli")]) == 0
     text = capsys.readouterr().out
     assert "shift" in text and "invariance.html" in text
     r = json.loads((tmp_path / "cli" / "invariance.json").read_text())
+    assert r["models"]["cnn"]["description"] == str(tmp_path / "runs" / "shapes-default-subject")
     assert r["shifts"] == [0, 1, 2] and r["rotation"]["degrees"] == [0]

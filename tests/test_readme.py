@@ -26,6 +26,25 @@ def test_readme_gives_install_test_and_main_job_and_ci_runs_them():
     assert ci.strip().splitlines()[-1] == test
 
 
+def test_learn_table_is_the_lessons_outline_and_the_explain_index():
+    """The README's "Learn" table names each question's steps by the outline's numbers and titles, exactly the
+    steps the outline says answer it, and the explain pages under the steps the index puts them."""
+    from cnnlab.analysis.lesson import outline
+    from cnnlab.explain.index import LESSON_STEP
+    steps = outline()
+    by_number = {s["step"]: s for s in steps}
+    section = README[README.index("## Learn"):README.index("## A first example")]
+    rows = re.findall(r"^\| (Q\d)\. [^|]+\| ([^|]+)\| ([^|]+)\|$", section, re.M)
+    assert [q for q, _, _ in rows] == ["Q1", "Q2", "Q3", "Q4"]
+    for q, named, pages in rows:
+        listed = {int(n): t.strip(" ,") for n, t in re.findall(r"(\d+) ([^;]+?)(?=, \d+ |;|$)", named.strip())}
+        assert set(listed) == {s["step"] for s in steps if q in s["questions"]}, q
+        assert all(by_number[n]["title"] == t for n, t in listed.items()), (q, listed)
+        for page, number in re.findall(r"`([a-z-]+)` \((?:step )?(\d+)\)", pages):
+            assert by_number[int(number)]["id"] == LESSON_STEP[page], (q, page)
+    assert "docs/lesson-01-vector.png" in section and f"docs/lesson-14-{by_number[14]['id']}.png" in section
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX paths")
 def test_fresh_virtual_environment_runs_the_main_job(tmp_path):
@@ -62,7 +81,7 @@ def test_fresh_virtual_environment_runs_the_main_job(tmp_path):
     where = subprocess.run([str(python), "-c", "import cnnlab; print(cnnlab.__file__)"], capture_output=True,
                            text=True, env=env, cwd=tmp_path, timeout=60)
     assert str(env_dir) in where.stdout, where                     # the installed copy, not the checkout
-    demo = subprocess.run([str(bindir / "cnnlab"), "demo", "--out", str(tmp_path / "run"), "--epochs", "2"],
+    demo = subprocess.run([str(bindir / "cnnlab"), "demo", "--out", str(tmp_path / "run"), "--epochs", "1"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert demo.returncode == 0, demo.stderr
     assert "test accuracy" in demo.stdout and (tmp_path / "run" / "model.safetensors").is_file()

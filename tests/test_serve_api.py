@@ -230,6 +230,52 @@ def test_why_views(client, image):
 # ---------------------------------------------------------------------------
 # Refusals
 # ---------------------------------------------------------------------------
+def optimum_checked(client, model, img, layer, channel, query=""):
+    """``POST /api/unit/optimum`` for one unit, its numbers recomputed: the forward pass of the returned picture
+    and of the prepared input at the unit, and noise of the input's norm drawn here (not the route's)."""
+    r = client.post(f"/api/unit/optimum?layer={layer}&channel={channel}{query}", content=png(img))
+    assert r.status_code == 200, (layer, r.text)
+    d = r.json()
+    x, _ = prepare_input(png(img), model.input_shape)
+    best = np.asarray(d["image"]["data"], np.float32)
+    assert d["radius"] == pytest.approx(float(np.linalg.norm(x)), rel=1e-5)
+    assert np.linalg.norm(best) <= d["radius"] * (1 + 1e-5)
+    noise = np.random.default_rng(11).standard_normal((24,) + tuple(model.input_shape))
+    noise *= d["radius"] / np.linalg.norm(noise.reshape(24, -1), axis=1)[:, None, None, None]
+    out = model.forward(np.concatenate([best[None], x[None], noise]).astype(np.float32), capture=[layer])[1][layer]
+    at = out[(slice(None), channel)] if out.ndim == 2 else out[:, d["position"][0], d["position"][1], channel]
+    np.testing.assert_allclose([d["value"], d["input_value"]], at[:2], rtol=1e-4, atol=1e-5)
+    return d, at[2:]
+
+
+def test_what_a_unit_looks_for(client, image):
+    """An input of the current input's norm optimised for a unit of every kind of layer excites it more than the
+    input and than random inputs of that norm; the sentence says so with the numbers."""
+    model = every_kind_model()
+    for layer, channel in (("conv2d", 1), ("batch_norm", 2), ("leaky_relu", 0), ("conv2d_1", 4),
+                           ("max_pool2d", 3), ("dense", 5), ("tanh", 2), ("dense_1", 1)):
+        d, on_noise = optimum_checked(client, model, image, layer, channel)
+        assert d["value"] > max(d["input_value"], on_noise.max(), max(d["random_values"])), layer
+        assert d["sentence"].startswith("The picture is what this unit looks for") and f"{d['value']:.3g}" in d["sentence"]
+    d, _ = optimum_checked(client, model, image, "conv2d_1", 0, "&y=2&x=1")           # the unit the details show
+    assert d["position"] == [2, 1]
+    assert optimum_checked(client, model, image, "tanh", 0)[0]["optimised"] == "dense"   # through the activation
+    for query, status in (("layer=nope&channel=0", 404), ("channel=0", 400), ("layer=conv2d", 400),
+                          ("layer=conv2d&channel=4", 400), ("layer=conv2d&channel=0&y=99", 400)):
+        r = client.post(f"/api/unit/optimum?{query}", content=png(image))
+        assert r.status_code == status and r.json()["error"], query
+
+
+def test_what_a_unit_of_a_graph_model_looks_for(tmp_path):
+    """resnet8 (RGB, residual sums): a unit after a sum and an output unit."""
+    model = cnnlab.models.get("resnet8")()
+    img = np.random.default_rng(3).uniform(0, 1, model.input_shape)
+    with served(create_app(model, allowed_hosts=HOSTS, runs_root=tmp_path)) as client:
+        for layer in ("add", model.layers[-1].name):
+            d, on_noise = optimum_checked(client, model, img, layer, 3)
+            assert d["value"] > max(d["input_value"], on_noise.max()), layer
+
+
 def test_refusals(client, image):
     r = client.post("/api/predict", content=b"this is not an image at all")
     assert r.status_code == 400 and "not a picture" in r.json()["error"]

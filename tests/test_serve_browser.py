@@ -478,6 +478,27 @@ def test_unit_details_of_pooling_dense_and_softmax(page):
     assert page.locator("#softmax-table tr").count() == 1 + 10 + 1
 
 
+def test_what_does_this_unit_look_for(browser, server, tmp_path):
+    """The unit details' button optimises an input for the unit shown: the picture, its numbers (the server's,
+    for the same unit and input) and the sentence appear; the optimum beats the input and the noise."""
+    page = open_page(browser, server + "#view=unit&layer=conv2d_1&c=3&y=2&x=4&example=test:5", 1280, 800)
+    page.wait_for_selector("#view-details.active #unit-equation", timeout=30_000)
+    page.click("#unit-optimum-button")
+    page.wait_for_selector("#unit-optimum-table", timeout=30_000)
+    t = page.locator("#unit-optimum-table")
+    shown = {k: float(t.get_attribute(f"data-{k}")) for k in ("value", "input-value", "random-max", "radius")}
+    reference = api(server, "api/unit/optimum?layer=conv2d_1&channel=3&y=2&x=4", example_png(server, 5))
+    assert shown["input-value"] == pytest.approx(reference["input_value"], rel=1e-5, abs=1e-6)
+    assert shown["radius"] == pytest.approx(reference["radius"], rel=1e-6)
+    assert shown["value"] == pytest.approx(reference["value"], rel=1e-5, abs=1e-6)    # the same seed: the same optimum
+    assert shown["value"] > max(shown["input-value"], shown["random-max"])
+    assert page.inner_text("#unit-optimum-sentence") == reference["sentence"]
+    assert page.locator("#unit-optimum-image").get_attribute("aria-label").startswith("the input optimised for conv2d_1")
+    screenshot(page, tmp_path, "unit-optimum", full_page=True)
+    page.context.close()
+    assert not page.errors, page.errors
+
+
 def test_batchnorm_unit_shows_the_statistics_used(browser, resnet):
     page = open_page(browser, resnet + "#view=unit&layer=batch_norm_1&c=5&y=2&x=9", 1280, 800)
     page.wait_for_selector("#norm-table", timeout=30_000)

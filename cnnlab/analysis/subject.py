@@ -13,7 +13,7 @@ filter's own value at initialisation).
 * :func:`train_default_subject` trains it into a run directory through the
   one training path (``cnnlab.runs.run_training``), recording the first
   layer's filters from step 0, so its initial kernel is known.
-* :func:`default_subject_run` is the subject ``cnnlab serve`` shows without a model: trained once
+* :func:`default_subject_run` is the subject ``cnnlab serve`` and ``cnnlab explain`` show without a model: trained once
   into ``RUNS/<dataset>-default-subject`` with progress shown, then reused.
 * :func:`oriented_filters` counts the oriented filters of a run or model.
 """
@@ -61,14 +61,18 @@ def train_default_subject(run_dir, dataset="shapes", data_dir=None, seed=0, reci
     return run_training(make_config(**options), Path(run_dir), verbose=verbose, plot=False, data=data)
 
 
-def default_subject_run(runs_root, data_dir=None, log=print) -> Path:
+def default_subject_run(runs_root, data_dir=None, log=print, dataset=None) -> Path:
     """The default subject's run directory under ``runs_root``, trained now (progress on the terminal) unless done.
 
-    ``ValueError`` when an unfinished run is in the way (it is never overwritten).
+    ``cnnlab serve`` and ``cnnlab explain`` without a model both show it. ``dataset``: ``"mnist"`` or
+    ``"shapes"`` (default: :func:`default_dataset`). ``ValueError`` when an unfinished run is in the way (it is
+    never overwritten).
     """
     from ..runs import read_state
     from ..runs.files import STATE_FILE
-    dataset = default_dataset(data_dir)
+    dataset = default_dataset(data_dir) if dataset is None else str(dataset).lower()
+    if dataset not in ("mnist", "shapes"):
+        raise ValueError(f"the default subject is trained on mnist or shapes, not {dataset!r}")
     run_dir = Path(runs_root) / f"{dataset}-default-subject"
     if (run_dir / STATE_FILE).is_file() and read_state(run_dir).get("status") == "completed":
         return run_dir

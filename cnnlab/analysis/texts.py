@@ -222,6 +222,54 @@ def edge_responses(kernels, what, noun, strong, ink, sums, signs) -> str:
 
 
 # ---------------------------------------------------------------------------
+# What one unit looks for (the explorer's unit details: cnnlab.analysis.maximize.optimum)
+# ---------------------------------------------------------------------------
+def unit_optimum(unit, value, input_value, random_values, radius, optimised=None) -> str:
+    """What an input optimised to excite ``unit`` says, against the current input and random inputs of the
+    same L2 norm ``radius``. The unit is said to look for the pattern only when the optimum beats both."""
+    noise_mean, noise_max = float(sum(random_values) / len(random_values)), float(max(random_values))
+    via = (f" (an activation never decreases, so the input that maximises {optimised} below it was sought)"
+           if optimised else "")
+    numbers = (f"{unit} reaches {value:.3g} on the optimised input, {input_value:.3g} on yours and "
+               f"{noise_mean:.3g} on average ({noise_max:.3g} at most) on {len(random_values)} random inputs, all of "
+               f"the same size (L2 norm {radius:.3g}){via}.")
+    if value <= 0:
+        return f"No input of this size that the optimiser found turns this unit on: {numbers}"
+    if value <= input_value:
+        return f"Your input excites this unit at least as much as the optimiser's best: {numbers}"
+    if value <= noise_max:
+        return f"The optimised input does no better than random noise, so this unit shows no clear preference: {numbers}"
+    times = f", {value / input_value:.1f} times yours" if input_value > 0 else ""
+    return (f"The picture is what this unit looks for: of all inputs of your input's size, the optimiser's best "
+            f"excites it most{times}. {numbers}")
+
+
+# ---------------------------------------------------------------------------
+# The lesson's questions, and where an explain page sits in the lesson
+# ---------------------------------------------------------------------------
+QUESTIONS = {
+    "Q1": "How does the convolution step of a CNN work?",
+    "Q2": "Why is it effective?",
+    "Q3": "Why does the first convolution find small parts such as edges, and what finds corners?",
+    "Q4": "How does this convolution relate to the one of probability theory, the density of a sum?",
+}
+
+
+def lesson_heading(step) -> str:
+    """The heading of an explain page's section: its lesson step (``lesson.outline()``'s entry) and questions."""
+    return f"Step {step['step']}: {step['title']} ({', '.join(step['questions'])})"
+
+
+def lesson_order(steps, shown) -> str:
+    """The explain index's opening: it follows the lesson (``steps``: the outline), showing the steps ``shown``."""
+    rest = [str(s["step"]) for s in steps if s["step"] not in shown]
+    asked = " ".join(f"{q}: {text}" for q, text in QUESTIONS.items())
+    return (f"These pages follow the lesson of the explorer (cnnlab serve, its Lesson tab), in its order, on one "
+            f"model; each heading names the lesson's step and the questions it answers ({asked}). Steps "
+            f"{_listed(rest)} are in the explorer's lesson only, on your own drawing.")
+
+
+# ---------------------------------------------------------------------------
 # The walk through one model (the explain index), one paragraph per step
 # ---------------------------------------------------------------------------
 def conv_step(kernel_hw, input_hw, output_hw) -> str:

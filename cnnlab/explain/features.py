@@ -23,8 +23,8 @@ from .._io import CnnlabFileError
 from ..analysis.filters import filter_change
 from . import common
 from .result import ExplainResult
-from .subject import (add_common_arguments, pick_input, read_filter_snapshots, resolve_subject, shape_text, softmax1,
-                      stderr_log)
+from .subject import (add_common_arguments, model_argument, pick_input, read_filter_snapshots, resolve_subject,
+                      shape_text, softmax1, stderr_log)
 
 
 def grid_shape(n, max_cols=8):
@@ -445,7 +445,7 @@ def explain_features(out, model=None, image=None, index=0, dataset=None, data_di
 
 
 def _cli(args):
-    result = explain_features(args.out, model=args.model, image=args.image, index=args.index, dataset=args.dataset,
+    result = explain_features(args.out, model=model_argument(args), image=args.image, index=args.index, dataset=args.dataset,
                               data_dir=args.data_dir, snapshots=args.snapshots, max_maps=args.max_maps,
                               **images.options_from(args), seed=args.seed, log=stderr_log)
     p = result["prediction"]

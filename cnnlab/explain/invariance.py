@@ -51,7 +51,8 @@ from ..model import Sequential
 from . import common
 from .result import ExplainResult
 from .subject import (add_common_arguments, check_compatible, data_noun, default_data, demo_model, fit_class_names,
-                      fit_until, load_data, log_to, prepare_image, run_data, stderr_log, Subject)
+                      fit_until, load_data, log_to, model_argument, prepare_image, resolve_subject,
+                      run_data, stderr_log, DefaultSubject, Subject)
 
 MLP_MAX_EPOCHS_FACTOR = 8    # the MLP baseline may train this many times the CNN's epochs to match its accuracy
 DIRECTIONS = {"right": (0, 1), "left": (0, -1), "down": (1, 0), "up": (-1, 0)}
@@ -370,6 +371,10 @@ def _resolve(model, dataset, data_dir, options):
     """``(model or None, description, dataset, data_dir, options)`` for a CNN/MLP argument."""
     if model is None:
         return None, None, dataset, data_dir, options
+    if isinstance(model, DefaultSubject):        # other data than the default subject's: the CNN is trained here
+        if not model.covers(dataset):
+            return None, None, dataset, data_dir, options
+        model = resolve_subject(model, dataset, data_dir, log=stderr_log)
     if isinstance(model, Sequential):
         return model, f"model {model.name!r}", dataset, data_dir, options
     if isinstance(model, Subject):
@@ -388,7 +393,8 @@ def invariance_experiment(out, model=None, mlp=None, dataset=None, data_dir=None
 
     Args:
         out: output folder (created).
-        model: the CNN (``Sequential``, run directory or model file); default: trained now.
+        model: the CNN (``Sequential``, ``Subject``, ``DefaultSubject``, run directory or model file); default:
+            trained now.
         mlp: the MLP to compare (same forms); default: trained now with about as many parameters.
         dataset, data_dir: the data (default: the model's run dataset, else MNIST if on disk, else shapes).
         image: a picture for the equivariance figure (default test image ``index``).
@@ -627,7 +633,7 @@ def _write_page(out, r, pngs):
 
 
 def _cli(args):
-    r = invariance_experiment(args.out, model=args.model, mlp=args.mlp, dataset=args.dataset, data_dir=args.data_dir,
+    r = invariance_experiment(args.out, model=model_argument(args), mlp=args.mlp, dataset=args.dataset, data_dir=args.data_dir,
                               image=args.image, index=args.index, max_shift=args.max_shift,
                               max_degrees=args.max_degrees, degree_step=args.degree_step, n_train=args.n_train,
                               n_test=args.n_test, epochs=args.epochs, canvas=not args.no_canvas,

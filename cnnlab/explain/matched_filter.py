@@ -27,7 +27,7 @@ from .common import (HEAT_CMAP, IMAGE_CMAP, SIGNED_CMAP, colorbar, esc, img_tag,
                      new_figure, out_dir, save_figure, save_json, symmetric_limits, table_html,
                      write_html)
 from .result import ExplainResult
-from .subject import resolve_subject, tool_out
+from .subject import add_model_arguments, model_argument, resolve_subject, tool_out
 
 
 def cross_template(size=7, thickness=1):
@@ -385,7 +385,7 @@ def add_parser(subparsers):
     p.add_argument("--template-size", type=int, help="resize the template to this side")
     p.add_argument("--noise", type=float, default=0.35, help="noise standard deviation (default 0.35)")
     p.add_argument("--distractors", type=int, default=3, help="distractor strokes (default 3)")
-    p.add_argument("--model", help="trained model (run folder or .safetensors); default: train the demo model tiny_cnn now")
+    add_model_arguments(p)                                              # --model, --runs: the default subject
     p.add_argument("--layer", help="convolution layer (default: the first)")
     p.add_argument("--dataset", help="images for the top patches (default: the run's dataset, else MNIST when on "
                    "disk, else shapes)")
@@ -400,7 +400,7 @@ def add_parser(subparsers):
 def run_cli(args):
     r = explain_matched_filter(out=args.out, image=args.image, template=args.template, size=args.size,
                                template_size=args.template_size, noise=args.noise, distractors=args.distractors,
-                               model=args.model, layer=args.layer, dataset=args.dataset, data_dir=args.data_dir,
+                               model=model_argument(args), layer=args.layer, dataset=args.dataset, data_dir=args.data_dir,
                                n_samples=args.samples, top_k=args.top_k, seed=args.seed)
     print(f"template matching: true position {r['true_position']}, response peak {r['peak_position']}, "
           f"NCC peak {r['ncc_peak_position']}")

@@ -18,7 +18,8 @@ from ..analysis.attribution import (check_class, grad_cam, gradient_saliency, ma
                                     smoothgrad, top_pixels)
 from . import common
 from .result import ExplainResult
-from .subject import add_common_arguments, pick_input, resolve_subject, shape_text, softmax1, stderr_log
+from .subject import (add_common_arguments, model_argument, pick_input, resolve_subject, shape_text, softmax1,
+                      stderr_log)
 
 
 # ---------------------------------------------------------------------------
@@ -204,7 +205,7 @@ def _fill_arg(text):
 
 
 def _cli(args):
-    result = explain_saliency(args.out, model=args.model, image=args.image, index=args.index,
+    result = explain_saliency(args.out, model=model_argument(args), image=args.image, index=args.index,
                               class_index=args.class_index, dataset=args.dataset, data_dir=args.data_dir,
                               patch=args.patch, stride=args.stride, fill=_fill_arg(args.fill), layer=args.layer,
                               **images.options_from(args), seed=args.seed, log=stderr_log)

@@ -11,7 +11,10 @@
 * **Model.** :func:`resolve_subject` loads a run directory or a
   ``.safetensors`` file, or trains the demo model (the zoo's ``tiny_cnn``,
   :func:`demo_model`) in seconds on the default data, recording its
-  first-layer filters as it learns. The :class:`Subject` it returns knows the
+  first-layer filters as it learns. On the command line, no ``--model``
+  means the default subject (:class:`DefaultSubject`): the run ``cnnlab
+  serve`` shows without a model (:func:`cnnlab.analysis.subject.default_subject_run`),
+  trained once under ``--runs`` when first needed and reused by both. The :class:`Subject` it returns knows the
   dataset and its class names, so every page can name the data it used.
 * **Input.** :func:`pick_input` returns the user's picture
   (:func:`prepare_image`) or a test image of the subject's dataset.
@@ -233,9 +236,32 @@ def run_data(path, dataset=None, data_dir=None):
     return ds, dd, options
 
 
+@dataclass(frozen=True)
+class DefaultSubject:
+    """No ``--model`` on the command line: the default subject, the run under ``runs`` that ``cnnlab serve`` shows
+    without a model (:func:`cnnlab.analysis.subject.default_subject_run`), trained once when a tool first needs it."""
+    runs: str = "runs"
+
+    @staticmethod
+    def covers(dataset) -> bool:
+        """Whether the default subject is the model for ``dataset``: it is trained on mnist or shapes only."""
+        return dataset is None or str(dataset).lower() in ("mnist", "shapes")
+
+    def run_dir(self, dataset=None, data_dir=None, log=None) -> Path:
+        from ..analysis.subject import default_subject_run
+        return default_subject_run(Path(self.runs), data_dir, log=lambda msg: log_to(log, f"cnnlab explain: {msg}"),
+                                   dataset=dataset)
+
+
+def model_argument(args):
+    """``--model``, or without one the :class:`DefaultSubject` under ``--runs``."""
+    return args.model if args.model is not None else DefaultSubject(args.runs)
+
+
 def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRAIN, epochs=DEFAULT_EPOCHS,
                     seed=0, log=None) -> Subject:
-    """The model to explain: a :class:`Subject`, a model, a run directory, a ``.safetensors`` or ``.onnx`` file, or ``None``.
+    """The model to explain: a :class:`Subject`, a model, a run directory, a ``.safetensors`` or ``.onnx`` file,
+    a :class:`DefaultSubject`, or ``None``.
 
     With ``None`` the demo model (:func:`demo_model`) is trained now on the
     first ``n_train`` images of ``dataset`` (default: :func:`default_data`),
@@ -246,6 +272,8 @@ def resolve_subject(model=None, dataset=None, data_dir=None, n_train=DEFAULT_TRA
     from ..runs.resolve import resolve_model
     if isinstance(model, Subject):          # resolved once, shared by several tools (``cnnlab explain all``)
         return model
+    if isinstance(model, DefaultSubject):   # the default subject is trained on mnist or shapes; other data: train now
+        model = model.run_dir(dataset, data_dir, log if log is not None else stderr_log) if model.covers(dataset) else None
     if model is not None:
         resolved = resolve_model(model, untrained=False)        # a model object, a run directory or a model file
         loaded, run_dir = resolved.model, resolved.run_dir
@@ -312,12 +340,11 @@ def shape_text(shape):
 def add_common_arguments(p, tool, image=True, model=True, data=True):
     """``--out`` (default ``explain/<tool>``), ``--seed`` and, as asked, the subject's and the input's options.
 
-    ``model``: ``--model``; ``data``: ``--dataset --data-dir``; ``image``:
+    ``model``: ``--model --runs`` (:func:`add_model_arguments`); ``data``: ``--dataset --data-dir``; ``image``:
     ``--image --index --invert --keep-background --no-center``.
     """
     if model:
-        p.add_argument("--model", metavar="RUN_OR_FILE", help="a run directory or .safetensors model file "
-                       "(default: train the small tiny_cnn now, in a few seconds)")
+        add_model_arguments(p)
     if data:
         p.add_argument("--dataset", help="dataset name (mnist, fashion-mnist, cifar10, shapes) or folder; default: "
                        "the run's dataset, else MNIST if found on disk, else the generated shapes")
@@ -332,3 +359,13 @@ def add_common_arguments(p, tool, image=True, model=True, data=True):
     p.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
     p.add_argument("--out", default=tool_out(tool), metavar="DIR",
                    help=f"output folder (default ./{tool_out(tool)})")
+
+
+def add_model_arguments(p):
+    """``--model`` and ``--runs``: the model to explain, by default the default subject (:func:`model_argument`)."""
+    p.add_argument("--model", metavar="RUN_OR_FILE", help="a run directory, .safetensors or .onnx model file (default: "
+                   "the default subject, the model cnnlab serve shows without one: tiny_cnn on MNIST when at hand, "
+                   "else on the built-in shapes, trained once into RUNS/<dataset>-default-subject and reused; with "
+                   "--dataset naming other data, tiny_cnn trained on it now)")
+    p.add_argument("--runs", default="runs", metavar="RUNS", help="where the default subject's run is kept, as for "
+                   "cnnlab serve (default runs)")

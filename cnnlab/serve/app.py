@@ -8,6 +8,8 @@ Routes (all answers JSON except the page, the static files and the event stream)
     POST /api/predict[?activations=1|base64][&run=NAME]      body: PNG/JPEG bytes -> probabilities, softmax,
                                             notes (what was done to the picture), novelty (far from the training data?)
     POST /api/unit?layer=L&channel=C&y=Y&x=X[&run=NAME]      body: image -> the numbers behind one unit
+    POST /api/unit/optimum?layer=L&channel=C[&y=Y&x=X]       body: image -> an input of its norm optimised to
+                                            excite that unit, and the unit on it, on the image, on noise
     GET  /api/examples?source=model|shapes&n=N              test images of the model's data (else shapes, and a note)
     GET  /api/filters[?run=NAME]            the first convolution's kernels (live training view; empty before a save)
     GET  /api/choices                       datasets found on disk, zoo models, augmentation presets (training form)
@@ -455,8 +457,8 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         out["novelty"] = await ex.compute(ex.novelty, model, dataset, x)
         return JSONResponse(out)
 
-    async def unit(request):
-        model, _, dataset = ex.model_for(request)
+    def layer_of(request, model):
+        """The query's ``layer``: a layer name of ``model`` (400 when missing, 404 when unknown)."""
         layer = request.query_params.get("layer")
         if not layer:
             raise ApiError(400, "missing query parameter 'layer'")
@@ -464,9 +466,22 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
             model[layer]
         except KeyError as e:
             raise ApiError(404, str(e.args[0])) from None
+        return layer
+
+    async def unit(request):
+        model, _, dataset = ex.model_for(request)
+        layer = layer_of(request, model)
         c, y, xx = _int(request, "channel", lo=0), _int(request, "y", 0, lo=0), _int(request, "x", 0, lo=0)
         x, _ = await image_of(request, model, dataset)
         return JSONResponse(await ex.compute(compute.unit_detail, model, x, layer, c, y, xx))
+
+    async def unit_optimum(request):
+        model, _, dataset = ex.model_for(request)
+        layer = layer_of(request, model)
+        c, xx = _int(request, "channel", lo=0), _int(request, "x", 0, lo=0)
+        y = _int(request, "y", lo=0) if "y" in request.query_params else None       # default: the map's centre
+        x, _ = await image_of(request, model, dataset)
+        return JSONResponse(await ex.compute(compute.unit_optimum, model, x, layer, c, y, xx))
 
     async def examples(request):
         model, _, dataset = ex.model_for(request)
@@ -648,6 +663,7 @@ def create_app(model, class_names=None, runs_root="runs", allowed_hosts=("127.0.
         Route("/api/model", api(get_model)),
         Route("/api/predict", api(predict), methods=["POST"]),
         Route("/api/unit", api(unit), methods=["POST"]),
+        Route("/api/unit/optimum", api(unit_optimum), methods=["POST"]),
         Route("/api/examples", api(examples)),
         Route("/api/filters", api(filters)),
         Route("/api/filters/added", api(filters_added)),

@@ -19,6 +19,7 @@ import numpy as np
 from ..analysis import texts
 from ..analysis.attribution import check_class, grad_cam, gradient_saliency
 from ..analysis.layers import capture, first_conv, kind as layer_kind, sources
+from ..analysis.maximize import optimum
 from ..analysis.patches import top_patches
 from ..analysis.shifts import shift_response
 from ..analysis.units import unit
@@ -123,6 +124,22 @@ def unit_detail(model, x, layer_name, channel, y=0, x_pos=0) -> dict:
     """
     detail = unit(model, x, layer_name, channel, y, x_pos)
     return {k: pack(v) if isinstance(v, np.ndarray) else v for k, v in detail.items()}
+
+
+def unit_optimum(model, x, layer_name, channel, y=None, x_pos=None) -> dict:
+    """What one unit looks for: the input of ``x``'s norm that excites it most (``analysis.maximize.optimum``,
+    at map position ``(y, x_pos)``, default the centre), its value there, on ``x`` and on random inputs of
+    that norm, and ``sentence`` (``analysis.texts.unit_optimum``)."""
+    position = None if y is None or len(model[layer_name].output_shape) != 3 else (y, x_pos or 0)
+    r = optimum(model, layer_name, channel, x, position)
+    what = f"unit ({channel}, {r['position'][0]}, {r['position'][1]})" if r["position"] else f"unit {channel}"
+    return {"layer": layer_name, "channel": channel, "position": r["position"] and list(r["position"]),
+            "image": pack(r["image"]), "value": r["value"], "input_value": r["input_value"],
+            "random_values": r["random_values"].tolist(), "radius": r["radius"], "jitter": r["jitter"],
+            "optimised": r["optimised"], "trace": r["values"].tolist(),
+            "sentence": texts.unit_optimum(f"{layer_name} {what}", r["value"], r["input_value"],
+                                           r["random_values"], r["radius"],
+                                           None if r["optimised"] == layer_name else r["optimised"])}
 
 
 # ---------------------------------------------------------------------------

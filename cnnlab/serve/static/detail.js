@@ -1,7 +1,7 @@
 // Unit details: the numbers behind one output of a layer (conv, pooling, activation, BatchNorm, dense, softmax).
 // Spatial units step with the stepping window (stepper.js); every number is the server's (/api/unit).
 import {postImage, unpack} from "./api.js";
-import {el, fmt, numberGrid, colour, paintCanvas, rgbCanvas} from "./draw.js";
+import {el, fmt, numberGrid, colour, paintCanvas, mapCanvas, rgbCanvas, legend} from "./draw.js";
 import {state, withRun, currentBlob, layerInfo} from "./state.js";
 import {createStepper} from "./stepper.js";
 
@@ -35,7 +35,7 @@ export async function showUnit(layer, channel, y, x) {
     el("button", {id: "unit-prev", "aria-label": "previous unit", onclick: () => showUnit(layer, Math.max(0, channel - 1), 0, 0)}, "◀"),
     el("button", {id: "unit-next", "aria-label": "next unit", onclick: () => showUnit(layer, Math.min(n - 1, channel + 1), 0, 0)}, "▶"),
     ` unit ${channel} of ${n}`);
-  box().replaceChildren(heading(info, d), nav, ...terms(d));
+  box().replaceChildren(heading(info, d), nav, ...terms(d), lookFor(layer, () => ({channel: d.channel})));
   moved(layer, d.channel, 0, 0);
 }
 
@@ -62,9 +62,49 @@ async function spatialUnit(info, channel, y, x) {
   stepperKey = key;
   const chan = el("input", {type: "number", min: 0, max: info.output_shape[2] - 1, value: channel, id: "unit-channel", "aria-label": "output channel"});
   chan.addEventListener("change", () => showUnit(info.name, parseInt(chan.value, 10) || 0, stepper.detail()?.y ?? 0, stepper.detail()?.x ?? 0));
-  box().replaceChildren(head, el("label", {class: "controls"}, "output channel ", chan), stepper.element);
+  const current = stepper;
+  box().replaceChildren(head, el("label", {class: "controls"}, "output channel ", chan), stepper.element,
+    lookFor(info.name, () => { const u = current.detail(); return {channel: u.channel, y: u.y, x: u.x}; }));
   await stepper.go(channel, y, x);
   window.explorer.stepper = stepper;
+}
+
+// What does this unit look for: on request (it takes the server about a second), an input of the current input's
+// size (L2 norm) optimised to excite the unit shown (/api/unit/optimum), the unit's value on it, on the current
+// input and on random inputs of that size, and the server's sentence about those numbers.
+function lookFor(layer, unitNow) {
+  const out = el("div", {class: "optimum-result", "aria-live": "polite"});
+  const button = el("button", {id: "unit-optimum-button", onclick: async () => {
+    const u = unitNow();
+    button.disabled = true;
+    out.replaceChildren(el("p", {class: "note"}, "optimising an input for this unit …"));
+    try { out.replaceChildren(...optimum(await postImage("/api/unit/optimum" + withRun({layer, ...u}), await currentBlob()))); }
+    catch (err) { out.replaceChildren(el("p", {class: "error"}, err.message)); }
+    finally { button.disabled = false; }
+  }}, "What does this unit look for?");
+  return el("section", {id: "unit-optimum"}, el("h3", {}, "What does this unit look for?"), button, out);
+}
+
+function optimum(d) {
+  const a = unpack(d.image);
+  const [h, w, c] = a.shape;
+  const cell = Math.max(2, Math.floor(140 / Math.max(h, w)));
+  const m = Math.max(Math.abs(a.min), Math.abs(a.max), 1e-12);
+  const cv = c === 3 ? rgbCanvas(a, cell) : mapCanvas(a, 0, -m, m, cell);
+  const unitName = d.position ? `channel ${d.channel} at (${d.position.join(", ")})` : `unit ${d.channel}`;
+  cv.id = "unit-optimum-image";
+  cv.setAttribute("role", "img");
+  cv.setAttribute("aria-label", `the input optimised for ${d.layer} ${unitName}: ${h}×${w}, L2 norm ${fmt(d.radius)}; the unit gives ${fmt(d.value)} on it`);
+  const noise = d.random_values, mean = noise.reduce((s, v) => s + v, 0) / noise.length;
+  const t = el("table", {class: "grid", id: "unit-optimum-table", "data-value": d.value, "data-input-value": d.input_value,
+                         "data-random-max": Math.max(...noise), "data-radius": d.radius},
+    ...[["the optimised input", d.value], ["your input", d.input_value], [`${noise.length} random inputs: mean`, mean],
+        [`${noise.length} random inputs: largest`, Math.max(...noise)]]
+      .map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, fmt(v)))));
+  return [el("div", {class: "pair"}, el("figure", {}, cv, c === 3 ? "" : legend(-m, m),
+            el("figcaption", {}, `${d.layer} ${unitName}: ${d.trace.length} steps of gradient ascent from the best random input`)),
+          el("div", {}, el("p", {class: "note"}, `the unit's value on inputs of L2 norm ${fmt(d.radius)}:`), t)),
+          el("p", {id: "unit-optimum-sentence"}, d.sentence)];
 }
 
 // The receptive field on the input the model received (after centring, inversion, resizing), and the
