@@ -20,7 +20,7 @@ def readme_commands():
 
 def test_readme_gives_install_test_and_main_job_and_ci_runs_them():
     install, test, main_job = readme_commands()
-    assert install.startswith("pip install -e") and test == "python -m pytest" and main_job == "cnnlab demo"
+    assert install.startswith("pip install -e") and test == "python -m pytest -n auto --dist loadscope" and main_job == "cnnlab demo"
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python -m pip install" in ci and '-e ".[test]"' in ci and install.endswith('-e ".[test]"')
     assert ci.strip().splitlines()[-1] == test

@@ -122,12 +122,24 @@ def try_kernel(model, x, kernel="edge", size=3, stride=1, padding="valid", dilat
         if min(out.shape) < pool:
             raise ValueError(f"pool={pool} is larger than the {out.shape[0]}x{out.shape[1]} output")
         pooled = MaxPool2D(pool).forward(out[None, :, :, None].astype(np.float32))[0, :, :, 0]
+    sizes = {"input": list(x.shape[:2]), "kernel": list(k.shape[:2]), "output": list(out.shape),
+             "pooled": list(pooled.shape) if pooled is not None else None}
     return {"input": image[..., 0] if image.shape[2] == 1 else image, "kernel": k.sum(axis=2) if k.shape[2] != 3 else k,
-            "output": out, "pooled": pooled,
-            "sizes": {"input": list(x.shape[:2]), "kernel": list(k.shape[:2]), "output": list(out.shape),
-                      "pooled": list(pooled.shape) if pooled is not None else None},
+            "output": out, "pooled": pooled, "sizes": sizes,
             "options": {"kernel": str(kernel), "size": int(k.shape[0]), "stride": stride, "padding": padding,
-                        "dilation": dilation, "pool": pool}}
+                        "dilation": dilation, "pool": pool},
+            "alt": _alt(str(kernel), sizes, stride, padding, dilation, pool)}
+
+
+def _alt(kernel, s, stride, padding, dilation, pool) -> str:
+    """The text alternative of one answer: what went in, what came out, and their sizes."""
+    name = {"custom": "typed"}.get(kernel, kernel.replace("trained:", "trained filter ") if kernel.startswith("trained:")
+                                   else kernel)
+    text = (f"The input ({s['input'][0]}x{s['input'][1]}) convolved with a {s['kernel'][0]}x{s['kernel'][1]} {name} "
+            f"kernel (stride {stride}, padding {padding}, dilation {dilation}) gives a {s['output'][0]}x{s['output'][1]} map")
+    if s["pooled"] is not None:
+        text += f"; max pooling by {pool} gives {s['pooled'][0]}x{s['pooled'][1]}"
+    return text + "."
 
 
 def tryit(ctx) -> dict:
@@ -140,10 +152,7 @@ def tryit(ctx) -> dict:
     s = r["sizes"]
     fig = {"kind": "tryit", "kernels": kernels, "limits": {k: list(v) for k, v in LIMITS.items()},
            "options": r["options"], "input": r["input"], "kernel": r["kernel"], "output": r["output"],
-           "pooled": r["pooled"], "sizes": s, "route": "/api/lesson/try",
-           "alt": f"The input ({s['input'][0]}x{s['input'][1]}) convolved with a {s['kernel'][0]}x{s['kernel'][1]} "
-                  f"edge kernel gives a {s['output'][0]}x{s['output'][1]} map; max pooling by 2 gives "
-                  f"{s['pooled'][0]}x{s['pooled'][1]}."}
+           "pooled": r["pooled"], "sizes": s, "route": "/api/lesson/try", "alt": r["alt"]}
     return {"paragraphs": [texts.lesson_try(s["input"], s["kernel"], s["output"])],
             "numbers": {"output_size": s["output"], "pooled_size": s["pooled"]}, "figures": [fig],
             "link": {"view": "unit", "layer": conv.name, "c": 0, "y": 0, "x": 0} if conv is not None else None}

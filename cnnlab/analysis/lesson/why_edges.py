@@ -59,8 +59,8 @@ def edges(ctx) -> dict:
                {"kind": "curve", "x": ANGLES.tolist(), "xlabel": "contour angle (degrees)",
                 "ylabel": "energy along that orientation (of the filter's largest)",
                 "series": [{"name": f"filter {j}", "y": curves[j].tolist()} for j in range(f)],
-                "alt": "Orientation tuning of each filter: " + ", ".join(
-                    f"filter {j} peaks at {ANGLES[int(np.argmax(curves[j]))]:.0f}\u00b0" for j in range(f)) + "."}]
+                "alt": "Orientation tuning of each filter, its preferred angle (the tuning curve's circular mean): "
+                       + ", ".join(f"filter {j} {ori['preferred'][j]:.0f}\u00b0" for j in range(f)) + "."}]
     if top is not None:
         figures.append({"kind": "maps", "signed": False, "label": f"average of the 16 patches each filter answers most "
                                                                    f"({source})",

@@ -30,6 +30,11 @@ N_TEST = 16
 LABELS = {"cnn": "This model", "model": "This model", "cnn_gap": "The model with global average pooling", "mlp": "The MLP of similar size"}
 
 
+def _lower(label):
+    """A label inside a sentence: "This model" -> "this model", "The MLP ..." -> "the MLP ..."."""
+    return label[:1].lower() + label[1:]
+
+
 def features_name(model):
     """The layer whose output the model's last layer with weights reads (the classifier's features);
     ``None`` when that is the input itself."""
@@ -101,14 +106,14 @@ def invariance(ctx) -> dict:
     figures = [{"kind": "curve", "x": shifts, "xlabel": "input shifted right (pixels; negative: left)",
                 "ylabel": "relative change of the classifier's features",
                 "series": [{"name": LABELS[k], "y": curves[k]} for k in models],
-                "alt": "Feature change at the largest shift: " + ", ".join(
-                    f"{LABELS[k].lower()} {largest[k]:.0%}" for k in models) + "."}]
+                "alt": f"Feature change at the largest shift ({sizes[-1]} pixels, right and left averaged): " + ", ".join(
+                    f"{_lower(LABELS[k])} {largest[k]:.0%}" for k in models) + "."}]
     if kept:
         figures.append({"kind": "curve", "x": shifts, "xlabel": "shift (pixels)",
                         "ylabel": f"predictions kept on {len(test)} test images",
                         "series": [{"name": LABELS[k], "y": kept[k]} for k in kept],
-                        "alt": "Predictions kept at the largest shift: " + ", ".join(
-                            f"{LABELS[k].lower()} {kept[k][-1]:.0%}" for k in kept) + "."})
+                        "alt": f"Predictions kept at the largest shift ({sizes[-1]} pixels, right and left averaged): "
+                               + ", ".join(f"{_lower(LABELS[k])} {folded(kept[k])[-1]:.0%}" for k in kept) + "."})
     return {"paragraphs": paragraphs, "numbers": numbers, "figures": figures,
             "predict": _predict(models, sizes, {k: folded(curves[k]) for k in models}),
             "link": {"view": "why"}}
@@ -126,7 +131,7 @@ def _predict(models, sizes, change):
                 "reveal": f"Measured on this input: {change[best][i]:.0%}."}
     return {"question": f"Shift the input {sizes[i]} pixels: whose features change least?",
             "choices": [LABELS[k] for k in keys], "answer": keys.index(best),
-            "reveal": "Measured on this input: " + ", ".join(f"{LABELS[k].lower()} {change[k][i]:.0%}"
+            "reveal": "Measured on this input: " + ", ".join(f"{_lower(LABELS[k])} {change[k][i]:.0%}"
                                                              for k in keys) + "."}
 
 
@@ -183,7 +188,7 @@ def looks(ctx) -> dict:
         paragraphs.append(texts.lesson_sanity_check(rho, same))
     else:
         paragraphs.append(why)
-    figures = [{"kind": "maps", "signed": False, "items": items,
+    figures = [{"kind": "maps", "signed": False, "shared": False, "items": items,     # each map on its own scale
                 "label": f"where the score of {name} is sensitive, trained and with random weights",
                 "alt": f"Saliency maps for class {name}" + (
                     "; rank correlation with the randomised model's: " + ", ".join(

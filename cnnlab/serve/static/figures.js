@@ -224,7 +224,11 @@ function tryit(f) {
     out.setAttribute("aria-busy", "true");
     try {
       const a = await postImage((f.route || "/api/lesson/try") + withRun(params), await currentBlob());
-      if (token === asked) out.replaceChildren(...tryAnswer(a));
+      if (token === asked) {
+        out.replaceChildren(...tryAnswer(a));
+        const alt = out.closest("figure")?.querySelector("p.alt");      // the text alternative follows the answer
+        if (alt && a.alt) alt.textContent = a.alt;
+      }
     } catch (err) {
       if (token === asked) out.replaceChildren(el("p", {class: "error", role: "alert"}, err.message));
     } finally { out.removeAttribute("aria-busy"); }
