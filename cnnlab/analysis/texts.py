@@ -679,7 +679,8 @@ def lesson_components(count, shown, kh, kw) -> str:
         return (f"And the data's {kh}x{kw} patches vary most along edges: {count} of their {shown} leading "
                 f"principal components (shown) are oriented.")
     return (f"Only {count} of the {shown} leading principal components of the data's {kh}x{kw} patches (shown) are "
-            f"oriented: these patches are not dominated by edges, so neither need the filters be.")
+            f"oriented by the same test: the patches' largest variations are not mostly edges here, so the data's "
+            f"variance alone does not explain the filters.")
 
 
 def lesson_random_filters(n_train, learned, random, chance) -> str:
