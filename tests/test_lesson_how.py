@@ -3,8 +3,6 @@
 wording flips, and every step on every kind of model (grayscale and RGB, Sequential and graph, no conv)."""
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as tf
 
 from cnnlab import models
 from cnnlab.analysis import lesson, texts as T
@@ -14,6 +12,9 @@ from cnnlab.datasets.shapes import load_shapes
 from cnnlab.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from cnnlab.layers.geometry import resolve_padding
 from cnnlab.model import Sequential
+
+torch = pytest.importorskip("torch")        # the reference of every convolution here
+tf = torch.nn.functional
 
 FIGURE_KINDS = {"maps", "curve", "bars", "table", "grid", "stepper", "slide"}
 MAX_WORDS = 130
@@ -48,7 +49,7 @@ def _built(fn, **kw):
     return m
 
 
-def _torch_conv(layer, x):
+def torch_conv(layer, x):
     """The layer's output for one image x (H, W, C), by PyTorch, float64: (Ho, Wo, F)."""
     t, b, l, r = resolve_padding(layer.padding, x.shape[:2], layer.kernel_size, layer.strides, layer.dilation)
     xt = torch.tensor(np.asarray(x, np.float64)).permute(2, 0, 1)[None]
@@ -142,7 +143,7 @@ def test_step2_one_neuron_equals_the_layer_at_the_strongest_position(name):
     out = lesson.step(2, _ctx(model, x))
     nb = out["numbers"]
     layer = next(l for l in model.layers if isinstance(l, Conv2D))
-    ref = _torch_conv(layer, x.astype(np.float32).astype(np.float64))
+    ref = torch_conv(layer, x.astype(np.float32).astype(np.float64))
     y, xx, f = np.unravel_index(np.argmax(ref), ref.shape)
     assert (nb["filter"], nb["y"], nb["x"]) == (f, y, xx)
     assert nb["value"] == pytest.approx(ref[y, xx, f], rel=1e-5, abs=1e-6)
@@ -171,7 +172,7 @@ def test_step3_output_size_and_weights_against_pytorch(cfg):
     out = lesson.step(3, _ctx(model, x))
     nb = out["numbers"]
     layer = model.layers[0]
-    ref = _torch_conv(layer, x)
+    ref = torch_conv(layer, x)
     assert (nb["output_h"], nb["output_w"]) == ref.shape[:2]
     q = out["predict"]
     assert q["choices"][q["answer"]] == f"{ref.shape[0]}\u00d7{ref.shape[1]}" and len(set(q["choices"])) >= 2
@@ -181,7 +182,7 @@ def test_step3_output_size_and_weights_against_pytorch(cfg):
     ones = Conv2D(1, **cfg, use_bias=False)                          # the connections a window keeps, by PyTorch:
     ones.build((*hw, c), dtype=np.float64)                           # a ones kernel on a ones image counts them
     ones.params["kernel"][...] = 1.0
-    assert nb["window_weights"] == round(_torch_conv(ones, np.ones((*hw, c))).sum()) * 4
+    assert nb["window_weights"] == round(torch_conv(ones, np.ones((*hw, c))).sum()) * 4
     assert nb["window_weights"] < nb["dense_weights"]
 
 
@@ -218,7 +219,7 @@ def test_step5_every_map_of_the_first_layer():
     model = _built(models.tiny_cnn, seed=4)
     x = np.random.default_rng(2).uniform(0, 1, (28, 28, 1))
     out = lesson.step(5, _ctx(model, x))
-    ref = _torch_conv(model.layers[0], x.astype(np.float32).astype(np.float64))
+    ref = torch_conv(model.layers[0], x.astype(np.float32).astype(np.float64))
     nb = out["numbers"]
     assert (nb["filters"], nb["map_h"], nb["map_w"]) == (8, 28, 28)
     assert nb["strongest"] == int(np.unravel_index(np.argmax(ref), ref.shape)[2])
@@ -242,7 +243,7 @@ def test_step6_maps_move_with_the_input(stride):
     layer = model.layers[0]
     moved = np.zeros_like(x)
     moved[d:, d:] = x[:-d, :-d]
-    a, b = _torch_conv(layer, moved), _torch_conv(layer, x)
+    a, b = torch_conv(layer, moved), torch_conv(layer, x)
     my, mx, bd = d // sy, d // sx, nb["border"]
     assert (nb["map_shift_y"], nb["map_shift_x"]) == (my, mx)
     inner = (slice(my + bd, a.shape[0] - my - bd), slice(mx + bd, a.shape[1] - mx - bd))
@@ -273,7 +274,7 @@ def test_step7_matched_filtering(shapes, monkeypatch):
     out = lesson.step(7, _ctx(model, x, shapes))
     nb = out["numbers"]
     layer = model.layers[0]
-    ref = _torch_conv(layer, x.astype(np.float64))
+    ref = torch_conv(layer, x.astype(np.float64))
     f = int(np.unravel_index(np.argmax(ref), ref.shape)[2])
     assert nb["filter"] == f
     offered = [int(c.split()[-1]) for c in out["predict"]["choices"]]

@@ -14,6 +14,7 @@ from cnnlab.analysis.layers import capture, first_conv, layer_inputs
 from cnnlab.analysis.lesson import tryit
 from cnnlab.analysis.lesson.companions import untrained_copy
 from cnnlab.serve import compute
+from test_lesson_how import torch_conv        # the PyTorch reference of a convolution, float64
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -51,18 +52,6 @@ def nudged(model, seed=1, scale=0.3):
         for v in layer.params.values():
             v += (scale * rng.standard_normal(v.shape) * (np.abs(v).mean() + 1e-3)).astype(v.dtype)
     return model
-
-
-def torch_conv(layer, inp):
-    """``layer`` (Conv2D) on ``inp`` (H, W, C) by PyTorch, in float64: (Ho, Wo, F)."""
-    from cnnlab.layers.conv import resolve_padding
-    t, b, l, r = resolve_padding(layer.padding, inp.shape[:2], layer.kernel_size, layer.strides, layer.dilation)
-    x = torch.tensor(np.asarray(inp, np.float64)).permute(2, 0, 1)[None]
-    x = F.pad(x, (l, r, t, b))
-    w = torch.tensor(np.asarray(layer.params["kernel"], np.float64)).permute(3, 2, 0, 1)
-    y = F.conv2d(x, w, torch.tensor(np.asarray(layer.params["bias"], np.float64)), stride=layer.strides,
-                 dilation=layer.dilation)
-    return y[0].permute(1, 2, 0).numpy()
 
 
 def shift_right(x, s):
