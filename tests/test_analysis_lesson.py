@@ -105,7 +105,7 @@ def test_freezing_keeps_the_first_layer_at_its_start(tmp_path):
     np.testing.assert_array_equal(subject.first_conv(load(tmp_path / "frozen")).params["kernel"], start)
     assert not np.array_equal(subject.first_conv(load(tmp_path / "trained")).params["kernel"], start)
     text = T.random_filters_sentence(out["trained"], out["frozen"], out["chance"])
-    assert f"{100 * out['frozen']:.0f}%" in text
+    assert f"{100 * out['frozen']:.1f}%" in text
 
 
 def test_the_analysis_package_loads_no_plotting_and_no_pages():

@@ -13,7 +13,8 @@ SMALL_CHANGE = 0.10       # a relative feature change below this is "barely"
 LARGE_CHANGE = 0.50       # at or above this the features are as different as another picture's
 SMALL_PROBABILITY = 0.05  # probability mass moved (half the L1 distance) below this: the prediction "barely moved"
 NEARLY_UNCHANGED = 0.5    # one model's feature change below this fraction of every other's: it alone is invariant
-LESS_THAN = 0.8           # a change below this fraction of another's is "less than" it, else "about as much as"
+LESS_THAN = 0.8           # a change below this fraction of another's is "less than" it, above its inverse "more
+                          # than", between them "about as much as"
 FAR_BETTER = 0.05         # training accuracy this far above test accuracy: the model fits but does not generalize
 RESHAPED = 0.6            # filters that moved this much of their initial size no longer look like their random start
 
@@ -81,8 +82,12 @@ def invariance_verdict(changes, labels) -> str:
         a, b = changes["cnn"], changes["mlp"]
         if a < LESS_THAN * b:
             text += f" The max-pooling CNN's features change less than the MLP's ({a:.2f} against {b:.2f}): its pooling absorbed part of the shift."
-        else:
+        elif a <= b / LESS_THAN:
             text += (f" The max-pooling CNN's features change about as much as the MLP's ({a:.2f} against {b:.2f}): "
+                     "its pooling absorbed little of this shift, and the dense layer on top of the flattened maps "
+                     "still reads each position separately.")
+        else:
+            text += (f" The max-pooling CNN's features change more than the MLP's ({a:.2f} against {b:.2f}): "
                      "its pooling absorbed little of this shift, and the dense layer on top of the flattened maps "
                      "still reads each position separately.")
     return text
@@ -400,8 +405,8 @@ def filters_sentence(count, filters, trained=True, threshold=None, initial_known
 def random_filters_sentence(trained_accuracy, frozen_accuracy, chance) -> str:
     """How well the same model does with its first layer frozen at random initialisation, against trained."""
     gap = trained_accuracy - frozen_accuracy
-    head = (f"With its first layer frozen at its random start, the same model reaches {_pct(frozen_accuracy)} "
-            f"test accuracy; trained, {_pct(trained_accuracy)} (chance: {_pct(chance)}).")
+    head = (f"With its first layer frozen at its random start, the same model reaches {_pct(frozen_accuracy, 1)} "
+            f"test accuracy; trained, {_pct(trained_accuracy, 1)} (chance: {_pct(chance)}).")
     if gap < NOTHING:
         return head + (f" Learning the first layer's filters adds nothing measurable here ({100 * gap:+.1f} points): "
                        f"random filters already pass on what this task needs, and the layers after them learn to read them.")
@@ -562,8 +567,8 @@ def lesson_dice(peak_sum, peak_probability) -> str:
     """Step 4: the density of a sum of two dice, computed as a slide."""
     return ("Two dice: the chance that they sum to z is p_{X+Y}(z) = \u03a3_x p_X(x) p_Y(z \u2212 x): flip one "
             "distribution, slide it along the other, add the products at each shift. The result is a triangle, "
-            f"highest at {peak_sum} ({peak_probability:.3f}); cnnlab's Conv2D computes it with the kernel flipped. A "
-            "CNN slides its kernel unflipped (cross-correlation); as kernels are learned, it simply learns the "
+            f"highest at {peak_sum} ({peak_probability:.3f}); cnnlab's Conv2D computed it, given one die flipped, "
+            "since a CNN slides its kernel unflipped (cross-correlation): as kernels are learned, it simply learns the "
             "flipped one.")
 
 
@@ -644,10 +649,10 @@ def lesson_contrast_or_shape(f, images, source, rho_norm, rho_cosine, rho_norm_a
     if rho_norm >= rho_cosine + CONTRAST_MARGIN:
         text += " So the ranking is mostly contrast: a strongly inked patch wins even when it only roughly matches."
     elif rho_cosine >= rho_norm + CONTRAST_MARGIN:
-        text += " So the ranking is mostly shape: the patches that win are those that look like the kernel."
+        text += " So the ranking is mostly shape, though the very top also needs contrast."
     else:
         text += " Contrast and shape count about equally."
-    return [text, f"Its top patches by response have mean cosine {top_cosine:.2f}; random patches "
+    return [text, f"Its top patches by response have mean cosine {top_cosine:.2f}; all random patches "
                   f"{random_cosine:+.2f} \u00b1 {random_std:.2f}."]
 
 

@@ -77,7 +77,8 @@ function bars(f) {
   const m = Math.max(...values.map(Math.abs), 1e-12);
   const probs = values.every(v => v >= 0) && Math.abs(values.reduce((a, b) => a + b, 0) - 1) < 1e-3;
   const best = values.indexOf(Math.max(...values));
-  const box = el("div", {class: "lesson-bars"});
+  // signed values take the maps' colours: orange positive, blue negative
+  const box = el("div", {class: "lesson-bars" + (values.some(v => v < 0) ? " signed" : "")});
   values.forEach((v, k) => box.append(el("div", {class: "bar" + (k === best ? " top" : "")},
     el("span", {class: "name", title: labels[k]}, labels[k]),
     el("span", {class: "fill" + (v < 0 ? " neg" : ""), style: `width:${Math.max(1, Math.round(160 * Math.abs(v) / m))}px`}),
