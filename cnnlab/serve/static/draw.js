@@ -138,13 +138,22 @@ export function el(tag, attrs = {}, ...children) {
 // Line chart in SVG: series = [{name, points: [[x, y]], colour, cls}]; points get class cls.
 // The legend sits in its own row under the x axis, so it never covers a line.
 export function lineChart(series, {width = 420, height = 200, xlabel = "", ylabel = ""} = {}) {
-  height += 16;
+  // the legend's entries one after another, wrapped into rows under the axis label (about 5.6 px a character)
+  const legend = [];
+  let lx = 4, row = 0;
+  for (const s of series) {
+    const w = 24 + 5.6 * String(s.name).length;
+    if (lx > 4 && lx + w > width) { lx = 4; row += 1; }
+    legend.push([lx, row]);
+    lx += w;
+  }
+  height += 30 + 14 * row;
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("width", width); svg.setAttribute("height", height);
   svg.setAttribute("class", "chart");
   const all = series.flatMap(s => s.points);
-  const m = {l: 48, r: 10, t: 10, b: 46};
+  const m = {l: 48, r: 10, t: 10, b: 60 + 14 * row};
   const xs = all.map(p => p[0]), ys = all.map(p => p[1]).filter(Number.isFinite);
   const x0 = Math.min(0, ...xs), x1 = Math.max(1, ...xs);
   const y0 = Math.min(0, ...ys), y1 = Math.max(1e-9, ...ys);
@@ -162,7 +171,8 @@ export function lineChart(series, {width = 420, height = 200, xlabel = "", ylabe
   add("text", {x: m.l - 4, y: height - m.b, "text-anchor": "end", "font-size": 10}, fmt(y0));
   const tick = v => (Number.isInteger(v) ? String(v) : fmt(v));
   add("text", {x: m.l, y: height - m.b + 14, "text-anchor": "start", "font-size": 10}, tick(x0));
-  add("text", {x: width - m.r, y: height - m.b + 14, "text-anchor": "end", "font-size": 10}, `${xlabel} ${tick(x1)}`);
+  add("text", {x: width - m.r, y: height - m.b + 14, "text-anchor": "end", "font-size": 10}, tick(x1));
+  add("text", {x: (m.l + width - m.r) / 2, y: height - m.b + 28, "text-anchor": "middle", "font-size": 10, fill: "#333"}, xlabel);
   if (x0 < 0 && x1 > 0) {                                // x = 0 marked when the axis spans it
     add("line", {x1: X(0), y1: m.t, x2: X(0), y2: height - m.b, stroke: "#ccc", "stroke-dasharray": "3 3"});
     add("text", {x: X(0), y: height - m.b + 14, "text-anchor": "middle", "font-size": 10}, "0");
@@ -172,9 +182,9 @@ export function lineChart(series, {width = 420, height = 200, xlabel = "", ylabe
     const pts = s.points.filter(p => Number.isFinite(p[1]));
     if (pts.length > 1) add("polyline", {points: pts.map(p => `${X(p[0])},${Y(p[1])}`).join(" "), fill: "none", stroke: s.colour, "stroke-width": 1.5});
     if (s.cls) pts.forEach(p => add("circle", {cx: X(p[0]), cy: Y(p[1]), r: 3, fill: s.colour, class: s.cls}));
-    const lx = m.l + k * Math.floor((width - m.l) / series.length);
-    add("rect", {x: lx, y: height - 13, width: 10, height: 4, fill: s.colour});
-    add("text", {x: lx + 14, y: height - 8, "font-size": 10, fill: "#333"}, s.name);
+    const [lx, r] = legend[k], ly = height - m.b + 44 + 14 * r;
+    add("rect", {x: lx, y: ly - 5, width: 10, height: 4, fill: s.colour});
+    add("text", {x: lx + 14, y: ly, "font-size": 10, fill: "#333"}, s.name);
   });
   return svg;
 }
