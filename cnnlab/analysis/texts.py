@@ -383,10 +383,10 @@ def filters_sentence(count, filters, trained=True, threshold=None, initial_known
     ``initial_known=False``: the filters' values at initialisation are not known, so the test leaves out
     the comparison with them, and so does the sentence.
     """
-    test = "orientation selectivity above that of 95% of random filters of the same size"
+    test = "more orientation-selective than 95% of random filters of the same size"
     if threshold is not None:
         test += f" ({threshold:.2f})"
-    start = ", and above its own value at the start" if initial_known else ""
+    start = ", and than itself at the start" if initial_known else ""
     if not trained:
         return (f"These {filters} filters are untrained: {count} of them pass the test ({test}) by chance alone, as "
                 f"about 1 in 20 random filters does. An untrained model is not an edge detector; train it and look again.")
@@ -405,8 +405,8 @@ def filters_sentence(count, filters, trained=True, threshold=None, initial_known
 def random_filters_sentence(trained_accuracy, frozen_accuracy, chance) -> str:
     """How well the same model does with its first layer frozen at random initialisation, against trained."""
     gap = trained_accuracy - frozen_accuracy
-    head = (f"With its first layer frozen at its random start, the same model reaches {_pct(frozen_accuracy, 1)} "
-            f"test accuracy; trained, {_pct(trained_accuracy, 1)} (chance: {_pct(chance)}).")
+    head = (f"With the first layer frozen at its random start: {_pct(frozen_accuracy, 1)} test accuracy; "
+            f"trained: {_pct(trained_accuracy, 1)} (chance {_pct(chance)}).")
     if gap < NOTHING:
         return head + (f" Learning the first layer's filters adds nothing measurable here ({100 * gap:+.1f} points): "
                        f"random filters already pass on what this task needs, and the layers after them learn to read them.")
@@ -566,7 +566,7 @@ def lesson_map_size(layer, input_hw, output_hw) -> str:
 def lesson_dice(peak_sum, peak_probability) -> str:
     """Step 4: the density of a sum of two dice, computed as a slide."""
     return ("Two dice: the chance that they sum to z is p_{X+Y}(z) = \u03a3_x p_X(x) p_Y(z \u2212 x): flip one "
-            "distribution, slide it along the other, add the products at each shift. The result is a triangle, "
+            "distribution, slide it along the other, add the products at each shift. A triangle results, "
             f"highest at {peak_sum} ({peak_probability:.3f}); cnnlab's Conv2D computed it, given one die flipped, "
             "since a CNN slides its kernel unflipped (cross-correlation): as kernels are learned, it simply learns the "
             "flipped one.")
@@ -577,7 +577,7 @@ def lesson_jitter_and_stacking(jitter_difference, name, kernel_hw, composed_hw, 
     jitter = ("A non-negative kernel summing to 1 is the distribution of a random shift: blurring with it is the "
               f"input averaged over random jitter (they agree {_agree(jitter_difference)}).")
     first = name or "a 3\u00d73 blur"
-    stack = (f"Two stacked linear convolutions are one, with the convolution of their kernels: "
+    stack = (f"Two stacked linear convolutions are one, with their kernels convolved: "
              f"{first} then a 3\u00d73 blur is one {_times(*composed_hw)} kernel (they agree "
              f"{_agree(stacked_difference)}).")
     if fields:
@@ -674,8 +674,8 @@ def lesson_gradient_identity(positions, difference) -> str:
     """The kernel's gradient as a sum of the input's patches, checked on this input (relative difference to the layer's)."""
     agree = (f"agreeing with the layer's own to {difference:.0e}" if difference < SAME_AS_LAYER
              else f"{_pct(difference, 2)} off the layer's own")
-    return (f"Why edges? A kernel's gradient is a sum of input patches weighted by the error at each position "
-            f"({positions} here, {agree}), so every training step adds data patches to the kernel.")
+    return (f"Why edges? A kernel's gradient is a sum of input patches, each weighted by the error there "
+            f"({positions} positions, {agree}): every training step adds data patches to the kernel.")
 
 
 def lesson_components(count, shown, kh, kw) -> str:
@@ -683,15 +683,14 @@ def lesson_components(count, shown, kh, kw) -> str:
     if count >= PCA_ORIENTED * shown:
         return (f"And the data's {kh}x{kw} patches vary most along edges: {count} of their {shown} leading "
                 f"principal components (shown) are oriented.")
-    return (f"Only {count} of the {shown} leading principal components of the data's {kh}x{kw} patches (shown) are "
-            f"oriented by the same test: the patches' largest variations are not mostly edges here, so the data's "
-            f"variance alone does not explain the filters.")
+    return (f"Only {count} of the {shown} leading principal components of the data's {kh}x{kw} patches (shown) pass "
+            f"the same test: the data's variance alone does not explain the filters.")
 
 
 def lesson_random_filters(n_train, learned, random, chance) -> str:
     """The weight-sharing companion's conv model with learned against frozen random filters
     (:func:`random_filters_sentence`), introduced as the small model it is."""
-    return f"Random filters? Take a one-convolution CNN trained on {n_train:,} of these images. " + \
+    return f"Random filters? A one-convolution CNN on {n_train:,} of these images. " + \
         random_filters_sentence(learned, random, chance)
 
 

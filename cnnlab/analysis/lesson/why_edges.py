@@ -92,7 +92,11 @@ def edges(ctx) -> dict:
                                f"the first explains {ratio[0]:.0%} of their variance."})
         comp_ori = oriented(comps[..., :m])
         numbers.update(component_variance=[float(v) for v in ratio[:m]], components_oriented=comp_ori["count"])
-        paragraphs.append(texts.lesson_components(comp_ori["count"], m, kh, kw))
+        said = texts.lesson_components(comp_ori["count"], m, kh, kw)
+        if comp_ori["count"] >= texts.PCA_ORIENTED * m:      # the explanation holds: it is part of the text
+            paragraphs.append(said)
+        else:                                               # it does not: said under the figure (within ~120 words)
+            figures[-1]["alt"] += " " + said
     sharing, why = companion(ctx, "sharing")
     if sharing is not None and "random_filters" in sharing:
         chance = 1.0 / max(2, model.num_classes)
