@@ -490,7 +490,8 @@ def lesson_no_data(why) -> str:
 
 
 def lesson_companion_missing(name) -> str:
-    what = {"mlp": "an MLP trained on this model's data", "sharing": "the weight-sharing experiment"}.get(name, name)
+    what = {"mlp": "an MLP trained on this model's data", "sharing": "the weight-sharing experiment",
+            "gap": "a CNN with global average pooling", "untrained": "the untrained copy"}.get(name, name)
     return f"The comparison with {what} is not available for this model."
 
 

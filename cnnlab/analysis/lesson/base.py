@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import texts
+
 
 @dataclass
 class Context:
@@ -30,3 +32,13 @@ class Step:
 def not_applicable(why: str) -> dict:
     """A step that does not apply to this model: one line saying why."""
     return {"applies": False, "why_not": why, "paragraphs": [why], "figures": []}
+
+
+def companion(ctx, name):
+    """``(object, None)`` when companion ``name`` is ready, else ``(None, the one line saying why not)``."""
+    c = ctx.companions.get(name) if ctx.companions else None
+    if c is None:
+        return None, texts.lesson_companion_missing(name)
+    if isinstance(c, str):
+        return None, c
+    return c, None

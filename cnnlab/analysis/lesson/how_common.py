@@ -107,15 +107,6 @@ def cached(model, what, key_arrays, fn):
     return value
 
 
-def companion(ctx, name):
-    """``(object, None)`` when companion ``name`` is ready, else ``(None, the sentence saying why not)``."""
-    c = ctx.companions.get(name) if ctx.companions else None
-    if c is None:
-        return None, texts.lesson_companion_missing(name)
-    if isinstance(c, str):
-        return None, c
-    return c, None
-
 
 def kernel_picture(k) -> np.ndarray:
     """One filter's kernel (kh, kw, C) as a picture: (kh, kw) for one channel, colours scaled to [0, 1] for

@@ -16,7 +16,8 @@ import numpy as np
 
 from .. import texts
 from ..equivariance import conv_border, equivariance_error, shift
-from .how_common import companion, first_layer, kernel_picture, layer_fn, map_picture
+from .base import companion
+from .how_common import first_layer, kernel_picture, layer_fn, map_picture
 
 SHIFT = 3               # pixels the input moves (rounded up to a multiple of the layer's stride)
 SHARING = (("conv", "convolution (shared)"), ("local", "locally connected (untied)"), ("dense", "dense"))

@@ -23,7 +23,8 @@ from ..convolution import expected_nonzeros
 from ..equivariance import shift
 from ..shifts import relative_change
 from ..layers import sources
-from .how_common import companion, first_layer, is_image_model, kernel_picture, map_picture
+from .base import companion
+from .how_common import first_layer, is_image_model, kernel_picture, map_picture
 
 DEFAULT_UNITS = 100     # the dense layer's width when the model has none
 TEMPLATES = 8           # MLP units drawn

@@ -6,6 +6,7 @@ import weakref
 import numpy as np
 
 from ..layers import first_conv
+from .base import companion
 
 _MEMO = weakref.WeakKeyDictionary()      # model -> {key: value}: work that does not depend on the input
 N_IMAGES = 300                           # the model's own images searched for top patches
@@ -36,15 +37,6 @@ def own_data(ctx) -> bool:
     """Whether the model's own images are at hand (else :func:`images` is the current input)."""
     return isinstance(ctx.data, tuple)
 
-
-def companion(ctx, name):
-    """``(object, None)`` when companion ``name`` is ready, else ``(None, the one line why not)``."""
-    c = (ctx.companions or {}).get(name)
-    if c is None:
-        return None, f"The {name} comparison is not available here."
-    if isinstance(c, str):
-        return None, c
-    return c, None
 
 
 UNTRAINED = 1e-6        # a kernel this close (relative) to its re-drawn initial value was never trained

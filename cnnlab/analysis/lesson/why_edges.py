@@ -25,7 +25,8 @@ from ..layers import capture, capture_batches, first_conv, layer_inputs, recepti
 from ..units import conv_unit
 from ...layers import Conv2D
 from .base import not_applicable
-from .why_common import channels_image, companion, images, initial_kernel, memo, own_data
+from .base import companion
+from .why_common import channels_image, images, initial_kernel, memo, own_data
 
 N_COMPONENTS = 8
 

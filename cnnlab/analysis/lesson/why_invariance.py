@@ -22,8 +22,7 @@ from ..attribution import grad_cam, gradient_saliency
 from ..layers import capture_batches, sources
 from ..shifts import shift_images
 from ...layers import Conv2D, MaxPool2D
-from .base import not_applicable
-from .why_common import companion
+from .base import companion, not_applicable
 
 SHIFTS = (-8, -6, -4, -2, -1, 0, 1, 2, 4, 6, 8)
 N_TEST = 16
