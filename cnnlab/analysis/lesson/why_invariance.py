@@ -23,6 +23,7 @@ from ..layers import capture_batches, sources
 from ..shifts import shift_images
 from ...layers import Conv2D, MaxPool2D
 from .base import companion, not_applicable
+from .why_common import memo
 
 SHIFTS = (-8, -6, -4, -2, -1, 0, 1, 2, 4, 6, 8)
 N_TEST = 16
@@ -82,7 +83,8 @@ def invariance(ctx) -> dict:
     for key, m in models.items():
         curves[key], on_input[key] = shift_curve(m, x1, shifts)
         if test is not None:
-            kept[key] = shift_curve(m, test, shifts)[1]
+            # the test images do not change with the input: once per model (and per reloaded model)
+            kept[key] = memo(m, ("kept", tuple(shifts), len(test)), lambda m=m: shift_curve(m, test, shifts)[1])
     sizes = sorted({abs(s) for s in shifts})
 
     def folded(values):
