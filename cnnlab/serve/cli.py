@@ -74,13 +74,19 @@ def run(args) -> int:
                      max_jobs=args.max_jobs, data_dir=args.data_dir, run_dir=run_dir)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else shown}:{args.port}/"
-    print(f"cnnlab serve: {model.name} ({model.num_params:,} parameters) at {url}  (Ctrl-C stops)", flush=True)
-    if args.open:
-        import webbrowser
-        webbrowser.open(url)
     explorer, running = app.state.explorer, []
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            """Say where the page is once the socket listens (a client that reads the line can connect)."""
+            await super().startup(sockets=sockets)
+            if self.started:
+                print(f"cnnlab serve: {model.name} ({model.num_params:,} parameters) at {url}  (Ctrl-C stops)",
+                      flush=True)
+                if args.open:
+                    import webbrowser
+                    webbrowser.open(url)
+
         def handle_exit(self, sig, frame):
             """Ctrl-C or SIGTERM: event streams end at once, the server stops and the command returns 0
             (the signal is not raised again after shutdown, as uvicorn does); a second Ctrl-C forces it."""
