@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cnnlab  # noqa: E402
 from cnnlab import stack as S  # noqa: E402
-from common import load_images, machine  # noqa: E402
+from common import alternate, load_images, machine  # noqa: E402
 
 
 def without(model, step_name):
@@ -36,18 +36,6 @@ def without(model, step_name):
         model.stack.plan(frozenset(), inference=True)
     finally:
         S.FUSIONS[:] = saved
-
-
-def alternate(a, b, steps):
-    """Run ``a`` and ``b`` alternately ``steps`` times each (after one warm-up); CPU seconds of each."""
-    a(), b()
-    ta, tb = [], []
-    for _ in range(steps):
-        for f, out in ((a, ta), (b, tb)):
-            t = time.process_time()
-            f()
-            out.append(time.process_time() - t)
-    return np.array(ta), np.array(tb)
 
 
 def main():

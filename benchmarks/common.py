@@ -231,3 +231,15 @@ def time_torch_infer(torch, net, xt, bs=256, clock=time.perf_counter):
 def to_torch(torch, x, y):
     """(N, H, W, C) images and labels as PyTorch's (N, C, H, W) float tensor and long tensor."""
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(y.astype(np.int64))
+
+
+def alternate(a, b, steps):
+    """Run ``a`` and ``b`` alternately ``steps`` times each (after one warm-up); CPU seconds of each."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(steps):
+        for f, out in ((a, ta), (b, tb)):
+            t = time.process_time()
+            f()
+            out.append(time.process_time() - t)
+    return np.array(ta), np.array(tb)

@@ -54,12 +54,14 @@ DIRECT_CASES = [  # (N, H, W, C), filters, kernel rows, padding: odd filter coun
 
 
 @pytest.mark.parametrize("shape,filters,kh,padding", DIRECT_CASES)
-def test_direct_conv_equals_naive_loops(shape, filters, kh, padding):
-    """Layers with 5-wide kernels and few channels run the compiled direct convolution (numba)."""
+@pytest.mark.parametrize("kw", [3, 5])
+def test_direct_conv_equals_naive_loops(shape, filters, kh, padding, kw):
+    """Layers with 3- or 5-wide kernels and few channels run the compiled direct convolution (numba): filters
+    two (5 taps) or four (3 taps) at a time, the remainders included."""
     pytest.importorskip("numba")
     rng = np.random.default_rng(11)
     x = rng.standard_normal(shape)
-    layer = L.Conv2D(filters, (kh, 5), padding=padding)
+    layer = L.Conv2D(filters, (kh, kw), padding=padding)
     layer.build(shape[1:], rng=rng, dtype=np.float64)
     layer.params["bias"][...] = rng.standard_normal(filters)
     pads = resolve_padding(layer.padding, shape[1:3], layer.kernel_size, layer.strides, layer.dilation)
@@ -85,17 +87,19 @@ def reference_max_pool(y, ph, pw):
     ((1, 9, 9, 2), 3, 3, (1, 2), (3, 3)),
     ((8, 4, 70, 2), 4, 3, "same", (2, 2))])           # rows of two blocks of the loop
 @pytest.mark.parametrize("relu", [False, True])
-def test_direct_conv_pools_as_it_writes_at_inference(shape, filters, kh, padding, pool, relu):
+@pytest.mark.parametrize("kw", [3, 5])
+def test_direct_conv_pools_as_it_writes_at_inference(shape, filters, kh, padding, pool, relu, kw):
     """``forward_folded`` with a max pool whose windows tile the output: the direct loop keeps each window's
-    maximum only (compiled.direct5_max_pool), the same numbers as the convolution, the map, the ReLU and the pool."""
+    maximum only (compiled.direct_max_pool), the same numbers as the convolution, the map, the ReLU and the pool."""
     pytest.importorskip("numba")
     rng = np.random.default_rng(16)
     x = rng.standard_normal(shape)
     x[0, 1, 1, 0] = np.nan                            # a NaN wins the windows it reaches, as in MaxPool2D
-    layer = L.Conv2D(filters, (kh, 5), padding=padding)
+    layer = L.Conv2D(filters, (kh, kw), padding=padding)
     layer.build(shape[1:], rng=rng, dtype=np.float64)
     layer.params["bias"][...] = rng.standard_normal(filters)
     scale, shift = rng.uniform(-2, 2, filters), rng.standard_normal(filters)     # negative scales: minima win
+    shift[-1] = -100                                  # a filter whose map the ReLU zeroes (but for the NaN)
     mp = L.MaxPool2D(pool)
     mp.build(layer.output_shape, dtype=np.float64)
     assert layer.pools_while_writing(mp)
@@ -126,7 +130,8 @@ def test_pools_that_do_not_tile_the_output_run_after_the_convolution():
                                    rtol=1e-12, atol=1e-12)
 
 
-def test_direct_conv_backward_equals_im2col_in_blocks():
+@pytest.mark.parametrize("kw", [3, 5])
+def test_direct_conv_backward_equals_im2col_in_blocks(kw):
     """Rows longer than one block of the compiled loop (``compiled.DIRECT_BLOCK``): the kernel and input
     gradients of the direct path equal im2col's (checked against finite differences in test_gradients)."""
     pytest.importorskip("numba")
@@ -134,7 +139,7 @@ def test_direct_conv_backward_equals_im2col_in_blocks():
     x = rng.standard_normal((9, 6, 75, 3))                           # rows of 75 x 9 = 675 numbers
     results = {}
     for name in ("direct", "im2col"):
-        layer = L.Conv2D(5, 5, padding=(1, 3))
+        layer = L.Conv2D(5, (5, kw), padding=(1, 3))
         layer._algorithm = lambda channels, name=name: name
         layer.build(x.shape[1:], rng=np.random.default_rng(14), dtype=np.float64)
         y = layer.forward(x, training=True)
@@ -145,18 +150,20 @@ def test_direct_conv_backward_equals_im2col_in_blocks():
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
 
 
-def test_direct_conv_float32_error_is_that_of_a_dot_product():
+@pytest.mark.parametrize("k,c", [(5, 6), (3, 32)])
+def test_direct_conv_float32_error_is_that_of_a_dot_product(k, c):
     """In float32 the direct sums (fused multiply-adds in any order) stay within k^2 C units of roundoff,
     scaled by the sum of |x| |w| per output, the bound of a dot product; measured against im2col's."""
     pytest.importorskip("numba")
     rng = np.random.default_rng(12)
-    x = rng.standard_normal((8, 20, 20, 6))
-    kernel = rng.standard_normal((5, 5, 6, 16)) / 10
-    expected = L.conv2d_naive(x, kernel, pads=(2, 2, 2, 2))
-    scale = L.conv2d_naive(np.abs(x), np.abs(kernel), pads=(2, 2, 2, 2))
+    x = rng.standard_normal((8, 20, 20, c))
+    kernel = rng.standard_normal((k, k, c, 16)) / 10
+    pads = (k // 2,) * 4
+    expected = L.conv2d_naive(x, kernel, pads=pads)
+    scale = L.conv2d_naive(np.abs(x), np.abs(kernel), pads=pads)
     errors = {}
     for name in ("direct", "im2col"):
-        layer = L.Conv2D(16, 5, padding="same", use_bias=False)
+        layer = L.Conv2D(16, k, padding="same", use_bias=False)
         layer._algorithm = lambda channels, name=name: name
         layer.build(x.shape[1:], dtype=np.float32)
         layer.params["kernel"][...] = kernel

@@ -52,13 +52,16 @@ def test_conv2d_winograd_gradients(shape, padding, use_bias, block_bytes, k, com
 
 
 @pytest.mark.parametrize("shape,filters,kh,padding", [((2, 6, 7, 1), 3, 5, "same"), ((1, 7, 6, 2), 2, 5, "valid"),
-                                                     ((2, 5, 6, 3), 1, 3, (2, 1)), ((1, 4, 8, 4), 4, 2, (1, 2))])
-def test_conv2d_direct_gradients(shape, filters, kh, padding):
-    # Layers with 5-wide kernels and few channels run the compiled direct convolution; its input
-    # gradient is the same loop on dy with the kernel turned, its kernel gradient a loop of its own.
+                                                     ((2, 5, 6, 3), 1, 3, (2, 1)), ((1, 4, 8, 4), 4, 2, (1, 2)),
+                                                     ((2, 5, 5, 2), 6, 3, "same")])
+@pytest.mark.parametrize("kw", [3, 5])
+def test_conv2d_direct_gradients(shape, filters, kh, padding, kw):
+    # Layers with 3- or 5-wide kernels and few channels run the compiled direct convolution; its input
+    # gradient is the same loop on dy with the kernel turned, its kernel gradient a loop of its own
+    # (filters 2 or 4 at a time: the counts here leave every remainder).
     pytest.importorskip("numba")
     x = np.random.default_rng(5).standard_normal(shape)
-    layer = L.Conv2D(filters, (kh, 5), padding=padding)
+    layer = L.Conv2D(filters, (kh, kw), padding=padding)
     errors = check_layer(layer, x)
     assert layer._cache[0] == "direct"
     assert set(errors) == {"input", "kernel", "bias"}

@@ -24,9 +24,9 @@ paths are tested against. Stride-1 3x3 and 5x5 layers with many channels
 take the other fast path, Winograd's F(2x2, 3x3) and F(2x2, 5x5)
 (``winograd.py``): 2.25x and 2.78x fewer multiply-adds. With numba
 installed, the passes that NumPy would make over memory term by term run as
-compiled loops (``compiled.py``), and stride-1 layers with 5-wide kernels and
-few channels (LeNet-5's) convolve directly, with no patch matrix
-(``Conv2D._algorithm`` picks the path).
+compiled loops (``compiled.py``), and stride-1 layers with 3- or 5-wide
+kernels and few channels (LeNet-5's, ResNet's first stage) convolve directly,
+with no patch matrix (``Conv2D._algorithm`` picks the path).
 """
 from __future__ import annotations
 
@@ -322,7 +322,7 @@ class Conv2D(Layer):
         """How this layer convolves ``channels`` input channels: ``"direct"``, ``"winograd"`` or ``"im2col"``
         (the comments above and below say when each is used, and what was measured)."""
         plain = self.strides == (1, 1) and self.dilation == (1, 1) and self.groups == 1
-        if plain and compiled.enabled() and self.kernel_size[1] == 5 and channels < self.DIRECT_MAX_CHANNELS:
+        if plain and compiled.enabled() and channels < self.DIRECT_BELOW_CHANNELS.get(self.kernel_size[1], 0):
             return "direct"
         if not plain or self.kernel_size not in ((3, 3), (5, 5)):
             return "im2col"
@@ -381,18 +381,20 @@ class Conv2D(Layer):
             return None
         return from_chwn(winograd.parity_merge(dxq, pads[0], pads[2], h, w))    # the padding's gradient is dropped
 
-    # Stride-1 layers with 5-wide kernels and fewer than DIRECT_MAX_CHANNELS input channels (LeNet-5's
-    # two layers, the first layer of the MNIST models) run as a direct convolution in the compiled loops
-    # (compiled.direct5): no patch matrix at all, each input row read once per kernel row and multiplied
-    # by two filters' weights at once. With few channels im2col's matrix is thin, and writing it costs
-    # more than BLAS's product gains; from DIRECT_MAX_CHANNELS channels on, Winograd F(2x2, 5x5) is
-    # faster (benchmarks/README.md, "How Conv2D picks its algorithm"). The input gradient is the same
-    # loop run on dy with the kernel turned by 180 degrees and its channel and filter axes swapped (a
-    # "full" convolution).
-    DIRECT_MAX_CHANNELS = 16
+    # Stride-1 layers with 5-wide kernels and fewer than 16 input channels (LeNet-5's two layers, the first
+    # layer of the MNIST models), and with 3-wide kernels and fewer than 32 (ResNet's first stage, the first
+    # layers of the CIFAR models) run as a direct convolution in the compiled loops (compiled.direct5 and
+    # direct3): no patch matrix and no transforms, each input row read once per kernel row and multiplied
+    # by two (5 taps) or four (3 taps) filters' weights at once. With few channels im2col's matrix is thin,
+    # and writing it costs more than BLAS's product gains; Winograd's transforms are passes over memory
+    # that cost more than the multiplications they save. From DIRECT_BELOW_CHANNELS channels on,
+    # Winograd is faster (benchmarks/README.md, "How Conv2D picks its algorithm" and "Residual networks on
+    # an AVX2 CPU"). The input gradient is the same loop run on dy with the kernel turned by 180 degrees
+    # and its channel and filter axes swapped (a "full" convolution).
+    DIRECT_BELOW_CHANNELS = {5: 16, 3: 32}          # kernel width: direct below this many input channels
 
     # At inference a max pool whose windows tile the output can run inside the loop (pools_while_writing,
-    # compiled.direct5_max_pool): the output rows of one row of windows are computed for POOL_GROUP filters
+    # compiled.direct_max_pool): the output rows of one row of windows are computed for POOL_GROUP filters
     # at a time into a scratch that stays in cache, and only the pooled output is written. For mnist_fast's
     # first layer (1 -> 32 filters, 28x28, then BatchNorm, ReLU and a 2x2 pool) that is 4x less output.
     POOL_GROUP = 8
@@ -403,16 +405,16 @@ class Conv2D(Layer):
         top, _, left, right = pads
         xh = pad_hw(to_chwn(x), (0, 0, left, right))                          # (C, H, Wp, N): the rows' padding is skipped
         rows = xh.reshape(c, h, -1)                                             # view (C, H, Wp*N): the loops' rows
-        kernel = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))             # rows (F, C, kh, 5)
+        kernel = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))             # rows (F, C, kh, kw)
         bias = np.zeros(f, self.dtype) if bias is None else bias
         if pool_size is not None:                                               # inference: no cache
             (ph, pw), group = pool_size, min(f, self.POOL_GROUP)
             y = np.empty((f, ho // ph, wo // pw, n), self.dtype)
             scratch = np.empty((group, ph, wo * n), self.dtype)                 # one row of windows, `group` filters
-            compiled.direct5_max_pool(rows, top, n, kernel, bias, relu, ph, pw, group, scratch, y)
+            compiled.direct_max_pool(rows, top, n, kernel, bias, relu, ph, pw, group, scratch, y)
             return from_chwn(y)                                                 # (N, Ho // ph, Wo // pw, F), a view
         y = np.empty((f, ho, wo, n), self.dtype)
-        compiled.direct5(rows, top, n, kernel, bias, relu, y.reshape(f, ho, -1))  # view (F, Ho, Wo*N)
+        compiled.direct(rows, top, n, kernel, bias, relu, y.reshape(f, ho, -1))   # view (F, Ho, Wo*N)
         self._cache = ("direct", xh, pads, (h, w))
         return from_chwn(y)                                                     # (N, Ho, Wo, F), a view
 
@@ -425,14 +427,14 @@ class Conv2D(Layer):
         if self.use_bias:
             self.grads["bias"][...] = dyc.reshape(f, -1).sum(axis=1)
         dw = np.empty((f, c, kh, kw), self.dtype)
-        compiled.direct5_kernel_grad(xh.reshape(c, h, -1), top, n, dyc.reshape(f, ho, -1), dw)
+        compiled.direct_kernel_grad(xh.reshape(c, h, -1), top, n, dyc.reshape(f, ho, -1), dw)
         self.grads["kernel"][...] = dw.transpose(2, 3, 1, 0)                    # (F, C, kh, kw) -> (kh, kw, C, F)
         if not self.needs_input_grad:
             return None
-        dyh = pad_hw(dyc, (0, 0, kw - 1, kw - 1))                               # (F, Ho, Wo + 8, N)
-        turned = np.ascontiguousarray(self.params["kernel"][::-1, ::-1].transpose(2, 3, 0, 1))   # (C, F, kh, 5)
+        dyh = pad_hw(dyc, (0, 0, kw - 1, kw - 1))                               # (F, Ho, Wo + 2 kw - 2, N)
+        turned = np.ascontiguousarray(self.params["kernel"][::-1, ::-1].transpose(2, 3, 0, 1))   # (C, F, kh, kw)
         dxh = np.empty(xh.shape, self.dtype)                                    # the gradient of xh: (C, H, Wp, N)
-        compiled.direct5(dyh.reshape(f, ho, -1), kh - 1 - top, n, turned, np.zeros(c, self.dtype), False,
+        compiled.direct(dyh.reshape(f, ho, -1), kh - 1 - top, n, turned, np.zeros(c, self.dtype), False,
                          dxh.reshape(c, h, -1))
         return from_chwn(dxh[:, :, left:left + w])                              # the columns' padding dropped
 
