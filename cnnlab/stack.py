@@ -34,6 +34,8 @@ other inputs of a join in its chain (``_chain``'s side inputs).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .layers import compiled
 from .layers.activations import ReLU
 from .layers.conv import Conv2D
@@ -300,14 +302,34 @@ class Stack:
             return out
         return out, {name: values[self.tensor(name)] for name in names}
 
+    # A pass writes a step's output for every image of the batch before the next step reads it. At
+    # inference the images are independent, so a large batch runs in slices whose largest tensor (of those
+    # the inference plan writes) takes at most INFER_SLICE_BYTES: ResNet-20's first stage at 256 images is
+    # 16.8 MB a tensor, more than the caches hold beside the tensors kept for the residual branches, and
+    # every step would stream it from memory. Slices much smaller than this cost more than they save (the
+    # loops' rows get short); the measurements are in benchmarks/README.md ("Residual networks on an AVX2 CPU").
+    INFER_SLICE_BYTES = 8 << 20
+    INFER_SLICE_MIN = 8                                  # images: the batch is the loops' innermost axis
+
+    def infer_slice(self, x) -> int:
+        """How many images of ``x`` one slice of an inference pass takes (all of them when they fit)."""
+        plan = self.plan(frozenset(), inference=True)
+        sizes = [int(np.prod(self.layers[dst - 1].output_shape)) for _, _, dst, _ in plan.steps if dst > 0]
+        fit = self.INFER_SLICE_BYTES // max(1, max(sizes + [int(np.prod(x.shape[1:]))]) * x.dtype.itemsize)
+        return max(self.INFER_SLICE_MIN, fit // self.INFER_SLICE_MIN * self.INFER_SLICE_MIN)
+
     def infer(self, x):
         """The output for input ``x`` in inference mode, when no backward pass follows (``predict``, ``evaluate``).
 
         BatchNorm is folded into the convolution or dense layer before it (``FoldedBatchNorm``): the same
-        function as ``forward(x)`` up to rounding, one pass over memory less per BatchNorm.
+        function as ``forward(x)`` up to rounding, one pass over memory less per BatchNorm. A large batch runs
+        in slices of :meth:`infer_slice` images.
         """
         self._last = None                                # nothing to backpropagate through
-        return self._run(self.plan(frozenset(), inference=True), x, False)[self.output]
+        plan, step = self.plan(frozenset(), inference=True), self.infer_slice(x)
+        if len(x) <= step:
+            return self._run(plan, x, False)[self.output]
+        return np.concatenate([self._run(plan, x[i:i + step], False)[self.output] for i in range(0, len(x), step)])
 
     @staticmethod
     def _run(plan, x, training):

@@ -234,6 +234,7 @@ def folded_model(seed=0, dtype=np.float64):
         bn.buffers["running_var"][...] = rng.uniform(0.2, 3, c)
     for name in ("conv2d_1", "conv2d_2"):                                # the Winograd output loops' epilogue
         model[name]._algorithm = lambda channels: "winograd" if cnnlab.layers.compiled.enabled() else "im2col"
+    model["conv2d"]._algorithm = lambda channels: "im2col"               # (a direct loop would take the pool in)
     return model
 
 
@@ -290,6 +291,18 @@ def test_inference_pools_inside_a_direct_convolution_with_the_same_outputs(compi
     # a captured ReLU output is the layer's own: the pool is not taken into the convolution
     first = model.stack.plan(frozenset([model.stack.tensor("relu")]), inference=True).steps[0][0]
     assert type(first).__name__ == "FoldedBatchNorm" and first.pool is None
+
+
+@pytest.mark.parametrize("slice_bytes", [1, 8 * 8 * 4 * 8 * 17])
+def test_inference_runs_a_large_batch_in_slices_with_the_same_outputs(slice_bytes, compiled_loops):
+    """``Stack.infer`` runs a batch whose tensors exceed INFER_SLICE_BYTES in slices of ``infer_slice`` images
+    (at least 8; the last slice shorter): the outputs equal the unsliced forward pass's, image by image."""
+    model = folded_model()
+    model.stack.INFER_SLICE_BYTES = slice_bytes          # the largest tensor: 8 x 8 x 4 float64 per image
+    x = np.random.default_rng(5).standard_normal((21, 8, 8, 2))
+    assert model.stack.infer_slice(x) == (8 if slice_bytes == 1 else 16)           # 17 fit: a multiple of 8
+    np.testing.assert_allclose(model.stack.infer(x), model.forward(x), rtol=1e-12, atol=1e-12)
+    assert model.stack.infer(x).shape == (21, 3)
 
 
 def test_inference_only_pass_has_no_backward():
