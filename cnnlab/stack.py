@@ -26,7 +26,8 @@ only a ``ReLU`` reads runs with it as one :class:`BatchNormReLU` step, and with 
 (:meth:`Stack.infer`, behind ``predict`` and ``evaluate``) also fold a
 ``BatchNorm`` into the ``Conv2D`` or ``Dense`` before it, with the ``ReLU`` after
 it (:class:`FoldedBatchNorm`): the normalization then costs nothing; a direct
-convolution also takes the max pool after them into its loop. The end of a
+convolution also takes the max pool after them into its loop, a Winograd one a 2x2 pool
+into its output tiles. The end of a
 residual block, ``BatchNorm`` -> ``Add`` -> ``ReLU`` where the ``Add`` joins the
 BatchNorm's output with one other branch, runs as one :class:`BatchNormAddReLU`
 step (compiled loops or not), which reads both tensors: a fused step may read the

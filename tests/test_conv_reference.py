@@ -112,13 +112,46 @@ def test_direct_conv_pools_as_it_writes_at_inference(shape, filters, kh, padding
     np.testing.assert_allclose(got, mp.forward(layer.forward_folded(x, scale, shift, relu=relu)), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape,padding", [((2, 8, 8, 3), "same"), ((3, 7, 9, 2), "same"), ((1, 9, 8, 4), "valid"),
+                                           ((2, 6, 11, 2), (2, 1))])
+@pytest.mark.parametrize("block_bytes", [None, 1], ids=["one-block", "tile-by-tile"])
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("relu", [False, True])
+def test_winograd_conv_pools_its_tiles_at_inference(shape, padding, block_bytes, k, relu, compiled_loops):
+    """``forward_folded`` with a 2x2 max pool after Winograd: each 2x2 output tile is a window, so only the
+    pooled output is written; odd outputs (the last tile overhangs, its window is dropped), blocks of tiles
+    that end where windows do not, NaNs and negative scales give the layers' numbers."""
+    rng = np.random.default_rng(18)
+    if k == 5:                                        # room for a 5x5 kernel
+        shape = shape[:1] + (shape[1] + 2, shape[2] + 2) + shape[3:]
+    x = rng.standard_normal(shape)
+    x[0, 1, 1, 0] = np.nan
+    layer = L.Conv2D(5, k, padding=padding)
+    layer._algorithm = lambda channels: "winograd"
+    if block_bytes:
+        layer.WINOGRAD_BAND_BYTES = block_bytes       # every tile its own block
+    layer.build(shape[1:], rng=rng, dtype=np.float64)
+    layer.params["bias"][...] = rng.standard_normal(5)
+    scale, shift = rng.uniform(-2, 2, 5), rng.standard_normal(5)
+    shift[-1] = -100
+    mp = L.MaxPool2D(2)
+    mp.build(layer.output_shape, dtype=np.float64)
+    assert layer.pools_while_writing(mp) and not layer.pools_while_writing(L.MaxPool2D(3))
+    pads = resolve_padding(layer.padding, shape[1:3], layer.kernel_size, layer.strides, layer.dilation)
+    mapped = L.conv2d_naive(x, layer.params["kernel"], layer.params["bias"], pads=pads) * scale + shift
+    expected = reference_max_pool(np.maximum(mapped, 0) if relu else mapped, 2, 2)
+    got = layer.forward_folded(x, scale, shift, relu=relu, pool=mp)
+    assert np.isnan(got).any() and not np.isnan(got).all() and (not relu or (got == 0).any())
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_pools_that_do_not_tile_the_output_run_after_the_convolution():
-    """Overlapping or padded windows, average pools and layers that do not run the direct loop: the pool runs
+    """Overlapping or padded windows, average pools, and windows other than 2x2 after Winograd: the pool runs
     after the convolution, with the same result as the two layers."""
     pytest.importorskip("numba")
     rng = np.random.default_rng(17)
     for channels, pool in ((1, L.MaxPool2D(3, strides=2)), (1, L.MaxPool2D(2, padding="same")),
-                           (1, L.AvgPool2D(2)), (16, L.MaxPool2D(2))):
+                           (1, L.AvgPool2D(2)), (16, L.MaxPool2D(3))):
         x = rng.standard_normal((2, 7, 7, channels))
         layer = L.Conv2D(4, 5, padding="same")
         layer.build(x.shape[1:], rng=rng, dtype=np.float64)

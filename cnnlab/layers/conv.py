@@ -252,16 +252,20 @@ class Conv2D(Layer):
         x = self._prepare(x)
         kernel, bias = self.folded_params(scale, shift)                         # filter f scaled by scale[f]
         if pool is not None and self.pools_while_writing(pool):
+            if self._algorithm(x.shape[3]) == "winograd":
+                return self._forward_winograd(x, *self._geometry(x), False, kernel, bias, relu, pooled=True)
             return self._forward_direct(x, *self._geometry(x), kernel, bias, relu, pool_size=pool.pool_size)
         y = self._forward(x, False, kernel, bias, relu)
         return y if pool is None else pool.forward(y)
 
     def pools_while_writing(self, pool) -> bool:
-        """Whether :meth:`forward_folded` runs ``pool`` inside this layer's loop: for the direct convolution
-        (``_algorithm``) and a max pool whose windows tile the output (strides equal to the window, no padding)."""
+        """Whether :meth:`forward_folded` runs ``pool`` inside this layer's loop: a max pool whose windows tile the
+        output (strides equal to the window, no padding) after the direct convolution (``_algorithm``), or a
+        2x2 one after Winograd's, whose 2x2 output tiles are the pool's windows."""
         if getattr(pool, "reduction", None) != "max" or not pool.tiles(self.output_shape[:2]):
             return False
-        return self._algorithm(self.input_shape[-1]) == "direct"
+        algorithm = self._algorithm(self.input_shape[-1])
+        return algorithm == "direct" or (algorithm == "winograd" and tuple(pool.pool_size) == (2, 2))
 
     def _geometry(self, x):
         """The padding ``(top, bottom, left, right)`` and output size ``(Ho, Wo)`` for the prepared batch ``x``."""
@@ -345,19 +349,43 @@ class Conv2D(Layer):
         return [(r0, min(tiles[0], r0 + rows), c0, min(tiles[1], c0 + cols))
                 for r0 in range(0, tiles[0], rows) for c0 in range(0, tiles[1], cols)]
 
-    def _forward_winograd(self, x, pads, out_hw, training, kernel, bias, relu):
+    def _forward_winograd(self, x, pads, out_hw, training, kernel, bias, relu, pooled=False):
         n, f = x.shape[0], self.filters
         tf = winograd.TRANSFORMS[self.kernel_size[0]]
         tiles = winograd.winograd_tiles(*out_hw)
         xq = winograd.parity_split(to_chwn(x), pads[0], pads[2],
                                    tiles[0] + tf.halo, tiles[1] + tf.halo)     # padded: (C, 2, 2, Ty+halo, Tx+halo, N)
         u = winograd.winograd_kernel(tf, kernel)                                # (n^2, F, C)
+        blocks = self._winograd_blocks(x.shape[3], tiles, n)
+        if pooled:                                                              # inference: no cache
+            return self._winograd_max_pool(tf, xq, u, out_hw, blocks, bias, relu)
         y = np.empty((f, 2 * tiles[0], 2 * tiles[1], n), self.dtype)
-        for r0, r1, c0, c1 in self._winograd_blocks(x.shape[3], tiles, n):
+        for r0, r1, c0, c1 in blocks:
             m = np.matmul(u, winograd.winograd_input_block(tf, xq, r0, r1, c0, c1))     # (n^2, F, tiles*N) = U V
             winograd.winograd_output_block(tf, m, y, r0, r1, c0, c1, bias, relu)     # bias (and ReLU) added there
         self._cache = ("winograd", xq, u, x.shape[1:3], pads, tiles)        # kept: input gradients follow inference too
         return from_chwn(y[:, :out_hw[0], :out_hw[1]])                          # (N, Ho, Wo, F), a view
+
+    # At inference a 2x2 max pool after a Winograd layer (pools_while_writing) takes the maximum of each
+    # 2x2 output tile: each block of tiles is transformed into a scratch that stays in cache and only its
+    # pooled quarter is written (mnist_accurate's last convolution, cifar_small's second, fourth and sixth).
+    # An odd output's last, overhanging tile row or column is the window the pool drops.
+    def _winograd_max_pool(self, tf, xq, u, out_hw, blocks, bias, relu):
+        ph, pw = out_hw[0] // 2, out_hw[1] // 2
+        f, n = self.filters, xq.shape[5]
+        y = np.empty((f, ph, pw, n), self.dtype)
+        most = max((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in blocks)
+        scratch = np.empty(f * 4 * most * n, self.dtype)
+        for r0, r1, c0, c1 in blocks:
+            m = np.matmul(u, winograd.winograd_input_block(tf, xq, r0, r1, c0, c1))
+            out = scratch[:f * 4 * (r1 - r0) * (c1 - c0) * n].reshape(f, 2 * (r1 - r0), 2 * (c1 - c0), n)
+            winograd.winograd_output_block(tf, m, out, 0, r1 - r0, 0, c1 - c0, bias, relu)   # the block's own tiles
+            rows, cols = min(r1, ph) - r0, min(c1, pw) - c0
+            if rows > 0 and cols > 0:
+                t = out[:, :2 * rows, :2 * cols]
+                np.maximum(np.maximum(t[:, 0::2, 0::2], t[:, 0::2, 1::2]),             # a NaN wins, as in MaxPool2D
+                           np.maximum(t[:, 1::2, 0::2], t[:, 1::2, 1::2]), out=y[:, r0:r0 + rows, c0:c0 + cols])
+        return from_chwn(y)                                                     # (N, Ho // 2, Wo // 2, F), a view
 
     def _backward_winograd(self, dy):
         _, xq, u, (h, w), pads, tiles = self._cache
