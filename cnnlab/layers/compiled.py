@@ -652,6 +652,14 @@ def col2im(dcols, dxp, row0, kh, kw, ho, wo, sh, sw, dh, dw):
 DIRECT_BLOCK = 512         # outputs per row computed together: the filters' runs and the input's stay in L1
 
 
+@_jit
+def _relu(run):
+    """``max(., 0)`` in place over a run of outputs (a NaN stays NaN, as in ``np.maximum``)."""
+    for k in range(run.shape[0]):
+        if run[k] < 0:
+            run[k] = 0
+
+
 @_jit_fma
 def direct5(x, top, n, w, bias, relu, y):
     """``y[f, i, k] = bias[f] + sum_{c, p, q} w[f, c, p, q] x[c, i + p - top, k + q n]``, then ``max(., 0)``
@@ -688,11 +696,8 @@ def direct5(x, top, n, w, bias, relu, y):
                             ya[k] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4
                             yb[k] += b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4
                 if relu:
-                    for k in range(m):
-                        if ya[k] < 0:
-                            ya[k] = 0
-                        if yb[k] < 0:
-                            yb[k] = 0
+                    _relu(ya)
+                    _relu(yb)
     return y
 
 
@@ -733,16 +738,11 @@ def direct3(x, top, n, w, bias, relu, y):
                             yb[k] += b0 * v0 + b1 * v1 + b2 * v2
                             yc[k] += c0 * v0 + c1 * v1 + c2 * v2
                             yd[k] += d0 * v0 + d1 * v1 + d2 * v2
-                if relu:                                  # (a NaN stays NaN)
-                    for k in range(m):
-                        if ya[k] < 0:
-                            ya[k] = 0
-                        if yb[k] < 0:
-                            yb[k] = 0
-                        if yc[k] < 0:
-                            yc[k] = 0
-                        if yd[k] < 0:
-                            yd[k] = 0
+                if relu:
+                    _relu(ya)
+                    _relu(yb)
+                    _relu(yc)
+                    _relu(yd)
     return y
 
 
