@@ -6,7 +6,8 @@
 A RECIPE is ``NAME=ARGS``: a name for the run directory and the ``cnnlab train`` arguments, e.g.
 ``"m-base=--dataset mnist --model mnist_accurate --epochs 16 --augment mnist"``. Each recipe trains
 with ``--val-split 0.1 --seed 0`` (the same 6,000 held-out training images for every recipe of a
-dataset; ``--test`` trains on the whole training set instead, for the measurement after the choice),
+dataset; ``--test`` trains on the whole training set instead, for the measurement after the choice,
+with the seed given in ARGS),
 as a fresh process, at ``nice 10``, with ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` unset (as
 users run). Never two at once: the table is of one machine's cores.
 
@@ -66,7 +67,7 @@ def row(run_dir):
 
 
 def table(out):
-    runs = sorted(p.parent for p in Path(out).glob(f"*/{RECORD}"))
+    runs = [p.parent for p in Path(out).glob(f"*/{RECORD}")]
     lines = ["| run | arguments | accuracy | epochs | training time | CPU time | load before / after |",
              "| --- | --- | --- | ---: | ---: | ---: | --- |"]
     return "\n".join(lines + [row(r) for r in sorted(runs, key=lambda r: r.stat().st_mtime)])
